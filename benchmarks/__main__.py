@@ -1,0 +1,126 @@
+"""`python -m benchmarks [--quick]`: every variant on every workload, then the decode bench.
+
+For each workload and variant: start a fresh simulator process (same seed, same accounts), run
+the variant in its own process, read the simulator's stats, stop the simulator. Prints one table
+per workload with ratios against this library, writes benchmarks/results/<stamp>-<mode>.json
+and a PNG chart next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _report, bench_decode
+from benchmarks._harness import BenchError, run_variant, simulator
+from benchmarks._metrics import compute
+from benchmarks._stats import parse_stats
+from benchmarks._workloads import plan
+from benchmarks.variants import DESCRIPTIONS, VARIANTS
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the short run (under 2 minutes)")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}"
+    )
+    parser.add_argument("--workloads", default="batch,stream,single", help="comma list")
+    parser.add_argument("--seed", type=int, default=7, help="simulator seed (same for all)")
+    parser.add_argument("--time-scale", type=float, default=0.01, help="simulator time scale")
+    parser.add_argument("--no-download", action="store_true", help="skip fetching m4a files")
+    parser.add_argument("--no-decode", action="store_true", help="skip the decode benchmark")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNG go")
+    ns = parser.parse_args(argv)
+    ns.variants = [v.strip() for v in ns.variants.split(",") if v.strip()]
+    unknown = [v for v in ns.variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    ns.workloads = [w.strip() for w in ns.workloads.split(",") if w.strip()]
+    if not 0 < ns.time_scale <= 1:
+        parser.error("--time-scale must be in (0, 1]")
+    return ns
+
+
+def run_one(variant: str, workload: Any, ns: argparse.Namespace) -> dict[str, Any]:
+    """One variant on one workload, against its own simulator; never raises for a bad run."""
+    timeout = 120.0 if ns.quick else 900.0
+    started = time.perf_counter()
+    try:
+        with simulator(workload, time_scale=ns.time_scale, seed=ns.seed) as sim:
+            result = run_variant(
+                VARIANTS[variant], sim, workload,
+                time_scale=ns.time_scale, download=not ns.no_download, timeout_s=timeout,
+            )  # fmt: skip
+    except BenchError as exc:
+        return {"error": str(exc)}
+    row: dict[str, Any] = {"error": result.error, "wall_s": time.perf_counter() - started}
+    stats = parse_stats(result.stats, time_scale=ns.time_scale)
+    row["sim"] = stats.summary()
+    if result.report is not None:
+        row["metrics"] = compute(
+            workload,
+            time_scale=ns.time_scale,
+            report=result.report,
+            sim_jobs=stats.jobs,
+            requests=stats.api_requests,
+            responses_429=stats.responses_429,
+            duplicate_submissions=stats.duplicate_submissions,
+            accepted_prompts=stats.accepted_prompts,
+        )
+        row["notes"] = row["metrics"].pop("notes")
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = parse_args(argv)
+    mode = "quick" if ns.quick else "full"
+    info = _report.machine()
+    print("\n".join(_report.machine_lines(info)), flush=True)
+    print(f"mode: {mode}, time scale {ns.time_scale}, seed {ns.seed}; "
+          "durations below are simulated (API) seconds", flush=True)  # fmt: skip
+    result: dict[str, Any] = {
+        "mode": mode,
+        "time_scale": ns.time_scale,
+        "seed": ns.seed,
+        "download": not ns.no_download,
+        "machine": info,
+        "variants": {v: DESCRIPTIONS[v] for v in ns.variants},
+        "workloads": [],
+    }
+    for workload in plan(quick=ns.quick):
+        if workload.name not in ns.workloads:
+            continue
+        runs: dict[str, Any] = {}
+        for variant in ns.variants:
+            print(f"  {workload.name:<7} {variant:<16}", end="", flush=True)
+            row = run_one(variant, workload, ns)
+            runs[variant] = row
+            print(f" {row.get('wall_s', 0.0):6.1f} s" + (f"  ERROR {row['error']}"
+                  if row.get("error") else ""), flush=True)  # fmt: skip
+        info_w = asdict(workload) | {"slots": workload.slots}
+        result["workloads"].append({"workload": info_w, "variants": runs})
+        print()
+        print("\n".join(_report.workload_table(info_w, runs)), flush=True)
+        print()
+    if not ns.no_decode:
+        number, repeat = (2_000, 3) if ns.quick else (20_000, 5)
+        result["decode"] = bench_decode.run_all(number=number, repeat=repeat)
+        print("\n".join(_report.decode_table(result["decode"])))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = ns.out / f"{stamp}-{mode}.json"
+    _report.write_json(json_path, result)
+    print(f"\nresults: {json_path}")
+    print(_report.chart(ns.out / f"{stamp}-{mode}.png", result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

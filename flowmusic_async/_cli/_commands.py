@@ -1,0 +1,248 @@
+"""The subcommands that talk to the API: one async function each, returning an exit code.
+
+Errors are not caught here: a typed error propagates to `_cli.run`, which prints its message
+and maps it to an exit code in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .._client import FlowMusic
+from .._models import Clip
+from .._resources import account_of_id
+from .._timing import Timing
+from . import _render
+from ._args import EDIT_PARAM_NAMES
+from ._exit import CommandError, ExitCode
+from ._inputs import read_batch_file
+from ._output import Output
+from ._progress import BatchProgress, showing_progress
+from ._runner import print_summary, run_batch
+
+TOKEN_ENV = "USEAPI_TOKEN"
+
+
+@dataclass
+class Context:
+    """What every command gets: parsed arguments, the output, and an optional test transport."""
+
+    args: argparse.Namespace
+    out: Output
+    transport: httpx.AsyncBaseTransport | None = None
+
+    @property
+    def timing(self) -> Timing:
+        """The client's timing: the real API's, or scaled to match a simulator."""
+        scale = self.args.time_scale
+        return Timing() if scale == 1.0 else Timing.scaled(scale)
+
+    def client(self) -> FlowMusic:
+        """A FlowMusic client for --base-url and the token (--token, else USEAPI_TOKEN)."""
+        token = self.args.token or os.environ.get(TOKEN_ENV)
+        if not token:
+            raise CommandError(
+                f"no API token: set {TOKEN_ENV} (or pass --token); "
+                "get one at https://useapi.net/docs/start-here/setup-useapi",
+                code=ExitCode.AUTH,
+            )
+        self.out.add_secret(token)
+        return FlowMusic(token=token, base_url=self.args.base_url, transport=self.transport,
+                         timing=self.timing)
+
+
+Command = Callable[[Context], Awaitable[ExitCode]]
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {what} from {path}: {exc}") from None
+
+
+def _music_params(args: argparse.Namespace) -> dict[str, Any]:
+    """fm.music.create keywords from the generate options; unset ones left out."""
+    params: dict[str, Any] = {
+        "instrumental": args.instrumental,
+        "lyrics": _read_text(args.lyrics_file, "lyrics") if args.lyrics_file else args.lyrics,
+        "ghostwriter": args.ghostwriter,
+        "model": args.model,
+        "email": args.email,
+    }
+    if args.ref_images:
+        params["ref_images"] = tuple(args.ref_images)
+    if args.ref_audios:
+        params["ref_audios"] = tuple(args.ref_audios)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+async def generate(ctx: Context) -> ExitCode:
+    """One song: submit, wait with live progress, download when --out is given."""
+    args = ctx.args
+    params = _music_params(args)
+    async with ctx.client() as fm, _one_song(ctx, fm) as progress:
+        job = await fm.generate(args.prompt, timeout=args.timeout, **params)
+        files = await fm.download(job, args.out, formats=args.formats) if args.out else []
+        progress.on_outcome(True, resumed=False, text=f"ok: {job.jobid}")
+    _render.job(ctx.out, job, files=files)
+    return ExitCode.OK
+
+
+def _one_song(ctx: Context, fm: FlowMusic) -> AbstractAsyncContextManager[BatchProgress]:
+    """Progress for a single job; plain mode stays quiet, since the result follows anyway."""
+    mode = "off" if ctx.args.progress == "auto" and not _is_tty(ctx.out.stderr) else \
+        ctx.args.progress
+    return showing_progress(fm, ctx.out, mode, total=1,
+                            expected_s=ctx.timing.typical_job_seconds)
+
+
+def _is_tty(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+async def batch(ctx: Context) -> ExitCode:
+    """Every prompt of a file, as many at once as the accounts allow."""
+    args = ctx.args
+    items = read_batch_file(args.file, input_format=args.input_format)
+    async with ctx.client() as fm:
+        summary = await run_batch(
+            fm, items, out=ctx.out, progress_mode=args.progress, timing=ctx.timing, dest=args.out,
+            formats=args.formats, journal=args.journal, concurrency=args.concurrency,
+            song_timeout=args.timeout,
+        )
+    if ctx.out.json_mode:
+        ctx.out.json(summary.to_json())
+    print_summary(ctx.out, summary, dest=args.out)
+    return summary.exit_code
+
+
+async def jobs(ctx: Context) -> ExitCode:
+    """jobs list | get JOBID | cancel JOBID."""
+    args = ctx.args
+    async with ctx.client() as fm:
+        if args.action == "list":
+            _render.running_jobs(ctx.out, await fm.jobs.list())
+        elif args.action == "get":
+            _render.job(ctx.out, await fm.jobs.get(args.jobid))
+        else:
+            await fm.jobs.cancel(args.jobid)
+            _render.simple(ctx.out, f"cancelled {args.jobid} (credits are not refunded)",
+                           {"cancelled": args.jobid})
+    return ExitCode.OK
+
+
+async def accounts(ctx: Context) -> ExitCode:
+    """accounts list | get | usage | add | set-max-jobs | delete."""
+    args = ctx.args
+    if args.action == "add":
+        ctx.out.add_secret(args.refresh_token)
+    async with ctx.client() as fm:
+        if args.action == "list":
+            _render.accounts(ctx.out, await fm.accounts.list())
+        elif args.action == "get":
+            _render.account(ctx.out, await fm.accounts.get(args.email))
+        elif args.action == "usage":
+            _render.usage(ctx.out, await fm.accounts.usage(args.email))
+        elif args.action == "add":
+            _render.account(ctx.out, await fm.accounts.add(args.refresh_token,
+                                                           max_jobs=args.max_jobs))
+        elif args.action == "set-max-jobs":
+            _render.account(ctx.out, await fm.accounts.set_max_jobs(args.email, args.max_jobs))
+        else:
+            await fm.accounts.delete(args.email)
+            _render.simple(ctx.out, f"deleted {args.email}", {"deleted": args.email})
+    return ExitCode.OK
+
+
+async def lyrics(ctx: Context) -> ExitCode:
+    """Lyrics and a sound prompt for a concept, without audio."""
+    args = ctx.args
+    async with ctx.client() as fm:
+        result = await fm.music.lyrics(args.prompt, structure=args.structure, email=args.email)
+    _render.lyrics(ctx.out, result)
+    return ExitCode.OK
+
+
+async def edit(ctx: Context) -> ExitCode:
+    """An edit of a clip; waits for the new clip(s) and downloads them with --out."""
+    args = ctx.args
+    params = {name: getattr(args, name) for name in EDIT_PARAM_NAMES}
+    params["lyrics"] = _read_text(args.lyrics_file, "lyrics") if args.lyrics_file else args.lyrics
+    params["model"] = args.model
+    params = {k: v for k, v in params.items() if v is not None}
+    async with ctx.client() as fm:
+        if args.operation == "stems":
+            # Stems are synchronous and return all four clips at once; there is no job to watch.
+            record: Any = await fm.music.stems(args.clip)
+            targets = list(record.clips)
+        else:
+            async with _one_song(ctx, fm) as progress:
+                record = await fm.edit(args.operation, args.clip, timeout=args.timeout, **params)
+                progress.on_outcome(True, resumed=False, text=f"ok: {record.jobid}")
+            targets = [record]
+        files: list[Path] = []
+        if args.out:
+            for target in targets:
+                files += await fm.download(target, args.out, formats=args.formats)
+    _render.job(ctx.out, record, files=files)
+    return ExitCode.OK
+
+
+async def download(ctx: Context) -> ExitCode:
+    """A job's clips (by jobid) or one clip (by clip id) into --out."""
+    args = ctx.args
+    async with ctx.client() as fm:
+        if args.id.startswith("job:"):
+            job = await fm.jobs.get(args.id)
+            if not job.is_completed:
+                state = f"failed ({job.error.code})" if job.error else job.status
+                raise CommandError(f"{args.id} is {state}; only a completed job has files",
+                                   code=ExitCode.FAILED)
+            files = await fm.download(job, args.out, formats=args.formats)
+        else:
+            clip = await _find_clip(fm, args.id, needs_urls=set(args.formats) != {"mp3"})
+            files = await fm.download(clip, args.out, formats=args.formats)
+    if ctx.out.json_mode:
+        ctx.out.json({"id": args.id, "files": [str(p) for p in files]})
+    else:
+        for path in files:
+            ctx.out.line(f"wrote {path}")
+    return ExitCode.OK
+
+
+async def _find_clip(fm: FlowMusic, clip_id: str, *, needs_urls: bool) -> Clip:
+    """A Clip for a bare clip id. m4a, wav and image need the clip's public URLs, which only
+    the library listing (GET /music) has, so the clip's account is searched for it."""
+    if not needs_urls:
+        return Clip(clip=clip_id)
+    async for found in fm.music.iter_all(email=account_of_id(clip_id)):
+        if found.clip == clip_id:
+            return Clip(clip=found.clip, title=found.title, lyrics=found.lyrics,
+                        duration_s=found.duration_s, audio_url=found.audio_url,
+                        wav_url=found.wav_url, image_url=found.image_url)
+    raise CommandError(
+        f"clip {clip_id} is not in its account's library, so only mp3 can be fetched by id "
+        "(--formats mp3), or download by jobid",
+        code=ExitCode.FAILED,
+    )
+
+
+COMMANDS: dict[str, Command] = {
+    "generate": generate,
+    "batch": batch,
+    "jobs": jobs,
+    "accounts": accounts,
+    "lyrics": lyrics,
+    "edit": edit,
+    "download": download,
+}

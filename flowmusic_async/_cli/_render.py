@@ -1,0 +1,120 @@
+"""How each API record looks on screen (tables and sentences) and in --json output."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._models import Account, AccountJobs, Job, Lyrics, Stems, Usage
+from ._output import Output, mapping_rows, seconds, short, to_jsonable
+
+
+def job(out: Output, record: Job | Stems, *, files: Sequence[Path] = ()) -> None:
+    """A job record: status line, then one row per clip; `files` are what was downloaded."""
+    if out.json_mode:
+        document = to_jsonable(record)
+        document["files"] = [str(p) for p in files]
+        out.json(document)
+        return
+    jobid = getattr(record, "jobid", None) or "(no jobid)"
+    head = f"{jobid}  {record.status}"
+    if record.email:
+        head += f"  on {record.email}"
+    if record.duration_ms is not None:
+        head += f"  in {record.duration_ms / 1000:.1f}s"
+    out.line(head)
+    error = getattr(record, "error", None)
+    if error is not None:
+        out.line(f"  error {error.code}: {error.message}")
+    if record.clips:
+        rows = [
+            (short(c.title, 40), seconds(c.duration_s), c.clip, c.audio_url or "")
+            for c in record.clips
+        ]
+        out.table(("title", "length", "clip", "m4a"), rows)
+    for path in files:
+        out.line(f"  wrote {path}")
+
+
+def running_jobs(out: Output, listing: Mapping[str, AccountJobs]) -> None:
+    """GET /jobs: accounts with their running count, then each running job."""
+    if out.json_mode:
+        out.json(to_jsonable(dict(listing)))
+        return
+    if not listing:
+        out.line("No jobs running.")
+        return
+    rows = []
+    for email, entry in sorted(listing.items()):
+        rows.append((email, f"{entry.running}/{entry.max_jobs}", "", "", ""))
+        for running in entry.jobs:
+            rows.append(("", "", running.jobid, running.operation or "song",
+                         running.created_at or ""))
+    out.table(("account", "running", "jobid", "operation", "created"), rows)
+
+
+def accounts(out: Output, listing: Mapping[str, Account]) -> None:
+    """GET /accounts: one row per account; an account in error shows why."""
+    if out.json_mode:
+        out.json(to_jsonable(dict(listing)))
+        return
+    if not listing:
+        out.line("No accounts configured. Add one with: flowmusic accounts add REFRESH_TOKEN")
+        return
+    rows = [
+        (a.email, a.tier, a.max_jobs, "ok" if a.is_healthy else f"error: {a.error}",
+         a.refreshed_at or "")
+        for a in sorted(listing.values(), key=lambda a: a.email)
+    ]
+    out.table(("account", "tier", "maxJobs", "health", "refreshed"), rows)
+
+
+def account(out: Output, record: Account) -> None:
+    """One account record as key/value rows (tokens never shown)."""
+    data = to_jsonable(record)
+    if out.json_mode:
+        out.json(data)
+        return
+    out.table(("field", "value"), mapping_rows(data))
+
+
+def usage(out: Output, report: Usage) -> None:
+    """GET /accounts/usage: totals by type, then spend per song."""
+    if out.json_mode:
+        out.json(to_jsonable(report))
+        return
+    summary = report.summary
+    out.line(f"{report.email}: {summary.total_charged_credits:g} credits charged, "
+             f"{summary.total_received_tokens:g} tokens received")
+    rows = [
+        (kind, f"{tokens:g}", f"{summary.by_type_credits.get(kind, tokens / 12):g}")
+        for kind, tokens in sorted(summary.by_type_tokens.items())
+    ]
+    if rows:
+        out.table(("type", "tokens", "credits"), rows)
+    songs = [(short(c.title, 40), f"{c.credits:g}", c.conversation_id)
+             for c in summary.per_conversation]
+    if songs:
+        out.table(("song", "credits", "conversation"), songs)
+
+
+def lyrics(out: Output, result: Lyrics) -> None:
+    """POST /music/lyrics: the title, the sound prompt, then the lyrics as written."""
+    if out.json_mode:
+        out.json(to_jsonable(result))
+        return
+    if result.title:
+        out.line(f"# {result.title}")
+    if result.sound_prompt:
+        out.line(f"sound prompt: {result.sound_prompt}")
+        out.line()
+    out.line(result.lyrics)
+
+
+def simple(out: Output, message: str, document: Mapping[str, Any]) -> None:
+    """A one-line result (cancelled, deleted): a sentence, or the document in JSON mode."""
+    if out.json_mode:
+        out.json(dict(document))
+    else:
+        out.line(message)

@@ -1,0 +1,509 @@
+"""Save a job's clips to disk: media files with safe, predictable names, plus a JSON sidecar each.
+
+A file only ever appears under its final name once it is complete: bytes are streamed into a
+hidden temporary file in the destination folder, flushed to disk, then ``os.replace``'d into
+place; on any failure or cancellation the temporary file is removed. So "the file exists" means
+"a full download finished", and a rerun skips it without a request. The sidecar records each
+file's size; if the file on disk no longer has that size it is downloaded again.
+
+Media URLs (``audio_url``, ``wav_url``, ``image_url``) are public, signed links: they are fetched
+with the client's httpx client but never with the API token. When one answers 403/404/410 (the
+signature expired) the job is fetched again for fresh links and the file is tried once more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+import httpx
+import msgspec
+
+from flowmusic_async._errors import (
+    FlowMusicError,
+    ServerError,
+    TransportError,
+    ValidationError,
+    error_from_response,
+)
+from flowmusic_async._models import Clip, Job
+from flowmusic_async._resources import account_of_id
+from flowmusic_async._retry import backoff_delays, sleep
+
+if TYPE_CHECKING:
+    from flowmusic_async._client import FlowMusic
+
+__all__ = ["FORMATS", "Sidecar", "SidecarFile", "download", "safe_stem", "short_clip_id"]
+
+Format = Literal["m4a", "wav", "mp3", "image"]
+FORMATS: tuple[Format, ...] = ("m4a", "wav", "mp3", "image")
+
+# Attempts per file for transient failures (5xx, dropped connections, short bodies).
+_MAX_TRIES = 4
+_BACKOFF_BASE_S = 0.5
+_BACKOFF_CAP_S = 8.0
+# Statuses a signed media URL answers once its signature has expired.
+_EXPIRED_STATUSES = frozenset({403, 404, 410})
+_MAX_TITLE_CHARS = 80
+# Names are limited in bytes (255 on most filesystems); 80 four-byte characters would not fit.
+_MAX_TITLE_BYTES = 160
+
+_UNSAFE_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"}
+    | {f"COM{n}" for n in "123456789¹²³"}
+    | {f"LPT{n}" for n in "123456789¹²³"}
+)
+_IMAGE_EXTENSIONS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
+_IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/jpg": "jpg", "image/webp": "webp"}
+
+
+class SidecarFile(msgspec.Struct, frozen=True, kw_only=True):
+    """One media file a sidecar vouches for: its name in the same folder, size and sha256.
+
+    ``sha256`` is None for a file that was already present when the sidecar was first written.
+    """
+
+    name: str
+    size: int
+    sha256: str | None = None
+
+
+class Sidecar(msgspec.Struct, frozen=True, kw_only=True):
+    """``<stem>.json`` next to a clip's files: what the clip is and which files hold it."""
+
+    clip: str
+    jobid: str | None = None
+    email: str | None = None
+    prompt: str | None = None
+    title: str | None = None
+    lyrics: str | None = None
+    lyrics_timing: tuple[tuple[float, float], ...] | None = None
+    seed: int | None = None
+    duration_s: float | None = None
+    files: dict[str, SidecarFile] = {}
+
+
+_SIDECAR_DECODER = msgspec.json.Decoder(Sidecar)
+
+
+def short_clip_id(clip_id: str) -> str:
+    """The first 8 hex digits of the uuid after ``clip:``; a hash of the id if it has none."""
+    _, marker, tail = clip_id.rpartition("clip:")
+    digits = re.sub(r"[^0-9a-fA-F]", "", tail)[:8].lower() if marker else ""
+    if len(digits) == 8:
+        return digits
+    return hashlib.sha256(clip_id.encode()).hexdigest()[:8]
+
+
+def _safe_title(title: str | None) -> str:
+    text = unicodedata.normalize("NFC", title or "")
+    # Control and format characters (incl. bidi overrides that disguise extensions) and line
+    # separators become spaces, like the characters Windows refuses.
+    text = "".join(
+        " " if unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} else ch for ch in text
+    )
+    text = _UNSAFE_CHARS.sub(" ", text)
+    text = " ".join(text.split())
+    text = text[:_MAX_TITLE_CHARS]
+    while len(text.encode()) > _MAX_TITLE_BYTES:
+        text = text[:-1]
+    # Windows drops trailing dots and spaces; leading dots hide files on Unix.
+    text = text.strip(" .")
+    if not text:
+        return "untitled"
+    if text.split(".")[0].strip().upper() in _WINDOWS_RESERVED:
+        text = f"_{text}"
+    return text
+
+
+def safe_stem(title: str | None, clip_id: str) -> str:
+    """The file name (without extension) for a clip: ``<safe title>-<short clip id>``.
+
+    Safe on Windows, macOS and Linux: reserved and control characters removed, whitespace
+    collapsed, no trailing dots or spaces, no reserved device names, title capped at 80
+    characters. The short clip id keeps two songs with the same title apart.
+    """
+    return f"{_safe_title(title)}-{short_clip_id(clip_id)}"
+
+
+def _image_ext_from_url(url: str) -> str | None:
+    suffix = Path(urlsplit(url).path).suffix.lower().lstrip(".")
+    return _IMAGE_EXTENSIONS.get(suffix)
+
+
+def _image_ext_from_type(content_type: str | None) -> str:
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    return _IMAGE_TYPES.get(media_type, "img")
+
+
+def _describe(url: str) -> str:
+    # For error messages: the query string holds the URL's signature, which is nobody's business.
+    parts = urlsplit(url)
+    return f"GET {parts.scheme}://{parts.netloc}{parts.path}"
+
+
+class _Retryable(Exception):
+    """Internal: this attempt failed in a way another attempt may fix."""
+
+    def __init__(self, error: FlowMusicError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Expired(Exception):
+    """Internal: the signed media URL was refused (403/404/410); fresh links may help."""
+
+    def __init__(self, error: FlowMusicError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Written(msgspec.Struct, frozen=True, kw_only=True):
+    path: Path
+    size: int
+    sha256: str
+
+
+class _Body:
+    """What one attempt is streaming: the chunks plus what the headers promised."""
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        endpoint: str,
+        content_type: str | None,
+        content_length: int | None,
+    ) -> None:
+        self.chunks = chunks
+        self.endpoint = endpoint
+        self.content_type = content_type
+        self.content_length = content_length
+
+
+async def _write_atomically(dest: Path, stem: str, body: _Body, final_name: str) -> _Written:
+    """Stream ``body`` into a temporary file in ``dest`` and rename it to ``final_name``."""
+    fd, temp_name = tempfile.mkstemp(dir=dest, prefix=f".{stem}.", suffix=".part")
+    handle: BinaryIO = os.fdopen(fd, "wb")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        try:
+            async for chunk in body.chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                await anyio.to_thread.run_sync(handle.write, chunk)
+        except httpx.TransportError as exc:  # the connection was lost mid-body
+            raise _Retryable(_wrap_transport(exc, body.endpoint)) from exc
+        except TransportError as exc:
+            raise _Retryable(exc) from exc
+        if body.content_length is not None and size != body.content_length:
+            raise _Retryable(
+                TransportError(
+                    f"{body.endpoint}: the body ended after {size} of "
+                    f"{body.content_length} announced bytes",
+                    maybe_sent=True,
+                    endpoint=body.endpoint,
+                )
+            )
+        await anyio.to_thread.run_sync(_flush_to_disk, handle)
+        handle.close()
+        final = dest / final_name
+        os.replace(temp_name, final)
+    except BaseException:
+        # Synchronous on purpose: runs to the end even while the task is being cancelled.
+        handle.close()
+        with suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+    return _Written(path=final, size=size, sha256=digest.hexdigest())
+
+
+def _flush_to_disk(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+@asynccontextmanager
+async def _open_media_url(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Body]:
+    """GET a public media URL without credentials; map failures to _Retryable/_Expired."""
+    request = client.build_request("GET", url)
+    # The token is added per API request, never as a client default; this makes sure of it even
+    # if a caller passed an httpx client that carries one.
+    request.headers.pop("Authorization", None)
+    endpoint = _describe(url)
+    try:
+        response = await client.send(request, stream=True, auth=None, follow_redirects=True)
+    except httpx.TransportError as exc:
+        raise _Retryable(_wrap_transport(exc, endpoint)) from exc
+    try:
+        if response.status_code != 200:
+            await response.aread()
+            error = error_from_response(response, endpoint=endpoint)
+            if response.status_code in _EXPIRED_STATUSES:
+                raise _Expired(error)
+            if isinstance(error, ServerError):
+                raise _Retryable(error)
+            raise error
+        length = response.headers.get("Content-Length")
+        encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+        yield _Body(
+            response.aiter_bytes(),
+            endpoint=endpoint,
+            content_type=response.headers.get("Content-Type"),
+            # A compressed body's length says nothing about the decoded bytes we count.
+            content_length=int(length) if length and length.isdigit() and not encoded else None,
+        )
+    finally:
+        await response.aclose()
+
+
+def _wrap_transport(exc: httpx.TransportError, endpoint: str) -> TransportError:
+    error = TransportError(
+        f"{endpoint}: {type(exc).__name__}: {exc}", maybe_sent=True, endpoint=endpoint
+    )
+    error.__cause__ = exc  # raised later, away from this except block; keep the real cause
+    return error
+
+
+@asynccontextmanager
+async def _open_mp3(fm: FlowMusic, clip_id: str) -> AsyncIterator[_Body]:
+    """GET /music/download through the API (with the token, like any endpoint call).
+
+    Failures to start are not wrapped: the API layer already retried them. Only a body cut off
+    midway (caught in _write_atomically) is retried here.
+    """
+    async with fm.music.download(clip_id) as stream:
+        yield _Body(
+            stream.aiter_bytes(),
+            endpoint="GET /music/download",
+            content_type=stream.content_type,
+            content_length=stream.content_length,
+        )
+
+
+class _Links:
+    """The clips' current media URLs; refreshed at most once per file from GET /jobs/{jobid}."""
+
+    def __init__(self, fm: FlowMusic, clips: Sequence[Clip], jobid: str | None) -> None:
+        self._fm = fm
+        self._jobid = jobid
+        self.clips = {clip.clip: clip for clip in clips}
+
+    def url(self, clip_id: str, fmt: Format) -> str | None:
+        clip = self.clips[clip_id]
+        return {"m4a": clip.audio_url, "wav": clip.wav_url, "image": clip.image_url}.get(fmt)
+
+    async def refresh(
+        self, clip_id: str, fmt: Format, stale_url: str, error: FlowMusicError
+    ) -> str:
+        """A fresh URL for the file whose ``stale_url`` was refused, or re-raise ``error``."""
+        current = self.url(clip_id, fmt)
+        if current is not None and current != stale_url:
+            return current  # another file of this job already fetched fresh links
+        if self._jobid is None:
+            raise error  # nothing to refresh from: pass jobid= when downloading a bare Clip
+        job = await self._fm.jobs.get(self._jobid)
+        for clip in job.clips:
+            if clip.clip in self.clips:
+                self.clips[clip.clip] = clip
+        fresh = self.url(clip_id, fmt)
+        if fresh is None or fresh == stale_url:
+            raise error
+        return fresh
+
+
+def _read_sidecar(path: Path) -> Sidecar | None:
+    try:
+        return _SIDECAR_DECODER.decode(path.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None  # unreadable sidecar: fall back to trusting the files' own presence
+
+
+def _is_complete(path: Path, recorded: SidecarFile | None) -> bool:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    # Present under its final name means a download finished (see module docstring); a recorded
+    # size that disagrees means the file was changed or damaged since.
+    return recorded is None or recorded.size == size
+
+
+def _write_sidecar(path: Path, sidecar: Sidecar) -> None:
+    data = msgspec.json.format(msgspec.json.encode(sidecar), indent=2) + b"\n"
+    with suppress(OSError):
+        if path.read_bytes() == data:
+            return
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
+async def _fetch_file(
+    fm: FlowMusic, links: _Links, clip: Clip, fmt: Format, dest: Path, stem: str
+) -> _Written | None:
+    """Download one format of one clip, retrying transient failures; None if it has no URL."""
+    url = None if fmt == "mp3" else links.url(clip.clip, fmt)
+    if fmt != "mp3" and url is None:
+        return None
+    refreshed = False
+    delays = backoff_delays(base=_BACKOFF_BASE_S, cap=_BACKOFF_CAP_S, max_tries=_MAX_TRIES)
+    while True:
+        try:
+            opener = (
+                _open_mp3(fm, clip.clip) if url is None else _open_media_url(fm._http.client, url)
+            )
+            async with opener as body:
+                ext: str = fmt
+                if fmt == "image":
+                    ext = (url and _image_ext_from_url(url)) or _image_ext_from_type(
+                        body.content_type
+                    )
+                return await _write_atomically(dest, stem, body, f"{stem}.{ext}")
+        except _Expired as exc:
+            if refreshed or url is None:
+                raise exc.error from None
+            url = await links.refresh(clip.clip, fmt, url, exc.error)
+            refreshed = True
+        except _Retryable as exc:
+            delay = next(delays, None)
+            if delay is None:
+                raise exc.error from None
+            await sleep(delay)
+
+
+async def download(
+    fm: FlowMusic,
+    target: Job | Clip,
+    dest: str | os.PathLike[str],
+    *,
+    formats: Sequence[str] = ("m4a",),
+    sidecar: bool = True,
+    jobid: str | None = None,
+    prompt: str | None = None,
+) -> list[Path]:
+    """Save every clip of a completed job (or one clip) into ``dest``; return the paths.
+
+    Each file is named ``<safe title>-<short clip id>.<ext>``; a file already present and
+    complete is not downloaded again. Transient failures (5xx, lost connections, short bodies)
+    are retried with backoff; an expired media URL is refreshed once through
+    ``fm.jobs.get(jobid)``. Files are fetched one after another.
+
+    Args:
+        fm: an entered ``FlowMusic`` client.
+        target: a completed ``Job`` (all its clips) or a single ``Clip``.
+        dest: the folder to write into; created if missing.
+        formats: any of ``"m4a"`` (``audio_url``), ``"wav"`` (``wav_url``), ``"mp3"``
+            (GET /music/download) and ``"image"`` (``image_url``; png, jpg or webp). A format a
+            clip has no URL for is skipped.
+        sidecar: also write ``<stem>.json`` per clip with prompt, title, lyrics, lyrics timing,
+            seed, duration, email, jobid, clip id and the files written (name, size, sha256).
+        jobid: for a bare ``Clip``, the job it came from, so expired URLs can be refreshed.
+        prompt: recorded in the sidecar; defaults to the job's echoed ``request["prompt"]``.
+
+    Returns:
+        The media files written or already present, then each clip's sidecar, clip by clip.
+
+    Raises:
+        ValidationError: an unknown format, or a job that is not completed.
+        FlowMusicError: a download that failed for good (the error of its last attempt).
+    """
+    wanted: list[Format] = []
+    for name in formats:
+        if name not in FORMATS:
+            raise ValidationError(
+                "formats", f"unknown download format {name!r}; choose from {', '.join(FORMATS)}"
+            )
+        if name not in wanted:
+            wanted.append(name)
+    email: str | None = None
+    if isinstance(target, Job):
+        if not target.is_completed:
+            raise ValidationError(
+                "target", f"job {target.jobid} is {target.status}; only a completed job has clips"
+            )
+        clips: Sequence[Clip] = target.clips
+        jobid = target.jobid
+        email = target.email
+        if prompt is None:
+            echoed: Any = target.request.get("prompt")
+            prompt = echoed if isinstance(echoed, str) else None
+    else:
+        clips = (target,)
+        email = account_of_id(target.clip)  # a clip id names its account
+    folder = Path(dest)
+    await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+    links = _Links(fm, clips, jobid)
+    paths: list[Path] = []
+    for clip in clips:
+        stem = safe_stem(clip.title, clip.clip)
+        sidecar_path = folder / f"{stem}.json"
+        previous = _read_sidecar(sidecar_path)
+        recorded: dict[str, SidecarFile] = dict(previous.files) if previous else {}
+        for fmt in wanted:
+            known = recorded.get(fmt)
+            candidate = _known_name(fmt, stem, links.url(clip.clip, fmt), known)
+            if candidate is not None and _is_complete(folder / candidate, known):
+                if known is None:
+                    size = (folder / candidate).stat().st_size
+                    recorded[fmt] = SidecarFile(name=candidate, size=size)
+                paths.append(folder / candidate)
+                continue
+            written = await _fetch_file(fm, links, clip, fmt, folder, stem)
+            if written is None:
+                continue
+            recorded[fmt] = SidecarFile(
+                name=written.path.name, size=written.size, sha256=written.sha256
+            )
+            paths.append(written.path)
+        if sidecar:
+            # Forget files that are gone (deleted by hand) so the sidecar never vouches for them.
+            kept = {k: v for k, v in recorded.items() if (folder / v.name).exists()}
+            document = Sidecar(
+                clip=clip.clip,
+                jobid=jobid,
+                email=email,
+                prompt=prompt,
+                title=clip.title,
+                lyrics=clip.lyrics,
+                lyrics_timing=clip.lyrics_timing,
+                seed=clip.seed,
+                duration_s=clip.duration_s,
+                files=kept,
+            )
+            await anyio.to_thread.run_sync(_write_sidecar, sidecar_path, document)
+            paths.append(sidecar_path)
+    return paths
+
+
+def _known_name(
+    fmt: Format, stem: str, url: str | None, recorded: SidecarFile | None
+) -> str | None:
+    """The final file name, when it can be known before downloading."""
+    if fmt != "image":
+        return f"{stem}.{fmt}"
+    ext = _image_ext_from_url(url) if url else None
+    if ext is not None:
+        return f"{stem}.{ext}"
+    # An image URL without an extension: only the sidecar knows what type it turned out to be.
+    return recorded.name if recorded is not None else None

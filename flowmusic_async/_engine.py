@@ -1,0 +1,575 @@
+"""The job engine: submit paid jobs once, place them on free slots, and await their end.
+
+Submitting goes: wait for a slot (the scheduler), tag the request with a client reference in
+`replyRef`, POST it in async mode under a cancel shield, and hand the job to the poller. Every
+failure of the POST falls in one of three cases:
+
+- the server said no (400, 401, 403, 422): final, raised at once;
+- the server said not here or not now (429, 402, 596, 404 for an account): nothing was
+  created, so the job is placed again, elsewhere or after a backoff;
+- nobody knows (the connection dropped after sending, a 5xx, a broken body): the job may exist
+  and be charged. It is never blindly resent. We look for our reference among the running
+  jobs; found, the job is adopted; proven absent, it is sent again; otherwise
+  `SubmissionUncertain` says what to check by hand.
+
+A JobEngine belongs to one FlowMusic client and is shared by all its tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import msgspec
+
+from ._errors import (
+    AccountBusyError,
+    AccountError,
+    AuthenticationError,
+    DecodeError,
+    FlowMusicError,
+    InsufficientCreditsError,
+    JobFailed,
+    JobTimeout,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    SubmissionUncertain,
+    TransportError,
+)
+from ._events import EventHooks
+from ._models import AccountJobs, Job
+from ._poller import Poller, Watch
+from ._retry import backoff_delays, sleep
+from ._scheduler import Scheduler
+from ._timing import Timing
+
+if TYPE_CHECKING:
+    from ._client import FlowMusic
+
+logger = logging.getLogger("flowmusic_async")
+
+JobPath = Literal["/music", "/music/edit"]
+
+_REF_PREFIX = "fma:"
+_REF_SEPARATOR = "|"
+
+
+class SubmitAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """What is about to be sent, handed to `on_submitting` before every paid POST.
+
+    A journal writes it down first, so that after a crash the attempt can be reconciled.
+    """
+
+    client_ref: str
+    email: str | None
+    sent_at: float  # time.time()
+    attempt: int
+
+
+OnSubmitting = Callable[[SubmitAttempt], Awaitable[None]]
+
+
+def new_client_ref() -> str:
+    """A fresh reference that identifies one logical submission across retries and restarts."""
+    return f"{_REF_PREFIX}{uuid.uuid4().hex}"
+
+
+def compose_reply_ref(user_ref: str | None, client_ref: str) -> str:
+    """The `replyRef` to send: the caller's own reference (if any), then ours."""
+    return f"{user_ref}{_REF_SEPARATOR}{client_ref}" if user_ref else client_ref
+
+
+def split_reply_ref(reply_ref: str | None) -> tuple[str | None, str | None]:
+    """(the caller's reference, our client reference) from a `replyRef` we composed."""
+    if not reply_ref:
+        return None, None
+    user, sep, ours = reply_ref.rpartition(_REF_SEPARATOR)
+    if ours.startswith(_REF_PREFIX):
+        return (user if sep else None), ours
+    return reply_ref, None
+
+
+def clip_account(clip: str) -> str | None:
+    """The account a clip id lives on (`user:<uid>-<email>-clip:<uuid>`), or None.
+
+    Used only to route an edit to its own account's slots; the id stays opaque otherwise.
+    """
+    if not clip.startswith("user:"):
+        return None
+    _uid, _, rest = clip[len("user:") :].partition("-")
+    email, sep, _ = rest.rpartition("-clip:")
+    return email if sep and "@" in email else None
+
+
+class _Verdict:
+    """Outcome of reconciling a POST whose answer was lost, when no job was found."""
+
+    ABSENT = "absent"  # proven not created: safe to send again
+    UNDECIDED = "undecided"
+
+
+class JobHandle:
+    """A job the server accepted. Await it (or `result()`) for the completed record.
+
+    Safe to await from several tasks. `cancel()` cancels the job server-side.
+    """
+
+    def __init__(
+        self,
+        engine: JobEngine,
+        watch: Watch,
+        *,
+        email: str | None,
+        client_ref: str | None,
+        timeout: float,
+    ) -> None:
+        self._engine = engine
+        self._watch = watch
+        self.jobid = watch.jobid
+        self.email = email
+        self.client_ref = client_ref
+        self.accepted_at = time.monotonic()
+        self._deadline = self.accepted_at + timeout
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "pending"
+        return f"JobHandle(jobid={self.jobid!r}, email={self.email!r}, {state})"
+
+    @property
+    def done(self) -> bool:
+        return self._watch.done.is_set()
+
+    async def result(self, timeout: float | None = None) -> Job:
+        """Wait for the job to end; return the completed record.
+
+        Raises:
+            JobFailed: the job ended failed (including cancelled).
+            JobTimeout: the deadline passed; the job is left running.
+            NotFoundError, PermissionDeniedError: the job is unknown/expired, or not ours.
+            ClientClosedError: the client closed while waiting.
+
+        Args:
+            timeout: seconds from now; default: the deadline set at submission (counted from
+                acceptance, `Timing.job_timeout` unless given).
+        """
+        return await self._engine.await_watch(
+            self._watch,
+            deadline=self._deadline if timeout is None else time.monotonic() + timeout,
+            email=self.email,
+        )
+
+    def __await__(self) -> Generator[Any, None, Job]:
+        return self.result().__await__()
+
+    async def cancel(self) -> Job | None:
+        """Cancel the job server-side (DELETE /jobs/{jobid}) and free its slot.
+
+        Runs shielded so that a cancelled caller still cancels the job. Returns the final record
+        when it could be read (a job that had already completed stays completed).
+        """
+        return await self._engine.cancel(self.jobid, self.email)
+
+
+class JobEngine:
+    """Scheduler, poller and submission logic for one client."""
+
+    def __init__(self, fm: FlowMusic, *, timing: Timing, events: EventHooks) -> None:
+        self._fm = fm
+        self.timing = timing
+        self.events = events
+        self.scheduler = Scheduler()
+        self.poller = Poller(
+            list_running=fm.jobs.list,
+            get_job=fm.jobs.get,
+            scheduler=self.scheduler,
+            timing=timing,
+            events=events,
+            refresh_accounts=self._refresh_accounts_quietly,
+        )
+        self._accounts_lock = anyio.Lock()
+        self._accounts_unavailable = False
+        self._refs_seen: dict[str, str | None] = {}  # jobid -> replyRef of jobs we inspected
+
+    # ----- accounts ------------------------------------------------------------------------------
+
+    async def refresh_accounts(self, *, force: bool = False) -> None:
+        """Read GET /accounts when never read or older than `Timing.accounts_refresh`.
+
+        A 401 is raised (nothing can work); other failures leave placement to the server.
+        """
+        async with self._accounts_lock:
+            loaded = self.scheduler.loaded_at
+            fresh = loaded is not None and time.monotonic() - loaded < self.timing.accounts_refresh
+            if (fresh or self._accounts_unavailable) and not force:
+                return
+            try:
+                accounts = await self._fm.accounts.list()
+            except AuthenticationError:
+                raise
+            except FlowMusicError as error:
+                logger.warning("GET /accounts failed (%s); the server will choose accounts", error)
+                self._accounts_unavailable = True
+                return
+            self.scheduler.update_accounts(accounts)
+
+    async def _refresh_accounts_quietly(self) -> None:
+        try:
+            await self.refresh_accounts()
+        except FlowMusicError as error:
+            logger.warning("GET /accounts failed: %s", error)
+
+    # ----- submitting ----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        path: JobPath,
+        body: Mapping[str, Any],
+        *,
+        account: str | None = None,
+        client_ref: str | None = None,
+        on_submitting: OnSubmitting | None = None,
+        on_accepted: Callable[[JobHandle], None] | None = None,
+        timeout: float | None = None,
+    ) -> JobHandle:
+        """Place and send one paid job; return its handle once the server has accepted it.
+
+        Args:
+            path: "/music" or "/music/edit".
+            body: the validated request body (from `music_body` / `edit_body`).
+            account: the account the job must run on (the caller's `email`, or an edit's clip
+                account); None lets the scheduler choose.
+            client_ref: the reference of this logical submission (a journal passes the one
+                it wrote down); default: a new one.
+            on_submitting: awaited before each POST with what is about to be sent.
+            on_accepted: called, still under the cancel shield, as soon as the job exists.
+            timeout: deadline for the job, counted from acceptance (default
+                `Timing.job_timeout`); retries after 429 stop after the same span.
+        """
+        ref = client_ref or new_client_ref()
+        request = dict(body)
+        request["mode"] = "async"
+        request["replyRef"] = compose_reply_ref(request.get("replyRef"), ref)
+        job_timeout = self.timing.job_timeout if timeout is None else timeout
+        give_up_at = time.monotonic() + job_timeout
+        waits = _Waits(self.timing)
+
+        await self.refresh_accounts()
+        self.events.emit("queued", client_ref=ref, email=account)
+        attempt = 0
+        while True:
+            attempt += 1
+            email = await self.scheduler.acquire(account)
+            try:
+                if path == "/music":
+                    _set_or_drop(request, "email", email)
+                self.events.emit("placed", client_ref=ref, email=email, attempt=attempt)
+                sent_at = time.time()
+                if on_submitting is not None:
+                    await on_submitting(
+                        SubmitAttempt(client_ref=ref, email=email, sent_at=sent_at, attempt=attempt)
+                    )
+                self.events.emit("submitting", client_ref=ref, email=email, attempt=attempt)
+                # Shielded: once the request may reach the server, a cancelled caller must
+                # still learn whether a job was created, so that it can be cancelled, not lost.
+                with anyio.CancelScope(shield=True):
+                    job = await self._send(
+                        path, request, email=email, pinned=account is not None, ref=ref,
+                        sent_at=sent_at, waits=waits,
+                    )
+                    handle = self._accept(job, placed=email, client_ref=ref, timeout=job_timeout)
+                    if on_accepted is not None:
+                        on_accepted(handle)
+                return handle
+            except _Retry as retry:
+                self.scheduler.release(email)
+                if time.monotonic() + retry.delay > give_up_at:
+                    raise retry.error from None
+                self.events.emit(
+                    "retrying", client_ref=ref, email=email, attempt=attempt, error=retry.error
+                )
+                await sleep(retry.delay)
+            except BaseException:
+                self.scheduler.release(email)
+                raise
+
+    async def _send(
+        self,
+        path: JobPath,
+        request: dict[str, Any],
+        *,
+        email: str | None,
+        pinned: bool,
+        ref: str,
+        sent_at: float,
+        waits: _Waits,
+    ) -> Job:
+        """One POST; returns the job, raises `_Retry` when nothing was created, or the final error.
+
+        `pinned`: the job must run on `email` (named by the caller, or an edit's clip account),
+        so an account that cannot take jobs is final rather than a reason to go elsewhere.
+        """
+        try:
+            return await self._fm.music._send_job(path, request)
+        except RateLimitError as error:
+            self.scheduler.note_full(email)
+            self.poller.poke()
+            raise _Retry(error, waits.after_429(error)) from None
+        except (InsufficientCreditsError, AccountError) as error:
+            # The account cannot take jobs: take it out and place the job elsewhere, unless
+            # the server chose the account or the caller named it (nowhere else to go).
+            self.scheduler.take_out(email or error.email, error)
+            if email is None or pinned:
+                raise
+            raise _Retry(error, 0.0) from None
+        except NotFoundError as error:
+            if email is None or pinned:
+                raise
+            self.scheduler.take_out(email, error)  # the account was removed meanwhile
+            raise _Retry(error, 0.0) from None
+        except TransportError as error:
+            if not error.maybe_sent:
+                raise _Retry(error, waits.after_failure()) from None
+            return await self._settle_unknown(path, error, email, ref, sent_at, waits)
+        except DecodeError as error:
+            if error.jobid:  # a 2xx with a jobid: the job exists even if the body is odd
+                return await self._fm.jobs.get(error.jobid)
+            return await self._settle_unknown(path, error, email, ref, sent_at, waits)
+        except ServerError as error:
+            return await self._settle_unknown(path, error, email, ref, sent_at, waits)
+
+    async def _settle_unknown(
+        self,
+        path: JobPath,
+        error: FlowMusicError,
+        email: str | None,
+        ref: str,
+        sent_at: float,
+        waits: _Waits,
+    ) -> Job:
+        verdict = await self.reconcile(ref, email=email, sent_at=sent_at)
+        if isinstance(verdict, Job):
+            self.events.emit(
+                "reconciled", client_ref=ref, jobid=verdict.jobid, email=verdict.email,
+                detail="the job existed; adopted, not resent",
+            )
+            return verdict
+        if verdict == _Verdict.ABSENT:
+            self.events.emit(
+                "reconciled", client_ref=ref, email=email, detail="no job was created; resending"
+            )
+            raise _Retry(error, waits.after_failure())
+        raise SubmissionUncertain(
+            endpoint=f"POST {path}",
+            client_ref=ref,
+            email=email,
+            sent_at=sent_at,
+            detail=f"Cause: {error}",
+        ) from error
+
+    def _accept(
+        self, job: Job, *, placed: str | None, client_ref: str, timeout: float
+    ) -> JobHandle:
+        """Count the job on its account, hand it to the poller and return its handle."""
+        if placed is not None and job.email != placed:
+            self.scheduler.release(placed)
+            self.scheduler.commit(job.email, job.jobid, reserved=False)
+        else:
+            self.scheduler.commit(job.email, job.jobid)
+        watch = self.poller.watch(job.jobid, job.email, owned=True)
+        watch.client_ref = client_ref
+        self.events.emit("submitted", client_ref=client_ref, jobid=job.jobid, email=job.email)
+        if job.is_terminal:
+            self.scheduler.job_ended(job.jobid)
+            self.poller.resolve(job.jobid, job=job)
+        return JobHandle(self, watch, email=job.email, client_ref=client_ref, timeout=timeout)
+
+    # ----- reconciling ---------------------------------------------------------------------------
+
+    async def reconcile(
+        self, client_ref: str, *, email: str | None, sent_at: float
+    ) -> Job | str:
+        """Find the job a POST tagged `client_ref` created, or decide that it created none.
+
+        Returns the job record when found; `_Verdict.ABSENT` when no job can exist: every job
+        runs at least `Timing.min_job_seconds` and is listed by GET /jobs while it runs, so a
+        listing taken within that span of sending that does not show it proves it was never
+        created. Two looks, `reconcile_delay` apart, cover a request the server was still
+        processing. Otherwise `_Verdict.UNDECIDED`.
+        """
+        look_started = time.time()
+        for look in range(2):
+            if look:
+                await sleep(self.timing.reconcile_delay)
+            look_started = time.time()
+            try:
+                running = await self._fm.jobs.list()
+                job = await self._find(running, client_ref, email)
+            except FlowMusicError as error:
+                logger.warning("reconciling %s failed: %s", client_ref, error)
+                return _Verdict.UNDECIDED
+            if job is not None:
+                return job
+        if look_started - sent_at < self.timing.min_job_seconds:
+            return _Verdict.ABSENT
+        return _Verdict.UNDECIDED
+
+    async def _find(
+        self, running: Mapping[str, AccountJobs], client_ref: str, email: str | None
+    ) -> Job | None:
+        ours = self.scheduler.our_jobs()
+        for account, listing in running.items():
+            if email is not None and account != email:
+                continue
+            for entry in listing.jobs:
+                if entry.jobid in ours:
+                    continue
+                if entry.jobid not in self._refs_seen:
+                    job = await self._fm.jobs.get(entry.jobid)
+                    self._refs_seen[entry.jobid] = job.request_reply_ref
+                    if split_reply_ref(job.request_reply_ref)[1] == client_ref:
+                        return job
+                elif split_reply_ref(self._refs_seen[entry.jobid])[1] == client_ref:
+                    return await self._fm.jobs.get(entry.jobid)
+        return None
+
+    async def recover(
+        self,
+        client_ref: str,
+        *,
+        email: str | None,
+        sent_at: float,
+        path: JobPath = "/music",
+        timeout: float | None = None,
+    ) -> JobHandle | None:
+        """After a restart: the handle of the job a journalled POST created, or None if none was.
+
+        Raises:
+            SubmissionUncertain: it cannot be decided (the POST is too old to prove absence
+                and its job is no longer running); check by hand.
+        """
+        await self.refresh_accounts()
+        verdict = await self.reconcile(client_ref, email=email, sent_at=sent_at)
+        if isinstance(verdict, Job):
+            return self.attach(verdict.jobid, verdict.email, client_ref=client_ref, timeout=timeout)
+        if verdict == _Verdict.ABSENT:
+            return None
+        raise SubmissionUncertain(
+            endpoint=f"POST {path}",
+            client_ref=client_ref,
+            email=email,
+            sent_at=sent_at,
+            detail="Found after a restart with no recorded answer.",
+        )
+
+    def attach(
+        self,
+        jobid: str,
+        email: str | None,
+        *,
+        client_ref: str | None = None,
+        timeout: float | None = None,
+    ) -> JobHandle:
+        """A handle on a job accepted earlier (by this process or another), counted on its account."""
+        self.scheduler.commit(email, jobid, reserved=False)
+        watch = self.poller.watch(jobid, email, owned=True, fresh=False)
+        watch.client_ref = client_ref
+        job_timeout = self.timing.job_timeout if timeout is None else timeout
+        return JobHandle(self, watch, email=email, client_ref=client_ref, timeout=job_timeout)
+
+    # ----- waiting and cancelling ----------------------------------------------------------------
+
+    async def wait(self, jobid: str, *, timeout: float | None = None) -> Job:
+        """Wait for any job by id, including one submitted by an earlier process."""
+        watch = self.poller.watch(jobid, fresh=False)
+        limit = self.timing.job_timeout if timeout is None else timeout
+        return await self.await_watch(watch, deadline=time.monotonic() + limit, email=watch.email)
+
+    async def await_watch(self, watch: Watch, *, deadline: float, email: str | None) -> Job:
+        watch.waiters += 1
+        try:
+            with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                await watch.done.wait()
+        except TimeoutError:
+            self.events.emit("timeout", jobid=watch.jobid, email=email)
+            waited = deadline - watch.added_at
+            raise JobTimeout(watch.jobid, email=email, timeout=waited) from None
+        finally:
+            watch.waiters -= 1
+            self.poller.forget(watch)
+        if watch.error is not None:
+            raise watch.error
+        job = watch.job
+        assert job is not None  # resolve() always sets one of job/error
+        if not job.is_completed:
+            raise JobFailed(job)
+        return job
+
+    async def fetch_and_settle(self, jobid: str) -> Job:
+        """Read a job now (a webhook's hint); if it has ended, wake its waiters at once."""
+        job = await self._fm.jobs.get(jobid)
+        if job.is_terminal:
+            self.scheduler.job_ended(jobid)
+            self.poller.resolve(jobid, job=job)
+        return job
+
+    async def cancel(self, jobid: str, email: str | None) -> Job | None:
+        with anyio.CancelScope(shield=True):
+            await self._fm.jobs.cancel(jobid)
+            self.scheduler.job_ended(jobid)
+            try:
+                job: Job | None = await self._fm.jobs.get(jobid)
+            except FlowMusicError:
+                job = None
+            if job is not None and not job.is_terminal:
+                job = None  # not yet reflected; the poller will settle it
+            if job is not None:
+                self.poller.resolve(jobid, job=job)
+            self.events.emit("cancelled", jobid=jobid, email=email)
+            return job
+
+
+class _Retry(Exception):
+    """Internal: this attempt created no job; try again after `delay`."""
+
+    def __init__(self, error: FlowMusicError, delay: float) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.delay = delay
+
+
+class _Waits:
+    """Delays for one submission: jittered backoff after 429 (Retry-After wins) and failures."""
+
+    def __init__(self, timing: Timing) -> None:
+        self._timing = timing
+        self._after_429: Iterator[float] = backoff_delays(
+            base=timing.backoff_base, cap=timing.backoff_cap, max_tries=None
+        )
+        self._after_failure: Iterator[float] = backoff_delays(
+            base=timing.retry_base, cap=timing.backoff_cap, max_tries=None
+        )
+
+    def after_429(self, error: RateLimitError) -> float:
+        if error.retry_after is not None:
+            return min(error.retry_after, self._timing.backoff_cap)
+        if isinstance(error, AccountBusyError):
+            # One account was full although we counted a free slot (another process took it):
+            # the next sweep corrects the count, so a short wait is enough.
+            return min(next(self._after_429), self._timing.poll_interval)
+        return next(self._after_429)
+
+    def after_failure(self) -> float:
+        return next(self._after_failure)
+
+
+def _set_or_drop(body: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        body.pop(key, None)
+    else:
+        body[key] = value
+

@@ -1,0 +1,480 @@
+"""The exception tree, and the one function that turns an HTTP error answer into an exception.
+
+Every error the library raises derives from `FlowMusicError` and carries data, not just
+text: ``status``, ``endpoint`` (e.g. ``"POST /music"``), the server's own words in
+``server_message`` (verbatim), and ``jobid``/``email`` where known (None otherwise). No
+message, repr or log line ever contains the API token::
+
+    FlowMusicError
+    ├── ConfigurationError          bad client configuration (no token, http:// to a remote host)
+    ├── ClientClosedError           used before ``async with`` or after close
+    ├── ValidationError             refused locally, nothing sent; ``field`` (also a ValueError)
+    ├── TransportError              the network failed; ``maybe_sent`` says if the server may have
+    │                               seen the request (False for connect errors and pool timeouts)
+    ├── DecodeError                 a body that is not the documented JSON
+    ├── APIStatusError              an HTTP error answer; ``status``, ``server_message``, ``body``
+    │   ├── BadRequestError             400
+    │   ├── AuthenticationError         401
+    │   ├── InsufficientCreditsError    402
+    │   ├── PermissionDeniedError       403
+    │   ├── NotFoundError               404
+    │   ├── NotReadyError               409  (download of a job that is not completed)
+    │   ├── PayloadTooLargeError        413
+    │   ├── ModeratedError              422  (``error_code`` e.g. "no_lyrics" when the body says)
+    │   ├── RateLimitError              429  (``retry_after`` seconds or None)
+    │   │   ├── AllAccountsBusyError        no email named: every account is at maxJobs
+    │   │   └── AccountBusyError            the named account (``email``) is at its maxJobs
+    │   ├── AccountError                596  (``email`` and ``reason`` parsed from the message)
+    │   └── ServerError                 any other 5xx
+    ├── JobFailed                   a job ended failed; ``job``, ``code``
+    ├── JobTimeout                  a deadline passed while the job ran (the job keeps running)
+    ├── SubmissionUncertain         a paid POST whose outcome cannot be decided; check by hand
+    ├── NoAccountAvailable          no configured account can take the job (engine)
+    └── BatchAborted                a batch stopped early; ``cause``, ``not_started`` (engine)
+
+`error_from_response` is the single status -> exception mapping; nothing else picks a class
+from a status code.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+
+from ._retry import parse_retry_after
+
+if TYPE_CHECKING:
+    from ._models import Job
+
+__all__ = [
+    "APIStatusError",
+    "AccountBusyError",
+    "AccountError",
+    "AllAccountsBusyError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchAborted",
+    "ClientClosedError",
+    "ConfigurationError",
+    "DecodeError",
+    "FlowMusicError",
+    "InsufficientCreditsError",
+    "JobFailed",
+    "JobTimeout",
+    "ModeratedError",
+    "NoAccountAvailable",
+    "NotFoundError",
+    "NotReadyError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "SubmissionUncertain",
+    "TransportError",
+    "ValidationError",
+    "error_from_response",
+]
+
+
+class FlowMusicError(Exception):
+    """Base of every error this library raises.
+
+    Attributes:
+        message: the full human-readable message (also ``str(error)``).
+        status: the HTTP status, or None when no answer was received.
+        endpoint: ``"METHOD /path-template"``, e.g. ``"GET /jobs/{jobid}"``, or None.
+        server_message: the server's error text, verbatim, or None.
+        jobid: the job concerned, when known.
+        email: the account concerned, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        endpoint: str | None = None,
+        server_message: str | None = None,
+        jobid: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.endpoint = endpoint
+        self.server_message = server_message
+        self.jobid = jobid
+        self.email = email
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ConfigurationError(FlowMusicError):
+    """The client was configured in a way that cannot work (no token, http:// to a remote host)."""
+
+
+class ClientClosedError(FlowMusicError):
+    """The client was used before ``async with FlowMusic(...)`` or after it closed."""
+
+
+class ValidationError(FlowMusicError, ValueError):
+    """A request the server would refuse; raised before anything is sent.
+
+    Attributes:
+        field: the offending parameter, by its Python name (e.g. ``"gain_db"``).
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class TransportError(FlowMusicError):
+    """The request failed on the network; the cause is the original ``httpx`` exception.
+
+    Attributes:
+        maybe_sent: False when the server certainly never saw the request (connection refused,
+            connect timeout, pool timeout); True when it may have, so a paid POST may have
+            created a job.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        maybe_sent: bool,
+        endpoint: str | None = None,
+        jobid: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, jobid=jobid, email=email)
+        self.maybe_sent = maybe_sent
+
+
+class DecodeError(FlowMusicError):
+    """A body that is not the documented JSON (a 2xx with a broken or unexpected body).
+
+    ``jobid`` is filled when the body was JSON with a ``jobid`` (a paid POST's job exists).
+    """
+
+
+class APIStatusError(FlowMusicError):
+    """The server answered with an HTTP error status.
+
+    Attributes:
+        status: the HTTP status code.
+        server_message: the ``error`` text (or ``error.message``) verbatim.
+        error_code: ``error.code`` when the body's ``error`` is an object, else None.
+        body: the decoded JSON body, or the raw text when it was not JSON.
+    """
+
+    status: int
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        endpoint: str | None = None,
+        server_message: str | None = None,
+        jobid: str | None = None,
+        email: str | None = None,
+        error_code: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status=status,
+            endpoint=endpoint,
+            server_message=server_message,
+            jobid=jobid,
+            email=email,
+        )
+        self.error_code = error_code
+        self.body = body
+
+
+class BadRequestError(APIStatusError):
+    """400: a parameter is missing or invalid, or the upload is not what it claims to be."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API token is missing or invalid."""
+
+
+class InsufficientCreditsError(APIStatusError):
+    """402: the account has too few credits (or the useapi.net subscription lapsed)."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the job (or clip) belongs to another useapi.net user."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown or expired job, or an account that is not configured."""
+
+
+class NotReadyError(APIStatusError):
+    """409: a download by jobid while that job is not completed yet."""
+
+
+class PayloadTooLargeError(APIStatusError):
+    """413: the upload is over the size cap."""
+
+
+class ModeratedError(APIStatusError):
+    """422: refused by moderation, or the lyrics agent produced nothing (``error_code``)."""
+
+
+class RateLimitError(APIStatusError):
+    """429: no free job slot.
+
+    Attributes:
+        retry_after: seconds from the ``Retry-After`` header, or None when absent.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class AllAccountsBusyError(RateLimitError):
+    """429 with no account named: every eligible account is at its ``maxJobs``."""
+
+
+class AccountBusyError(RateLimitError):
+    """429 for a request that named an account (``email``): that account is at its ``maxJobs``."""
+
+
+class AccountError(APIStatusError):
+    """596: the account is in error state (e.g. refresh token rejected); re-add it.
+
+    Attributes:
+        reason: the recorded reason parsed from the server's message, or None.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason = reason
+
+
+class ServerError(APIStatusError):
+    """A 5xx other than 596: an upstream Flow Music failure (may be transient)."""
+
+
+class JobFailed(FlowMusicError):
+    """A job ended ``failed``; ``job`` is the final record and ``code`` its ``error.code``."""
+
+    def __init__(self, job: Job, *, message: str | None = None) -> None:
+        code = job.error.code if job.error is not None else None
+        detail = job.error.message if job.error is not None else ""
+        text = message or f"job {job.jobid} on {job.email} failed: {code}: {detail}".rstrip(": ")
+        super().__init__(text, server_message=detail or None, jobid=job.jobid, email=job.email)
+        self.job = job
+        self.code = code
+
+
+class JobTimeout(FlowMusicError):
+    """The caller's deadline passed while the job was still running; the job is left running."""
+
+    def __init__(
+        self, jobid: str, *, email: str | None = None, timeout: float | None = None
+    ) -> None:
+        waited = f" after {timeout:g} s" if timeout is not None else ""
+        super().__init__(
+            f"job {jobid} still running{waited}; it was not cancelled", jobid=jobid, email=email
+        )
+        self.timeout = timeout
+
+
+class SubmissionUncertain(FlowMusicError):
+    """A paid POST whose outcome cannot be decided: a job may or may not have been created.
+
+    Check by hand before resubmitting: GET /jobs (running jobs per account) and GET /music on
+    the account (newest clips first), looking for ``client_ref`` in the ``replyRef`` echo.
+
+    Attributes:
+        client_ref: the reference sent as ``replyRef`` with the request, if any.
+        sent_at: the wall-clock time (``time.time()``) the request was sent.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        client_ref: str | None,
+        email: str | None,
+        sent_at: float,
+        detail: str = "",
+    ) -> None:
+        where = f" on {email}" if email else ""
+        ref = f" (replyRef {client_ref!r})" if client_ref else ""
+        message = (
+            f"{endpoint}{ref}{where}: the outcome is unknown; a job may have been created "
+            "and charged. Check GET /jobs and GET /music before resubmitting."
+        )
+        if detail:
+            message = f"{message} {detail}"
+        super().__init__(message, endpoint=endpoint, email=email)
+        self.client_ref = client_ref
+        self.sent_at = sent_at
+
+
+class NoAccountAvailable(FlowMusicError):
+    """No configured account can take the job: all are in error state, out of credits, or gone."""
+
+
+class BatchAborted(FlowMusicError):
+    """A batch stopped early on an error no retry can fix (e.g. 401, or 402 on every account).
+
+    Attributes:
+        cause: the error that stopped the batch (also ``__cause__`` when raised ``from`` it).
+        not_started: how many requests of the batch were never sent.
+    """
+
+    def __init__(self, cause: FlowMusicError, *, not_started: int = 0) -> None:
+        super().__init__(
+            f"batch stopped: {cause} ({not_started} request(s) not started)",
+            status=cause.status,
+            endpoint=cause.endpoint,
+            server_message=cause.server_message,
+            email=cause.email,
+        )
+        self.cause = cause
+        self.not_started = not_started
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: NotReadyError,
+    413: PayloadTooLargeError,
+    422: ModeratedError,
+}
+
+_ACCOUNT_ERROR = re.compile(r"^Account (?P<email>\S+) in error state:\s*(?P<reason>.*)$", re.S)
+
+ResponseLike = httpx.Response | tuple[int, Mapping[str, str], bytes]
+
+
+def error_from_response(
+    response: ResponseLike,
+    *,
+    endpoint: str,
+    email: str | None = None,
+    jobid: str | None = None,
+    named_email: str | None = None,
+    secrets: Sequence[str] = (),
+) -> APIStatusError:
+    """Build the exception for an HTTP error answer; the one status -> exception mapping.
+
+    The body's ``error`` may be a string or an object ``{code, message}`` (POST /music/lyrics
+    422); both are read. 429 becomes `AccountBusyError` when the request named an account
+    (``named_email``) and `AllAccountsBusyError` otherwise, with ``Retry-After`` in
+    ``retry_after``. 596 yields `AccountError` with the email and reason parsed from
+    ``"Account <email> in error state: <reason>"``.
+
+    Args:
+        response: an ``httpx.Response`` (its body already read) or ``(status, headers, body)``.
+        endpoint: ``"METHOD /path-template"`` of the request.
+        email: the account concerned, when the caller knows it.
+        jobid: the job concerned, when the caller knows it.
+        named_email: the ``email`` the request itself named (decides the 429 subclass).
+        secrets: strings (the API token) to blank out should the server echo them back.
+    """
+    if isinstance(response, httpx.Response):
+        status, headers, raw = response.status_code, response.headers, response.content
+    else:
+        status, raw = response[0], response[2]
+        headers = httpx.Headers(dict(response[1]))
+    for secret in secrets:
+        if secret:  # blanked in the raw bytes, so neither the message nor `body` can carry it
+            raw = raw.replace(secret.encode(), b"<redacted>")
+    body, server_message, error_code = _read_error_body(raw)
+    if isinstance(body, dict) and email is None and isinstance(body.get("email"), str):
+        email = body["email"]  # the lyrics 422 names its account
+    email = email or named_email
+
+    common: dict[str, Any] = {
+        "status": status,
+        "endpoint": endpoint,
+        "server_message": server_message,
+        "jobid": jobid,
+        "error_code": error_code,
+        "body": body,
+    }
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("retry-after"), cap=math.inf)
+        if named_email:
+            return AccountBusyError(
+                _describe(status, endpoint, server_message, "the named account is at its limit"),
+                retry_after=retry_after,
+                email=named_email,
+                **common,
+            )
+        return AllAccountsBusyError(
+            _describe(status, endpoint, server_message, "all accounts are busy"),
+            retry_after=retry_after,
+            email=email,
+            **common,
+        )
+    if status == 596:
+        match = _ACCOUNT_ERROR.match(server_message or "")
+        reason = account = None
+        if match:
+            reason = match.group("reason").strip() or None
+            account = match.group("email")
+        return AccountError(
+            _describe(status, endpoint, server_message, "account in error state"),
+            reason=reason,
+            email=account or email,
+            **common,
+        )
+    cls = _STATUS_CLASSES.get(status)
+    if cls is None:
+        cls = ServerError if status >= 500 else APIStatusError
+    return cls(_describe(status, endpoint, server_message, None), email=email, **common)
+
+
+def _read_error_body(raw: bytes) -> tuple[Any, str | None, str | None]:
+    """Return (body, server message, error code) from an error body of any shape."""
+    try:
+        body: Any = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        text = raw.decode("utf-8", "replace").strip()
+        return text, (text or None), None
+    if not isinstance(body, dict):
+        return body, None, None
+    error = body.get("error")
+    if isinstance(error, str):
+        return body, error, None
+    if isinstance(error, dict):
+        message = error.get("message")
+        code = error.get("code")
+        return (
+            body,
+            message if isinstance(message, str) else None,
+            code if isinstance(code, str) else None,
+        )
+    return body, None, None
+
+
+def _describe(status: int, endpoint: str, server_message: str | None, gloss: str | None) -> str:
+    text = f"{endpoint} -> {status}"
+    if server_message:
+        text = f"{text}: {server_message}"
+    if gloss:
+        text = f"{text} ({gloss})"
+    return text

@@ -1,0 +1,68 @@
+"""Events: what the engine tells observers (progress bars, metrics, logs) as jobs move along.
+
+Hooks are plain callables run inline on the event loop, so they must be quick; a hook that
+raises is logged and ignored, because an observer must never break the work it observes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import msgspec
+
+logger = logging.getLogger("flowmusic_async")
+
+EventKind = Literal[
+    "queued",  # waiting for a free slot
+    "placed",  # a slot was reserved on `email`
+    "submitting",  # the paid POST is about to be sent
+    "submitted",  # the server accepted the job (`jobid` known)
+    "retrying",  # an attempt ended without a job; another follows after a delay
+    "reconciled",  # a POST whose answer was lost was matched to its job (or proved absent)
+    "completed",
+    "failed",
+    "cancelled",
+    "timeout",
+]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One step in a job's life, as seen by this client.
+
+    `error` is the typed error behind a "retrying", "failed" or "timeout" event.
+    """
+
+    kind: EventKind
+    at: float
+    client_ref: str | None = None
+    jobid: str | None = None
+    email: str | None = None
+    attempt: int = 0
+    error: Any = None  # FlowMusicError | None; Any keeps msgspec from trying to encode it
+    detail: str | None = None
+
+
+EventHook = Callable[[Event], Any]
+
+
+class EventHooks:
+    """The registered hooks; `emit` builds the Event once and hands it to each."""
+
+    def __init__(self, hooks: Iterable[EventHook] = ()) -> None:
+        self._hooks: list[EventHook] = list(hooks)
+
+    def add(self, hook: EventHook) -> None:
+        self._hooks.append(hook)
+
+    def emit(self, kind: EventKind, **fields: Any) -> None:
+        if not self._hooks:
+            return
+        event = Event(kind=kind, at=time.time(), **fields)
+        for hook in self._hooks:
+            try:
+                hook(event)
+            except Exception:  # an observer must never break the work it observes
+                logger.exception("event hook %r raised on %s; ignored", hook, kind)

@@ -1,0 +1,313 @@
+"""HttpCore: send one API request, decode the answer, raise the right error; retry only safe ones.
+
+Every API request goes through `HttpCore.request` (JSON answers) or `HttpCore.stream`
+(downloads). The ``Authorization`` header is added here, per request, never as a default of
+the shared ``httpx.AsyncClient``: the same client fetches public media URLs, which must not
+receive the token.
+
+Retries happen only for requests the caller marks ``safe`` (GETs, DELETE /jobs/{jobid},
+POST /accounts in maxJobs-only mode): on a transport error, a 5xx other than 596, a 429
+(honouring ``Retry-After``, capped) and a 2xx whose body does not decode (re-reading is
+harmless). A paid POST (/music, /music/edit) is sent exactly once: a lost answer there may
+already have created a charged job, so the decision belongs to the engine, which can
+reconcile before resubmitting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+
+from ._errors import APIStatusError, DecodeError, TransportError, error_from_response
+from ._retry import backoff_delays, sleep
+
+__all__ = ["HttpCore"]
+
+T = TypeVar("T")
+logger = logging.getLogger("flowmusic_async")
+
+# Connection never established (or never got a pooled connection): the server saw nothing.
+_NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+)
+
+
+class HttpCore:
+    """Sends API requests with auth, maps error answers to exceptions, retries safe requests.
+
+    Safe to share between tasks: it holds no per-request state.
+
+    Args:
+        client: the ``httpx.AsyncClient`` to send through (no base URL or auth of its own needed).
+        base_url: the API root, e.g. ``https://api.useapi.net/v1/flowmusic`` (no trailing slash).
+        token: the useapi.net API token.
+        max_retries: retries after the first attempt, for safe requests only.
+        retry_base: the first backoff delay in seconds (doubles each time, full jitter).
+        retry_cap: the largest backoff delay.
+        retry_after_cap: the largest ``Retry-After`` honoured.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: httpx.AsyncClient,
+        base_url: str,
+        token: str,
+        max_retries: int = 4,
+        retry_base: float = 0.5,
+        retry_cap: float = 30.0,
+        retry_after_cap: float = 60.0,
+    ) -> None:
+        self._client = client
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._max_retries = max_retries
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self._retry_after_cap = retry_after_cap
+
+    def __repr__(self) -> str:
+        return f"<HttpCore base_url={self._base_url!r} max_retries={self._max_retries}>"
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The underlying httpx client; use it for public media URLs (it carries no token)."""
+        return self._client
+
+    @property
+    def base_url(self) -> str:
+        """The API root every request path is appended to."""
+        return self._base_url
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        decoder: msgspec.json.Decoder[T],
+        safe: bool,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+        named_email: str | None = None,
+        jobid: str | None = None,
+    ) -> T:
+        """Send one API request and decode its JSON answer with ``decoder``.
+
+        Args:
+            method: HTTP method.
+            path: the path below the base URL, ids already percent-encoded.
+            endpoint: ``"METHOD /template"`` for errors and logs, e.g. ``"GET /jobs/{jobid}"``.
+            decoder: the msgspec decoder of the success body.
+            safe: True when repeating the request cannot cause harm (allows retries).
+            params: query parameters.
+            json: a JSON body.
+            content: a raw body (uploads).
+            headers: extra headers (e.g. an upload's Content-Type).
+            timeout: overrides the client's timeout (sync-mode job POSTs need minutes).
+            named_email: the ``email`` the request named (tells the two 429s apart).
+            jobid: the job concerned, copied onto errors.
+
+        Raises:
+            APIStatusError: an error answer (subclass by status).
+            TransportError: the network failed (``maybe_sent`` tells whether it may have arrived).
+            DecodeError: a 2xx whose body is not the documented JSON.
+        """
+        request = self._build(method, path, params, json, content, headers, timeout)
+        delays = self._delays(safe)
+        while True:
+            try:
+                response = await self._send(request, endpoint, named_email, jobid, stream=False)
+                return self._decode(response, decoder, endpoint, named_email, jobid)
+            except (TransportError, APIStatusError, DecodeError) as error:
+                delay = self._retry_delay(error, delays)
+                if delay is None:
+                    raise
+                logger.info(
+                    "%s: retrying in %.2f s after %s", endpoint, delay, type(error).__name__
+                )
+                await sleep(delay)
+
+    async def request_empty(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        safe: bool,
+        jobid: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        """Send a request whose success answer has no body (DELETE endpoints, 204)."""
+        request = self._build(method, path, None, None, None, None, None)
+        delays = self._delays(safe)
+        while True:
+            try:
+                await self._send(request, endpoint, email, jobid, stream=False)
+                return
+            except (TransportError, APIStatusError) as error:
+                delay = self._retry_delay(error, delays)
+                if delay is None:
+                    raise
+                logger.info(
+                    "%s: retrying in %.2f s after %s", endpoint, delay, type(error).__name__
+                )
+                await sleep(delay)
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        params: Mapping[str, Any] | None = None,
+        jobid: str | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Open a streaming response (downloads); retried like a safe request until it starts.
+
+        Yields the response with its status already checked and its body not yet read.
+        """
+        request = self._build(method, path, params, None, None, None, None)
+        delays = self._delays(safe=True)
+        while True:
+            try:
+                response = await self._send(request, endpoint, None, jobid, stream=True)
+                break
+            except (TransportError, APIStatusError) as error:
+                delay = self._retry_delay(error, delays)
+                if delay is None:
+                    raise
+                await sleep(delay)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    def _build(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        timeout: httpx.Timeout | None,
+    ) -> httpx.Request:
+        all_headers = {"Accept": "application/json", **(headers or {})}
+        # Per request, not a client default: the same client downloads public media URLs.
+        all_headers["Authorization"] = f"Bearer {self._token}"
+        return self._client.build_request(
+            method,
+            self._base_url + path,
+            params=dict(params) if params else None,
+            json=json,
+            content=content,
+            headers=all_headers,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+
+    async def _send(
+        self,
+        request: httpx.Request,
+        endpoint: str,
+        named_email: str | None,
+        jobid: str | None,
+        *,
+        stream: bool,
+    ) -> httpx.Response:
+        try:
+            response = await self._client.send(request, stream=stream)
+        except httpx.TransportError as exc:
+            maybe_sent = not isinstance(exc, _NEVER_SENT)
+            raise TransportError(
+                f"{endpoint}: {type(exc).__name__}: {exc}"
+                + ("" if maybe_sent else " (the request was not sent)"),
+                maybe_sent=maybe_sent,
+                endpoint=endpoint,
+                jobid=jobid,
+                email=named_email,
+            ) from exc
+        if response.is_success:
+            return response
+        try:
+            await response.aread()
+        except httpx.TransportError:
+            pass  # the status alone still tells what happened
+        finally:
+            await response.aclose()
+        raise error_from_response(
+            response,
+            endpoint=endpoint,
+            jobid=jobid,
+            named_email=named_email,
+            secrets=(self._token,),
+        )
+
+    def _decode(
+        self,
+        response: httpx.Response,
+        decoder: msgspec.json.Decoder[T],
+        endpoint: str,
+        named_email: str | None,
+        jobid: str | None,
+    ) -> T:
+        try:
+            return decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            found = _jobid_in(response.content) or jobid
+            raise DecodeError(
+                f"{endpoint} -> {response.status_code}: body is not the documented JSON ({exc})",
+                status=response.status_code,
+                endpoint=endpoint,
+                jobid=found,
+                email=named_email,
+            ) from exc
+
+    def _delays(self, safe: bool) -> list[float]:
+        if not safe or self._max_retries <= 0:
+            return []
+        return list(
+            backoff_delays(
+                base=self._retry_base, cap=self._retry_cap, max_tries=self._max_retries + 1
+            )
+        )
+
+    def _retry_delay(self, error: Exception, delays: list[float]) -> float | None:
+        """How long to wait before retrying after ``error``, or None to give up."""
+        if not delays:
+            return None
+        if isinstance(error, APIStatusError) and not _is_transient(error):
+            return None
+        delay = delays.pop(0)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            # The server said when a slot frees up; waiting less would only earn another 429.
+            delay = min(retry_after, self._retry_after_cap)
+        return delay
+
+
+def _is_transient(error: APIStatusError) -> bool:
+    # 596 is an account stop condition (re-add the account), not an outage.
+    return error.status == 429 or (error.status >= 500 and error.status != 596)
+
+
+def _jobid_in(raw: bytes) -> str | None:
+    """The jobid of a body that decodes as JSON but not as the model (a job may exist)."""
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    jobid = body.get("jobid") if isinstance(body, dict) else None
+    return jobid if isinstance(jobid, str) else None

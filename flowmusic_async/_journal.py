@@ -1,0 +1,365 @@
+"""A SQLite journal that lets a batch of songs survive a crash and resume without paying twice.
+
+One file per batch. Each request gets a stable key, and each step of its life is written and
+committed before the method that records it returns:
+
+    pending -> submitting -> submitted -> completed
+                    \\             \\---> failed
+                     \\---> failed
+
+``submitting`` is written *before* the POST goes out, so after a crash an entry left in that
+state means "a job may exist for this; reconcile before paying again" rather than "never sent".
+
+The database is driven through ``anyio.to_thread.run_sync`` so the event loop never waits on the
+disk. One connection (``check_same_thread=False``) is shared and every use of it holds one
+``anyio.Lock``; a ``Journal`` may therefore be shared by any number of tasks in one event loop.
+WAL mode with ``synchronous=NORMAL`` keeps every committed write across a killed process (a power
+cut may lose the last few commits, which the reconcile step tolerates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from flowmusic_async._errors import FlowMusicError
+from flowmusic_async._models import JOB_DECODER, Job
+
+__all__ = ["Entry", "EntryState", "Journal", "JournalError", "fingerprint"]
+
+EntryState = Literal["pending", "submitting", "submitted", "completed", "failed"]
+
+# Bumped whenever the table layout changes; a newer file refuses to open in older code instead of
+# being misread.
+SCHEMA_VERSION = 1
+# "FMJ1" as an int: marks the file as ours, so a random SQLite database is not mistaken for one.
+APPLICATION_ID = 0x464D4A31
+
+_SCHEMA = """
+CREATE TABLE entries (
+    key           TEXT PRIMARY KEY,
+    idx           INTEGER NOT NULL,
+    params        TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    client_ref    TEXT,
+    email         TEXT,
+    jobid         TEXT,
+    sent_at       REAL,
+    job           TEXT,
+    error_type    TEXT,
+    error_message TEXT,
+    updated_at    REAL NOT NULL
+);
+CREATE INDEX entries_by_idx ON entries (idx);
+"""
+
+_COLUMNS = (
+    "key, idx, params, state, client_ref, email, jobid, sent_at, job, error_type, error_message, "
+    "updated_at"
+)
+
+_T = TypeVar("_T")
+
+
+class JournalError(FlowMusicError):
+    """The journal file cannot be used: not a journal, a newer schema, or the journal is closed."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """One request of a batch and how far it got.
+
+    ``index`` is the request's position in the input that first registered it. ``job`` is the
+    final record: the completed job, or the failed one when the failure carried a record.
+    """
+
+    key: str
+    index: int
+    params: dict[str, Any]
+    state: EntryState
+    client_ref: str | None = None
+    email: str | None = None
+    jobid: str | None = None
+    sent_at: float | None = None
+    job: Job | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    updated_at: float = 0.0
+
+
+def _canonical_json(params: Mapping[str, Any]) -> bytes:
+    # None means "not set" everywhere in the client (JSON bodies omit it), so {"lyrics": None}
+    # and {} are the same request and must share a fingerprint.
+    present = {name: value for name, value in params.items() if value is not None}
+    try:
+        return msgspec.json.encode(present, order="sorted")
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise TypeError(f"request parameters are not JSON-serialisable: {exc}") from exc
+
+
+def fingerprint(params: Mapping[str, Any]) -> str:
+    """Identify a request by its content: sha256 of its canonical JSON, first 24 hex digits.
+
+    Keys are sorted and ``None`` values dropped, so the order in which parameters were written
+    and explicitly-unset fields do not change the fingerprint.
+    """
+    return hashlib.sha256(_canonical_json(params)).hexdigest()[:24]
+
+
+def _row_to_entry(row: tuple[Any, ...]) -> Entry:
+    (key, idx, params, state, client_ref, email, jobid, sent_at, job, err_type, err_msg, upd) = row
+    return Entry(
+        key=key,
+        index=idx,
+        params=msgspec.json.decode(params),
+        state=state,
+        client_ref=client_ref,
+        email=email,
+        jobid=jobid,
+        sent_at=sent_at,
+        job=None if job is None else JOB_DECODER.decode(job),
+        error_type=err_type,
+        error_message=err_msg,
+        updated_at=upd,
+    )
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """Open (creating if needed) and check the database; runs in a worker thread."""
+    # isolation_level=None: no implicit transactions; each statement commits on its own and the
+    # multi-row writes below open their own BEGIN IMMEDIATE.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    try:
+        # IMMEDIATE: two processes opening a new file at once must not both create the schema.
+        conn.execute("BEGIN IMMEDIATE")
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if application_id == 0 and version == 0 and tables == 0:
+            # One statement at a time: executescript() would COMMIT the IMMEDIATE transaction.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif application_id != APPLICATION_ID:
+            raise JournalError(
+                f"{path} is an SQLite database but not a flowmusic journal", path=path
+            )
+        elif version != SCHEMA_VERSION:
+            age = "newer" if version > SCHEMA_VERSION else "older"
+            raise JournalError(
+                f"{path} has journal schema version {version}, but this version of "
+                f"flowmusic_async reads only version {SCHEMA_VERSION} (was it written by a {age} "
+                "release?)",
+                path=path,
+            )
+        conn.execute("COMMIT")
+        # Set only once the file is known to be ours, so a foreign database is left untouched.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise JournalError(f"{path} cannot be used as a journal: {exc}", path=path) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class Journal:
+    """The durable record of one batch: which requests exist, and how far each one got.
+
+    Open with ``await Journal.open(path)`` (or ``async with await Journal.open(path) as j``).
+    Every write is committed before its method returns, and runs shielded from cancellation,
+    so a cancelled task never leaves a step unrecorded. Safe to share between tasks of one event
+    loop. After ``close()`` every method raises ``JournalError``.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        # Private: use Journal.open(), which does the blocking connect in a worker thread.
+        self._conn: sqlite3.Connection | None = conn
+        self._path = path
+        self._lock = anyio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | PathLike[str]) -> Journal:
+        """Open the journal at ``path``, creating the file and its schema if it does not exist.
+
+        Raises:
+            JournalError: the file is not a journal, or has a schema version this code cannot read.
+        """
+        text = str(Path(path))
+        conn = await anyio.to_thread.run_sync(_connect, text)
+        return cls(conn, text)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else "open"
+        return f"<Journal {self._path!r} {state}>"
+
+    async def __aenter__(self) -> Journal:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection; calling it twice is harmless."""
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    await anyio.to_thread.run_sync(conn.close)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        # Shielded: once a caller asks for a write it must reach the disk, even if the caller is
+        # being cancelled (the thread would finish anyway; the shield also covers the lock wait).
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                conn = self._conn
+                if conn is None:
+                    raise JournalError(f"journal {self._path} is closed", path=self._path)
+                result = await anyio.to_thread.run_sync(work, conn)
+        return result
+
+    async def register(self, requests: Sequence[Mapping[str, Any]]) -> list[Entry]:
+        """Record a batch's requests (if not yet known) and return their entries, in input order.
+
+        The key of a request is ``f"{fingerprint(params)}#{n}"`` where ``n`` counts the identical
+        requests before it in ``requests``: the same prompt twice is two songs, and registering the
+        same input again finds the same keys and leaves their progress untouched.
+        """
+        seen: dict[str, int] = {}
+        rows: list[tuple[str, int, str]] = []
+        for index, params in enumerate(requests):
+            fp = fingerprint(params)
+            occurrence = seen.get(fp, 0)
+            seen[fp] = occurrence + 1
+            # Stored as given (minus None) so the entry can be replayed as the same request.
+            rows.append((f"{fp}#{occurrence}", index, _canonical_json(params).decode()))
+        now = time.time()
+
+        def work(conn: sqlite3.Connection) -> list[Entry]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO entries (key, idx, params, state, updated_at) "
+                    "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (key) DO NOTHING",
+                    [(key, index, params, now) for key, index, params in rows],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            entries = []
+            for key, _, _ in rows:
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)
+                ).fetchone()
+                entries.append(_row_to_entry(row))
+            return entries
+
+        return await self._run(work)
+
+    async def entries(self) -> list[Entry]:
+        """Every entry, ordered by the position at which it was first registered."""
+
+        def work(conn: sqlite3.Connection) -> list[Entry]:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY idx, key").fetchall()
+            return [_row_to_entry(row) for row in rows]
+
+        return await self._run(work)
+
+    async def get(self, key: str) -> Entry:
+        """The entry for ``key``; ``KeyError`` if no such entry was registered."""
+
+        def work(conn: sqlite3.Connection) -> Entry:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                raise KeyError(key)
+            return _row_to_entry(row)
+
+        return await self._run(work)
+
+    async def _update(self, key: str, assignments: str, values: tuple[Any, ...]) -> None:
+        # A completed entry is final: it records a paid song, so no later step (a late failure
+        # report, a retry decided before completion was seen) may overwrite it.
+        sql = (
+            f"UPDATE entries SET {assignments}, updated_at = ? "
+            "WHERE key = ? AND state != 'completed'"
+        )
+
+        def work(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(sql, (*values, time.time(), key))
+            if cursor.rowcount == 0:
+                exists = conn.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone()
+                if exists is None:
+                    raise KeyError(key)
+
+        await self._run(work)
+
+    async def mark_submitting(
+        self, key: str, *, client_ref: str, email: str | None, sent_at: float
+    ) -> None:
+        """Record that the POST for ``key`` is about to be sent; call it BEFORE sending.
+
+        Clears any earlier jobid, job and error, so a failed entry can be tried again.
+        """
+        await self._update(
+            key,
+            "state = 'submitting', client_ref = ?, email = ?, sent_at = ?, jobid = NULL, "
+            "job = NULL, error_type = NULL, error_message = NULL",
+            (client_ref, email, sent_at),
+        )
+
+    async def mark_submitted(self, key: str, *, jobid: str, email: str) -> None:
+        """Record that the server accepted the job: from now on it can be polled by ``jobid``."""
+        await self._update(key, "state = 'submitted', jobid = ?, email = ?", (jobid, email))
+
+    async def mark_completed(self, key: str, *, job: Job) -> None:
+        """Store the completed job record (clips and their URLs) as JSON."""
+        await self._update(
+            key,
+            "state = 'completed', jobid = ?, email = ?, job = ?, error_type = NULL, "
+            "error_message = NULL",
+            (job.jobid, job.email, msgspec.json.encode(job).decode()),
+        )
+
+    async def mark_failed(self, key: str, *, error: BaseException) -> None:
+        """Record a final failure: the error's type name and message, and its jobid/email if known.
+
+        ``error`` is normally a ``FlowMusicError``; when it carries a job record (``JobFailed``)
+        the record is stored too. A known jobid/email is kept when the error does not name one.
+        """
+        jobid = getattr(error, "jobid", None)
+        email = getattr(error, "email", None)
+        job = getattr(error, "job", None)
+        job_json = msgspec.json.encode(job).decode() if isinstance(job, Job) else None
+        await self._update(
+            key,
+            "state = 'failed', error_type = ?, error_message = ?, "
+            "jobid = COALESCE(?, jobid), email = COALESCE(?, email), job = ?",
+            (type(error).__name__, str(error), jobid, email, job_json),
+        )

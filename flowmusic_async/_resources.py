@@ -1,0 +1,496 @@
+"""The endpoint namespaces of `FlowMusic`: music, jobs, accounts, files; one method per endpoint.
+
+Each method validates its arguments (via `_validation`) before anything is sent, calls
+`HttpCore` once, and returns a decoded model. Nothing clever happens here: waiting for jobs,
+capacity and resubmission live in the engine. Paid POSTs (/music, /music/edit) are never
+retried; reads, DELETE /jobs/{jobid} and the maxJobs-only POST /accounts are.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+from urllib.parse import quote, unquote
+
+import anyio
+import httpx
+
+from ._edits import EditHelpers
+from ._errors import TransportError, ValidationError
+from ._http import HttpCore
+from ._models import (
+    ACCOUNT_DECODER,
+    ACCOUNTS_DECODER,
+    ASSET_DECODER,
+    CLIP_PAGE_DECODER,
+    JOB_DECODER,
+    JOBS_DECODER,
+    LYRICS_DECODER,
+    STEMS_DECODER,
+    USAGE_DECODER,
+    Account,
+    AccountJobs,
+    Asset,
+    ClipPage,
+    Job,
+    LibraryClip,
+    Lyrics,
+    Stems,
+    Usage,
+)
+from ._validation import (
+    account_add_body,
+    account_limit_body,
+    check_email,
+    check_id,
+    download_params,
+    edit_body,
+    guess_content_type,
+    image_body,
+    list_params,
+    lyrics_body,
+    music_body,
+    upload_params,
+)
+
+__all__ = ["Accounts", "DownloadStream", "Files", "Jobs", "Music", "account_of_id"]
+
+CoreGetter = Callable[[], HttpCore]
+# Sync mode holds the connection until the song is rendered (40-150 s, stems up to 2 min).
+LONG_READ_TIMEOUT = 300.0
+_ID_ACCOUNT = re.compile(r"^user:\d+-(?P<email>[^\s]+@[^\s]+?)-(?:clip|job):")
+
+
+def _segment(value: str) -> str:
+    """A path segment: ids contain ':' and '@', so percent-encode everything."""
+    return quote(value, safe="")
+
+
+def account_of_id(resource_id: str) -> str | None:
+    """The account email embedded in a clip id (``user:<uid>-<email>-clip:<uuid>``), if any.
+
+    Edits run on the clip's own account, so a 429 on POST /music/edit means that account is
+    full, not every account. Ids are otherwise treated as opaque.
+    """
+    match = _ID_ACCOUNT.match(resource_id)
+    return match.group("email") if match else None
+
+
+class _Namespace:
+    def __init__(self, core: CoreGetter, timeout: float) -> None:
+        self._core = core
+        self._timeout = timeout
+
+    def _long_timeout(self) -> httpx.Timeout:
+        """Timeouts for calls the server answers only when the work is done (sync jobs, lyrics)."""
+        slow = max(LONG_READ_TIMEOUT, self._timeout)
+        return httpx.Timeout(self._timeout, read=slow, write=slow)
+
+
+class DownloadStream:
+    """An open download: metadata from the headers and the body as an async byte stream.
+
+    Obtained from ``async with fm.music.download(id) as stream``; valid inside that block only.
+    """
+
+    def __init__(self, response: httpx.Response, *, endpoint: str) -> None:
+        self._response = response
+        self._endpoint = endpoint
+
+    def __repr__(self) -> str:
+        return f"<DownloadStream filename={self.filename!r} content_type={self.content_type!r}>"
+
+    @property
+    def filename(self) -> str | None:
+        """The file name from ``Content-Disposition`` (``<clip>.mp3``), if the server sent one."""
+        return _disposition_filename(self._response.headers.get("content-disposition", ""))
+
+    @property
+    def content_type(self) -> str | None:
+        """The ``Content-Type`` of the body (``audio/mpeg``)."""
+        value: str | None = self._response.headers.get("content-type")
+        return value
+
+    @property
+    def content_length(self) -> int | None:
+        """The announced body size in bytes, or None when not announced."""
+        value = self._response.headers.get("content-length")
+        return int(value) if value and value.isdigit() else None
+
+    async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        """Yield the body in chunks; a network failure mid-body raises `TransportError`."""
+        try:
+            async for chunk in self._response.aiter_bytes(chunk_size):
+                yield chunk
+        except httpx.TransportError as exc:
+            raise TransportError(
+                f"{self._endpoint}: download interrupted: {type(exc).__name__}: {exc}",
+                maybe_sent=True,
+                endpoint=self._endpoint,
+            ) from exc
+
+
+class Music(EditHelpers, _Namespace):
+    """Songs: generate, edit, lyrics, list and download. Reached as ``fm.music``."""
+
+    async def create(
+        self,
+        prompt: str,
+        *,
+        instrumental: bool | None = None,
+        lyrics: str | None = None,
+        ghostwriter: str | None = None,
+        ref_images: Sequence[str] = (),
+        ref_audios: Sequence[str] = (),
+        model: str | None = None,
+        email: str | None = None,
+        mode: str | None = None,
+        reply_url: str | None = None,
+        reply_ref: str | None = None,
+    ) -> Job:
+        """POST /music: generate a song (up to two clips); spends credits; never retried.
+
+        With ``mode="async"`` the answer is the pending record (poll it with ``fm.jobs.get``);
+        otherwise the call waits for the finished record (read timeout of at least 300 s).
+        """
+        body = music_body(
+            prompt,
+            instrumental=instrumental,
+            lyrics=lyrics,
+            ghostwriter=ghostwriter,
+            ref_images=ref_images,
+            ref_audios=ref_audios,
+            model=model,
+            email=email,
+            mode=mode,
+            reply_url=reply_url,
+            reply_ref=reply_ref,
+        )
+        return await self._send_job("/music", body)
+
+    async def edit(
+        self,
+        operation: str,
+        clip: str,
+        *,
+        seed: int | None = None,
+        title: str | None = None,
+        mode: str | None = None,
+        reply_url: str | None = None,
+        reply_ref: str | None = None,
+        model: str | None = None,
+        **op_params: Any,
+    ) -> Job:
+        """POST /music/edit: effect, extend, replace, cover or remix a clip; never retried.
+
+        ``op_params`` are the operation's own fields (contract 8.8). For stems use `stems`,
+        whose answer is not a job.
+        """
+        if operation == "stems":
+            raise ValidationError("operation", "use fm.music.stems(clip); it returns Stems")
+        body = edit_body(
+            operation,
+            clip,
+            seed=seed,
+            title=title,
+            mode=mode,
+            reply_url=reply_url,
+            reply_ref=reply_ref,
+            model=model,
+            **op_params,
+        )
+        return await self._send_job("/music/edit", body)
+
+    async def stems(self, clip: str) -> Stems:
+        """Split a clip into drums, bass, vocals and other; always synchronous; never retried."""
+        body = edit_body("stems", clip)
+        core = self._core()
+        return await core.request(
+            "POST",
+            "/music/edit",
+            endpoint="POST /music/edit",
+            decoder=STEMS_DECODER,
+            safe=False,
+            json=body,
+            timeout=self._long_timeout(),
+            named_email=account_of_id(clip),
+        )
+
+    async def _send_job(self, path: str, body: dict[str, Any]) -> Job:
+        """POST an already validated job body to /music or /music/edit; sent exactly once.
+
+        For the engine: the body comes from `music_body` or `edit_body`. A 429 names the
+        account when the request did (``email``) or when the clip id reveals it (edits).
+        """
+        if path not in ("/music", "/music/edit"):
+            raise ValueError(f"not a job endpoint: {path!r}")
+        named = body.get("email")
+        if named is None and isinstance(body.get("clip"), str):
+            named = account_of_id(body["clip"])
+        core = self._core()
+        return await core.request(
+            "POST",
+            path,
+            endpoint=f"POST {path}",
+            decoder=JOB_DECODER,
+            safe=False,
+            json=body,
+            timeout=None if body.get("mode") == "async" else self._long_timeout(),
+            named_email=named,
+        )
+
+    async def lyrics(
+        self, prompt: str, *, structure: str | None = None, email: str | None = None
+    ) -> Lyrics:
+        """POST /music/lyrics: lyrics and a sound prompt for a concept (about 30 s, no audio)."""
+        body = lyrics_body(prompt, structure=structure, email=email)
+        return await self._core().request(
+            "POST",
+            "/music/lyrics",
+            endpoint="POST /music/lyrics",
+            decoder=LYRICS_DECODER,
+            safe=False,
+            json=body,
+            timeout=self._long_timeout(),
+            named_email=email,
+        )
+
+    async def list(
+        self, *, email: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> ClipPage:
+        """GET /music: one page of an account's clips, newest first."""
+        params = list_params(email=email, limit=limit, offset=offset)
+        return await self._core().request(
+            "GET",
+            "/music",
+            endpoint="GET /music",
+            decoder=CLIP_PAGE_DECODER,
+            safe=True,
+            params=params,
+            named_email=email,
+        )
+
+    async def iter_all(
+        self, *, email: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[LibraryClip]:
+        """Yield every clip of the library page by page, following ``next`` until it is None."""
+        list_params(email=email, limit=page_size)  # fail before the first request, not during
+        offset: int | None = None
+        while True:
+            page = await self.list(email=email, limit=page_size, offset=offset)
+            for clip in page.clips:
+                yield clip
+            # A server that repeats an offset would loop forever; stop instead.
+            if page.next is None or not page.clips or page.next <= page.offset:
+                return
+            offset = page.next
+            if email is None:
+                email = page.email  # keep paging the same account, not whichever is picked next
+
+    def download(
+        self, id: str, *, format: str = "mp3"
+    ) -> AbstractAsyncContextManager[DownloadStream]:
+        """GET /music/download: the mp3 of a clip id or a completed jobid, as a stream.
+
+        Use as ``async with fm.music.download(clip_id) as stream``; a jobid whose job is
+        still running raises `NotReadyError` (409).
+        """
+        params = download_params(id, format=format)
+        return self._download(params)
+
+    @asynccontextmanager
+    async def _download(self, params: dict[str, Any]) -> AsyncIterator[DownloadStream]:
+        endpoint = "GET /music/download"
+        ident = params["id"]
+        jobid = ident if ident.startswith("job:") else None
+        async with self._core().stream(
+            "GET", "/music/download", endpoint=endpoint, params=params, jobid=jobid
+        ) as response:
+            yield DownloadStream(response, endpoint=endpoint)
+
+    async def download_bytes(self, id: str, *, format: str = "mp3") -> bytes:
+        """GET /music/download, read whole into memory."""
+        async with self.download(id, format=format) as stream:
+            return b"".join([chunk async for chunk in stream.aiter_bytes()])
+
+
+class Jobs(_Namespace):
+    """Jobs: poll, list running, cancel. Reached as ``fm.jobs``."""
+
+    async def get(self, jobid: str) -> Job:
+        """GET /jobs/{jobid}: the current record; 404 once unknown or expired."""
+        check_id("jobid", jobid)
+        return await self._core().request(
+            "GET",
+            f"/jobs/{_segment(jobid)}",
+            endpoint="GET /jobs/{jobid}",
+            decoder=JOB_DECODER,
+            safe=True,
+            jobid=jobid,
+        )
+
+    async def list(self) -> dict[str, AccountJobs]:
+        """GET /jobs: running jobs per account email, with ``running`` vs ``max_jobs``."""
+        return await self._core().request(
+            "GET", "/jobs", endpoint="GET /jobs", decoder=JOBS_DECODER, safe=True
+        )
+
+    async def cancel(self, jobid: str) -> None:
+        """DELETE /jobs/{jobid}: free the slot; the record turns failed/user_cancelled.
+
+        Idempotent (also for finished jobs), so retried; credits are not refunded.
+        """
+        check_id("jobid", jobid)
+        await self._core().request_empty(
+            "DELETE",
+            f"/jobs/{_segment(jobid)}",
+            endpoint="DELETE /jobs/{jobid}",
+            safe=True,
+            jobid=jobid,
+        )
+
+
+class Accounts(_Namespace):
+    """Flow Music accounts configured on useapi.net. Reached as ``fm.accounts``."""
+
+    async def list(self) -> dict[str, Account]:
+        """GET /accounts: every configured account by email (no balances)."""
+        return await self._core().request(
+            "GET", "/accounts", endpoint="GET /accounts", decoder=ACCOUNTS_DECODER, safe=True
+        )
+
+    async def get(self, email: str) -> Account:
+        """GET /accounts/{email}: one account with live credit balances."""
+        check_email("email", email)
+        return await self._core().request(
+            "GET",
+            f"/accounts/{_segment(email)}",
+            endpoint="GET /accounts/{email}",
+            decoder=ACCOUNT_DECODER,
+            safe=True,
+            named_email=email,
+        )
+
+    async def add(self, refresh_token: str, *, max_jobs: int | None = None) -> Account:
+        """POST /accounts: add or refresh the account a flowmusic.app refresh token belongs to."""
+        body = account_add_body(refresh_token, max_jobs=max_jobs)
+        return await self._core().request(
+            "POST",
+            "/accounts",
+            endpoint="POST /accounts",
+            decoder=ACCOUNT_DECODER,
+            safe=False,
+            json=body,
+            timeout=self._long_timeout(),  # the server refreshes with Flow Music first
+        )
+
+    async def set_max_jobs(self, email: str, max_jobs: int) -> Account:
+        """POST /accounts (maxJobs only): change an account's concurrency (1-16); retried."""
+        body = account_limit_body(email, max_jobs)
+        return await self._core().request(
+            "POST",
+            "/accounts",
+            endpoint="POST /accounts",
+            decoder=ACCOUNT_DECODER,
+            safe=True,
+            json=body,
+            named_email=email,
+        )
+
+    async def delete(self, email: str) -> None:
+        """DELETE /accounts/{email}: remove an account (a repeat would 404, so not retried)."""
+        check_email("email", email)
+        await self._core().request_empty(
+            "DELETE",
+            f"/accounts/{_segment(email)}",
+            endpoint="DELETE /accounts/{email}",
+            safe=False,
+            email=email,
+        )
+
+    async def usage(self, email: str) -> Usage:
+        """GET /accounts/usage: token and credit usage of one account."""
+        check_email("email", email)
+        return await self._core().request(
+            "GET",
+            "/accounts/usage",
+            endpoint="GET /accounts/usage",
+            decoder=USAGE_DECODER,
+            safe=True,
+            params={"email": email},
+            named_email=email,
+        )
+
+
+class Files(_Namespace):
+    """Reference assets for ``ref_images``/``ref_audios``. Reached as ``fm.files``."""
+
+    async def upload(
+        self,
+        data_or_path: bytes | bytearray | memoryview | str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        email: str | None = None,
+        strip_metadata: bool | None = None,
+    ) -> Asset:
+        """POST /files: upload an image (jpeg/png/webp, 20 MB) or audio (mp3/wav/m4a, 40 MB).
+
+        A path's type is guessed from its extension unless ``content_type`` is given; bytes
+        need ``content_type``. Size and type are checked before the file is read or sent.
+        """
+        if isinstance(data_or_path, (bytes, bytearray, memoryview)):
+            if content_type is None:
+                raise ValidationError("content_type", "required when uploading bytes")
+            data = bytes(data_or_path)
+            kind, params = upload_params(
+                content_type, len(data), email=email, strip_metadata=strip_metadata
+            )
+        else:
+            path = anyio.Path(data_or_path)
+            kind = content_type or guess_content_type(data_or_path)
+            try:
+                size = (await path.stat()).st_size
+            except OSError as exc:
+                raise ValidationError("data_or_path", f"cannot read {str(path)!r}: {exc}") from exc
+            kind, params = upload_params(kind, size, email=email, strip_metadata=strip_metadata)
+            data = await path.read_bytes()
+        return await self._core().request(
+            "POST",
+            "/files",
+            endpoint="POST /files",
+            decoder=ASSET_DECODER,
+            safe=False,
+            params=params,
+            content=data,
+            headers={"Content-Type": kind},
+            timeout=self._long_timeout(),
+            named_email=email,
+        )
+
+    async def generate(self, prompt: str, *, email: str | None = None) -> Asset:
+        """POST /files/generate: an AI image to use as a reference (about 10-20 s)."""
+        body = image_body(prompt, email=email)
+        return await self._core().request(
+            "POST",
+            "/files/generate",
+            endpoint="POST /files/generate",
+            decoder=ASSET_DECODER,
+            safe=False,
+            json=body,
+            timeout=self._long_timeout(),
+            named_email=email,
+        )
+
+
+def _disposition_filename(header: str) -> str | None:
+    """The file name of a Content-Disposition header (RFC 6266 ``filename*`` preferred)."""
+    extended = re.search(r"filename\*\s*=\s*[^']*'[^']*'([^;]+)", header, re.I)
+    if extended:
+        return unquote(extended.group(1).strip())
+    plain = re.search(r'filename\s*=\s*(?:"([^"]*)"|([^;]+))', header, re.I)
+    if plain:
+        return (plain.group(1) if plain.group(1) is not None else plain.group(2)).strip()
+    return None

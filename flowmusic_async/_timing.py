@@ -1,0 +1,64 @@
+"""Timing: how long Flow Music jobs take and how often the engine looks at them.
+
+Every duration the engine uses comes from one `Timing`, so a test or a benchmark that runs the
+simulator at `time_scale=0.01` passes `Timing.scaled(0.01)` and the whole engine speeds up in step.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Timing(msgspec.Struct, frozen=True, kw_only=True):
+    """Durations in seconds; the defaults suit the real API (songs take 40-150 s).
+
+    Args:
+        poll_interval: time between two sweeps of GET /jobs while jobs are pending. One sweep
+            serves every pending job, so this bounds how late a completion is noticed.
+        poll_jitter: fraction of `poll_interval` added or removed at random, so that many
+            clients sharing a token do not sweep in lockstep.
+        first_check_after: a job is not looked for before it is this old. Songs take at least
+            40 s; half of that still notices early failures while saving idle sweeps.
+        min_job_seconds: the shortest a generation job runs. Reconciling a POST whose answer
+            was lost relies on it: a job created by that POST is still listed as running when
+            we look within this window, so "not listed" proves "not created".
+        typical_job_seconds: expected duration, for progress displays.
+        max_job_seconds: the longest a song normally takes.
+        job_timeout: default deadline for a job, counted from its acceptance.
+        accounts_refresh: how old the account list (GET /accounts) may get before it is read again.
+        backoff_base: first delay after a 429 without Retry-After (the official script waits 10 s).
+        backoff_cap: the longest single wait after a 429, Retry-After included.
+        retry_base: first delay before retrying a safe request after a 5xx or transport error.
+        reconcile_delay: pause before the second look when reconciling a lost POST, to let a
+            request the server was still processing show up.
+    """
+
+    poll_interval: float = 3.0
+    poll_jitter: float = 0.1
+    first_check_after: float = 20.0
+    min_job_seconds: float = 40.0
+    typical_job_seconds: float = 95.0
+    max_job_seconds: float = 150.0
+    job_timeout: float = 1200.0
+    accounts_refresh: float = 60.0
+    backoff_base: float = 10.0
+    backoff_cap: float = 60.0
+    retry_base: float = 0.5
+    reconcile_delay: float = 2.0
+
+    @classmethod
+    def scaled(cls, factor: float) -> Timing:
+        """The default timing with every duration multiplied by `factor` (jitter stays a fraction).
+
+        Args:
+            factor: the simulator's time scale, e.g. 0.01 when a 100 s song takes 1 s.
+        """
+        if not factor > 0:
+            raise ValueError(f"Timing.scaled: factor must be > 0, got {factor!r}")
+        defaults = cls()
+        fields = {
+            name: getattr(defaults, name) * factor
+            for name in cls.__struct_fields__
+            if name != "poll_jitter"
+        }
+        return cls(**fields)

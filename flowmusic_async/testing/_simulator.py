@@ -1,0 +1,164 @@
+"""Simulator: the public face that wires clock, world, app, transport, server and webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
+
+import anyio
+import httpx
+
+from ._app import App
+from ._clock import Clock
+from ._faults import Dice, Faults
+from ._media import MediaSigner
+from ._server import HttpServer
+from ._state import AccountState, SimAccount, World
+from ._stats import SimStats
+from ._transport import SimTransport
+from ._webhooks import WebhookDispatcher
+
+DEFAULT_TOKEN = "user:1001-simulatortoken"
+IN_PROCESS_BASE_URL = "http://localhost/v1/flowmusic"
+
+
+def default_moderate(prompt: str) -> bool:
+    """The default moderation rule: a prompt containing "[moderate]" is refused (422)."""
+    return "[moderate]" in prompt
+
+
+class Simulator:
+    """A stateful in-memory Flow Music API, in-process or over a loopback socket.
+
+    One simulator may be shared by any number of clients and tasks (all in one event loop).
+    Job state advances lazily from a clock scaled by `time_scale`; only webhook delivery needs
+    background work, which runs inside `async with sim:` or `sim.serve()`.
+
+    Args:
+        accounts: the configured Flow Music accounts.
+        tokens: accepted API tokens; the user id is parsed from "user:<uid>-...".
+        time_scale: real seconds per simulated second (0.01: a 40-150 s song takes 0.4-1.5 s).
+        seed: makes durations, titles, ids and failures reproducible.
+        moderate: prompt -> refuse with 422? Default: the prompt contains "[moderate]".
+        job_failure_rate: share of accepted jobs that end failed (error.code "moderation_reject").
+        song_credits: credits spent per accepted song (and extend/replace/cover/remix).
+        retention_s: simulated seconds a finished job stays readable, then 404.
+        retry_after_s: Retry-After on 429 in simulated seconds, sent scaled; None: no header.
+        media_url_ttl_s: simulated seconds a signed media URL lives; None: unsigned, forever.
+        webhook_transport: httpx transport for webhook delivery; None: the real network.
+        faults: fault knobs (all off by default); also reachable as `sim.faults`.
+    """
+
+    def __init__(
+        self,
+        *,
+        accounts: Sequence[SimAccount] = (SimAccount(email="alpha@example.com"),),
+        tokens: Sequence[str] = (DEFAULT_TOKEN,),
+        time_scale: float = 1.0,
+        seed: int = 0,
+        moderate: Callable[[str], bool] | None = None,
+        job_failure_rate: float = 0.0,
+        song_credits: float = 10.0,
+        retention_s: float = 7 * 86400,
+        retry_after_s: float | None = 10.0,
+        media_url_ttl_s: float | None = None,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        if not tokens:
+            raise ValueError("at least one accepted token is needed")
+        self.clock = Clock(time_scale)
+        self.stats = SimStats()
+        self.world = World(
+            accounts=accounts, tokens=tokens, clock=self.clock, seed=seed,
+            moderate=moderate or default_moderate, job_failure_rate=job_failure_rate,
+            song_credits=song_credits, retention_s=retention_s, retry_after_s=retry_after_s,
+            faults=faults if faults is not None else Faults(), stats=self.stats,
+        )
+        secret = hashlib.sha256(f"media:{seed}".encode()).digest()
+        media = MediaSigner(self.clock, media_url_ttl_s, secret)
+        self.app = App(self.world, media, Dice(seed))
+        self._webhooks = WebhookDispatcher(self.world, media, webhook_transport)
+        self.world.on_job_end = self._webhooks.schedule
+        self.token = tokens[0]
+        self.base_url = IN_PROCESS_BASE_URL
+        self._exit_stack: AsyncExitStack | None = None
+
+    def __repr__(self) -> str:
+        accounts = list(self.world.accounts)
+        return f"<Simulator accounts={accounts} time_scale={self.clock.time_scale}>"
+
+    @property
+    def faults(self) -> Faults:
+        return self.world.faults
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An httpx transport that runs the API in-process (use with `base_url`)."""
+        return SimTransport(self.app)
+
+    @asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        """Serve over a real loopback HTTP/1.1 socket; yields the base URL."""
+        # The caller's own exception is re-raised after the task group closes, so it comes
+        # out as itself rather than wrapped in an ExceptionGroup.
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            bound = await tg.start(HttpServer(self.app).serve, host, port)
+            if not self._webhooks.running:
+                await tg.start(self._webhooks.run)
+            shown = f"[{host}]" if ":" in host else host
+            try:
+                yield f"http://{shown}:{bound}/v1/flowmusic"
+            except Exception as exc:
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def __aenter__(self) -> Simulator:
+        if self._exit_stack is not None:
+            raise RuntimeError("the simulator is already entered")
+        stack = AsyncExitStack()
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)  # runs before the task group exits
+        if not self._webhooks.running:
+            await tg.start(self._webhooks.run)
+        self._exit_stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is not None:
+            # The body's exception is not handed to the task group, so it propagates unwrapped.
+            await stack.__aexit__(None, None, None)
+
+    # control --------------------------------------------------------------------------------
+
+    def set_account_error(self, email: str, reason: str) -> None:
+        """Put an account in error state: its calls answer 596 with `reason`."""
+        self._account(email).error = reason
+
+    def clear_account_error(self, email: str) -> None:
+        self._account(email).error = None
+
+    def set_credits(self, email: str, credits: float) -> None:
+        self._account(email).credits = credits
+
+    def advance(self, seconds: float) -> None:
+        """Jump the simulated clock forward (e.g. past job retention); wakes waiting requests."""
+        self.clock.advance(seconds)
+        self.world.bell.ring()
+
+    def _account(self, email: str) -> AccountState:
+        acct = self.world.accounts.get(email)
+        if acct is None:
+            raise KeyError(f"no simulated account {email!r}")
+        return acct

@@ -1,0 +1,57 @@
+"""Every repeatable task: `nox` runs lint, typecheck and tests; `nox -s demo` runs the demo.
+
+The README's two commands and .ci/run call these sessions, so a new user, a developer
+and CI all run the same thing.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+SUPPORTED = ["3.11", "3.12", "3.13"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite, on the interpreter that runs nox."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=SUPPORTED)
+def tests_all(session: nox.Session) -> None:
+    """The test suite on every supported Python that is installed."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over everything we ship and test."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "flowmusic_async", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[cli]", "mypy>=1.11")
+    session.run("mypy", "--strict", "flowmusic_async")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job on the embedded simulator: a batch of songs written to ./demo-songs."""
+    session.install("-e", ".[cli]")
+    session.run("flowmusic", "demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (pass --quick for the short run)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -1,0 +1,46 @@
+"""Shared pytest configuration: anyio on asyncio, and a recording httpx.MockTransport.
+
+Async tests run through anyio's pytest plugin (``@pytest.mark.anyio``). The `api` fixture is
+a scripted fake server: queue answers with ``api.reply(...)`` (or exceptions with
+``api.fail(...)``), and read what the client sent from ``api.requests``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from mock_api import TOKEN, MockAPI
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Every `@pytest.mark.anyio` test runs on asyncio (the library itself only uses anyio)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def api() -> MockAPI:
+    """A fresh scripted fake server."""
+    return MockAPI()
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record retry sleeps instead of sleeping, so retry tests are instant and can assert delays."""
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr("flowmusic_async._http.sleep", fake_sleep)
+    return slept
+
+
+@pytest.fixture
+async def fm(api: MockAPI, sleeps: list[float]) -> AsyncIterator[Any]:
+    """An open FlowMusic talking to `api`, with instant retries."""
+    from flowmusic_async._client import FlowMusic
+
+    async with FlowMusic(token=TOKEN, transport=api.transport(), max_retries=2) as client:
+        yield client

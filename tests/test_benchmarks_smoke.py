@@ -1,0 +1,66 @@
+"""Smoke checks for benchmarks/: the code paths run, not how fast they are (not timed tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import bench_decode
+from benchmarks._metrics import fifo_makespan, percentile
+from benchmarks._workloads import Workload, plan
+from benchmarks.variants._common import parse_args
+
+
+@pytest.mark.parametrize("impl", bench_decode.IMPLEMENTATIONS)
+def test_decode_benchmark_runs_each_implementation_once(impl: str) -> None:
+    """Every decoder accepts both payloads, so the timed run cannot fail on a shape mismatch."""
+    if impl == "pydantic":
+        pytest.importorskip("pydantic")
+    result = bench_decode.measure(impl, number=1, repeat=1)
+    assert set(result) == {"completed", "pending"}
+    assert all(us > 0 for us in result.values())
+
+
+def test_msgspec_decode_yields_the_library_job_with_both_clips() -> None:
+    """The payload is a real completed record: the library decodes two clips from it."""
+    from flowmusic_async._models import JOB_DECODER
+
+    job = JOB_DECODER.decode(bench_decode.PAYLOADS["completed"])
+    assert job.status == "completed"
+    assert len(job.clips) == 2
+
+
+def test_variant_arguments_round_trip_the_workload() -> None:
+    """A variant process rebuilds exactly the workload the parent sent it."""
+    workload = plan(quick=True)[1]
+    argv = ["--base-url", "http://127.0.0.1:1/v1/flowmusic/", "--token", "user:1-x",
+            "--time-scale", "0.01", "--workload", workload.to_json(),
+            "--option", "submit=generate", "--no-download"]  # fmt: skip
+    args = parse_args(argv)
+    assert args.workload == workload
+    assert args.base_url == "http://127.0.0.1:1/v1/flowmusic"
+    assert args.options == {"submit": "generate"}
+    assert args.download is False
+    assert args.scaled(10.0) == pytest.approx(0.1)
+
+
+def test_variant_arguments_refuse_a_bad_option() -> None:
+    """A malformed --option stops the variant before it sends anything."""
+    workload = Workload(name="single", songs=1, accounts=(("a@example.com", 1),))
+    argv = ["--base-url", "http://x", "--token", "t", "--time-scale", "0.01",
+            "--workload", workload.to_json(), "--option", "no-equals-sign"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+
+
+def test_stream_arrivals_follow_the_rate_in_real_seconds() -> None:
+    """At 0.7 of 100 slots and 95 s songs, arrivals are 95/70 simulated seconds apart."""
+    stream = plan(quick=True)[1]
+    offsets = stream.arrival_offsets(0.01)
+    assert offsets[1] - offsets[0] == pytest.approx(0.01 * 95 / 70)
+
+
+def test_fifo_makespan_and_percentile_on_known_numbers() -> None:
+    """Two slots, jobs 3, 2, 2: the third starts at 2 and ends at 4."""
+    assert fifo_makespan([0, 0, 0], [3, 2, 2], 2) == 4
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    assert percentile([], 95) is None

@@ -1,0 +1,516 @@
+"""Downloads: atomic files, skipping complete ones, retries, expired URLs, safe names, sidecars."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from flowmusic_async import _download
+from flowmusic_async._client import FlowMusic
+from flowmusic_async._download import download, safe_stem, short_clip_id
+from flowmusic_async._errors import PermissionDeniedError, TransportError, ValidationError
+from flowmusic_async._models import Clip, Job
+from flowmusic_async._timing import Timing
+from flowmusic_async.testing import Simulator
+
+pytestmark = pytest.mark.anyio
+
+CDN = "https://cdn.example"
+CLIP_A = "user:1001-a@example.com-clip:0a1b2c3d-1111-4111-8111-111111111111"
+CLIP_B = "user:1001-a@example.com-clip:9f8e7d6c-2222-4222-8222-222222222222"
+M4A = b"m4a-bytes " * 500
+WAV = b"RIFF....WAVE" * 400
+PNG = b"\x89PNG\r\n\x1a\n" + b"p" * 300
+MP3 = b"ID3" + b"m" * 700
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def make_clip(clip: str = CLIP_A, title: str | None = "Night Drive", version: int = 1) -> Clip:
+    tag = clip[-4:]
+    return Clip(
+        clip=clip,
+        title=title,
+        duration_s=173.03,
+        lyrics="neon lights",
+        seed=42,
+        lyrics_timing=((0.0, 1.5), (1.5, 3.0)),
+        audio_url=f"{CDN}/{tag}.m4a?sig=v{version}",
+        wav_url=f"{CDN}/{tag}.wav?sig=v{version}",
+        image_url=f"{CDN}/{tag}.png?sig=v{version}",
+    )
+
+
+def make_job(*clips: Clip) -> Job:
+    return Job(
+        jobid="job:5555-user:1001-a@example.com-bot:flowmusic",
+        email="a@example.com",
+        status="completed",
+        clips=clips or (make_clip(),),
+        request={"prompt": "synthwave at night", "mode": "async"},
+    )
+
+
+class Media:
+    """A fake CDN: answers by file extension unless a route for the exact URL overrides it."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.routes: dict[str, list[Handler]] = {}
+
+    def queue(self, url: str, *handlers: Handler) -> None:
+        self.routes.setdefault(url, []).extend(handlers)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        pending = self.routes.get(str(request.url))
+        if pending:
+            return pending.pop(0)(request)
+        path = request.url.path
+        for suffix, body, kind in ((".m4a", M4A, "audio/mp4"), (".wav", WAV, "audio/wav")):
+            if path.endswith(suffix):
+                return httpx.Response(200, content=body, headers={"Content-Type": kind})
+        return httpx.Response(200, content=PNG, headers={"Content-Type": "image/png"})
+
+
+class FakeStream:
+    def __init__(self, body: bytes) -> None:
+        self.filename = "clip.mp3"
+        self.content_type = "audio/mpeg"
+        self.content_length = len(body)
+        self._body = body
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        yield self._body[:100]
+        yield self._body[100:]
+
+
+class FakeMusic:
+    def __init__(self) -> None:
+        self.downloads: list[str] = []
+
+    @asynccontextmanager
+    async def download(self, id: str, *, format: str = "mp3") -> AsyncIterator[FakeStream]:
+        self.downloads.append(id)
+        yield FakeStream(MP3)
+
+
+class FakeJobs:
+    def __init__(self, fresh: Job | None = None) -> None:
+        self.fresh = fresh
+        self.gets: list[str] = []
+
+    async def get(self, jobid: str) -> Job:
+        self.gets.append(jobid)
+        assert self.fresh is not None, "jobs.get was not expected"
+        return self.fresh
+
+
+class FakeHttp:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+
+class FakeFM:
+    """Just the surface download() uses: _http.client, jobs.get, music.download."""
+
+    def __init__(self, client: httpx.AsyncClient, fresh: Job | None = None) -> None:
+        self._http = FakeHttp(client)
+        self.jobs = FakeJobs(fresh)
+        self.music = FakeMusic()
+
+
+@pytest.fixture
+def media() -> Media:
+    return Media()
+
+
+@pytest.fixture
+async def client(media: Media) -> AsyncIterator[httpx.AsyncClient]:
+    # A client-wide Authorization default proves download() strips it from media requests.
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(media), headers={"Authorization": "Bearer user:1-secret"}
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def download_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Backoff sleeps recorded instead of slept, so retry tests take no time."""
+    recorded: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        recorded.append(seconds)
+
+    monkeypatch.setattr(_download, "sleep", fake_sleep)
+    return recorded
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+class BrokenBody(httpx.AsyncByteStream):
+    """Sends part of the body, then the connection drops."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield M4A[:1000]
+        raise httpx.ReadError("connection reset by peer")
+
+
+def broken(_: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, headers={"Content-Length": str(len(M4A))}, stream=BrokenBody())
+
+
+def status(code: int) -> Handler:
+    return lambda _: httpx.Response(code, json={"error": f"status {code}", "code": code})
+
+
+async def test_job_clips_saved_with_predictable_names_and_sidecars(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media
+) -> None:
+    """The main job's output: every clip's files under names a user can predict, plus metadata."""
+    job = make_job(make_clip(CLIP_A, "Night Drive"), make_clip(CLIP_B, "Night Drive"))
+    fm = FakeFM(client)
+    paths = await download(fm, job, tmp_path / "out", formats=("m4a", "wav", "mp3", "image"))
+
+    out = tmp_path / "out"
+    assert [p.name for p in paths] == [
+        "Night Drive-0a1b2c3d.m4a",
+        "Night Drive-0a1b2c3d.wav",
+        "Night Drive-0a1b2c3d.mp3",
+        "Night Drive-0a1b2c3d.png",
+        "Night Drive-0a1b2c3d.json",
+        "Night Drive-9f8e7d6c.m4a",
+        "Night Drive-9f8e7d6c.wav",
+        "Night Drive-9f8e7d6c.mp3",
+        "Night Drive-9f8e7d6c.png",
+        "Night Drive-9f8e7d6c.json",
+    ]
+    assert leftovers(out) == sorted(p.name for p in paths)
+    assert (out / "Night Drive-0a1b2c3d.m4a").read_bytes() == M4A
+    assert (out / "Night Drive-0a1b2c3d.wav").read_bytes() == WAV
+    assert (out / "Night Drive-0a1b2c3d.mp3").read_bytes() == MP3
+    assert (out / "Night Drive-0a1b2c3d.png").read_bytes() == PNG
+    assert fm.music.downloads == [CLIP_A, CLIP_B]
+    # Media URLs are public: the API token must never travel to a CDN.
+    assert media.requests
+    assert all("authorization" not in r.headers for r in media.requests)
+
+
+async def test_sidecar_records_clip_metadata_and_files(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """The sidecar is how a user later knows what a file is and whether it is intact."""
+    await download(FakeFM(client), make_job(), tmp_path, formats=("m4a", "image"))
+    sidecar = json.loads((tmp_path / "Night Drive-0a1b2c3d.json").read_text())
+    assert sidecar == {
+        "clip": CLIP_A,
+        "jobid": "job:5555-user:1001-a@example.com-bot:flowmusic",
+        "email": "a@example.com",
+        "prompt": "synthwave at night",
+        "title": "Night Drive",
+        "lyrics": "neon lights",
+        "lyrics_timing": [[0.0, 1.5], [1.5, 3.0]],
+        "seed": 42,
+        "duration_s": 173.03,
+        "files": {
+            "m4a": {
+                "name": "Night Drive-0a1b2c3d.m4a",
+                "size": len(M4A),
+                "sha256": hashlib.sha256(M4A).hexdigest(),
+            },
+            "image": {
+                "name": "Night Drive-0a1b2c3d.png",
+                "size": len(PNG),
+                "sha256": hashlib.sha256(PNG).hexdigest(),
+            },
+        },
+    }
+
+
+async def test_existing_complete_files_are_skipped_without_requests(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media
+) -> None:
+    """Re-running a finished download must cost nothing: no request, same paths."""
+    fm = FakeFM(client)
+    first = await download(fm, make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image"))
+    media.requests.clear()
+    fm.music.downloads.clear()
+    sidecar_before = (tmp_path / "Night Drive-0a1b2c3d.json").read_bytes()
+
+    again = await download(fm, make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image"))
+
+    assert again == first
+    assert media.requests == []
+    assert fm.music.downloads == []
+    assert (tmp_path / "Night Drive-0a1b2c3d.json").read_bytes() == sidecar_before
+
+
+async def test_file_whose_size_disagrees_with_sidecar_is_downloaded_again(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media
+) -> None:
+    """A damaged file must not be trusted just because it exists under its final name."""
+    await download(FakeFM(client), make_job(), tmp_path)
+    target = tmp_path / "Night Drive-0a1b2c3d.m4a"
+    target.write_bytes(M4A[:10])
+    media.requests.clear()
+
+    await download(FakeFM(client), make_job(), tmp_path)
+
+    assert len(media.requests) == 1
+    assert target.read_bytes() == M4A
+
+
+async def test_interrupted_stream_leaves_no_file_and_no_temp(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media, download_sleeps: list[float]
+) -> None:
+    """A half-written file under the final name would later be skipped as complete."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    media.queue(clip.audio_url, *[broken] * 4)
+
+    with pytest.raises(TransportError, match="ReadError"):
+        await download(FakeFM(client), make_job(clip), tmp_path)
+
+    assert len(media.requests) == 4  # retried with backoff before giving up
+    assert len(download_sleeps) == 3
+    assert leftovers(tmp_path) == []
+
+
+async def test_transient_failures_are_retried_with_backoff(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media, download_sleeps: list[float]
+) -> None:
+    """A CDN hiccup (5xx, dropped body) must not fail a batch that already paid for the song."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    media.queue(clip.audio_url, status(503), broken)
+
+    [path, _] = await download(FakeFM(client), make_job(clip), tmp_path)
+
+    assert path.read_bytes() == M4A
+    assert len(download_sleeps) == 2
+    assert all(0 <= s <= 8 for s in download_sleeps)
+
+
+async def test_short_body_is_not_accepted_as_complete(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media, download_sleeps: list[float]
+) -> None:
+    """A body shorter than its Content-Length is a truncated download, not a song."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    short = httpx.Response(200, headers={"Content-Length": str(len(M4A))}, content=M4A[:50])
+    media.queue(clip.audio_url, lambda _: short)
+
+    [path, _] = await download(FakeFM(client), make_job(clip), tmp_path)
+
+    assert path.read_bytes() == M4A
+    assert len(download_sleeps) == 1
+
+
+async def test_cancelled_download_removes_its_temp_file(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media
+) -> None:
+    """Ctrl-C mid-download must leave the folder as it was, not littered with partial files."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    started = anyio.Event()
+
+    class Stalls(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield M4A[:1000]
+            started.set()
+            await anyio.sleep_forever()
+            yield b""  # pragma: no cover
+
+    media.queue(clip.audio_url, lambda _: httpx.Response(200, stream=Stalls()))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(download, FakeFM(client), make_job(clip), tmp_path)
+        with anyio.fail_after(5):
+            await started.wait()
+        assert any(name.endswith(".part") for name in leftovers(tmp_path))
+        tg.cancel_scope.cancel()
+    assert leftovers(tmp_path) == []
+
+
+async def test_expired_url_is_refreshed_through_the_job_and_retried(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media
+) -> None:
+    """Signed links expire; a batch saving songs later must fetch fresh links, not fail."""
+    stale, fresh = make_clip(version=1), make_clip(version=2)
+    assert stale.audio_url is not None and fresh.audio_url is not None
+    media.queue(stale.audio_url, status(403))
+    fm = FakeFM(client, fresh=make_job(fresh))
+
+    [path, _] = await download(fm, make_job(stale), tmp_path)
+
+    assert path.read_bytes() == M4A
+    assert fm.jobs.gets == ["job:5555-user:1001-a@example.com-bot:flowmusic"]
+    assert [str(r.url) for r in media.requests] == [stale.audio_url, fresh.audio_url]
+
+
+async def test_expired_url_is_refreshed_only_once(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media
+) -> None:
+    """If fresh links are refused too, give up with the server's answer instead of looping."""
+    stale, fresh = make_clip(version=1), make_clip(version=2)
+    assert stale.audio_url is not None and fresh.audio_url is not None
+    media.queue(stale.audio_url, status(410))
+    media.queue(fresh.audio_url, status(403))
+    fm = FakeFM(client, fresh=make_job(fresh))
+
+    with pytest.raises(PermissionDeniedError):
+        await download(fm, make_job(stale), tmp_path)
+
+    assert len(fm.jobs.gets) == 1
+    assert leftovers(tmp_path) == []
+
+
+async def test_expired_url_of_a_bare_clip_needs_a_jobid(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media
+) -> None:
+    """Without a jobid there is nowhere to get fresh links; the 403 must surface, not hang."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    media.queue(clip.audio_url, status(403))
+    with pytest.raises(PermissionDeniedError):
+        await download(FakeFM(client), clip, tmp_path)
+
+
+async def test_image_type_from_content_type_when_url_has_no_extension(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media
+) -> None:
+    """Cover art must open in an image viewer, and a rerun must still find it via the sidecar."""
+    clip = make_clip()
+    clip = Clip(clip=clip.clip, title=clip.title, image_url=f"{CDN}/art/42?sig=1")
+    webp = b"RIFF\x00\x00\x00\x00WEBPVP8 "
+    media.queue(
+        f"{CDN}/art/42?sig=1",
+        lambda _: httpx.Response(200, content=webp, headers={"Content-Type": "image/webp"}),
+    )
+    [image, sidecar] = await download(FakeFM(client), clip, tmp_path, formats=["image"])
+    assert image.name == "Night Drive-0a1b2c3d.webp"
+    assert json.loads(sidecar.read_text())["email"] == "a@example.com"  # from the clip id
+    assert image.read_bytes() == webp
+
+    media.requests.clear()
+    [again, _] = await download(FakeFM(client), clip, tmp_path, formats=["image"])
+    assert again == image
+    assert media.requests == []
+
+
+async def test_bad_arguments_are_refused_before_any_request(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media
+) -> None:
+    """A typo in formats, or a job without clips yet, must fail fast and clearly."""
+    with pytest.raises(ValidationError, match="flac"):
+        await download(FakeFM(client), make_job(), tmp_path, formats=("flac",))
+    pending = Job(jobid="job:1", email="a@example.com", status="pending")
+    with pytest.raises(ValidationError, match="pending"):
+        await download(FakeFM(client), pending, tmp_path)
+    assert media.requests == []
+
+
+NASTY_TITLES = [
+    "AC/DC: Back in <Black>?",
+    "CON",
+    "nul.txt",
+    "Com1",
+    "lpt9 ",
+    "   ...   ",
+    None,
+    "",
+    "trailing dots...",
+    ".hidden",
+    "tab\there\nnewline\x00nul\x7fdel",
+    'pipe|star*quote"back\\slash',
+    "\u202eexe.mp3",
+    "x" * 300,
+    "é" * 100,
+    "😀" * 100,
+    "e\u0301 decomposed",
+]
+
+
+@pytest.mark.parametrize("title", NASTY_TITLES)
+def test_file_names_are_safe_on_every_os(title: str | None) -> None:
+    """A title written by a model must never produce a name some OS refuses or misreads."""
+    stem = safe_stem(title, CLIP_A)
+    name_part, _, short = stem.rpartition("-")
+    assert short == "0a1b2c3d"
+    assert name_part
+    assert not any(ch in stem for ch in '<>:"/\\|?*')
+    assert not any(unicodedata.category(ch) in {"Cc", "Cf"} for ch in stem)
+    assert name_part == name_part.strip(" .")
+    assert name_part.split(".")[0].upper() not in {"CON", "PRN", "AUX", "NUL", "COM1", "LPT9"}
+    assert len(name_part) <= 80
+    assert len(f"{stem}.json".encode()) <= 255
+    assert stem == unicodedata.normalize("NFC", stem)
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        ("AC/DC: Back in <Black>?", "AC DC Back in Black-0a1b2c3d"),
+        ("CON", "_CON-0a1b2c3d"),
+        ("trailing dots...", "trailing dots-0a1b2c3d"),
+        (None, "untitled-0a1b2c3d"),
+        ("  Night   Drive ", "Night Drive-0a1b2c3d"),
+    ],
+)
+def test_file_names_are_predictable(title: str | None, expected: str) -> None:
+    """Users and scripts look files up by name; the rule must give the obvious answer."""
+    assert safe_stem(title, CLIP_A) == expected
+
+
+def test_short_clip_id_is_the_uuid_prefix_or_a_stable_hash() -> None:
+    """Two clips with one title must not collide, and an odd id must still give a stable name."""
+    assert short_clip_id(CLIP_A) == "0a1b2c3d"
+    assert short_clip_id("user:1-a@example.com-clip:ABCDEF01-x") == "abcdef01"
+    odd = short_clip_id("no-marker-here")
+    assert len(odd) == 8
+    assert odd == short_clip_id("no-marker-here")
+
+
+async def test_end_to_end_against_the_simulator_with_expired_links(tmp_path: Path) -> None:
+    """The real client, simulator media and signed-URL expiry together, as a user runs them."""
+    sim = Simulator(time_scale=0.001, seed=3, media_url_ttl_s=60.0)
+    async with FlowMusic(
+        token=sim.token,
+        base_url=sim.base_url,
+        transport=sim.transport(),
+        timing=Timing.scaled(0.001),
+    ) as fm:
+        with anyio.fail_after(10):
+            job = await fm.generate("lofi beats to test by")
+        sim.advance(3600)  # every signed link in `job` is now expired
+        polls_before = sim.stats.requests[("GET /jobs/{jobid}", 200)]
+        paths = await download(fm, job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
+        requests_after_first = sum(sim.stats.requests.values())
+        again = await download(fm, job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
+
+    # One refused link, one job refresh that renewed the links of every clip, nothing repeated.
+    assert sim.stats.requests[("GET /_sim/media/{file}", 403)] == 1
+    assert sim.stats.requests[("GET /jobs/{jobid}", 200)] == polls_before + 1
+    assert sum(sim.stats.requests.values()) == requests_after_first
+
+    assert again == paths
+    assert len(paths) == 5 * len(job.clips) and job.clips
+    by_suffix = {p.suffix: p.read_bytes() for p in paths}
+    assert by_suffix[".wav"][:4] == b"RIFF"
+    assert by_suffix[".png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert by_suffix[".mp3"][:3] == b"ID3"
+    assert by_suffix[".m4a"][4:8] == b"ftyp"
+    sidecar = json.loads(paths[4].read_text())
+    assert sidecar["jobid"] == job.jobid
+    assert sidecar["prompt"] == "lofi beats to test by"
+    assert set(sidecar["files"]) == {"m4a", "wav", "mp3", "image"}
+    assert leftovers(tmp_path) == sorted(p.name for p in paths)

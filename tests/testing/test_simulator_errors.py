@@ -1,0 +1,180 @@
+"""One test per row of the contract's §10 error table, asserting status and body shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from flowmusic_async.testing import SimAccount, Simulator
+
+pytestmark = pytest.mark.anyio
+
+OTHER_TOKEN = "user:2002-anotheruserstoken"
+
+
+def _error(r: httpx.Response, status: int) -> str:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["code"] == status and isinstance(body["error"], str)
+    return str(body["error"])
+
+
+async def test_success_statuses_200_201_204(sim: Simulator, http: httpx.AsyncClient) -> None:
+    """200 sync, 201 async/created account, 204 delete and cancel."""
+    assert (await http.post("/music", json={"prompt": "s"})).status_code == 200
+    r = await http.post("/music", json={"prompt": "a", "mode": "async"})
+    assert r.status_code == 201
+    assert (await http.delete(f"/jobs/{r.json()['jobid']}")).status_code == 204
+    r = await http.post("/accounts", json={"refresh_token": "abcdefghij-new"})
+    assert r.status_code == 201
+    assert (await http.delete(f"/accounts/{r.json()['email']}")).status_code == 204
+
+
+async def test_400_documented_messages(http: httpx.AsyncClient) -> None:
+    """The two 400 messages the contract quotes come back word for word."""
+    r = await http.post("/accounts", json={})
+    assert _error(r, 400) == "Parameter refresh_token is required"
+    r = await http.get("/music/download", params={"id": "nonsense"})
+    assert _error(r, 400) == "Parameter id not a valid clip ID or jobid"
+
+
+async def test_400_unknown_field_and_bad_values(http: httpx.AsyncClient) -> None:
+    """The simulator is strict so that client bugs (typos, bad enums, ranges) surface."""
+    assert "Unknown parameter promt" in _error(
+        await http.post("/music", json={"promt": "x"}), 400)
+    assert "Parameter prompt is required" in _error(await http.post("/music", json={}), 400)
+    assert "mode" in _error(await http.post("/music", json={"prompt": "x", "mode": "later"}), 400)
+    assert "maxJobs" in _error(
+        await http.post("/accounts", json={"refresh_token": "abcdefghijk", "maxJobs": 17}), 400)
+    assert _error(await http.post("/accounts", json={"refresh_token": "short"}), 400)
+    assert _error(await http.post("/music", content=b"{not json",
+                                  headers={"content-type": "application/json"}), 400)
+    assert _error(await http.post("/music", json={"prompt": "x", "instrumental": None}), 400)
+    assert _error(await http.get("/music", params={"limit": 101}), 400)
+    assert _error(await http.get("/jobs", params={"surprise": "1"}), 400)
+
+
+async def test_401_wrong_token(sim: Simulator, connect: Any) -> None:
+    """A wrong or missing token answers exactly {"error":"Unauthorized","code":401}."""
+    async with connect(sim, token="user:1001-wrong") as http:
+        for r in (await http.get("/jobs"), await http.post("/music", json={"prompt": "x"})):
+            assert r.status_code == 401 and r.json() == {"error": "Unauthorized", "code": 401}
+    async with httpx.AsyncClient(transport=sim.transport(), base_url=sim.base_url) as bare:
+        assert (await bare.get("/accounts")).status_code == 401
+
+
+async def test_402_credits_spent(make_sim: Any, connect: Any) -> None:
+    """Each song spends credits; when they run out the account answers 402."""
+    sim = make_sim(accounts=(SimAccount(email="poor@example.com", credits=25.0),),
+                   song_credits=10.0)
+    async with connect(sim) as http:
+        for _ in range(2):
+            assert (await http.post("/music", json={"prompt": "x", "mode": "async"})).status_code \
+                == 201
+        assert "insufficient credits" in _error(
+            await http.post("/music", json={"prompt": "x", "mode": "async"}), 402)
+        sim.set_credits("poor@example.com", 100)
+        assert (await http.post("/music", json={"prompt": "x", "mode": "async"})).status_code \
+            == 201
+
+
+async def test_403_other_users_job(sim: Simulator, http: httpx.AsyncClient, connect: Any) -> None:
+    """A jobid of another token's user is 403 on GET and DELETE."""
+    jobid = (await http.post("/music", json={"prompt": "x", "mode": "async"})).json()["jobid"]
+    async with connect(sim, token=OTHER_TOKEN) as other:
+        _error(await other.get(f"/jobs/{jobid}"), 403)
+        _error(await other.delete(f"/jobs/{jobid}"), 403)
+        assert (await other.get("/jobs")).json()["alpha@example.com"]["jobs"] == []
+
+
+async def test_404_unknown_job_and_account(http: httpx.AsyncClient) -> None:
+    """Unknown jobids and accounts are 404 with the error envelope."""
+    _error(await http.get("/jobs/job:00000000-0000-4000-8000-000000000000-user:1001-"
+                          "alpha@example.com-bot:flowmusic"), 404)
+    _error(await http.delete("/jobs/job:nope-user:1001-x-bot:flowmusic"), 404)
+    _error(await http.get("/accounts/nobody%40example.com"), 404)
+    _error(await http.get("/accounts/usage", params={"email": "nobody@example.com"}), 404)
+    _error(await http.delete("/accounts/nobody%40example.com"), 404)
+    _error(await http.post("/music", json={"prompt": "x", "email": "nobody@example.com"}), 404)
+
+
+async def test_409_download_of_unfinished_job(http: httpx.AsyncClient) -> None:
+    """Downloading by jobid before the job completes is 409 (retry after completion)."""
+    jobid = (await http.post("/music", json={"prompt": "x", "mode": "async"})).json()["jobid"]
+    _error(await http.get("/music/download", params={"id": jobid}), 409)
+
+
+async def test_413_upload_over_cap(http: httpx.AsyncClient) -> None:
+    """An image over 20 MB is refused with 413."""
+    big = b"\x89PNG\r\n\x1a\n" + bytes(20 * 1024 * 1024)
+    _error(await http.post("/files", content=big, headers={"content-type": "image/png"}), 413)
+
+
+async def test_422_moderation(sim: Simulator, http: httpx.AsyncClient) -> None:
+    """Moderated prompts are 422 and nothing is charged; lyrics 422 carries an error object."""
+    r = await http.post("/music", json={"prompt": "bad [moderate] idea", "mode": "async"})
+    _error(r, 422)
+    assert sim.stats.jobs_created == 0
+    r = await http.post("/music/lyrics", json={"prompt": "[moderate] words"})
+    assert r.status_code == 422
+    body = r.json()
+    assert body["error"]["code"] == "no_lyrics" and body["email"] and "agent_text" in body
+    png = b"\x89PNG\r\n\x1a\n c2pa manifest"
+    r = await http.post("/files", params={"stripMetadata": "false"}, content=png,
+                        headers={"content-type": "image/png"})
+    _error(r, 422)
+
+
+async def test_429_named_account_full_with_retry_after(make_sim: Any, connect: Any) -> None:
+    """A named full account answers 429 with a scaled decimal Retry-After."""
+    sim = make_sim(accounts=(SimAccount(email="one@example.com", max_jobs=1),),
+                   time_scale=0.01, retry_after_s=10.0)
+    async with connect(sim) as http:
+        body = {"prompt": "x", "mode": "async", "email": "one@example.com"}
+        assert (await http.post("/music", json=body)).status_code == 201
+        r = await http.post("/music", json=body)
+        assert "one@example.com" in _error(r, 429)
+        assert r.headers["retry-after"] == "0.1"
+    assert sim.stats.responses_429 == 1
+
+
+async def test_429_without_retry_after_when_disabled(make_sim: Any, connect: Any) -> None:
+    """retry_after_s=None sends no Retry-After header."""
+    sim = make_sim(accounts=(SimAccount(email="one@example.com", max_jobs=1),),
+                   retry_after_s=None)
+    async with connect(sim) as http:
+        await http.post("/music", json={"prompt": "x", "mode": "async"})
+        r = await http.post("/music", json={"prompt": "x", "mode": "async"})
+        assert r.status_code == 429 and "retry-after" not in r.headers
+
+
+async def test_500_image_generation_refused(http: httpx.AsyncClient) -> None:
+    """A moderated image prompt surfaces as the documented upstream 500."""
+    r = await http.post("/files/generate", json={"prompt": "[moderate] picture"})
+    assert _error(r, 500) == 'FlowMusic image generation failed (500): "Internal Server Error"'
+
+
+async def test_596_account_in_error_state(sim: Simulator, http: httpx.AsyncClient,
+                                          finished_song: Any) -> None:
+    """Every call targeting a broken account answers 596 with the recorded reason."""
+    record = await finished_song(http, sim)
+    sim.set_account_error("alpha@example.com", "refresh token rejected")
+    expected = "Account alpha@example.com in error state: refresh token rejected"
+    calls = [
+        http.post("/music", json={"prompt": "x", "email": "alpha@example.com"}),
+        http.post("/music", json={"prompt": "x"}),
+        http.get("/music"),
+        http.post("/music/lyrics", json={"prompt": "x"}),
+        http.post("/files/generate", json={"prompt": "x"}),
+        http.get("/music/download", params={"id": record["clips"][0]["clip"]}),
+        http.post("/music/edit", json={"operation": "cover", "clip": record["clips"][0]["clip"]}),
+    ]
+    for call in calls:
+        assert _error(await call, 596) == expected
+    account = (await http.get("/accounts/alpha%40example.com")).json()
+    assert account["error"] == "refresh token rejected"
+    assert "credits_remaining" not in account
+    sim.clear_account_error("alpha@example.com")
+    assert (await http.get("/music")).status_code == 200
