@@ -95,7 +95,7 @@ def normalize_request(request: str | Mapping[str, Any]) -> dict[str, Any]:
 
 
 class BatchRun:
-    """The async iterator of outcomes; raises `BatchAborted` at the end if the batch stopped early."""
+    """The async iterator of outcomes; raises `BatchAborted` at the end if the batch stopped."""
 
     def __init__(self, receive: anyio.abc.ObjectReceiveStream[Outcome]) -> None:
         self._receive = receive
@@ -137,15 +137,23 @@ class _Batch:
         self.abort_cause: FlowMusicError | None = None
         self.not_started = 0
 
-    async def run_one(self, index: int, params: dict[str, Any], entry: Entry | None,
-                      invalid: ValidationError | None, limiter: anyio.CapacityLimiter | None) -> None:
+    async def run_one(
+        self,
+        index: int,
+        params: dict[str, Any],
+        entry: Entry | None,
+        invalid: ValidationError | None,
+        limiter: anyio.CapacityLimiter | None,
+    ) -> None:
         key = entry.key if entry is not None else str(index)
         request = params
         if invalid is not None:
             await self._emit(Outcome(index=index, key=key, request=request, error=invalid))
             return
         if entry is not None and entry.state == "completed" and entry.job is not None:
-            await self._emit(Outcome(index=index, key=key, request=request, job=entry.job, resumed=True))
+            await self._emit(
+                Outcome(index=index, key=key, request=request, job=entry.job, resumed=True)
+            )
             return
         if entry is not None and entry.state == "failed" and not self._retry_failed:
             error = FlowMusicError(
@@ -153,7 +161,9 @@ class _Batch:
                 jobid=entry.jobid,
                 email=entry.email,
             )
-            await self._emit(Outcome(index=index, key=key, request=request, error=error, resumed=True))
+            await self._emit(
+                Outcome(index=index, key=key, request=request, error=error, resumed=True)
+            )
             return
         if limiter is not None:
             await limiter.acquire()
@@ -163,7 +173,9 @@ class _Batch:
             if limiter is not None:
                 limiter.release()
 
-    async def _run_job(self, index: int, key: str, params: dict[str, Any], entry: Entry | None) -> None:
+    async def _run_job(
+        self, index: int, key: str, params: dict[str, Any], entry: Entry | None
+    ) -> None:
         handle: JobHandle | None = None
         scope = anyio.CancelScope()
         if self.abort_cause is not None:
@@ -192,18 +204,25 @@ class _Batch:
                 await self._journal.mark_completed(key, job=job)
         await self._emit(Outcome(index=index, key=key, request=params, job=job))
 
-    async def _start(self, key: str, params: dict[str, Any], entry: Entry | None) -> JobHandle | None:
+    async def _start(
+        self, key: str, params: dict[str, Any], entry: Entry | None
+    ) -> JobHandle | None:
         """Submit, or pick up where an earlier run stopped; returns the accepted job's handle."""
         engine = self._engine
         journal = self._journal
         account = params.get("email")
         if entry is not None and entry.state == "submitted" and entry.jobid:
-            return engine.attach(entry.jobid, entry.email, client_ref=entry.client_ref, timeout=self._timeout)
+            return engine.attach(
+                entry.jobid, entry.email, client_ref=entry.client_ref, timeout=self._timeout
+            )
         client_ref = new_client_ref()
         if entry is not None and entry.state == "submitting" and entry.client_ref:
             client_ref = entry.client_ref
             recovered = await engine.recover(
-                entry.client_ref, email=entry.email, sent_at=entry.sent_at or 0.0, timeout=self._timeout
+                entry.client_ref,
+                email=entry.email,
+                sent_at=entry.sent_at or 0.0,
+                timeout=self._timeout,
             )
             if recovered is not None:
                 await self._mark_submitted(key, recovered)
@@ -217,8 +236,12 @@ class _Batch:
 
         body = music_body(**params)
         handle = await engine.submit(
-            "/music", body, account=account, client_ref=client_ref,
-            on_submitting=write_ahead, timeout=self._timeout,
+            "/music",
+            body,
+            account=account,
+            client_ref=client_ref,
+            on_submitting=write_ahead,
+            timeout=self._timeout,
         )
         await self._mark_submitted(key, handle)
         return handle
@@ -226,7 +249,9 @@ class _Batch:
     async def _mark_submitted(self, key: str, handle: JobHandle) -> None:
         if self._journal is not None:
             with anyio.CancelScope(shield=True):
-                await self._journal.mark_submitted(key, jobid=handle.jobid, email=handle.email or "")
+                await self._journal.mark_submitted(
+                    key, jobid=handle.jobid, email=handle.email or ""
+                )
 
     async def _record_failure(self, key: str, error: FlowMusicError) -> None:
         if self._journal is not None:
@@ -236,9 +261,9 @@ class _Batch:
     def _maybe_abort(self, error: FlowMusicError) -> None:
         if self.abort_cause is not None:
             return
-        no_funded_account = isinstance(error, (InsufficientCreditsError, NoAccountAvailable)) and not any(
-            usage.healthy for usage in self._fm.capacity().values()
-        )
+        no_funded_account = isinstance(
+            error, (InsufficientCreditsError, NoAccountAvailable)
+        ) and not any(usage.healthy for usage in self._fm.capacity().values())
         if isinstance(error, AuthenticationError) or no_funded_account:
             self.abort_cause = error
             for scope in self._submission_scopes:
@@ -249,7 +274,7 @@ class _Batch:
             await self._send.send(outcome)
 
 
-class generate_many:  # noqa: N801 (used like a function: `async with generate_many(...)`)
+class generate_many:
     """Run a batch; see the module docstring. Use as `async with ... as outcomes`.
 
     A class rather than an `@asynccontextmanager` so that an exception raised in the caller's
@@ -299,17 +324,20 @@ class generate_many:  # noqa: N801 (used like a function: `async with generate_m
         send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
         run = BatchRun(receive)
         batch = _Batch(
-            self._fm, self._journal, send, run, timeout=self._timeout,
+            self._fm,
+            self._journal,
+            send,
+            run,
+            timeout=self._timeout,
             retry_failed=self._retry_failed,
         )
 
         async def drive() -> None:
-            async with send:
-                async with anyio.create_task_group() as tg:
-                    for index, ((params, error), entry) in enumerate(
-                        zip(self._items, entries, strict=True)
-                    ):
-                        tg.start_soon(batch.run_one, index, params, entry, error, self._limiter)
+            async with send, anyio.create_task_group() as tg:
+                for index, ((params, error), entry) in enumerate(
+                    zip(self._items, entries, strict=True)
+                ):
+                    tg.start_soon(batch.run_one, index, params, entry, error, self._limiter)
             if batch.abort_cause is not None:
                 run.aborted = BatchAborted(batch.abort_cause, not_started=batch.not_started)
 

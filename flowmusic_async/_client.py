@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -232,13 +231,24 @@ class FlowMusic:
         """
         self._require_core()
         body = music_body(
-            prompt, instrumental=instrumental, lyrics=lyrics, ghostwriter=ghostwriter,
-            ref_images=ref_images, ref_audios=ref_audios, model=model, email=email,
-            reply_url=reply_url, reply_ref=reply_ref,
+            prompt,
+            instrumental=instrumental,
+            lyrics=lyrics,
+            ghostwriter=ghostwriter,
+            ref_images=ref_images,
+            ref_audios=ref_audios,
+            model=model,
+            email=email,
+            reply_url=reply_url,
+            reply_ref=reply_ref,
         )
         return await self._engine.submit(
-            "/music", body, account=email, client_ref=client_ref,
-            on_submitting=on_submitting, timeout=timeout,
+            "/music",
+            body,
+            account=email,
+            client_ref=client_ref,
+            on_submitting=on_submitting,
+            timeout=timeout,
         )
 
     async def generate(self, prompt: str, *, timeout: float | None = None, **params: Any) -> Job:
@@ -292,7 +302,7 @@ class FlowMusic:
         self._require_core()
         return await self._engine.wait(jobid, timeout=timeout)
 
-    async def _run_to_end(self, submitting: Any) -> Job:
+    async def _run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
         accepted: list[JobHandle] = []
         # `submitting` is the coroutine of submit/submit_edit; wrap it to learn the handle as
         # soon as the job exists, even if we are cancelled right after.
@@ -330,7 +340,11 @@ class FlowMusic:
         """
         self._require_core()
         return _batch.generate_many(
-            self, requests, journal=journal, concurrency=concurrency, timeout=timeout,
+            self,
+            requests,
+            journal=journal,
+            concurrency=concurrency,
+            timeout=timeout,
             retry_failed=retry_failed,
         )
 

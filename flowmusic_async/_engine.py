@@ -278,8 +278,13 @@ class JobEngine:
                 # still learn whether a job was created, so that it can be cancelled, not lost.
                 with anyio.CancelScope(shield=True):
                     job = await self._send(
-                        path, request, email=email, pinned=account is not None, ref=ref,
-                        sent_at=sent_at, waits=waits,
+                        path,
+                        request,
+                        email=email,
+                        pinned=account is not None,
+                        ref=ref,
+                        sent_at=sent_at,
+                        waits=waits,
                     )
                     handle = self._accept(job, placed=email, client_ref=ref, timeout=job_timeout)
                     if on_accepted is not None:
@@ -354,7 +359,10 @@ class JobEngine:
         verdict = await self.reconcile(ref, email=email, sent_at=sent_at)
         if isinstance(verdict, Job):
             self.events.emit(
-                "reconciled", client_ref=ref, jobid=verdict.jobid, email=verdict.email,
+                "reconciled",
+                client_ref=ref,
+                jobid=verdict.jobid,
+                email=verdict.email,
                 detail="the job existed; adopted, not resent",
             )
             return verdict
@@ -390,9 +398,7 @@ class JobEngine:
 
     # ----- reconciling ---------------------------------------------------------------------------
 
-    async def reconcile(
-        self, client_ref: str, *, email: str | None, sent_at: float
-    ) -> Job | str:
+    async def reconcile(self, client_ref: str, *, email: str | None, sent_at: float) -> Job | str:
         """Find the job a POST tagged `client_ref` created, or decide that it created none.
 
         Returns the job record when found; `_Verdict.ABSENT` when no job can exist: every job
@@ -474,7 +480,7 @@ class JobEngine:
         client_ref: str | None = None,
         timeout: float | None = None,
     ) -> JobHandle:
-        """A handle on a job accepted earlier (by this process or another), counted on its account."""
+        """A handle on a job accepted earlier (here or elsewhere), counted on its account."""
         self.scheduler.commit(email, jobid, reserved=False)
         watch = self.poller.watch(jobid, email, owned=True, fresh=False)
         watch.client_ref = client_ref
@@ -518,19 +524,20 @@ class JobEngine:
         return job
 
     async def cancel(self, jobid: str, email: str | None) -> Job | None:
+        job: Job | None = None
         with anyio.CancelScope(shield=True):
             await self._fm.jobs.cancel(jobid)
             self.scheduler.job_ended(jobid)
             try:
-                job: Job | None = await self._fm.jobs.get(jobid)
+                job = await self._fm.jobs.get(jobid)
             except FlowMusicError:
                 job = None
-            if job is not None and not job.is_terminal:
-                job = None  # not yet reflected; the poller will settle it
-            if job is not None:
+            if job is not None and job.is_terminal:
                 self.poller.resolve(jobid, job=job)
+            else:
+                job = None  # not yet reflected; the poller will settle it
             self.events.emit("cancelled", jobid=jobid, email=email)
-            return job
+        return job
 
 
 class _Retry(Exception):
@@ -572,4 +579,3 @@ def _set_or_drop(body: dict[str, Any], key: str, value: Any) -> None:
         body.pop(key, None)
     else:
         body[key] = value
-

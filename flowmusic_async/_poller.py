@@ -117,7 +117,9 @@ class Poller:
         watch.owned = watch.owned or owned
         return watch
 
-    def resolve(self, jobid: str, *, job: Job | None = None, error: FlowMusicError | None = None) -> None:
+    def resolve(
+        self, jobid: str, *, job: Job | None = None, error: FlowMusicError | None = None
+    ) -> None:
         """Settle a watch from outside the loop (a webhook's verified record, a cancel)."""
         watch = self._watches.pop(jobid, None)
         if watch is not None:
@@ -211,7 +213,9 @@ class Poller:
             running = await self._list_running()
         except FlowMusicError as error:
             if not self._sweep_unavailable:
-                logger.warning("GET /jobs failed (%s); reading jobs one by one until it works", error)
+                logger.warning(
+                    "GET /jobs failed (%s); reading jobs one by one until it works", error
+                )
             self._sweep_unavailable = True
             return None
         self.sweeps += 1
@@ -248,15 +252,18 @@ class Poller:
             # directly next time instead of trusting the sweep.
             watch.check_directly = True
 
-    def _finish(self, watch: Watch, *, job: Job | None = None, error: FlowMusicError | None = None) -> None:
+    def _finish(
+        self, watch: Watch, *, job: Job | None = None, error: FlowMusicError | None = None
+    ) -> None:
         if self._watches.get(watch.jobid) is watch:
             del self._watches[watch.jobid]
         self._settle(watch, job=job, error=error)
 
     def _settle(self, watch: Watch, *, job: Job | None, error: FlowMusicError | None) -> None:
-        if job is not None:
-            kind = "completed" if job.is_completed else "failed"
-            self._events.emit(kind, jobid=job.jobid, email=job.email, detail=_failure_code(job))
+        if job is not None and job.is_completed:
+            self._events.emit("completed", jobid=job.jobid, email=job.email)
+        elif job is not None:
+            self._events.emit("failed", jobid=job.jobid, email=job.email, detail=_failure_code(job))
         elif error is not None:
             self._events.emit("failed", jobid=watch.jobid, email=watch.email, error=error)
         watch.resolve(job=job, error=error)

@@ -22,6 +22,8 @@ import msgspec
 from ._errors import AccountError, FlowMusicError, InsufficientCreditsError, NoAccountAvailable
 from ._models import Account, AccountJobs
 
+DEFAULT_MAX_JOBS = 4
+
 
 class SlotUsage(msgspec.Struct, frozen=True, kw_only=True):
     """One account's capacity as this client sees it.
@@ -86,10 +88,13 @@ class Scheduler:
         """Take in a fresh GET /accounts: limits, new and removed accounts, error states."""
         self.loaded_at = time.monotonic()
         for email, record in accounts.items():
+            # maxJobs is always on the record per the contract; open question 7's conservative
+            # default covers a record that lacks it.
+            max_jobs = record.max_jobs or DEFAULT_MAX_JOBS
             slots = self._accounts.get(email)
             if slots is None:
-                slots = self._accounts[email] = _AccountSlots(email, record.max_jobs)
-            slots.max_jobs = record.max_jobs
+                slots = self._accounts[email] = _AccountSlots(email, max_jobs)
+            slots.max_jobs = max_jobs
             if record.error:
                 slots.out_reason = f"account in error state: {record.error}"
                 slots.out_error = AccountError(
@@ -186,7 +191,7 @@ class Scheduler:
                 return
 
     def note_full(self, email: str | None) -> None:
-        """A 429 said `email` is full: count the slots we could not see as taken, until the next sweep."""
+        """A 429 said `email` is full: count unseen jobs in its slots until the next sweep."""
         slots = self._accounts.get(email) if email else None
         if slots is not None:
             slots.external = max(slots.external, slots.max_jobs - len(slots.ours) - slots.reserved)
@@ -248,9 +253,7 @@ class Scheduler:
             waiter.event.set()
 
     @staticmethod
-    def _no_account_error(
-        candidates: list[_AccountSlots], email: str | None
-    ) -> FlowMusicError:
+    def _no_account_error(candidates: list[_AccountSlots], email: str | None) -> FlowMusicError:
         errors = [slots.out_error for slots in candidates if slots.out_error is not None]
         # Prefer the credits error: "top up" is the actionable message for a batch that ran dry.
         for error in errors:
@@ -259,4 +262,6 @@ class Scheduler:
         if errors:
             return errors[-1]
         where = f"account {email}" if email else "any account"
-        return NoAccountAvailable(f"no Flow Music account left in rotation for {where}", email=email)
+        return NoAccountAvailable(
+            f"no Flow Music account left in rotation for {where}", email=email
+        )

@@ -32,7 +32,7 @@ class _CallbackProbe(msgspec.Struct, kw_only=True):
     """The few fields read from an untrusted callback body; everything else is ignored."""
 
     jobid: str
-    replyRef: str | None = None  # noqa: N815 (the API's spelling)
+    replyRef: str | None = None
     request: dict[str, Any] = {}
 
 
@@ -73,11 +73,15 @@ class Webhooks:
         try:
             probe = _PROBE_DECODER.decode(body)
         except msgspec.DecodeError as error:
-            return WebhookResult(accepted=False, http_status=400, reason=f"not a job record: {error}")
+            return WebhookResult(
+                accepted=False, http_status=400, reason=f"not a job record: {error}"
+            )
         watch = self._engine.poller.get(probe.jobid)
         if watch is None:
             return WebhookResult(
-                accepted=False, http_status=200, reason="no one here waits for this job",
+                accepted=False,
+                http_status=200,
+                reason="no one here waits for this job",
                 jobid=probe.jobid,
             )
         echoed = probe.replyRef or probe.request.get("replyRef")
@@ -85,7 +89,9 @@ class Webhooks:
             _, ours = split_reply_ref(echoed if isinstance(echoed, str) else None)
             if ours != watch.client_ref:
                 return WebhookResult(
-                    accepted=False, http_status=200, reason="client reference does not match",
+                    accepted=False,
+                    http_status=200,
+                    reason="client reference does not match",
                     jobid=probe.jobid,
                 )
         try:
@@ -93,10 +99,15 @@ class Webhooks:
         except FlowMusicError as error:
             # The hint stays a hint: the poller will still find the job's end on its own.
             return WebhookResult(
-                accepted=False, http_status=200, reason=f"re-reading the job failed: {error}",
+                accepted=False,
+                http_status=200,
+                reason=f"re-reading the job failed: {error}",
                 jobid=probe.jobid,
             )
         return WebhookResult(
-            accepted=True, http_status=200, reason="verified with GET /jobs/{jobid}",
-            jobid=job.jobid, status=job.status,
+            accepted=True,
+            http_status=200,
+            reason="verified with GET /jobs/{jobid}",
+            jobid=job.jobid,
+            status=job.status,
         )

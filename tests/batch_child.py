@@ -14,18 +14,18 @@ from flowmusic_async import FlowMusic, Timing
 
 
 async def main(base_url: str, token: str, journal: str, scale: float, prompts: list[str]) -> None:
-    async with FlowMusic(token=token, base_url=base_url, timing=Timing.scaled(scale)) as fm:
-        async with fm.generate_many(prompts, journal=journal) as outcomes:
-            async for outcome in outcomes:
-                line = {
-                    "key": outcome.key,
-                    "index": outcome.index,
-                    "jobid": outcome.job.jobid if outcome.job else None,
-                    "error": repr(outcome.error) if outcome.error else None,
-                    "resumed": outcome.resumed,
-                }
-                sys.stdout.write(msgspec.json.encode(line).decode() + "\n")
-                sys.stdout.flush()
+    fm = FlowMusic(token=token, base_url=base_url, timing=Timing.scaled(scale))
+    async with fm, fm.generate_many(prompts, journal=journal) as outcomes:
+        async for outcome in outcomes:
+            line = {
+                "key": outcome.key,
+                "index": outcome.index,
+                "jobid": outcome.job.jobid if outcome.job else None,
+                "error": repr(outcome.error) if outcome.error else None,
+                "resumed": outcome.resumed,
+            }
+            sys.stdout.write(msgspec.json.encode(line).decode() + "\n")
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from mock_api import TOKEN, MockAPI
 
+
 @pytest.fixture
 def anyio_backend() -> str:
     """Every `@pytest.mark.anyio` test runs on asyncio (the library itself only uses anyio)."""

@@ -1,4 +1,4 @@
-"""Batches: one outcome per request, crash-proof resumption, and stopping only when nothing can work."""
+"""Batches: one outcome per request, crash-proof resumption, stopping only when nothing can work."""
 
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ def make_sim(*limits: int, scale: float = SCALE, **kwargs: Any) -> Simulator:
 
 def client(sim: Simulator, scale: float = SCALE) -> FlowMusic:
     return FlowMusic(
-        token=sim.token, base_url=sim.base_url, transport=sim.transport(), timing=Timing.scaled(scale)
+        token=sim.token,
+        base_url=sim.base_url,
+        transport=sim.transport(),
+        timing=Timing.scaled(scale),
     )
 
 
@@ -44,7 +47,11 @@ async def test_every_request_ends_in_exactly_one_outcome() -> None:
     """Nothing is lost: songs, a moderated prompt and a bad request each get one outcome."""
     sim = make_sim(2, 2)
     requests: list[Any] = [f"batch song {i}" for i in range(8)]
-    requests += ["[moderate] refused", {"prompt": "x", "instrumental": True, "lyrics": "la"}, {"bogus": 1}]
+    requests += [
+        "[moderate] refused",
+        {"prompt": "x", "instrumental": True, "lyrics": "la"},
+        {"bogus": 1},
+    ]
     async with client(sim) as fm:
         outcomes = await collect(fm, requests)
     assert sorted(o.index for o in outcomes) == list(range(len(requests)))
@@ -80,21 +87,22 @@ async def test_a_rerun_with_the_journal_does_not_pay_again(tmp_path: Path) -> No
         second = await collect(fm, prompts, journal=journal)
     assert sim.stats.requests[("POST /music", 201)] == posts == 5
     assert all(o.resumed and o.ok for o in second)
-    assert {o.key: o.job.jobid for o in first if o.job} == {o.key: o.job.jobid for o in second if o.job}
+    assert {o.key: o.job.jobid for o in first if o.job} == {
+        o.key: o.job.jobid for o in second if o.job
+    }
 
 
 @pytest.mark.anyio
 async def test_leaving_early_with_a_journal_lets_the_next_run_collect_the_running_jobs(
     tmp_path: Path,
 ) -> None:
-    """With a journal, jobs still running when the consumer leaves are awaited by jobid next time."""
+    """With a journal, jobs running when the consumer leaves are awaited by jobid next time."""
     sim = make_sim(4)
     journal = tmp_path / "songs.db"
     prompts = [f"early exit {i}" for i in range(4)]
-    async with client(sim) as fm:
-        async with fm.generate_many(prompts, journal=journal) as outcomes:
-            async for _first in outcomes:
-                break
+    async with client(sim) as fm, fm.generate_many(prompts, journal=journal) as outcomes:
+        async for _first in outcomes:
+            break
     assert sim.stats.requests[("DELETE /jobs/{jobid}", 204)] == 0
     async with client(sim) as fm:
         second = await collect(fm, prompts, journal=journal)
@@ -111,8 +119,12 @@ async def test_a_post_journalled_but_unanswered_is_adopted_not_resent(tmp_path: 
     [entry] = await journal.register([{"prompt": "crashed mid-post"}])
     ref = "fma:" + "ab" * 16
     async with client(sim, scale=0.02) as fm:
-        job = await fm.music.create("crashed mid-post", mode="async", reply_ref=ref, email="batch0@example.com")
-        await journal.mark_submitting(entry.key, client_ref=ref, email="batch0@example.com", sent_at=time.time())
+        job = await fm.music.create(
+            "crashed mid-post", mode="async", reply_ref=ref, email="batch0@example.com"
+        )
+        await journal.mark_submitting(
+            entry.key, client_ref=ref, email="batch0@example.com", sent_at=time.time()
+        )
         outcomes = await collect(fm, ["crashed mid-post"], journal=journal)
     await journal.close()
     assert outcomes[0].ok and outcomes[0].job is not None and outcomes[0].job.jobid == job.jobid
@@ -126,7 +138,9 @@ async def test_a_post_journalled_but_never_sent_is_sent_once(tmp_path: Path) -> 
     path = tmp_path / "songs.db"
     async with await Journal.open(path) as journal:
         [entry] = await journal.register([{"prompt": "never sent"}])
-        await journal.mark_submitting(entry.key, client_ref="fma:" + "cd" * 16, email=None, sent_at=time.time())
+        await journal.mark_submitting(
+            entry.key, client_ref="fma:" + "cd" * 16, email=None, sent_at=time.time()
+        )
     async with client(sim, scale=0.02) as fm:
         outcomes = await collect(fm, ["never sent"], journal=path)
     assert outcomes[0].ok and sim.stats.jobs_created == 1
@@ -137,7 +151,8 @@ async def test_a_batch_with_no_funded_account_stops_with_batch_aborted() -> None
     """402 everywhere stops the batch clearly instead of failing every request one by one."""
     sim = Simulator(
         accounts=(SimAccount(email="dry@example.com", max_jobs=2, credits=20.0),),
-        time_scale=SCALE, song_credits=10.0,
+        time_scale=SCALE,
+        song_credits=10.0,
     )
     got: list[Outcome] = []
     async with client(sim) as fm:
@@ -165,25 +180,53 @@ def test_a_batch_killed_mid_run_resumes_without_paying_twice(tmp_path: Path) -> 
     """SIGKILL mid-batch, run again with the journal: every song once, no duplicate submission."""
     scale = 0.05  # songs take 2-7.5 s, so a restart is well inside a job's shortest run
     server = subprocess.Popen(
-        [sys.executable, "-m", "flowmusic_async.testing", "--port", "0", "--time-scale", str(scale),
-         "--seed", "5", "--account", "kill0@example.com:4", "--account", "kill1@example.com:4"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "flowmusic_async.testing",
+            "--port",
+            "0",
+            "--time-scale",
+            str(scale),
+            "--seed",
+            "5",
+            "--account",
+            "kill0@example.com:4",
+            "--account",
+            "kill1@example.com:4",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout is not None
         ready = server.stdout.readline().split()
         assert ready[0] == "READY", ready
         base_url = ready[1]
-        token = httpx.get(base_url.split("/v1/")[0] + "/_sim/stats").json().get("token", "user:1001-simulatortoken")
+        token = (
+            httpx.get(base_url.split("/v1/")[0] + "/_sim/stats")
+            .json()
+            .get("token", "user:1001-simulatortoken")
+        )
         journal = str(tmp_path / "killed.db")
         prompts = [f"kill test song {i}" for i in range(14)]
-        child = [sys.executable, str(Path(__file__).with_name("batch_child.py")), base_url, token, journal, str(scale), *prompts]
+        child = [
+            sys.executable,
+            str(Path(__file__).with_name("batch_child.py")),
+            base_url,
+            token,
+            journal,
+            str(scale),
+            *prompts,
+        ]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
         first = subprocess.Popen(child, stdout=subprocess.PIPE, text=True, env=env)
         before = _read_lines(first, 5)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-        second = subprocess.run(child, stdout=subprocess.PIPE, text=True, env=env, timeout=90, check=True)
+        second = subprocess.run(
+            child, stdout=subprocess.PIPE, text=True, env=env, timeout=90, check=True
+        )
         after = [json.loads(line) for line in second.stdout.splitlines()]
         stats = httpx.get(base_url.split("/v1/")[0] + "/_sim/stats").json()
     finally:
@@ -191,7 +234,9 @@ def test_a_batch_killed_mid_run_resumes_without_paying_twice(tmp_path: Path) -> 
         server.wait(timeout=10)
     assert len(before) == 5
     assert len(after) == 14 and all(line["jobid"] for line in after), after
-    assert {o["key"]: o["jobid"] for o in before}.items() <= {o["key"]: o["jobid"] for o in after}.items()
+    assert {o["key"]: o["jobid"] for o in before}.items() <= {
+        o["key"]: o["jobid"] for o in after
+    }.items()
     assert stats["duplicate_submissions"] == 0
     assert sorted(stats["accepted_prompts"]) == sorted(prompts)
     assert set(stats["accepted_prompts"].values()) == {1}

@@ -11,7 +11,6 @@ import msgspec
 import pytest
 
 from flowmusic_async import (
-    AccountError,
     ClientClosedError,
     Event,
     FlowMusic,
@@ -89,7 +88,7 @@ async def test_sixty_songs_on_three_accounts_never_meet_a_429_and_fill_every_slo
 
 @pytest.mark.anyio
 async def test_lost_post_responses_never_cause_a_duplicate_charge() -> None:
-    """Credits are money: 10% of POSTs lose their answer after the job exists, none is paid twice."""
+    """Credits are money: 10% of POSTs lose their answer after the job exists; none paid twice."""
     sim = make_sim(10, 10, 10, 10, 10, scale=0.01, faults=Faults(lost_response_rate=0.1))
     prompts = [f"lost-response song {i}" for i in range(200)]
     async with client(sim, scale=0.01) as fm:
@@ -111,7 +110,10 @@ async def test_an_account_out_of_credits_and_one_broken_mid_run_are_routed_aroun
         SimAccount(email="solid@example.com", max_jobs=3, credits=10_000.0),
     )
     sim = Simulator(
-        accounts=accounts, time_scale=SCALE, seed=3, song_credits=10.0,
+        accounts=accounts,
+        time_scale=SCALE,
+        seed=3,
+        song_credits=10.0,
         faults=Faults(account_error_after={"flaky@example.com": 4}),
     )
     async with client(sim) as fm:
@@ -277,19 +279,18 @@ async def test_closing_the_client_fails_outstanding_waits_clearly() -> None:
     sim = make_sim(1, scale=1.0)
     outcome: list[BaseException] = []
     waiting = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        async with client(sim, scale=1.0) as fm:
-            handle = await fm.submit("never finishes in time")
+    async with anyio.create_task_group() as tg, client(sim, scale=1.0) as fm:
+        handle = await fm.submit("never finishes in time")
 
-            async def waiter() -> None:
-                waiting.set()
-                try:
-                    await handle
-                except ClientClosedError as error:
-                    outcome.append(error)
+        async def waiter() -> None:
+            waiting.set()
+            try:
+                await handle
+            except ClientClosedError as error:
+                outcome.append(error)
 
-            tg.start_soon(waiter)
-            await waiting.wait()
+        tg.start_soon(waiter)
+        await waiting.wait()
     assert outcome and isinstance(outcome[0], ClientClosedError)
 
 
@@ -311,7 +312,9 @@ async def test_an_edit_runs_on_its_clip_account_and_is_counted_there() -> None:
     sim = make_sim(1, 1)
     async with client(sim) as fm:
         song = await fm.generate("source", email="acct1@example.com")
-        edited = await fm.edit("extend", song.clips[0].clip, instruction="add an outro", extend_s=20)
+        edited = await fm.edit(
+            "extend", song.clips[0].clip, instruction="add an outro", extend_s=20
+        )
     assert edited.email == "acct1@example.com" and edited.operation == "extend"
     assert edited.is_completed
 

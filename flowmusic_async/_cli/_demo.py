@@ -90,7 +90,8 @@ async def demo(ctx: Context) -> ExitCode:
     items = demo_items(args.songs)
     ctx.out.line(f"Simulator: {len(DEMO_ACCOUNTS)} accounts, "
                  f"{sum(n for _, n, _ in DEMO_ACCOUNTS)} slots, time scale {scale:g} "
-                 f"(a 95 s song takes {95 * scale:.1f} s). Generating {len(items)} songs...")
+                 f"(a 95 s song takes {95 * scale:.1f} s; song times below are simulated "
+                 f"seconds). Generating {len(items)} songs...")
     async with FlowMusic(transport=sim.transport(), base_url=sim.base_url, token=sim.token,
                          timing=timing) as fm:
         summary = await run_batch(fm, items, out=ctx.out, progress_mode=args.progress,
@@ -135,18 +136,19 @@ def _total_requests(stats: dict[str, Any]) -> int:
 
 def _print_demo_totals(out: Output, report: dict[str, Any]) -> None:
     out.table(
-        ("", ""),
+        ("measure", "value"),
         [
             ("songs", f"{report['ok']} ok, {report['failed']} failed"),
             ("makespan", f"{report['makespan_s']:.1f} s"),
             ("API requests per song", f"{report['requests_per_song']:.1f} "
                                       f"({report['requests']} in all, polling included)"),
             ("429 responses", report["responses_429"]),
-            ("peak jobs per account", ", ".join(f"{e} {n}" for e, n in
+            ("peak jobs per account", ", ".join(f"{e.split('@')[0]} {n}" for e, n in
                                                 sorted(report["peak_running"].items()))),
             ("files written", f"{report['files_written']} in {report['out']}"),
         ],
         title="Demo summary",
+        header=False,
     )
 
 

@@ -10,6 +10,7 @@ from .._errors import (
     BadRequestError,
     ConfigurationError,
     InsufficientCreditsError,
+    NoAccountAvailable,
     SubmissionUncertain,
     ValidationError,
 )
@@ -68,7 +69,7 @@ def exit_code_for(error: BaseException) -> ExitCode:
 _BY_CLASS: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
     ((ValidationError, ConfigurationError, BadRequestError), ExitCode.USAGE),
     ((AuthenticationError,), ExitCode.AUTH),
-    ((InsufficientCreditsError, AccountError), ExitCode.NO_CREDITS),
+    ((InsufficientCreditsError, AccountError, NoAccountAvailable), ExitCode.NO_CREDITS),
     ((SubmissionUncertain,), ExitCode.UNCERTAIN),
 )
 

@@ -113,10 +113,11 @@ def detect_format(source: str, text: str) -> InputFormat:
     if suffix == ".json":
         raise BatchInputError(source, None, "expected a JSON array of objects or JSON lines")
     first_line = next((ln for ln in text.splitlines() if ln.strip()), "")
-    for delimiter, fmt in (("\t", "tsv"), (",", "csv")):
+    delimited: tuple[tuple[str, InputFormat], ...] = (("\t", "tsv"), (",", "csv"))
+    for delimiter, fmt in delimited:
         cells = [c.strip().strip('"').lower() for c in first_line.split(delimiter)]
         if len(cells) > 1 and "prompt" in cells:
-            return fmt  # type: ignore[return-value]  # fmt is one of the two literals above
+            return fmt
     return "text"
 
 
@@ -146,12 +147,11 @@ def _parse_jsonl(text: str, source: str) -> list[BatchItem]:
 def _parse_json_list(text: str, source: str) -> list[BatchItem]:
     # json.loads gives no positions; decoding element by element keeps each one's line number.
     decoder = json.JSONDecoder()
-    ws = re.compile(r"\s*")
     try:
-        pos = ws.match(text, 0).end()  # type: ignore[union-attr]  # \s* always matches
+        pos = _skip_space(text, 0)
         if text[pos : pos + 1] != "[":
             raise BatchInputError(source, _line_at(text, pos), "expected a JSON array of objects")
-        pos = ws.match(text, pos + 1).end()  # type: ignore[union-attr]
+        pos = _skip_space(text, pos + 1)
         items: list[BatchItem] = []
         if text[pos : pos + 1] == "]":
             return items
@@ -159,9 +159,9 @@ def _parse_json_list(text: str, source: str) -> list[BatchItem]:
             line = _line_at(text, pos)
             value, pos = decoder.raw_decode(text, pos)
             items.append(BatchItem(line, _request_from_json(value, source, line)))
-            pos = ws.match(text, pos).end()  # type: ignore[union-attr]
+            pos = _skip_space(text, pos)
             separator = text[pos : pos + 1]
-            pos = ws.match(text, pos + 1).end()  # type: ignore[union-attr]
+            pos = _skip_space(text, pos + 1)
             if separator == "]":
                 break
             if separator != ",":
@@ -171,6 +171,12 @@ def _parse_json_list(text: str, source: str) -> list[BatchItem]:
         return items
     except json.JSONDecodeError as exc:
         raise BatchInputError(source, exc.lineno, f"not valid JSON ({exc.msg})") from None
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
 
 
 def _line_at(text: str, pos: int) -> int:

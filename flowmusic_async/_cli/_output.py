@@ -99,21 +99,28 @@ class Output:
         self.write(json.dumps(document, ensure_ascii=False, default=str) + "\n")
 
     def table(
-        self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
+        self,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        title: str | None = None,
+        header: bool = True,
     ) -> None:
         """A table of rows; rich when stdout is a terminal, plain aligned text otherwise."""
         cells = [["" if v is None else str(v) for v in row] for row in rows]
         if self._use_rich():
-            self.write(_rich_table(columns, cells, title))
+            self.write(_rich_table(columns, cells, title, header))
         else:
-            self.write(_plain_table(columns, cells, title))
+            self.write(_plain_table(columns, cells, title, header))
 
     def _use_rich(self) -> bool:
         isatty = getattr(self.stdout, "isatty", None)
         return bool(isatty and isatty()) and rich_available()
 
 
-def _plain_table(columns: Sequence[str], rows: list[list[str]], title: str | None) -> str:
+def _plain_table(
+    columns: Sequence[str], rows: list[list[str]], title: str | None, header: bool
+) -> str:
     widths = [len(c) for c in columns]
     for row in rows:
         for i, cell in enumerate(row):
@@ -121,17 +128,24 @@ def _plain_table(columns: Sequence[str], rows: list[list[str]], title: str | Non
     out = io.StringIO()
     if title:
         out.write(title + "\n")
-    for row in [list(columns), *rows]:
+    for row in [list(columns), *rows] if header else rows:
         padded = (cell.ljust(width) for cell, width in zip(row, widths, strict=False))
         out.write("  ".join(padded).rstrip() + "\n")
     return out.getvalue()
 
 
-def _rich_table(columns: Sequence[str], rows: list[list[str]], title: str | None) -> str:
+def _rich_table(
+    columns: Sequence[str], rows: list[list[str]], title: str | None, header: bool
+) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns, title=title)
+    table = Table(title=title, show_header=header)
+    for i, column in enumerate(columns):
+        # Narrow columns keep their width (rich would otherwise shrink all columns evenly);
+        # long free text wraps when the terminal is too narrow.
+        longest = max((len(row[i]) for row in rows if i < len(row)), default=0)
+        table.add_column(column, min_width=max(len(column), min(longest, 22)))
     for row in rows:
         table.add_row(*row)
     # Rendered to a string so Output.write can scrub it like everything else.

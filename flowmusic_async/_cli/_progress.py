@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # Rows of in-flight songs drawn at most; 50 accounts x 16 slots would not fit a screen.
 MAX_SONG_ROWS = 12
 REFRESH_S = 0.2
+BAR_WIDTH = 24
 
 
 @dataclass
@@ -57,6 +58,10 @@ class BatchState:
 
 
 CapacityGetter = Callable[[], Mapping[str, Any]]  # fm.capacity: email -> SlotUsage
+
+
+def _secs(value: float) -> str:
+    return f"{value:.1f}s" if value < 10 else f"{value:.0f}s"
 
 
 def song_label(song: SongState) -> str:
@@ -182,33 +187,32 @@ class RichProgress(BatchProgress):
         from rich.progress_bar import ProgressBar
         from rich.table import Table
 
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(min_width=22, max_width=40, no_wrap=True)
+        grid.add_column(width=BAR_WIDTH)
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+
+        def row(label: str, total: float, done: float, text: str) -> None:
+            bar = ProgressBar(total=max(total, 1e-9), completed=done, width=BAR_WIDTH)
+            grid.add_row(label, bar, text)
+
         s = self.state
         now = time.monotonic()
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(min_width=28, max_width=44, no_wrap=True)
-        grid.add_column(width=30)
-        grid.add_column(no_wrap=True)
-        overall = f"{s.done}/{s.total}, {s.failed} failed, {now - s.started:.0f}s"
-        grid.add_row("[bold]songs[/]", ProgressBar(total=max(s.total, 1), completed=s.done,
-                                                 width=30), overall)
+        row("[bold]songs[/]", max(s.total, 1), s.done,
+            f"{s.done}/{s.total}, {s.failed} failed, {now - s.started:.0f}s")
         songs = sorted(s.songs.values(), key=lambda song: song.started)
         for song in songs[:MAX_SONG_ROWS]:
             elapsed = now - song.started
-            # A song may run past the typical time; the bar then waits at 99% rather than lie.
-            shown = min(elapsed, s.expected_s * 0.99)
-            where = song.email or "waiting for the server"
             retry = f", try {song.attempt + 1}" if song.attempt else ""
-            grid.add_row(f"  {song_label(song)}", ProgressBar(total=s.expected_s, completed=shown,
-                                                        width=30),
-                         f"{elapsed:.1f}/{s.expected_s:.0f}s on {where}{retry}")
+            # A song may run past the typical time; its bar then waits at 99% rather than lie.
+            row(f"  {song_label(song)}", s.expected_s, min(elapsed, s.expected_s * 0.99),
+                f"{elapsed:.1f}/{_secs(s.expected_s)} on {song.email or '?'}{retry}")
         if len(songs) > MAX_SONG_ROWS:
             grid.add_row(f"  … {len(songs) - MAX_SONG_ROWS} more in flight", "", "")
         for email, usage in sorted(self.capacity().items()):
             health = "" if usage.healthy else f"  out: {usage.reason or 'unhealthy'}"
-            grid.add_row(f"[dim]slots[/] {email}",
-                          ProgressBar(total=max(usage.max_jobs, 1), completed=usage.in_flight,
-                                      width=30),
-                          f"{usage.in_flight}/{usage.max_jobs}{health}")
+            row(f"[dim]slots[/] {email}", usage.max_jobs, usage.in_flight,
+                f"{usage.in_flight}/{usage.max_jobs}{health}")
         return grid
 
 

@@ -229,9 +229,9 @@ def print_summary(out: Output, summary: BatchSummary, *, dest: str | None,
         rows = [r for r in rows if not r.ok]
     if rows:
         out.table(
-            ("line", "prompt", "result", "account", "time", "files / error"),
+            ("line", "prompt", "result", "account", "gen time", "files / error"),
             [
-                (r.line, short(r.prompt, 36), "ok" if r.ok else "FAILED", r.email or "",
+                (r.line, short(r.prompt, 30), "ok" if r.ok else "FAILED", r.email or "",
                  seconds(r.duration_s),
                  str(len(r.files)) if r.ok else f"{type(r.error).__name__}: {r.error}"
                  if r.error else "")
