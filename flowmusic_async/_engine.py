@@ -192,7 +192,7 @@ class JobEngine:
             refresh_accounts=self._refresh_accounts_quietly,
         )
         self._accounts_lock = anyio.Lock()
-        self._accounts_unavailable = False
+        self._accounts_due = 0.0  # monotonic time the account list should be read again
         self._refs_seen: dict[str, str | None] = {}  # jobid -> replyRef of jobs we inspected
 
     # ----- accounts ------------------------------------------------------------------------------
@@ -200,20 +200,20 @@ class JobEngine:
     async def refresh_accounts(self, *, force: bool = False) -> None:
         """Read GET /accounts when never read or older than `Timing.accounts_refresh`.
 
-        A 401 is raised (nothing can work); other failures leave placement to the server.
+        A 401 is raised (nothing can work); other failures keep the last known list (or, if
+        there never was one, leave placement to the server) until the next try.
         """
         async with self._accounts_lock:
-            loaded = self.scheduler.loaded_at
-            fresh = loaded is not None and time.monotonic() - loaded < self.timing.accounts_refresh
-            if (fresh or self._accounts_unavailable) and not force:
+            if not force and time.monotonic() < self._accounts_due:
                 return
+            # Due again after the refresh interval, whether this read works or not.
+            self._accounts_due = time.monotonic() + self.timing.accounts_refresh
             try:
                 accounts = await self._fm.accounts.list()
             except AuthenticationError:
                 raise
             except FlowMusicError as error:
-                logger.warning("GET /accounts failed (%s); the server will choose accounts", error)
-                self._accounts_unavailable = True
+                logger.warning("GET /accounts failed (%s); placement as before", error)
                 return
             self.scheduler.update_accounts(accounts)
 

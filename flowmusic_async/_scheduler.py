@@ -233,22 +233,51 @@ class Scheduler:
     # ----- dispatch ------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Hand free slots to queued waiters, oldest first; fail those no account can serve."""
-        for waiter in list(self._queue):
+        """Hand free slots to queued waiters, oldest first; fail those no account can serve.
+
+        Called on every change, so it stops scanning as soon as no slot is left: with a long
+        queue (a batch of hundreds) the cost per call stays proportional to what it hands out.
+        Waiters that no healthy account can ever serve are failed first, in a full scan, since
+        an account leaving rotation may strand waiters anywhere in the queue.
+        """
+        if not self._queue:
+            return
+        healthy = [slots for slots in self._accounts.values() if slots.healthy]
+        if len(healthy) < len(self._accounts) or not healthy:
+            self._fail_stranded(healthy)
+        free_left = sum(max(0, slots.free) for slots in healthy)
+        served: list[_Waiter] = []
+        for waiter in self._queue:
+            if free_left <= 0:
+                break
             if waiter.email is not None:
-                candidates = [self._accounts[waiter.email]]
-            else:
-                candidates = list(self._accounts.values())
-            usable = [slots for slots in candidates if slots.healthy]
-            if not usable:
-                waiter.error = self._no_account_error(candidates, waiter.email)
-            else:
-                free = [slots for slots in usable if slots.free > 0]
-                if not free:
+                slots = self._accounts[waiter.email]
+                if slots.free <= 0:
                     continue
-                best = max(free, key=lambda slots: slots.free / slots.max_jobs)
-                best.reserved += 1
-                waiter.assigned = best.email
+                best = slots
+            else:
+                best = max(healthy, key=lambda slots: slots.free / slots.max_jobs)
+            best.reserved += 1
+            free_left -= 1
+            waiter.assigned = best.email
+            served.append(waiter)
+        for waiter in served:
+            self._queue.remove(waiter)
+            waiter.event.set()
+
+    def _fail_stranded(self, healthy: list[_AccountSlots]) -> None:
+        stranded = [
+            waiter
+            for waiter in self._queue
+            if (not healthy if waiter.email is None else not self._accounts[waiter.email].healthy)
+        ]
+        for waiter in stranded:
+            candidates = (
+                list(self._accounts.values())
+                if waiter.email is None
+                else [self._accounts[waiter.email]]
+            )
+            waiter.error = self._no_account_error(candidates, waiter.email)
             self._queue.remove(waiter)
             waiter.event.set()
 

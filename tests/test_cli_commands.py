@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -332,6 +333,43 @@ async def test_uncertain_submission_exits_5(cli: Any, sim: Simulator) -> None:
     """When a POST's answer is lost and the job cannot be looked up, the user must check by hand."""
     sim.faults.lost_response_rate = 1.0
     sim.faults.error_rate = {"GET /jobs": 1.0, "GET /music": 1.0}
-    result = await cli("generate", "anything", "--timeout", "5")
+    result = await cli("generate", "anything", "--timeout", "1")
     assert result.code == 5, result.stderr
 
+
+
+@pytest.mark.anyio
+async def test_failed_job_exits_1_and_json_carries_the_job_record() -> None:
+    """A song that ends failed is exit 1, and machines get the record that says why."""
+    sim_failing = Simulator(accounts=(SimAccount(email="x@example.com", max_jobs=1),),
+                            time_scale=SCALE, job_failure_rate=1.0)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = await run(["--token", sim_failing.token, "--base-url", sim_failing.base_url,
+                      "--time-scale", str(SCALE), "--json", "generate", "doomed"],
+                     transport=sim_failing.transport(), stdout=stdout, stderr=stderr)
+    assert code == 1
+    error = json.loads(stdout.getvalue())["error"]
+    assert error["type"] == "JobFailed"
+    assert error["job"]["status"] == "failed"
+    assert sim_failing.token not in stdout.getvalue() + stderr.getvalue()
+
+
+@pytest.mark.anyio
+async def test_generate_timeout_exits_1_and_leaves_the_job_running(cli: Any) -> None:
+    """--timeout gives up waiting, not the job: the message says so and shows the jobid."""
+    result = await cli("generate", "slow song", "--timeout", "0.001")
+    assert result.code == 1
+    assert "still running" in result.stderr and "job:" in result.stderr
+
+
+@pytest.mark.anyio
+async def test_cli_works_without_rich(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rich is an optional extra: without it, even --progress rich falls back to plain text."""
+    monkeypatch.setitem(sys.modules, "rich", None)  # makes `import rich` raise ImportError
+    batch = tmp_path / "songs.txt"
+    batch.write_text("one\n")
+    result = await cli("batch", str(batch), "--progress", "rich")
+    assert result.code == 0, result.stderr
+    assert "[1/1] ok" in result.stderr
