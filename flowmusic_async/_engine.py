@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import httpx
 import msgspec
 
 from ._errors import (
@@ -339,7 +340,17 @@ class JobEngine:
         except TransportError as error:
             if not error.maybe_sent:
                 raise _Retry(error, waits.after_failure()) from None
-            return await self._settle_unknown(path, error, email, ref, sent_at, waits)
+            return await self._settle_unknown(
+                path,
+                error,
+                email,
+                ref,
+                sent_at,
+                waits,
+                # Our own timeout: the server may still be working on the request and create
+                # the job after we look, so not finding it proves nothing.
+                absence_proves=not isinstance(error.__cause__, httpx.TimeoutException),
+            )
         except DecodeError as error:
             if error.jobid:  # a 2xx with a jobid: the job exists even if the body is odd
                 return await self._fm.jobs.get(error.jobid)
@@ -355,7 +366,10 @@ class JobEngine:
         ref: str,
         sent_at: float,
         waits: _Waits,
+        *,
+        absence_proves: bool = True,
     ) -> Job:
+        """The POST may have created a job: adopt it, resend if provably not, else give up."""
         verdict = await self.reconcile(ref, email=email, sent_at=sent_at)
         if isinstance(verdict, Job):
             self.events.emit(
@@ -366,7 +380,7 @@ class JobEngine:
                 detail="the job existed; adopted, not resent",
             )
             return verdict
-        if verdict == _Verdict.ABSENT:
+        if verdict == _Verdict.ABSENT and absence_proves:
             self.events.emit(
                 "reconciled", client_ref=ref, email=email, detail="no job was created; resending"
             )

@@ -376,3 +376,32 @@ async def test_the_engine_runs_under_trio() -> None:
     async with client(sim) as fm:
         results = await generate_all(fm, ["trio one", "trio two", "trio three"])
     assert all(r.is_completed for r in results)
+
+
+class _TimeoutOnPost(httpx.AsyncBaseTransport):
+    """The simulator, except that every job POST times out on our side before any answer."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.posts = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith("/music"):
+            self.posts += 1
+            raise httpx.ReadTimeout("timed out waiting for the answer", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.anyio
+async def test_a_post_that_timed_out_on_our_side_is_never_resent() -> None:
+    """After our own timeout the server may still create the job: not finding it proves nothing."""
+    sim = make_sim(2)
+    transport = _TimeoutOnPost(sim.transport())
+    fm = FlowMusic(
+        token=sim.token, base_url=sim.base_url, transport=transport, timing=Timing.scaled(SCALE)
+    )
+    async with fm:
+        with pytest.raises(SubmissionUncertain) as caught:
+            await fm.generate("slow server")
+    assert transport.posts == 1
+    assert "ReadTimeout" in str(caught.value)
