@@ -1,4 +1,4 @@
-"""The scheduler on its own: FIFO slots, reservations, health, and counting other processes' jobs."""
+"""The scheduler on its own: FIFO slots, reservations, health, other processes' jobs."""
 
 from __future__ import annotations
 
