@@ -30,6 +30,8 @@ from ._errors import (
     BatchAborted,
     FlowMusicError,
     InsufficientCreditsError,
+    JobFailed,
+    JobTimeout,
     NoAccountAvailable,
     ValidationError,
 )
@@ -119,7 +121,6 @@ class _Batch:
         fm: FlowMusic,
         journal: Journal | None,
         send: anyio.abc.ObjectSendStream[Outcome],
-        run: BatchRun,
         *,
         timeout: float | None,
         retry_failed: bool,
@@ -128,7 +129,6 @@ class _Batch:
         self._engine = fm._engine
         self._journal = journal
         self._send = send
-        self._run = run
         self._timeout = timeout
         self._retry_failed = retry_failed
         # One cancel scope per submission still under way, all cancelled on abort; a job
@@ -156,11 +156,15 @@ class _Batch:
             )
             return
         if entry is not None and entry.state == "failed" and not self._retry_failed:
-            error = FlowMusicError(
-                f"failed in an earlier run: {entry.error_type}: {entry.error_message}",
-                jobid=entry.jobid,
-                email=entry.email,
-            )
+            error: FlowMusicError
+            if entry.job is not None and entry.job.is_failed:
+                error = JobFailed(entry.job)
+            else:
+                error = FlowMusicError(
+                    f"failed in an earlier run: {entry.error_type}: {entry.error_message}",
+                    jobid=entry.jobid,
+                    email=entry.email,
+                )
             await self._emit(
                 Outcome(index=index, key=key, request=request, error=error, resumed=True)
             )
@@ -182,16 +186,20 @@ class _Batch:
             scope.cancel()
         self._submission_scopes.add(scope)
         try:
-            with scope:
-                handle = await self._start(key, params, entry)
-            self._submission_scopes.discard(scope)
+            try:
+                with scope:
+                    handle = await self._start(key, params, entry)
+            finally:
+                self._submission_scopes.discard(scope)
             if handle is None:
                 assert scope.cancelled_caught
                 self.not_started += 1
                 return
             job = await handle.result()
         except FlowMusicError as error:
-            await self._record_failure(key, error)
+            if not isinstance(error, JobTimeout):
+                # A timed-out job keeps running: left "submitted", a rerun awaits it again.
+                await self._record_failure(key, error)
             await self._emit(Outcome(index=index, key=key, request=params, error=error))
             self._maybe_abort(error)
             return
@@ -327,7 +335,6 @@ class generate_many:
             self._fm,
             self._journal,
             send,
-            run,
             timeout=self._timeout,
             retry_failed=self._retry_failed,
         )

@@ -240,3 +240,18 @@ def test_a_batch_killed_mid_run_resumes_without_paying_twice(tmp_path: Path) -> 
     assert stats["duplicate_submissions"] == 0
     assert sorted(stats["accepted_prompts"]) == sorted(prompts)
     assert set(stats["accepted_prompts"].values()) == {1}
+
+
+@pytest.mark.anyio
+async def test_a_timed_out_song_is_awaited_again_by_the_next_run(tmp_path: Path) -> None:
+    """JobTimeout leaves the job running, so a rerun collects it instead of paying again."""
+    sim = make_sim(2)
+    journal = tmp_path / "songs.db"
+    async with client(sim) as fm:
+        first = await collect(fm, ["slow one"], journal=journal, timeout=0.001)
+    assert type(first[0].error).__name__ == "JobTimeout"
+    async with client(sim) as fm:
+        second = await collect(fm, ["slow one"], journal=journal)
+    assert second[0].ok and second[0].job is not None
+    assert second[0].job.jobid == first[0].error.jobid
+    assert sim.stats.jobs_created == 1
