@@ -9,6 +9,7 @@ and a PNG chart next to it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -52,6 +53,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run_one(variant: str, workload: Any, ns: argparse.Namespace) -> dict[str, Any]:
     """One variant on one workload, against its own simulator; never raises for a bad run."""
     timeout = 120.0 if ns.quick else 900.0
+    # The machine may be shared: the 1-minute load before each run says how quiet it was.
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     try:
         with simulator(workload, time_scale=ns.time_scale, seed=ns.seed) as sim:
@@ -61,7 +64,11 @@ def run_one(variant: str, workload: Any, ns: argparse.Namespace) -> dict[str, An
             )  # fmt: skip
     except BenchError as exc:
         return {"error": str(exc)}
-    row: dict[str, Any] = {"error": result.error, "wall_s": time.perf_counter() - started}
+    row: dict[str, Any] = {
+        "error": result.error,
+        "wall_s": time.perf_counter() - started,
+        "load_before": load_before,
+    }
     stats = parse_stats(result.stats, time_scale=ns.time_scale)
     row["sim"] = stats.summary()
     if result.report is not None:
@@ -103,8 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {workload.name:<7} {variant:<16}", end="", flush=True)
             row = run_one(variant, workload, ns)
             runs[variant] = row
-            print(f" {row.get('wall_s', 0.0):6.1f} s" + (f"  ERROR {row['error']}"
-                  if row.get("error") else ""), flush=True)  # fmt: skip
+            status = f"  ERROR {row['error']}" if row.get("error") else ""
+            load = f"load {row['load_before']:.2f}" if "load_before" in row else ""
+            print(f" {row.get('wall_s', 0.0):6.1f} s  {load}{status}", flush=True)
         info_w = asdict(workload) | {"slots": workload.slots}
         result["workloads"].append({"workload": info_w, "variants": runs})
         print()

@@ -28,7 +28,15 @@ def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+        pass
+    if package == "flowmusic-async":  # run from a checkout without `pip install -e .`
+        try:
+            import flowmusic_async
+
+            return f"{flowmusic_async.__version__} (source tree)"
+        except (ImportError, AttributeError):
+            pass
+    return "not installed"
 
 
 def _git_revision() -> str:

@@ -146,17 +146,22 @@ class Poller:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Sweep until cancelled; on the way out, fail every outstanding wait clearly."""
         task_status.started()
+        next_sweep = 0.0  # monotonic; sweeps run at a fixed rate, however long a tick takes
         try:
             while True:
-                delay = self._next_delay()
-                if delay is None:
+                if not self._busy():
                     await self._wake.wait()  # nothing to watch: sleep until work arrives
                     self._wake = anyio.Event()
                     continue
                 # A plain sleep, not a wait on `_wake`: new work arriving must not keep pushing
                 # the next sweep back.
-                await anyio.sleep(delay)
+                delay = self._sweep_at(next_sweep) - time.monotonic()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                started = time.monotonic()
                 await self._tick()
+                jitter = random.uniform(-self._timing.poll_jitter, self._timing.poll_jitter)
+                next_sweep = started + self._timing.poll_interval * (1 + jitter)
         finally:
             self._closed = True
             closed = ClientClosedError("the client was closed while this job was being awaited")
@@ -167,19 +172,16 @@ class Poller:
     def _busy(self) -> bool:
         return bool(self._watches or self._scheduler.our_jobs() or self._scheduler.waiting)
 
-    def _next_delay(self) -> float | None:
-        """Seconds until the next sweep, or None when there is nothing to look at."""
-        if not self._busy():
-            return None
-        timing = self._timing
-        jitter = 1 + random.uniform(-timing.poll_jitter, timing.poll_jitter)
-        interval = timing.poll_interval * jitter
-        # Nothing can have finished before the youngest possible end: skip idle sweeps, unless
-        # slots are awaited while other processes' jobs hold them.
+    def _sweep_at(self, next_sweep: float) -> float:
+        """When to sweep next: on the fixed-rate schedule, but not before anything can have ended.
+
+        Songs run at least 40 s, so sweeping for jobs younger than `first_check_after` is
+        wasted, unless submissions wait for slots that other processes' jobs hold.
+        """
         if self._scheduler.waiting and self._scheduler.has_external_jobs:
-            return interval
+            return next_sweep
         earliest = self._earliest_check()
-        return max(interval, earliest - time.monotonic()) if earliest is not None else interval
+        return next_sweep if earliest is None else max(next_sweep, earliest)
 
     def _earliest_check(self) -> float | None:
         after = self._timing.first_check_after

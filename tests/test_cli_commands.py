@@ -282,9 +282,11 @@ async def test_download_by_jobid_and_by_clip_id(cli: Any, tmp_path: Path) -> Non
     suffixes = {Path(p).suffix for p in by_job.json()["files"]}
     assert {".m4a", ".mp3", ".json"} <= suffixes
     clip = song["clips"][0]["clip"]
-    by_clip = await cli("download", clip, "--out", str(tmp_path / "b"), "--formats", "mp3")
+    by_clip = await cli("download", clip, "--out", str(tmp_path / "b"), "--formats", "mp3,m4a")
     assert by_clip.code == 0, by_clip.stderr
-    assert list((tmp_path / "b").glob("*.mp3"))
+    assert list((tmp_path / "b").glob("*.mp3")) and list((tmp_path / "b").glob("*.m4a"))
+    unknown = await cli("download", "user:1-x@example.com-clip:0000", "--out", str(tmp_path))
+    assert unknown.code == 1
 
 
 @pytest.mark.anyio

@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download_options(batch, out_default=None, formats_default="m4a")
     batch.add_argument("--journal", metavar="PATH",
                        help="SQLite journal: run again with the same file to resume")
+    batch.add_argument("--retry-failed", action="store_true",
+                       help="with --journal: submit again the songs that failed last time")
     batch.add_argument("--concurrency", type=positive_int, metavar="N",
                        help="at most N songs in flight (default: every free account slot)")
     _add_timeout(batch)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from .._client import FlowMusic
-from .._models import Clip
+from .._models import Clip, Job, Stems
 from .._resources import account_of_id
 from .._timing import Timing
 from . import _render
@@ -98,16 +98,10 @@ async def generate(ctx: Context) -> ExitCode:
 
 
 def _one_song(ctx: Context, fm: FlowMusic) -> AbstractAsyncContextManager[BatchProgress]:
-    """Progress for a single job; plain mode stays quiet, since the result follows anyway."""
-    mode = "off" if ctx.args.progress == "auto" and not _is_tty(ctx.out.stderr) else \
-        ctx.args.progress
-    return showing_progress(fm, ctx.out, mode, total=1,
-                            expected_s=ctx.timing.typical_job_seconds)
-
-
-def _is_tty(stream: Any) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
+    """Progress for a single job: bars on a terminal; no plain lines unless asked for, since
+    the result follows at once."""
+    return showing_progress(fm, ctx.out, ctx.args.progress, total=1,
+                            expected_s=ctx.timing.typical_job_seconds, plain_by_default=False)
 
 
 async def batch(ctx: Context) -> ExitCode:
@@ -117,7 +111,8 @@ async def batch(ctx: Context) -> ExitCode:
     async with ctx.client() as fm:
         summary = await run_batch(
             fm, items, out=ctx.out, progress_mode=args.progress, timing=ctx.timing, dest=args.out,
-            formats=args.formats, journal=args.journal, concurrency=args.concurrency,
+            formats=args.formats, journal=args.journal, retry_failed=args.retry_failed,
+            concurrency=args.concurrency,
             song_timeout=args.timeout,
         )
     if ctx.out.json_mode:
@@ -181,9 +176,11 @@ async def edit(ctx: Context) -> ExitCode:
     params["model"] = args.model
     params = {k: v for k, v in params.items() if v is not None}
     async with ctx.client() as fm:
+        record: Job | Stems
+        targets: list[Job | Clip]
         if args.operation == "stems":
             # Stems are synchronous and return all four clips at once; there is no job to watch.
-            record: Any = await fm.music.stems(args.clip)
+            record = await fm.music.stems(args.clip)
             targets = list(record.clips)
         else:
             async with _one_song(ctx, fm) as progress:

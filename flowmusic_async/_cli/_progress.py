@@ -110,15 +110,28 @@ class BatchProgress:
                         del songs[other]
         self.milestone(event)
 
-    def on_outcome(self, ok: bool, *, resumed: bool, text: str) -> None:
+    def on_outcome(self, ok: bool, *, resumed: bool, text: str, jobid: str | None = None,
+                   email: str | None = None) -> None:
         """One request of the batch has its final outcome (the batch loop calls this)."""
         if ok:
             self.state.ok += 1
         else:
             self.state.failed += 1
+            if jobid is None:
+                self._forget_refused_submission(email)
         if resumed:
             self.state.resumed += 1
         self.finished(text)
+
+    def _forget_refused_submission(self, email: str | None) -> None:
+        # A submission refused for good (422, 400) ends without an engine event naming its
+        # client_ref, so its row would linger. Drop the oldest row still waiting for a jobid
+        # (on the same account when known); if that guess is wrong, the right song's next
+        # event simply recreates its row.
+        waiting = [(song.started, key) for key, song in self.state.songs.items()
+                   if song.jobid is None and (email is None or song.email == email)]
+        if waiting:
+            del self.state.songs[min(waiting)[1]]
 
     # Hooks for subclasses.
     def milestone(self, event: Event) -> None:
@@ -217,8 +230,9 @@ class RichProgress(BatchProgress):
 
 
 def make_progress(mode: str, out: Output, *, total: int, expected_s: float,
-                  capacity: CapacityGetter) -> BatchProgress:
-    """The display for --progress MODE: rich on a terminal when available, else plain lines.
+                  capacity: CapacityGetter, plain_by_default: bool = True) -> BatchProgress:
+    """The display for --progress MODE; "auto" is rich on a terminal when rich is installed,
+    else plain lines (or nothing, without `plain_by_default`).
 
     JSON mode gets no progress unless asked for explicitly, so automation sees a quiet stderr.
     """
@@ -229,7 +243,7 @@ def make_progress(mode: str, out: Output, *, total: int, expected_s: float,
         elif isatty is not None and isatty() and rich_available():
             mode = "rich"
         else:
-            mode = "plain"
+            mode = "plain" if plain_by_default else "off"
     if mode == "rich" and rich_available():
         return RichProgress(total, expected_s, capacity, out)
     if mode in ("plain", "rich"):
@@ -239,7 +253,8 @@ def make_progress(mode: str, out: Output, *, total: int, expected_s: float,
 
 @asynccontextmanager
 async def showing_progress(fm: FlowMusic, out: Output, mode: str, *, total: int,
-                           expected_s: float) -> AsyncIterator[BatchProgress]:
+                           expected_s: float,
+                           plain_by_default: bool = True) -> AsyncIterator[BatchProgress]:
     """Show progress of the client's jobs while the body runs; report outcomes to the result.
 
     Args:
@@ -248,8 +263,10 @@ async def showing_progress(fm: FlowMusic, out: Output, mode: str, *, total: int,
         mode: --progress: auto, rich, plain or off.
         total: songs expected.
         expected_s: the typical song duration (scaled), for the per-song bars.
+        plain_by_default: in "auto" mode off a terminal, print plain lines (else nothing).
     """
-    progress = make_progress(mode, out, total=total, expected_s=expected_s, capacity=fm.capacity)
+    progress = make_progress(mode, out, total=total, expected_s=expected_s, capacity=fm.capacity,
+                             plain_by_default=plain_by_default)
     fm.add_event_hook(progress.on_event)
     try:
         async with anyio.create_task_group() as display:

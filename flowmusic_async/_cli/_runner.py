@@ -128,6 +128,7 @@ async def run_batch(
     dest: str | None,
     formats: Sequence[str],
     journal: str | None = None,
+    retry_failed: bool = False,
     concurrency: int | None = None,
     song_timeout: float | None = None,
     json_lines: bool = True,
@@ -143,6 +144,7 @@ async def run_batch(
         dest: folder for audio and sidecars; None downloads nothing.
         formats: the media formats to download.
         journal: SQLite journal path, to resume an interrupted batch.
+        retry_failed: with a journal, submit again the requests that failed in an earlier run.
         concurrency: at most this many songs in flight (None: every free slot).
         song_timeout: per-song deadline (--timeout).
         json_lines: print each outcome as a JSON line in JSON mode (the demo prints one
@@ -168,7 +170,8 @@ async def run_batch(
                 report.error = exc
                 report.code = ExitCode.FAILED
         reports.append(report)
-        progress.on_outcome(report.ok, resumed=report.resumed, text=_outcome_text(report))
+        progress.on_outcome(report.ok, resumed=report.resumed, text=_outcome_text(report),
+                            jobid=report.jobid, email=report.email)
         if out.json_mode and json_lines:
             out.json(report.to_json())
 
@@ -179,7 +182,8 @@ async def run_batch(
         # Caught inside the task group, which would otherwise wrap it in an exception group.
         try:
             async with fm.generate_many(requests, journal=journal, concurrency=concurrency,
-                                        timeout=song_timeout) as outcomes:
+                                        timeout=song_timeout,
+                                        retry_failed=retry_failed) as outcomes:
                 async for outcome in outcomes:
                     downloads.start_soon(finish, outcome, progress)
         except BatchAborted as exc:
@@ -219,6 +223,12 @@ def _outcome_text(report: SongReport) -> str:
     return f"FAILED  {where}: {short(report.prompt)} - {reason}"
 
 
+def _files_or_error(report: SongReport, *, downloading: bool) -> str:
+    if report.error is not None:
+        return f"{type(report.error).__name__}: {report.error}"
+    return str(len(report.files)) if downloading else ""
+
+
 def print_summary(out: Output, summary: BatchSummary, *, dest: str | None,
                   max_rows: int = 50) -> None:
     """The final table (every song, or only the failures for a large batch) and totals."""
@@ -233,8 +243,7 @@ def print_summary(out: Output, summary: BatchSummary, *, dest: str | None,
             [
                 (r.line, short(r.prompt, 30), "ok" if r.ok else "FAILED", r.email or "",
                  seconds(r.duration_s),
-                 str(len(r.files)) if r.ok else f"{type(r.error).__name__}: {r.error}"
-                 if r.error else "")
+                 _files_or_error(r, downloading=dest is not None))
                 for r in rows
             ],
             title="Batch results" if len(rows) == len(summary.reports) else "Failed songs",
