@@ -299,6 +299,13 @@ class JobEngine:
                     "retrying", client_ref=ref, email=email, attempt=attempt, error=retry.error
                 )
                 await sleep(retry.delay)
+            except FlowMusicError as error:
+                self.scheduler.release(email)
+                # Refused for good before any job existed: observers close this submission.
+                self.events.emit(
+                    "failed", client_ref=ref, email=email, attempt=attempt, error=error
+                )
+                raise
             except BaseException:
                 self.scheduler.release(email)
                 raise

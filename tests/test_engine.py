@@ -161,10 +161,13 @@ async def test_waiting_costs_one_sweep_per_interval_not_one_request_per_job() ->
 async def test_a_moderated_prompt_is_final_and_sent_once() -> None:
     """422 is never retried: the prompt must change, and each try would be another request."""
     sim = make_sim(2)
-    async with client(sim) as fm:
+    seen: list[Event] = []
+    async with client(sim, event_hooks=[seen.append]) as fm:
         with pytest.raises(ModeratedError):
             await fm.generate("[moderate] something the model refuses")
     assert count(sim, "POST /music") == 1
+    assert seen[-1].kind == "failed" and isinstance(seen[-1].error, ModeratedError)
+    assert seen[-1].client_ref == seen[0].client_ref  # observers can close that submission
 
 
 @pytest.mark.anyio
