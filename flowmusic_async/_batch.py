@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from ._engine import JobHandle, SubmitAttempt, new_client_ref
+from ._engine import JobHandle, SubmitAttempt
 from ._errors import (
     AuthenticationError,
     BatchAborted,
@@ -37,6 +37,7 @@ from ._errors import (
 )
 from ._journal import Entry, Journal
 from ._models import Job
+from ._reconcile import new_client_ref
 from ._validation import music_body
 
 if TYPE_CHECKING:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,8 +42,9 @@ from ._errors import (
     TransportError,
 )
 from ._events import EventHooks
-from ._models import AccountJobs, Job
+from ._models import Job
 from ._poller import Poller, Watch
+from ._reconcile import Reconciler, Verdict, compose_reply_ref, new_client_ref
 from ._retry import backoff_delays, sleep
 from ._scheduler import Scheduler
 from ._timing import Timing
@@ -55,9 +55,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flowmusic_async")
 
 JobPath = Literal["/music", "/music/edit"]
-
-_REF_PREFIX = "fma:"
-_REF_SEPARATOR = "|"
 
 
 class SubmitAttempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,45 +70,6 @@ class SubmitAttempt(msgspec.Struct, frozen=True, kw_only=True):
 
 
 OnSubmitting = Callable[[SubmitAttempt], Awaitable[None]]
-
-
-def new_client_ref() -> str:
-    """A fresh reference that identifies one logical submission across retries and restarts."""
-    return f"{_REF_PREFIX}{uuid.uuid4().hex}"
-
-
-def compose_reply_ref(user_ref: str | None, client_ref: str) -> str:
-    """The `replyRef` to send: the caller's own reference (if any), then ours."""
-    return f"{user_ref}{_REF_SEPARATOR}{client_ref}" if user_ref else client_ref
-
-
-def split_reply_ref(reply_ref: str | None) -> tuple[str | None, str | None]:
-    """(the caller's reference, our client reference) from a `replyRef` we composed."""
-    if not reply_ref:
-        return None, None
-    user, sep, ours = reply_ref.rpartition(_REF_SEPARATOR)
-    if ours.startswith(_REF_PREFIX):
-        return (user if sep else None), ours
-    return reply_ref, None
-
-
-def clip_account(clip: str) -> str | None:
-    """The account a clip id lives on (`user:<uid>-<email>-clip:<uuid>`), or None.
-
-    Used only to route an edit to its own account's slots; the id stays opaque otherwise.
-    """
-    if not clip.startswith("user:"):
-        return None
-    _uid, _, rest = clip[len("user:") :].partition("-")
-    email, sep, _ = rest.rpartition("-clip:")
-    return email if sep and "@" in email else None
-
-
-class _Verdict:
-    """Outcome of reconciling a POST whose answer was lost, when no job was found."""
-
-    ABSENT = "absent"  # proven not created: safe to send again
-    UNDECIDED = "undecided"
 
 
 class JobHandle:
@@ -194,7 +152,12 @@ class JobEngine:
         )
         self._accounts_lock = anyio.Lock()
         self._accounts_due = 0.0  # monotonic time the account list should be read again
-        self._refs_seen: dict[str, str | None] = {}  # jobid -> replyRef of jobs we inspected
+        self.reconciler = Reconciler(
+            list_running=fm.jobs.list,
+            get_job=fm.jobs.get,
+            known_jobs=self.scheduler.our_jobs,
+            timing=timing,
+        )
 
     # ----- accounts ------------------------------------------------------------------------------
 
@@ -377,7 +340,7 @@ class JobEngine:
         absence_proves: bool = True,
     ) -> Job:
         """The POST may have created a job: adopt it, resend if provably not, else give up."""
-        verdict = await self.reconcile(ref, email=email, sent_at=sent_at)
+        verdict = await self.reconciler.reconcile(ref, email=email, sent_at=sent_at)
         if isinstance(verdict, Job):
             self.events.emit(
                 "reconciled",
@@ -387,7 +350,7 @@ class JobEngine:
                 detail="the job existed; adopted, not resent",
             )
             return verdict
-        if verdict == _Verdict.ABSENT and absence_proves:
+        if verdict == Verdict.ABSENT and absence_proves:
             self.events.emit(
                 "reconciled", client_ref=ref, email=email, detail="no job was created; resending"
             )
@@ -419,51 +382,6 @@ class JobEngine:
 
     # ----- reconciling ---------------------------------------------------------------------------
 
-    async def reconcile(self, client_ref: str, *, email: str | None, sent_at: float) -> Job | str:
-        """Find the job a POST tagged `client_ref` created, or decide that it created none.
-
-        Returns the job record when found; `_Verdict.ABSENT` when no job can exist: every job
-        runs at least `Timing.min_job_seconds` and is listed by GET /jobs while it runs, so a
-        listing taken within that span of sending that does not show it proves it was never
-        created. Two looks, `reconcile_delay` apart, cover a request the server was still
-        processing. Otherwise `_Verdict.UNDECIDED`.
-        """
-        look_started = time.time()
-        for look in range(2):
-            if look:
-                await sleep(self.timing.reconcile_delay)
-            look_started = time.time()
-            try:
-                running = await self._fm.jobs.list()
-                job = await self._find(running, client_ref, email)
-            except FlowMusicError as error:
-                logger.warning("reconciling %s failed: %s", client_ref, error)
-                return _Verdict.UNDECIDED
-            if job is not None:
-                return job
-        if look_started - sent_at < self.timing.min_job_seconds:
-            return _Verdict.ABSENT
-        return _Verdict.UNDECIDED
-
-    async def _find(
-        self, running: Mapping[str, AccountJobs], client_ref: str, email: str | None
-    ) -> Job | None:
-        ours = self.scheduler.our_jobs()
-        for account, listing in running.items():
-            if email is not None and account != email:
-                continue
-            for entry in listing.jobs:
-                if entry.jobid in ours:
-                    continue
-                if entry.jobid not in self._refs_seen:
-                    job = await self._fm.jobs.get(entry.jobid)
-                    self._refs_seen[entry.jobid] = job.request_reply_ref
-                    if split_reply_ref(job.request_reply_ref)[1] == client_ref:
-                        return job
-                elif split_reply_ref(self._refs_seen[entry.jobid])[1] == client_ref:
-                    return await self._fm.jobs.get(entry.jobid)
-        return None
-
     async def recover(
         self,
         client_ref: str,
@@ -480,10 +398,10 @@ class JobEngine:
                 and its job is no longer running); check by hand.
         """
         await self.refresh_accounts()
-        verdict = await self.reconcile(client_ref, email=email, sent_at=sent_at)
+        verdict = await self.reconciler.reconcile(client_ref, email=email, sent_at=sent_at)
         if isinstance(verdict, Job):
             return self.attach(verdict.jobid, verdict.email, client_ref=client_ref, timeout=timeout)
-        if verdict == _Verdict.ABSENT:
+        if verdict == Verdict.ABSENT:
             return None
         raise SubmissionUncertain(
             endpoint=f"POST {path}",

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._engine import split_reply_ref
 from ._errors import FlowMusicError
+from ._reconcile import split_reply_ref
 
 if TYPE_CHECKING:
     from ._engine import JobEngine
