@@ -164,6 +164,8 @@ class JobEngine:
     async def refresh_accounts(self, *, force: bool = False) -> None:
         """Read GET /accounts when never read or older than `Timing.accounts_refresh`.
 
+        The first time, GET /jobs too, to count jobs that other processes already run.
+
         A 401 is raised (nothing can work); other failures keep the last known list (or, if
         there never was one, leave placement to the server) until the next try.
         """
@@ -179,7 +181,18 @@ class JobEngine:
             except FlowMusicError as error:
                 logger.warning("GET /accounts failed (%s); placement as before", error)
                 return
+            first_load = self.scheduler.loaded_at is None
             self.scheduler.update_accounts(accounts)
+            if first_load:
+                # Other processes with the same token may already fill slots: count them
+                # before the first placement rather than learn of them from a 429.
+                swept_at = time.monotonic()
+                try:
+                    running = await self._fm.jobs.list()
+                except FlowMusicError as error:
+                    logger.warning("GET /jobs failed (%s); other processes' jobs unknown", error)
+                    return
+                self.scheduler.reconcile(running, swept_at=swept_at)
 
     async def _refresh_accounts_quietly(self) -> None:
         try:

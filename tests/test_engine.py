@@ -408,3 +408,17 @@ async def test_a_post_that_timed_out_on_our_side_is_never_resent() -> None:
             await fm.generate("slow server")
     assert transport.posts == 1
     assert "ReadTimeout" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_jobs_of_another_process_are_counted_before_the_first_placement() -> None:
+    """Capacity is respected from the start: slots held by others are never probed with a 429."""
+    sim = make_sim(2, 2)
+    async with client(sim) as other:
+        for i in range(2):  # another process fills acct0
+            await other.music.create(f"someone else's {i}", mode="async", email="acct0@example.com")
+    async with client(sim) as fm:
+        results = await generate_all(fm, [f"mine {i}" for i in range(6)])
+    assert all(r.is_completed for r in results)
+    assert sim.stats.responses_429 == 0
+    assert sim.stats.peak_running == {"acct0@example.com": 2, "acct1@example.com": 2}

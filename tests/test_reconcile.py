@@ -1,4 +1,4 @@
-"""Client references in replyRef: composed with the caller's, and found again after a lost answer."""
+"""Client references in replyRef: composed with the caller's, found again after a lost answer."""
 
 from __future__ import annotations
 
