@@ -116,7 +116,13 @@ class DownloadStream:
 
     @property
     def content_length(self) -> int | None:
-        """The announced body size in bytes, or None when not announced."""
+        """The size of the decoded body in bytes, or None when it cannot be known in advance.
+
+        A compressed body's Content-Length counts the compressed bytes, not what
+        `aiter_bytes` yields, so it is not reported then.
+        """
+        if self._response.headers.get("content-encoding", "identity") != "identity":
+            return None
         value = self._response.headers.get("content-length")
         return int(value) if value and value.isdigit() else None
 

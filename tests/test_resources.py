@@ -434,3 +434,20 @@ async def test_upload_of_missing_path(api: MockAPI, fm: Any, tmp_path: Path) -> 
 def test_base_is_the_documented_root() -> None:
     """The tests assume the documented base URL."""
     assert BASE == "https://api.useapi.net/v1/flowmusic"
+
+
+async def test_a_compressed_download_announces_no_length(api: MockAPI, fm: Any) -> None:
+    """A gzipped body's Content-Length counts compressed bytes: trusting it flags a truncation."""
+    import gzip
+
+    body = b"ID3" + b"\x00" * 5000
+    api.reply(
+        200,
+        content=gzip.compress(body),
+        headers={"content-type": "audio/mpeg", "content-encoding": "gzip"},
+    )
+    clip = "user:1-a@b.com-clip:00000000-0000-0000-0000-000000000000"
+    async with fm.music.download(clip) as stream:
+        assert stream.content_length is None
+        data = b"".join([chunk async for chunk in stream.aiter_bytes()])
+    assert data == body
