@@ -422,3 +422,17 @@ async def test_jobs_of_another_process_are_counted_before_the_first_placement() 
     assert all(r.is_completed for r in results)
     assert sim.stats.responses_429 == 0
     assert sim.stats.peak_running == {"acct0@example.com": 2, "acct1@example.com": 2}
+
+
+@pytest.mark.anyio
+async def test_the_token_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Every log line of a run with retries, reconciling and failures stays free of the token."""
+    sim = make_sim(2, faults=Faults(lost_response_rate=0.5, error_rate={"GET /jobs": 0.3}))
+    caplog.set_level("DEBUG")
+    async with client(sim) as fm:
+        await generate_all(fm, [f"logged {i}" for i in range(6)])
+        with pytest.raises(ModeratedError):
+            await fm.generate("[moderate] logged refusal")
+        assert sim.token not in repr(fm)
+    assert caplog.records  # the run did log (httpx, retries), so the check below means something
+    assert all(sim.token not in record.getMessage() for record in caplog.records)
