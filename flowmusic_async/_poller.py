@@ -196,12 +196,12 @@ class Poller:
         running = await self._sweep()
         if running is not None:
             self._sweep_unavailable = False
-            ended = self._scheduler.reconcile(running, swept_at=swept_at)
+            self._scheduler.reconcile(running, swept_at=swept_at)
             listed = {job.jobid for jobs in running.values() for job in jobs.jobs}
-            ended_set = set(ended)
             for watch in list(self._watches.values()):
+                # A watch added after the sweep was sent may simply not be in it yet.
                 left = watch.added_at < swept_at and watch.jobid not in listed
-                if left or watch.check_directly or watch.jobid in ended_set:
+                if left or watch.check_directly:
                     to_fetch.append(watch)
         else:
             # Fallback: read each job that is old enough to have finished.

@@ -436,3 +436,15 @@ async def test_the_token_never_reaches_the_logs(caplog: pytest.LogCaptureFixture
         assert sim.token not in repr(fm)
     assert caplog.records  # the run did log (httpx, retries), so the check below means something
     assert all(sim.token not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_without_the_running_list_jobs_are_read_one_by_one() -> None:
+    """When GET /jobs keeps failing, the poller falls back to reading each job that may be done."""
+    sim = make_sim(2, 2, faults=Faults(error_rate={"GET /jobs": 1.0}))
+    async with client(sim, max_retries=0) as fm:
+        results = await generate_all(fm, [f"fallback {i}" for i in range(4)])
+    assert all(r.is_completed for r in results)
+    assert count(sim, "GET /jobs", 200) == 0
+    assert count(sim, "GET /jobs/{jobid}", 200) >= 4
+    assert sim.stats.responses_429 == 0
