@@ -12,7 +12,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
-SUPPORTED = ["3.11", "3.12", "3.13"]
+SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
 
 
 @nox.session
@@ -24,7 +24,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=SUPPORTED)
 def tests_all(session: nox.Session) -> None:
-    """The test suite on every supported Python that is installed."""
+    """The test suite on every supported Python that is installed.
+
+    With pyenv, make them visible first, e.g.
+    `PYENV_VERSION=3.11.7:3.10.13:3.12.1:3.13.0 nox -s tests_all`.
+    """
     session.install("-e", ".[test]")
     session.run("pytest", "-q", *session.posargs)
 
