@@ -10,6 +10,8 @@ in-process simulator.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -47,7 +49,32 @@ def main(argv: Sequence[str] | None = None, *,
 
 async def _run_positional(argv: Sequence[str] | None,
                           transport: httpx.AsyncBaseTransport | None) -> int:
-    return await run(argv, transport=transport)
+    """Run the command; Ctrl-C cancels it (running its cleanup) and exits 130.
+
+    Ctrl-C is taken as a signal inside the event loop rather than left to surface as
+    KeyboardInterrupt, which some Python versions (3.10's asyncio runner) turn into a bare
+    CancelledError: the exit code must not depend on the interpreter.
+    """
+    if sys.platform == "win32":  # anyio has no signal receivers there; KeyboardInterrupt works
+        return await run(argv, transport=transport)
+    result: list[int] = []
+    interrupted = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def watch_for_ctrl_c() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    interrupted.set()
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch_for_ctrl_c)
+        result.append(await run(argv, transport=transport))
+        tg.cancel_scope.cancel()
+    if interrupted.is_set():
+        Output().note("flowmusic: interrupted")
+        return ExitCode.INTERRUPTED
+    return result[0]
 
 
 async def run(
