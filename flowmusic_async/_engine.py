@@ -210,7 +210,6 @@ class JobEngine:
         account: str | None = None,
         client_ref: str | None = None,
         on_submitting: OnSubmitting | None = None,
-        on_accepted: Callable[[JobHandle], None] | None = None,
         timeout: float | None = None,
     ) -> JobHandle:
         """Place and send one paid job; return its handle once the server has accepted it.
@@ -223,7 +222,6 @@ class JobEngine:
             client_ref: the reference of this logical submission (a journal passes the one
                 it wrote down); default: a new one.
             on_submitting: awaited before each POST with what is about to be sent.
-            on_accepted: called, still under the cancel shield, as soon as the job exists.
             timeout: deadline for the job, counted from acceptance (default
                 `Timing.job_timeout`); retries after 429 stop after the same span.
         """
@@ -263,13 +261,13 @@ class JobEngine:
                         sent_at=sent_at,
                         waits=waits,
                     )
-                    handle = self._accept(job, placed=email, client_ref=ref, timeout=job_timeout)
-                    if on_accepted is not None:
-                        on_accepted(handle)
-                return handle
+                    return self._accept(job, placed=email, client_ref=ref, timeout=job_timeout)
             except _Retry as retry:
                 self.scheduler.release(email)
                 if time.monotonic() + retry.delay > give_up_at:
+                    self.events.emit(
+                        "failed", client_ref=ref, email=email, attempt=attempt, error=retry.error
+                    )
                     raise retry.error from None
                 self.events.emit(
                     "retrying", client_ref=ref, email=email, attempt=attempt, error=retry.error
@@ -277,7 +275,7 @@ class JobEngine:
                 await sleep(retry.delay)
             except FlowMusicError as error:
                 self.scheduler.release(email)
-                # Refused for good before any job existed: observers close this submission.
+                # The submission ends without a job handed over: observers close it.
                 self.events.emit(
                     "failed", client_ref=ref, email=email, attempt=attempt, error=error
                 )
