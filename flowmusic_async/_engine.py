@@ -304,7 +304,6 @@ class JobEngine:
             return await self._fm.music._send_job(path, request)
         except RateLimitError as error:
             self.scheduler.note_full(email)
-            self.poller.poke()
             raise _Retry(error, waits.after_429(error)) from None
         except (InsufficientCreditsError, AccountError) as error:
             # The account cannot take jobs: take it out and place the job elsewhere, unless

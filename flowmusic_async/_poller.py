@@ -92,7 +92,6 @@ class Poller:
         self._wake = anyio.Event()
         self._sweep_unavailable = False
         self._closed = False
-        self.sweeps = 0  # observable: how many GET /jobs sweeps ran
 
     # ----- watching ------------------------------------------------------------------------------
 
@@ -134,12 +133,8 @@ class Poller:
         return self._watches.get(jobid)
 
     def poke(self) -> None:
-        """Wake the loop early: new work, or a hint (webhook) that something ended."""
+        """Wake the loop if it idles: there is work again."""
         self._wake.set()
-
-    @property
-    def pending(self) -> int:
-        return len(self._watches)
 
     # ----- the loop ------------------------------------------------------------------------------
 
@@ -220,7 +215,6 @@ class Poller:
                 )
             self._sweep_unavailable = True
             return None
-        self.sweeps += 1
         return running
 
     async def _fetch_all(self, watches: list[Watch]) -> None:
