@@ -147,13 +147,12 @@ class _Batch:
         limiter: anyio.CapacityLimiter | None,
     ) -> None:
         key = entry.key if entry is not None else str(index)
-        request = params
         if invalid is not None:
-            await self._emit(Outcome(index=index, key=key, request=request, error=invalid))
+            await self._emit(Outcome(index=index, key=key, request=params, error=invalid))
             return
         if entry is not None and entry.state == "completed" and entry.job is not None:
             await self._emit(
-                Outcome(index=index, key=key, request=request, job=entry.job, resumed=True)
+                Outcome(index=index, key=key, request=params, job=entry.job, resumed=True)
             )
             return
         if entry is not None and entry.state == "failed" and not self._retry_failed:
@@ -167,7 +166,7 @@ class _Batch:
                     email=entry.email,
                 )
             await self._emit(
-                Outcome(index=index, key=key, request=request, error=error, resumed=True)
+                Outcome(index=index, key=key, request=params, error=error, resumed=True)
             )
             return
         if limiter is not None:

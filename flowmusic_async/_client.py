@@ -303,16 +303,14 @@ class FlowMusic:
         return await self._engine.wait(jobid, timeout=timeout)
 
     async def _run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
-        accepted: list[JobHandle] = []
-        # `submitting` is the coroutine of submit/submit_edit; wrap it to learn the handle as
-        # soon as the job exists, even if we are cancelled right after.
+        # submit/submit_edit return without a checkpoint once their shielded POST has created
+        # the job, so a cancellation can only land before (no job) or in the wait below.
+        handle = await submitting
         try:
-            handle = await submitting
-            accepted.append(handle)
             return await handle.result()
         except anyio.get_cancelled_exc_class():
-            if accepted and not accepted[0].done:
-                await accepted[0].cancel()  # shielded inside
+            if not handle.done:
+                await handle.cancel()  # shielded inside
             raise
 
     def generate_many(

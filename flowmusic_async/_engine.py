@@ -385,10 +385,16 @@ class JobEngine:
         watch = self.poller.watch(job.jobid, job.email, owned=True)
         watch.client_ref = client_ref
         self.events.emit("submitted", client_ref=client_ref, jobid=job.jobid, email=job.email)
-        if job.is_terminal:
-            self.scheduler.job_ended(job.jobid)
-            self.poller.resolve(job.jobid, job=job)
+        self._settle_if_ended(job)
         return JobHandle(self, watch, email=job.email, client_ref=client_ref, timeout=timeout)
+
+    def _settle_if_ended(self, job: Job) -> bool:
+        """A terminal record frees its slot and wakes its waiters at once; False if pending."""
+        if not job.is_terminal:
+            return False
+        self.scheduler.job_ended(job.jobid)
+        self.poller.resolve(job.jobid, job=job)
+        return True
 
     # ----- reconciling ---------------------------------------------------------------------------
 
@@ -467,9 +473,7 @@ class JobEngine:
     async def fetch_and_settle(self, jobid: str) -> Job:
         """Read a job now (a webhook's hint); if it has ended, wake its waiters at once."""
         job = await self._fm.jobs.get(jobid)
-        if job.is_terminal:
-            self.scheduler.job_ended(jobid)
-            self.poller.resolve(jobid, job=job)
+        self._settle_if_ended(job)
         return job
 
     async def cancel(self, jobid: str, email: str | None) -> Job | None:
@@ -481,9 +485,7 @@ class JobEngine:
                 job = await self._fm.jobs.get(jobid)
             except FlowMusicError:
                 job = None
-            if job is not None and job.is_terminal:
-                self.poller.resolve(jobid, job=job)
-            else:
+            if job is not None and not self._settle_if_ended(job):
                 job = None  # not yet reflected; the poller will settle it
             self.events.emit("cancelled", jobid=jobid, email=email)
         return job
