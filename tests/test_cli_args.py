@@ -43,11 +43,31 @@ def test_global_options_work_before_and_after_the_subcommand() -> None:
 
 def test_generate_options_parse_to_music_parameters() -> None:
     """Every generation option of the API is reachable from the command line."""
-    args = parse_args([
-        "generate", "p", "--instrumental", "--ghostwriter", "pro", "--ref-image", "a",
-        "--ref-image", "b", "--ref-audio", "c", "--model", "lyria-3.5", "--email", "e@x.com",
-        "--out", "d", "--formats", "wav,m4a", "--timeout", "60",
-    ])
+    args = parse_args(
+        [
+            "generate",
+            "p",
+            "--instrumental",
+            "--ghostwriter",
+            "pro",
+            "--ref-image",
+            "a",
+            "--ref-image",
+            "b",
+            "--ref-audio",
+            "c",
+            "--model",
+            "lyria-3.5",
+            "--email",
+            "e@x.com",
+            "--out",
+            "d",
+            "--formats",
+            "wav,m4a",
+            "--timeout",
+            "60",
+        ]
+    )
     assert args.instrumental is True
     assert args.ref_images == ["a", "b"] and args.ref_audios == ["c"]
     assert args.formats == ("wav", "m4a")
@@ -86,8 +106,10 @@ def test_formats_keep_order_and_drop_duplicates() -> None:
         (AccountError("596", status=596), ExitCode.NO_CREDITS),
         (ModeratedError("422", status=422), ExitCode.FAILED),
         (JobTimeout("job:1", email=None, timeout=1.0), ExitCode.FAILED),
-        (SubmissionUncertain(endpoint="POST /music", client_ref=None, email=None, sent_at=0.0),
-         ExitCode.UNCERTAIN),
+        (
+            SubmissionUncertain(endpoint="POST /music", client_ref=None, email=None, sent_at=0.0),
+            ExitCode.UNCERTAIN,
+        ),
     ],
 )
 def test_error_classes_map_to_documented_exit_codes(error: Exception, code: ExitCode) -> None:
@@ -117,7 +139,10 @@ def test_plain_table_aligns_columns() -> None:
 async def test_token_from_argument_is_never_echoed_in_usage_errors() -> None:
     """An error about arguments must not quote the token that came with them."""
     stdout, stderr = io.StringIO(), io.StringIO()
-    code = await run(["--token", "user:7-TopSecret", "generate", "x", "--lyrics-file", "/nope"],
-                     stdout=stdout, stderr=stderr)
+    code = await run(
+        ["--token", "user:7-TopSecret", "generate", "x", "--lyrics-file", "/nope"],
+        stdout=stdout,
+        stderr=stderr,
+    )
     assert code == 2
     assert "TopSecret" not in stdout.getvalue() + stderr.getvalue()

@@ -55,8 +55,12 @@ def cli(sim: Simulator) -> Any:
         stdout, stderr = io.StringIO(), io.StringIO()
         secret = sim.token if token is None else token
         prefix = ["--token", secret, "--base-url", sim.base_url, "--time-scale", str(SCALE)]
-        code = await run([*prefix, *argv] if base else list(argv), transport=sim.transport(),
-                         stdout=stdout, stderr=stderr)
+        code = await run(
+            [*prefix, *argv] if base else list(argv),
+            transport=sim.transport(),
+            stdout=stdout,
+            stderr=stderr,
+        )
         result = Result(code, stdout.getvalue(), stderr.getvalue())
         for text in (result.stdout, result.stderr):
             assert secret not in text
@@ -77,8 +81,16 @@ async def test_generate_downloads_files_and_prints_the_job_as_json(
     cli: Any, tmp_path: Path
 ) -> None:
     """The one-song path end to end: completed job, audio plus sidecar on disk, parseable JSON."""
-    result = await cli("--json", "generate", "calm piano", "--instrumental",
-                       "--out", str(tmp_path), "--formats", "m4a,wav")
+    result = await cli(
+        "--json",
+        "generate",
+        "calm piano",
+        "--instrumental",
+        "--out",
+        str(tmp_path),
+        "--formats",
+        "m4a,wav",
+    )
     assert result.code == 0, result.stderr
     job = result.json()
     assert job["status"] == "completed"
@@ -260,8 +272,18 @@ async def test_edit_effect_and_stems_write_new_clips(cli: Any, tmp_path: Path) -
     """Edits wait like generations and download their clips; stems return four at once."""
     song = (await cli("--json", "generate", "drum groove")).json()
     clip = song["clips"][0]["clip"]
-    effect = await cli("--json", "edit", "effect", clip, "--effect", "Gain", "--gain-db", "3",
-                       "--out", str(tmp_path / "fx"))
+    effect = await cli(
+        "--json",
+        "edit",
+        "effect",
+        clip,
+        "--effect",
+        "Gain",
+        "--gain-db",
+        "3",
+        "--out",
+        str(tmp_path / "fx"),
+    )
     assert effect.code == 0, effect.stderr
     assert effect.json()["status"] == "completed"
     assert any(p.endswith(".m4a") for p in effect.json()["files"])
@@ -276,8 +298,15 @@ async def test_edit_effect_and_stems_write_new_clips(cli: Any, tmp_path: Path) -
 async def test_download_by_jobid_and_by_clip_id(cli: Any, tmp_path: Path) -> None:
     """Finishing downloads later (after a crash, or on another machine) by id."""
     song = (await cli("--json", "generate", "synth pop")).json()
-    by_job = await cli("--json", "download", song["jobid"], "--out", str(tmp_path / "a"),
-                       "--formats", "m4a,mp3,image")
+    by_job = await cli(
+        "--json",
+        "download",
+        song["jobid"],
+        "--out",
+        str(tmp_path / "a"),
+        "--formats",
+        "m4a,mp3,image",
+    )
     assert by_job.code == 0, by_job.stderr
     suffixes = {Path(p).suffix for p in by_job.json()["files"]}
     assert {".m4a", ".mp3", ".json"} <= suffixes
@@ -339,16 +368,31 @@ async def test_uncertain_submission_exits_5(cli: Any, sim: Simulator) -> None:
     assert result.code == 5, result.stderr
 
 
-
 @pytest.mark.anyio
 async def test_failed_job_exits_1_and_json_carries_the_job_record() -> None:
     """A song that ends failed is exit 1, and machines get the record that says why."""
-    sim_failing = Simulator(accounts=(SimAccount(email="x@example.com", max_jobs=1),),
-                            time_scale=SCALE, job_failure_rate=1.0)
+    sim_failing = Simulator(
+        accounts=(SimAccount(email="x@example.com", max_jobs=1),),
+        time_scale=SCALE,
+        job_failure_rate=1.0,
+    )
     stdout, stderr = io.StringIO(), io.StringIO()
-    code = await run(["--token", sim_failing.token, "--base-url", sim_failing.base_url,
-                      "--time-scale", str(SCALE), "--json", "generate", "doomed"],
-                     transport=sim_failing.transport(), stdout=stdout, stderr=stderr)
+    code = await run(
+        [
+            "--token",
+            sim_failing.token,
+            "--base-url",
+            sim_failing.base_url,
+            "--time-scale",
+            str(SCALE),
+            "--json",
+            "generate",
+            "doomed",
+        ],
+        transport=sim_failing.transport(),
+        stdout=stdout,
+        stderr=stderr,
+    )
     assert code == 1
     error = json.loads(stdout.getvalue())["error"]
     assert error["type"] == "JobFailed"

@@ -16,8 +16,11 @@ from flowmusic_async._cli._demo import demo_items
 async def test_demo_json_reports_songs_requests_and_files(tmp_path: Path) -> None:
     """The demo's numbers are what a newcomer judges the library by; they must be real."""
     stdout, stderr = io.StringIO(), io.StringIO()
-    code = await run(["demo", "--songs", "5", "--time-scale", "0.003", "--out", str(tmp_path),
-                      "--json"], stdout=stdout, stderr=stderr)
+    code = await run(
+        ["demo", "--songs", "5", "--time-scale", "0.003", "--out", str(tmp_path), "--json"],
+        stdout=stdout,
+        stderr=stderr,
+    )
     assert code == 0, stderr.getvalue()
     report = json.loads(stdout.getvalue())
     assert report["songs"] == 5 and report["ok"] == 5
@@ -33,12 +36,20 @@ async def test_demo_default_batch_fills_every_account_and_prints_a_summary(
 ) -> None:
     """24 songs over 12 slots: the human summary shows the makespan, 429s and files."""
     stdout, stderr = io.StringIO(), io.StringIO()
-    code = await run(["demo", "--time-scale", "0.004", "--out", str(tmp_path),
-                      "--progress", "plain"], stdout=stdout, stderr=stderr)
+    code = await run(
+        ["demo", "--time-scale", "0.004", "--out", str(tmp_path), "--progress", "plain"],
+        stdout=stdout,
+        stderr=stderr,
+    )
     assert code == 0, stderr.getvalue()
     text = stdout.getvalue()
-    for label in ("Demo summary", "makespan", "API requests per song", "429 responses",
-                  "files written"):
+    for label in (
+        "Demo summary",
+        "makespan",
+        "API requests per song",
+        "429 responses",
+        "files written",
+    ):
         assert label in text
     assert "[24/24]" in stderr.getvalue()
 

@@ -47,8 +47,9 @@ def test_a_refused_submission_does_not_leave_a_row_behind() -> None:
 def test_rich_display_draws_songs_and_account_slots() -> None:
     """The rich view shows the overall bar, each song, and every account's slot usage."""
     stderr = io.StringIO()
-    progress = make_progress("rich", Output(stderr=stderr), total=2, expected_s=1.9,
-                             capacity=_capacity)
+    progress = make_progress(
+        "rich", Output(stderr=stderr), total=2, expected_s=1.9, capacity=_capacity
+    )
     progress.on_event(_event("submitted", client_ref="r1", jobid=JOBID, email="a@example.com"))
     progress.on_outcome(True, resumed=False, text="ok line 1")
     progress.close()
@@ -61,6 +62,7 @@ def test_rich_display_draws_songs_and_account_slots() -> None:
 
 def test_json_mode_gets_no_progress_unless_asked() -> None:
     """Automation reading --json must see a quiet stderr by default."""
-    progress = make_progress("auto", Output(json_mode=True), total=1, expected_s=1.0,
-                             capacity=_capacity)
+    progress = make_progress(
+        "auto", Output(json_mode=True), total=1, expected_s=1.0, capacity=_capacity
+    )
     assert type(progress) is BatchProgress

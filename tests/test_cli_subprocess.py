@@ -27,9 +27,22 @@ def test_simulate_serves_a_batch_from_another_process_and_stops_on_ctrl_c(
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("USEAPI_TOKEN", None)
     server = subprocess.Popen(
-        _cli("--json", "simulate", "--port", "0", "--time-scale", "0.003",
-             "--account", "solo@example.com:2", "--account", "duo@example.com:2"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        _cli(
+            "--json",
+            "simulate",
+            "--port",
+            "0",
+            "--time-scale",
+            "0.003",
+            "--account",
+            "solo@example.com:2",
+            "--account",
+            "duo@example.com:2",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert server.stdout is not None
@@ -38,13 +51,34 @@ def test_simulate_serves_a_batch_from_another_process_and_stops_on_ctrl_c(
         assert base_url.startswith("http://127.0.0.1:")
 
         prompts = tmp_path / "prompts.json"
-        prompts.write_text(json.dumps([{"prompt": "one"}, {"prompt": "two", "instrumental": True},
-                                       {"prompt": "three", "ghostwriter": "pro"}]))
+        prompts.write_text(
+            json.dumps(
+                [
+                    {"prompt": "one"},
+                    {"prompt": "two", "instrumental": True},
+                    {"prompt": "three", "ghostwriter": "pro"},
+                ]
+            )
+        )
         out = tmp_path / "songs"
         client = subprocess.run(
-            _cli("--base-url", base_url, "--time-scale", "0.003", "--json", "batch",
-                 str(prompts), "--out", str(out), "--formats", "m4a"),
-            capture_output=True, text=True, env={**env, "USEAPI_TOKEN": token}, timeout=45,
+            _cli(
+                "--base-url",
+                base_url,
+                "--time-scale",
+                "0.003",
+                "--json",
+                "batch",
+                str(prompts),
+                "--out",
+                str(out),
+                "--formats",
+                "m4a",
+            ),
+            capture_output=True,
+            text=True,
+            env={**env, "USEAPI_TOKEN": token},
+            timeout=45,
         )
         assert client.returncode == 0, client.stderr
         assert token not in client.stdout + client.stderr
@@ -54,7 +88,9 @@ def test_simulate_serves_a_batch_from_another_process_and_stops_on_ctrl_c(
 
         refused = subprocess.run(
             _cli("--base-url", base_url, "jobs", "list"),
-            capture_output=True, text=True, env={**env, "USEAPI_TOKEN": "user:1-wrong"},
+            capture_output=True,
+            text=True,
+            env={**env, "USEAPI_TOKEN": "user:1-wrong"},
             timeout=30,
         )
         assert refused.returncode == 3

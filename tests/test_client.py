@@ -56,8 +56,13 @@ def test_plain_http_to_remote_hosts_is_refused(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://localhost/v1/flowmusic", "http://127.0.0.1:8000", "http://127.8.9.10",
-     "http://[::1]:9000/v1/flowmusic/", "https://api.useapi.net/v1/flowmusic"],
+    [
+        "http://localhost/v1/flowmusic",
+        "http://127.0.0.1:8000",
+        "http://127.8.9.10",
+        "http://[::1]:9000/v1/flowmusic/",
+        "https://api.useapi.net/v1/flowmusic",
+    ],
 )
 def test_loopback_http_and_https_are_accepted(url: str) -> None:
     """The simulator runs on loopback over http://; https works everywhere."""
@@ -66,9 +71,16 @@ def test_loopback_http_and_https_are_accepted(url: str) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"timeout": 0}, {"timeout": "30"}, {"max_retries": -1}, {"max_retries": True},
-     {"transport": httpx.MockTransport(lambda r: httpx.Response(200)),
-      "http_client": httpx.AsyncClient()}],
+    [
+        {"timeout": 0},
+        {"timeout": "30"},
+        {"max_retries": -1},
+        {"max_retries": True},
+        {
+            "transport": httpx.MockTransport(lambda r: httpx.Response(200)),
+            "http_client": httpx.AsyncClient(),
+        },
+    ],
 )
 def test_bad_options_are_configuration_errors(kwargs: dict[str, Any]) -> None:
     """Nonsense options fail at construction, not on the first request."""
@@ -188,4 +200,3 @@ async def test_errors_in_the_body_propagate_unwrapped(api: MockAPI) -> None:
         async with FlowMusic(token=TOKEN, transport=api.transport()) as fm:
             await fm.music.create("")
     assert fm.closed
-

@@ -40,7 +40,11 @@ async def _get_jobs(core: HttpCore) -> Any:
 
 async def _post_music(core: HttpCore) -> Any:
     return await core.request(
-        "POST", "/music", endpoint="POST /music", decoder=JOB_DECODER, safe=False,
+        "POST",
+        "/music",
+        endpoint="POST /music",
+        decoder=JOB_DECODER,
+        safe=False,
         json={"prompt": "x"},
     )
 
@@ -60,8 +64,9 @@ async def test_safe_request_retried_on_5xx_then_succeeds(
     api: MockAPI, client: httpx.AsyncClient, sleeps: list[float]
 ) -> None:
     """A transient 500 on a read should not surface when a retry succeeds."""
-    api.reply(500, {"error": "boom", "code": 500}).reply(200, {"a@example.com": {
-        "running": 0, "maxJobs": 2}})
+    api.reply(500, {"error": "boom", "code": 500}).reply(
+        200, {"a@example.com": {"running": 0, "maxJobs": 2}}
+    )
     result = await _get_jobs(_core(api, client, max_retries=3))
     assert result["a@example.com"].max_jobs == 2
     assert len(api.requests) == 2 and len(sleeps) == 1
@@ -198,9 +203,7 @@ async def test_safe_request_retried_after_broken_json(
     assert len(api.requests) == 2
 
 
-async def test_401_error_never_contains_the_token(
-    api: MockAPI, client: httpx.AsyncClient
-) -> None:
+async def test_401_error_never_contains_the_token(api: MockAPI, client: httpx.AsyncClient) -> None:
     """Error messages end up in logs; the token must not, even if the server echoes it."""
     api.reply(401, {"error": f"Unauthorized: {TOKEN}", "code": 401})
     with pytest.raises(AuthenticationError) as info:
@@ -213,7 +216,12 @@ async def test_per_request_timeout_is_applied(api: MockAPI, client: httpx.AsyncC
     """Sync-mode POSTs need minutes; the override must reach the transport."""
     api.reply(201, PENDING)
     await _core(api, client).request(
-        "POST", "/music", endpoint="POST /music", decoder=JOB_DECODER, safe=False, json={},
+        "POST",
+        "/music",
+        endpoint="POST /music",
+        decoder=JOB_DECODER,
+        safe=False,
+        json={},
         timeout=httpx.Timeout(5, read=300),
     )
     assert api.last.extensions["timeout"]["read"] == 300

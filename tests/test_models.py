@@ -181,8 +181,13 @@ def test_usage_report_example_numbers() -> None:
             "total_charged_credits": 105,
             "total_received_tokens": 8640,
             "per_conversation": [
-                {"conversation_id": "c1", "title": "Song", "email": "a@example.com",
-                 "tokens": 1200, "credits": 100}
+                {
+                    "conversation_id": "c1",
+                    "title": "Song",
+                    "email": "a@example.com",
+                    "tokens": 1200,
+                    "credits": 100,
+                }
             ],
         },
     }
@@ -195,16 +200,28 @@ def test_usage_report_example_numbers() -> None:
 
 def test_clip_page_last_page_has_null_next() -> None:
     """Pagination stops on `next: null`; a wrong decode would loop or stop early."""
-    body = {"email": "a@example.com", "clips": [{"clip": "c1", "title": None}], "limit": 20,
-            "offset": 40, "next": None}
+    body = {
+        "email": "a@example.com",
+        "clips": [{"clip": "c1", "title": None}],
+        "limit": 20,
+        "offset": 40,
+        "next": None,
+    }
     page = CLIP_PAGE_DECODER.decode(_encode(body))
     assert page.next is None and page.offset == 40 and page.clips[0].clip == "c1"
 
 
 def test_lyrics_answer() -> None:
     """POST /music/lyrics answers lyrics plus a sound prompt to feed POST /music."""
-    body = {"email": "a@example.com", "title": "T", "lyrics": "[Verse]\nla", "sound_prompt": "pop",
-            "source": "lyrics-create", "audio_create_song_fired": False, "credits_burned": 0}
+    body = {
+        "email": "a@example.com",
+        "title": "T",
+        "lyrics": "[Verse]\nla",
+        "sound_prompt": "pop",
+        "source": "lyrics-create",
+        "audio_create_song_fired": False,
+        "credits_burned": 0,
+    }
     lyrics = LYRICS_DECODER.decode(_encode(body))
     assert lyrics.lyrics.startswith("[Verse]") and lyrics.sound_prompt == "pop"
     assert lyrics.audio_create_song_fired is False
@@ -221,14 +238,19 @@ def test_assets_from_upload_and_generate() -> None:
         b'{"id":"x","kind":"image","assetType":"image","width":1024,"height":1024,'
         b'"model":"google-generative-ai"}'
     )
-    assert (generated.width, generated.height, generated.model) == (1024, 1024,
-                                                                   "google-generative-ai")
+    assert (generated.width, generated.height, generated.model) == (
+        1024,
+        1024,
+        "google-generative-ai",
+    )
 
 
 def test_stems_decode_without_jobid() -> None:
     """The stems envelope is undocumented; four clips must decode even without a jobid."""
-    clips = [{"clip": f"c{n}", "title": f"Song - {part}"}
-             for n, part in enumerate(["drums", "bass", "vocals", "other"])]
+    clips = [
+        {"clip": f"c{n}", "title": f"Song - {part}"}
+        for n, part in enumerate(["drums", "bass", "vocals", "other"])
+    ]
     stems = STEMS_DECODER.decode(_encode({"status": "completed", "clips": clips}))
     assert len(stems.clips) == 4 and stems.jobid is None
     assert stems.clips[2].title == "Song - vocals"

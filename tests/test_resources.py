@@ -27,10 +27,20 @@ EMAIL = "someone@example.com"
 CLIP = f"user:1234-{EMAIL}-clip:0f0e"
 JOBID = f"job:56ef7890-user:1234-{EMAIL}-bot:flowmusic"
 ENC_JOBID = "job%3A56ef7890-user%3A1234-someone%40example.com-bot%3Aflowmusic"
-PENDING = {"jobid": JOBID, "email": EMAIL, "status": "pending", "created_at": "t",
-           "request": {"prompt": "p", "mode": "async"}}
-COMPLETED = {**PENDING, "status": "completed", "completed_at": "u", "duration_ms": 1000,
-             "clips": [{"clip": CLIP, "audio_url": "https://m/a.m4a"}]}
+PENDING = {
+    "jobid": JOBID,
+    "email": EMAIL,
+    "status": "pending",
+    "created_at": "t",
+    "request": {"prompt": "p", "mode": "async"},
+}
+COMPLETED = {
+    **PENDING,
+    "status": "completed",
+    "completed_at": "u",
+    "duration_ms": 1000,
+    "clips": [{"clip": CLIP, "audio_url": "https://m/a.m4a"}],
+}
 ACCOUNT = {"email": EMAIL, "tier": "plus", "maxJobs": 12, "access_token": "eyJ…redacted…zmQ"}
 
 
@@ -79,8 +89,9 @@ async def test_music_create_429_named_vs_any_account(api: MockAPI, fm: Any) -> N
 
 async def test_music_create_596_names_the_account(api: MockAPI, fm: Any) -> None:
     """A 596 on POST /music identifies the broken account for the scheduler."""
-    api.reply(596, {"error": f"Account {EMAIL} in error state: refresh token rejected",
-                    "code": 596})
+    api.reply(
+        596, {"error": f"Account {EMAIL} in error state: refresh token rejected", "code": 596}
+    )
     with pytest.raises(AccountError) as info:
         await fm.music.create("p")
     assert info.value.email == EMAIL and info.value.endpoint == "POST /music"
@@ -112,22 +123,54 @@ async def test_send_job_refuses_other_paths(fm: Any) -> None:
 @pytest.mark.parametrize(
     ("call", "expected"),
     [
-        (lambda fm: fm.music.effect(CLIP, "Reverb", mix=0.4, room_size=0.7),
-         {"operation": "effect", "clip": CLIP, "effect": "Reverb", "mix": 0.4, "room_size": 0.7}),
-        (lambda fm: fm.music.extend(CLIP, "outro", extend_s=30, mode="async"),
-         {"operation": "extend", "clip": CLIP, "instruction": "outro", "extend_s": 30,
-          "mode": "async"}),
-        (lambda fm: fm.music.replace(CLIP, "softer", mask_start_s=0, mask_end_s=8),
-         {"operation": "replace", "clip": CLIP, "instruction": "softer", "mask_start_s": 0,
-          "mask_end_s": 8}),
-        (lambda fm: fm.music.cover(CLIP, strength=0.7, model="lyria-3.5"),
-         {"operation": "cover", "clip": CLIP, "strength": 0.7, "model": "lyria-3.5"}),
-        (lambda fm: fm.music.remix(CLIP, "[Verse]\nnew", prompt="synthwave", seed=3),
-         {"operation": "remix", "clip": CLIP, "lyrics": "[Verse]\nnew", "prompt": "synthwave",
-          "seed": 3}),
-        (lambda fm: fm.music.edit("effect", CLIP, effect="Gain", gain_db=-6, title="Quiet"),
-         {"operation": "effect", "clip": CLIP, "effect": "Gain", "gain_db": -6,
-          "title": "Quiet"}),
+        (
+            lambda fm: fm.music.effect(CLIP, "Reverb", mix=0.4, room_size=0.7),
+            {"operation": "effect", "clip": CLIP, "effect": "Reverb", "mix": 0.4, "room_size": 0.7},
+        ),
+        (
+            lambda fm: fm.music.extend(CLIP, "outro", extend_s=30, mode="async"),
+            {
+                "operation": "extend",
+                "clip": CLIP,
+                "instruction": "outro",
+                "extend_s": 30,
+                "mode": "async",
+            },
+        ),
+        (
+            lambda fm: fm.music.replace(CLIP, "softer", mask_start_s=0, mask_end_s=8),
+            {
+                "operation": "replace",
+                "clip": CLIP,
+                "instruction": "softer",
+                "mask_start_s": 0,
+                "mask_end_s": 8,
+            },
+        ),
+        (
+            lambda fm: fm.music.cover(CLIP, strength=0.7, model="lyria-3.5"),
+            {"operation": "cover", "clip": CLIP, "strength": 0.7, "model": "lyria-3.5"},
+        ),
+        (
+            lambda fm: fm.music.remix(CLIP, "[Verse]\nnew", prompt="synthwave", seed=3),
+            {
+                "operation": "remix",
+                "clip": CLIP,
+                "lyrics": "[Verse]\nnew",
+                "prompt": "synthwave",
+                "seed": 3,
+            },
+        ),
+        (
+            lambda fm: fm.music.edit("effect", CLIP, effect="Gain", gain_db=-6, title="Quiet"),
+            {
+                "operation": "effect",
+                "clip": CLIP,
+                "effect": "Gain",
+                "gain_db": -6,
+                "title": "Quiet",
+            },
+        ),
     ],
 )
 async def test_edit_helpers_send_the_documented_body(
@@ -164,8 +207,10 @@ async def test_edit_stems_goes_through_stems(fm: Any, api: MockAPI) -> None:
 
 async def test_stems(api: MockAPI, fm: Any) -> None:
     """POST /music/edit operation=stems sends only the clip and returns four clips."""
-    clips = [{"clip": f"c{n}", "title": f"T - {p}"} for n, p in
-             enumerate(["drums", "bass", "vocals", "other"])]
+    clips = [
+        {"clip": f"c{n}", "title": f"T - {p}"}
+        for n, p in enumerate(["drums", "bass", "vocals", "other"])
+    ]
     api.reply(200, {"status": "completed", "email": EMAIL, "clips": clips})
     stems = await fm.music.stems(CLIP)
     _check(api.last, "POST", "/v1/flowmusic/music/edit")
@@ -176,20 +221,34 @@ async def test_stems(api: MockAPI, fm: Any) -> None:
 
 async def test_lyrics(api: MockAPI, fm: Any) -> None:
     """POST /music/lyrics returns lyrics and a sound prompt."""
-    api.reply(200, {"email": EMAIL, "title": "T", "lyrics": "[Verse]", "sound_prompt": "pop",
-                    "source": "lyrics-create", "audio_create_song_fired": False,
-                    "credits_burned": 0})
+    api.reply(
+        200,
+        {
+            "email": EMAIL,
+            "title": "T",
+            "lyrics": "[Verse]",
+            "sound_prompt": "pop",
+            "source": "lyrics-create",
+            "audio_create_song_fired": False,
+            "credits_burned": 0,
+        },
+    )
     lyrics = await fm.music.lyrics("a song about rain", structure="verse, chorus", email=EMAIL)
     _check(api.last, "POST", "/v1/flowmusic/music/lyrics")
-    assert api.body() == {"prompt": "a song about rain", "structure": "verse, chorus",
-                          "email": EMAIL}
+    assert api.body() == {
+        "prompt": "a song about rain",
+        "structure": "verse, chorus",
+        "email": EMAIL,
+    }
     assert lyrics.lyrics == "[Verse]" and lyrics.title == "T"
 
 
 async def test_lyrics_422_object_error(api: MockAPI, fm: Any) -> None:
     """The lyrics 422 object body maps to ModeratedError with code and account."""
-    api.reply(422, {"email": EMAIL, "error": {"code": "no_lyrics", "message": "none"},
-                    "agent_text": "..."})
+    api.reply(
+        422,
+        {"email": EMAIL, "error": {"code": "no_lyrics", "message": "none"}, "agent_text": "..."},
+    )
     with pytest.raises(ModeratedError) as info:
         await fm.music.lyrics("x")
     assert info.value.error_code == "no_lyrics" and info.value.email == EMAIL
@@ -198,8 +257,9 @@ async def test_lyrics_422_object_error(api: MockAPI, fm: Any) -> None:
 
 async def test_music_list(api: MockAPI, fm: Any) -> None:
     """GET /music passes email/limit/offset as query values and decodes the page."""
-    api.reply(200, {"email": EMAIL, "clips": [{"clip": "c1"}], "limit": 5, "offset": 10,
-                    "next": 15})
+    api.reply(
+        200, {"email": EMAIL, "clips": [{"clip": "c1"}], "limit": 5, "offset": 10, "next": 15}
+    )
     page = await fm.music.list(email=EMAIL, limit=5, offset=10)
     _check(api.last, "GET", "/v1/flowmusic/music")
     assert dict(api.last.url.params) == {"email": EMAIL, "limit": "5", "offset": "10"}
@@ -208,10 +268,19 @@ async def test_music_list(api: MockAPI, fm: Any) -> None:
 
 async def test_music_iter_all_follows_next_on_one_account(api: MockAPI, fm: Any) -> None:
     """Paging must follow `next` to the end and stay on the account of the first page."""
-    api.reply(200, {"email": EMAIL, "clips": [{"clip": "c1"}, {"clip": "c2"}], "limit": 2,
-                    "offset": 0, "next": 2})
-    api.reply(200, {"email": EMAIL, "clips": [{"clip": "c3"}], "limit": 2, "offset": 2,
-                    "next": None})
+    api.reply(
+        200,
+        {
+            "email": EMAIL,
+            "clips": [{"clip": "c1"}, {"clip": "c2"}],
+            "limit": 2,
+            "offset": 0,
+            "next": 2,
+        },
+    )
+    api.reply(
+        200, {"email": EMAIL, "clips": [{"clip": "c3"}], "limit": 2, "offset": 2, "next": None}
+    )
     clips = [clip.clip async for clip in fm.music.iter_all(page_size=2)]
     assert clips == ["c1", "c2", "c3"]
     assert dict(api.requests[0].url.params) == {"limit": "2"}
@@ -220,16 +289,21 @@ async def test_music_iter_all_follows_next_on_one_account(api: MockAPI, fm: Any)
 
 async def test_music_iter_all_stops_on_a_repeated_offset(api: MockAPI, fm: Any) -> None:
     """A server that never advances must not trap the caller in an endless loop."""
-    api.reply(200, {"email": EMAIL, "clips": [{"clip": "c1"}], "limit": 1, "offset": 0,
-                    "next": 0})
+    api.reply(200, {"email": EMAIL, "clips": [{"clip": "c1"}], "limit": 1, "offset": 0, "next": 0})
     assert [c.clip async for c in fm.music.iter_all(page_size=1)] == ["c1"]
     assert len(api.requests) == 1
 
 
 async def test_music_download_stream(api: MockAPI, fm: Any) -> None:
     """GET /music/download streams mp3 bytes with the server's filename."""
-    api.reply(200, content=b"ID3" + b"\x00" * 100, headers={
-        "Content-Type": "audio/mpeg", "Content-Disposition": 'attachment; filename="c1.mp3"'})
+    api.reply(
+        200,
+        content=b"ID3" + b"\x00" * 100,
+        headers={
+            "Content-Type": "audio/mpeg",
+            "Content-Disposition": 'attachment; filename="c1.mp3"',
+        },
+    )
     async with fm.music.download(CLIP) as stream:
         assert stream.filename == "c1.mp3" and stream.content_type == "audio/mpeg"
         assert stream.content_length == 103
@@ -272,8 +346,16 @@ async def test_jobs_get_404_carries_the_jobid(api: MockAPI, fm: Any, sleeps: lis
 
 async def test_jobs_list(api: MockAPI, fm: Any) -> None:
     """GET /jobs decodes running vs maxJobs per account."""
-    api.reply(200, {EMAIL: {"running": 1, "maxJobs": 4, "jobs": [
-        {"jobid": JOBID, "status": "pending", "created_at": "t"}]}})
+    api.reply(
+        200,
+        {
+            EMAIL: {
+                "running": 1,
+                "maxJobs": 4,
+                "jobs": [{"jobid": JOBID, "status": "pending", "created_at": "t"}],
+            }
+        },
+    )
     jobs = await fm.jobs.list()
     _check(api.last, "GET", "/v1/flowmusic/jobs")
     assert jobs[EMAIL].running == 1 and jobs[EMAIL].jobs[0].jobid == JOBID
@@ -313,9 +395,7 @@ async def test_accounts_add(api: MockAPI, fm: Any) -> None:
     assert account.email == EMAIL
 
 
-async def test_accounts_set_max_jobs_is_retried(
-    api: MockAPI, fm: Any, sleeps: list[float]
-) -> None:
+async def test_accounts_set_max_jobs_is_retried(api: MockAPI, fm: Any, sleeps: list[float]) -> None:
     """POST /accounts mode B changes a number only, so repeating it is safe."""
     api.reply(500, {"error": "x"}).reply(200, {**ACCOUNT, "maxJobs": 4})
     account = await fm.accounts.set_max_jobs(EMAIL, 4)
@@ -337,15 +417,22 @@ async def test_accounts_delete_and_usage(api: MockAPI, fm: Any) -> None:
 
 # ----- files -----------------------------------------------------------------------------
 
-ASSET = {"id": "user:1-someone@example.com-img:1", "url": "https://s/x.png", "kind": "image",
-         "assetType": "image", "email": EMAIL, "metadata_stripped": True}
+ASSET = {
+    "id": "user:1-someone@example.com-img:1",
+    "url": "https://s/x.png",
+    "kind": "image",
+    "assetType": "image",
+    "email": EMAIL,
+    "metadata_stripped": True,
+}
 
 
 async def test_files_upload_bytes(api: MockAPI, fm: Any) -> None:
     """POST /files sends raw bytes with their MIME type, query email/stripMetadata."""
     api.reply(200, ASSET)
-    asset = await fm.files.upload(b"\x89PNG....", content_type="image/png", email=EMAIL,
-                                  strip_metadata=True)
+    asset = await fm.files.upload(
+        b"\x89PNG....", content_type="image/png", email=EMAIL, strip_metadata=True
+    )
     _check(api.last, "POST", "/v1/flowmusic/files")
     assert api.last.headers["Content-Type"] == "image/png"
     assert api.last.content == b"\x89PNG...."
@@ -400,8 +487,10 @@ async def test_files_generate(api: MockAPI, fm: Any) -> None:
         (lambda fm: fm.accounts.delete(""), "email"),
         (lambda fm: fm.accounts.usage("x"), "email"),
         (lambda fm: fm.files.upload(b"data"), "content_type"),
-        (lambda fm: fm.files.upload(b"x" * (20 * 1024 * 1024 + 1), content_type="image/png"),
-         "data"),
+        (
+            lambda fm: fm.files.upload(b"x" * (20 * 1024 * 1024 + 1), content_type="image/png"),
+            "data",
+        ),
         (lambda fm: fm.files.upload("notes.txt"), "content_type"),
         (lambda fm: fm.files.generate(""), "prompt"),
     ],

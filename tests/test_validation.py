@@ -63,8 +63,9 @@ def test_music_body_maps_every_field_to_its_wire_name() -> None:
 
 def test_ten_references_of_each_kind_are_allowed() -> None:
     """The limit is inclusive: refImage10 and refAudio10 exist."""
-    body = music_body("p", ref_images=[f"i{n}" for n in range(10)],
-                      ref_audios=[f"a{n}" for n in range(10)])
+    body = music_body(
+        "p", ref_images=[f"i{n}" for n in range(10)], ref_audios=[f"a{n}" for n in range(10)]
+    )
     assert body["refImage10"] == "i9" and body["refAudio10"] == "a9"
 
 
@@ -118,22 +119,40 @@ def test_prompt_of_exactly_10000_chars_is_allowed() -> None:
             {"effect": "Reverb", "mix": 0.4, "room_size": 0.7},
             {"effect": "Reverb", "mix": 0.4, "room_size": 0.7},
         ),
-        ("effect", {"effect": "trim", "start_s": 0, "end_s": 12.5},
-         {"effect": "Trim", "start_s": 0, "end_s": 12.5}),
+        (
+            "effect",
+            {"effect": "trim", "start_s": 0, "end_s": 12.5},
+            {"effect": "Trim", "start_s": 0, "end_s": 12.5},
+        ),
         ("effect", {"effect": "Fade", "fade_out_s": 3}, {"effect": "Fade", "fade_out_s": 3}),
         ("effect", {"effect": "Gain", "gain_db": -30}, {"effect": "Gain", "gain_db": -30}),
         ("effect", {"effect": "Pan", "pan": 1}, {"effect": "Pan", "pan": 1}),
-        ("effect", {"effect": "Equalizer", "bass_db": 12, "treble_db": -12},
-         {"effect": "Equalizer", "bass_db": 12, "treble_db": -12}),
-        ("extend", {"instruction": "add an instrumental outro", "extend_s": 30},
-         {"instruction": "add an instrumental outro", "extend_s": 30}),
-        ("replace", {"instruction": "softer piano", "mask_start_s": 0, "mask_end_s": 8},
-         {"instruction": "softer piano", "mask_start_s": 0, "mask_end_s": 8}),
-        ("cover", {"instruction": "lo-fi", "strength": 0.7},
-         {"instruction": "lo-fi", "strength": 0.7}),
+        (
+            "effect",
+            {"effect": "Equalizer", "bass_db": 12, "treble_db": -12},
+            {"effect": "Equalizer", "bass_db": 12, "treble_db": -12},
+        ),
+        (
+            "extend",
+            {"instruction": "add an instrumental outro", "extend_s": 30},
+            {"instruction": "add an instrumental outro", "extend_s": 30},
+        ),
+        (
+            "replace",
+            {"instruction": "softer piano", "mask_start_s": 0, "mask_end_s": 8},
+            {"instruction": "softer piano", "mask_start_s": 0, "mask_end_s": 8},
+        ),
+        (
+            "cover",
+            {"instruction": "lo-fi", "strength": 0.7},
+            {"instruction": "lo-fi", "strength": 0.7},
+        ),
         ("cover", {}, {}),
-        ("remix", {"lyrics": "[Verse 1]\nla", "prompt": "dreamy synthwave, 100 bpm"},
-         {"lyrics": "[Verse 1]\nla", "prompt": "dreamy synthwave, 100 bpm"}),
+        (
+            "remix",
+            {"lyrics": "[Verse 1]\nla", "prompt": "dreamy synthwave, 100 bpm"},
+            {"lyrics": "[Verse 1]\nla", "prompt": "dreamy synthwave, 100 bpm"},
+        ),
         ("stems", {}, {}),
     ],
 )
@@ -148,14 +167,27 @@ def test_edit_bodies_match_the_contract_examples(
 def test_edit_common_fields_and_none_omitted() -> None:
     """Common edit fields use wire names; None means "not set" and is left out."""
     body = edit_body(
-        "extend", CLIP, instruction="more", seed=0, title="Longer", mode="async",
-        reply_url="http://127.0.0.1:9/hook", reply_ref="r", model="lyria-3-pro",
+        "extend",
+        CLIP,
+        instruction="more",
+        seed=0,
+        title="Longer",
+        mode="async",
+        reply_url="http://127.0.0.1:9/hook",
+        reply_ref="r",
+        model="lyria-3-pro",
         extend_s=None,
     )
     assert body == {
-        "operation": "extend", "clip": CLIP, "instruction": "more", "seed": 0,
-        "title": "Longer", "model": "lyria-3-pro", "mode": "async",
-        "replyUrl": "http://127.0.0.1:9/hook", "replyRef": "r",
+        "operation": "extend",
+        "clip": CLIP,
+        "instruction": "more",
+        "seed": 0,
+        "title": "Longer",
+        "model": "lyria-3-pro",
+        "mode": "async",
+        "replyUrl": "http://127.0.0.1:9/hook",
+        "replyRef": "r",
     }
 
 
@@ -250,9 +282,13 @@ def test_other_refusals_name_the_field(call: Callable[[], object], field: str) -
 def test_other_bodies() -> None:
     """The non-job bodies use the API's names (maxJobs) and omit unset fields."""
     assert lyrics_body("a song", structure="verse, chorus") == {
-        "prompt": "a song", "structure": "verse, chorus"}
-    assert image_body("a cat", email="a@example.com") == {"prompt": "a cat",
-                                                         "email": "a@example.com"}
+        "prompt": "a song",
+        "structure": "verse, chorus",
+    }
+    assert image_body("a cat", email="a@example.com") == {
+        "prompt": "a cat",
+        "email": "a@example.com",
+    }
     assert account_add_body("r" * 10) == {"refresh_token": "r" * 10}
     assert account_add_body("r" * 10, max_jobs=16) == {"refresh_token": "r" * 10, "maxJobs": 16}
     assert account_limit_body("a@example.com", 4) == {"email": "a@example.com", "maxJobs": 4}
@@ -308,9 +344,15 @@ def test_upload_query_params() -> None:
 
 @pytest.mark.parametrize(
     ("name", "content_type"),
-    [("cover.JPG", "image/jpeg"), ("a.jpeg", "image/jpeg"), ("x.png", "image/png"),
-     ("x.webp", "image/webp"), ("beat.mp3", "audio/mpeg"), ("take.wav", "audio/wav"),
-     ("song.m4a", "audio/mp4")],
+    [
+        ("cover.JPG", "image/jpeg"),
+        ("a.jpeg", "image/jpeg"),
+        ("x.png", "image/png"),
+        ("x.webp", "image/webp"),
+        ("beat.mp3", "audio/mpeg"),
+        ("take.wav", "audio/wav"),
+        ("song.m4a", "audio/mp4"),
+    ],
 )
 def test_content_type_guessed_from_extension(name: str, content_type: str) -> None:
     """Uploading a path should just work for every supported extension."""

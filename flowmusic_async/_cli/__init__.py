@@ -27,8 +27,9 @@ from ._output import Output
 __all__ = ["main", "run"]
 
 
-def main(argv: Sequence[str] | None = None, *,
-         transport: httpx.AsyncBaseTransport | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+) -> int:
     """Run the CLI and return its exit code (the console script passes it to sys.exit).
 
     Args:
@@ -47,8 +48,9 @@ def main(argv: Sequence[str] | None = None, *,
         raise
 
 
-async def _run_positional(argv: Sequence[str] | None,
-                          transport: httpx.AsyncBaseTransport | None) -> int:
+async def _run_positional(
+    argv: Sequence[str] | None, transport: httpx.AsyncBaseTransport | None
+) -> int:
     """Run the command; Ctrl-C cancels it (running its cleanup) and exits 130.
 
     Ctrl-C is taken as a signal inside the event loop rather than left to surface as
@@ -89,8 +91,12 @@ async def run(
         args = parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2, message printed)
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
-    out = Output(json_mode=args.json, stdout=stdout, stderr=stderr,
-                 secrets=(args.token, os.environ.get(TOKEN_ENV)))
+    out = Output(
+        json_mode=args.json,
+        stdout=stdout,
+        stderr=stderr,
+        secrets=(args.token, os.environ.get(TOKEN_ENV)),
+    )
     ctx = Context(args=args, out=out, transport=transport)
     try:
         return int(await _command(args.command)(ctx))

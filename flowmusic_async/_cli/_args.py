@@ -95,8 +95,9 @@ def account_spec(text: str) -> tuple[str, int]:
     return email, max_jobs(jobs)
 
 
-def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool,
-                        time_scale: bool = True) -> None:
+def _add_global_options(
+    parser: argparse.ArgumentParser, *, suppress: bool, time_scale: bool = True
+) -> None:
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
 
@@ -136,34 +137,58 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool,
 
 
 def _add_music_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--instrumental", action="store_true", default=None,
-                        help="no vocals")
+    parser.add_argument("--instrumental", action="store_true", default=None, help="no vocals")
     lyrics = parser.add_mutually_exclusive_group()
     lyrics.add_argument("--lyrics", help="lyrics to sing, ideally [Verse]/[Chorus] tagged")
     lyrics.add_argument("--lyrics-file", metavar="PATH", help="read the lyrics from a file")
-    parser.add_argument("--ghostwriter", choices=GHOSTWRITERS,
-                        help="lyric writer when the model writes the lyrics")
-    parser.add_argument("--ref-image", action="append", default=[], metavar="ASSET_ID",
-                        dest="ref_images", help="image asset id as a style hint (repeatable)")
-    parser.add_argument("--ref-audio", action="append", default=[], metavar="ASSET_ID",
-                        dest="ref_audios", help="audio asset id as a reference (repeatable)")
+    parser.add_argument(
+        "--ghostwriter", choices=GHOSTWRITERS, help="lyric writer when the model writes the lyrics"
+    )
+    parser.add_argument(
+        "--ref-image",
+        action="append",
+        default=[],
+        metavar="ASSET_ID",
+        dest="ref_images",
+        help="image asset id as a style hint (repeatable)",
+    )
+    parser.add_argument(
+        "--ref-audio",
+        action="append",
+        default=[],
+        metavar="ASSET_ID",
+        dest="ref_audios",
+        help="audio asset id as a reference (repeatable)",
+    )
     parser.add_argument("--model", choices=MODELS, help="default: the API's (lyria-3-pro)")
     parser.add_argument("--email", help="run on this account (default: any with a free slot)")
 
 
-def _add_download_options(parser: argparse.ArgumentParser, *, out_default: str | None,
-                          formats_default: str = "m4a") -> None:
-    parser.add_argument("--out", metavar="DIR", default=out_default,
-                        help="write audio and a .json sidecar per clip here"
-                        + ("" if out_default else " (default: print the URLs only)"))
-    parser.add_argument("--formats", type=formats_list, default=formats_list(formats_default),
-                        help=f"comma-separated, from {','.join(FORMATS)} "
-                        f"(default: {formats_default})")
+def _add_download_options(
+    parser: argparse.ArgumentParser, *, out_default: str | None, formats_default: str = "m4a"
+) -> None:
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=out_default,
+        help="write audio and a .json sidecar per clip here"
+        + ("" if out_default else " (default: print the URLs only)"),
+    )
+    parser.add_argument(
+        "--formats",
+        type=formats_list,
+        default=formats_list(formats_default),
+        help=f"comma-separated, from {','.join(FORMATS)} (default: {formats_default})",
+    )
 
 
 def _add_timeout(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=positive_float, metavar="SECONDS",
-                        help="give up waiting for a job after this long (the job keeps running)")
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="give up waiting for a job after this long (the job keeps running)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,8 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _add_global_options(sub, suppress=True, time_scale=name not in ("demo", "simulate"))
         return sub
 
@@ -189,30 +219,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download_options(generate, out_default=None)
     _add_timeout(generate)
 
-    batch = command("batch", "generate every song of a batch file, as many at once as the "
-                    "accounts allow")
-    batch.add_argument("file", help="prompts: .txt (one per line), .jsonl, .csv/.tsv (a "
-                       "'prompt' column), or .json (a list of objects, as useapi's script reads)")
-    batch.add_argument("--input-format", choices=("auto", *INPUT_FORMATS), default="auto",
-                       help="override detection by extension and content")
+    batch = command(
+        "batch", "generate every song of a batch file, as many at once as the accounts allow"
+    )
+    batch.add_argument(
+        "file",
+        help="prompts: .txt (one per line), .jsonl, .csv/.tsv (a "
+        "'prompt' column), or .json (a list of objects, as useapi's script reads)",
+    )
+    batch.add_argument(
+        "--input-format",
+        choices=("auto", *INPUT_FORMATS),
+        default="auto",
+        help="override detection by extension and content",
+    )
     _add_download_options(batch, out_default=None, formats_default="m4a")
-    batch.add_argument("--journal", metavar="PATH",
-                       help="SQLite journal: run again with the same file to resume")
-    batch.add_argument("--retry-failed", action="store_true",
-                       help="with --journal: submit again the songs that failed last time")
-    batch.add_argument("--concurrency", type=positive_int, metavar="N",
-                       help="at most N songs in flight (default: every free account slot)")
+    batch.add_argument(
+        "--journal", metavar="PATH", help="SQLite journal: run again with the same file to resume"
+    )
+    batch.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --journal: submit again the songs that failed last time",
+    )
+    batch.add_argument(
+        "--concurrency",
+        type=positive_int,
+        metavar="N",
+        help="at most N songs in flight (default: every free account slot)",
+    )
     _add_timeout(batch)
 
     jobs = command("jobs", "running jobs: list, get, cancel")
     jobs_sub = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
     jobs_sub.add_parser("list", help="running jobs per account")
     jobs_sub.add_parser("get", help="one job record").add_argument("jobid")
-    jobs_sub.add_parser("cancel", help="cancel a running job (credits are not "
-                        "refunded)").add_argument("jobid")
+    jobs_sub.add_parser(
+        "cancel", help="cancel a running job (credits are not refunded)"
+    ).add_argument("jobid")
 
-    accounts = command("accounts", "Flow Music accounts: list, get, usage, add, "
-                       "set-max-jobs, delete")
+    accounts = command(
+        "accounts", "Flow Music accounts: list, get, usage, add, set-max-jobs, delete"
+    )
     acc_sub = accounts.add_subparsers(dest="action", metavar="ACTION", required=True)
     acc_sub.add_parser("list", help="configured accounts")
     acc_sub.add_parser("get", help="one account, with live balances").add_argument("email")
@@ -249,19 +297,28 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = command("simulate", "serve the Flow Music simulator over HTTP until Ctrl-C")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    simulate.add_argument("--time-scale", type=positive_float, default=1.0,
-                          help="0.01 turns a 100 s song into 1 s")
-    simulate.add_argument("--account", action="append", type=account_spec, default=[],
-                          metavar="EMAIL:MAXJOBS", help="a simulated account (repeatable)")
+    simulate.add_argument(
+        "--time-scale", type=positive_float, default=1.0, help="0.01 turns a 100 s song into 1 s"
+    )
+    simulate.add_argument(
+        "--account",
+        action="append",
+        type=account_spec,
+        default=[],
+        metavar="EMAIL:MAXJOBS",
+        help="a simulated account (repeatable)",
+    )
     simulate.add_argument("--seed", type=int, default=0)
-    simulate.add_argument("--credits", type=positive_float, default=1000.0,
-                          help="credits per simulated account")
+    simulate.add_argument(
+        "--credits", type=positive_float, default=1000.0, help="credits per simulated account"
+    )
 
     demo = command("demo", "generate a batch of songs on the embedded simulator (no token)")
     demo.add_argument("--songs", type=positive_int, default=24)
     demo.add_argument("--out", metavar="DIR", default="demo-songs")
-    demo.add_argument("--time-scale", type=positive_float, default=0.02,
-                      help="0.02: a song takes 0.8-3 s")
+    demo.add_argument(
+        "--time-scale", type=positive_float, default=0.02, help="0.02: a song takes 0.8-3 s"
+    )
     demo.add_argument("--seed", type=int, default=7)
     return parser
 

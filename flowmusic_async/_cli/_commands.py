@@ -55,8 +55,9 @@ class Context:
                 code=ExitCode.AUTH,
             )
         self.out.add_secret(token)
-        return FlowMusic(token=token, base_url=self.args.base_url, transport=self.transport,
-                         timing=self.timing)
+        return FlowMusic(
+            token=token, base_url=self.args.base_url, transport=self.transport, timing=self.timing
+        )
 
 
 Command = Callable[[Context], Awaitable[ExitCode]]
@@ -100,8 +101,14 @@ async def generate(ctx: Context) -> ExitCode:
 def _one_song(ctx: Context, fm: FlowMusic) -> AbstractAsyncContextManager[BatchProgress]:
     """Progress for a single job: bars on a terminal; no plain lines unless asked for, since
     the result follows at once."""
-    return showing_progress(fm, ctx.out, ctx.args.progress, total=1,
-                            expected_s=ctx.timing.typical_job_seconds, plain_by_default=False)
+    return showing_progress(
+        fm,
+        ctx.out,
+        ctx.args.progress,
+        total=1,
+        expected_s=ctx.timing.typical_job_seconds,
+        plain_by_default=False,
+    )
 
 
 async def batch(ctx: Context) -> ExitCode:
@@ -110,8 +117,15 @@ async def batch(ctx: Context) -> ExitCode:
     items = read_batch_file(args.file, input_format=args.input_format)
     async with ctx.client() as fm:
         summary = await run_batch(
-            fm, items, out=ctx.out, progress_mode=args.progress, timing=ctx.timing, dest=args.out,
-            formats=args.formats, journal=args.journal, retry_failed=args.retry_failed,
+            fm,
+            items,
+            out=ctx.out,
+            progress_mode=args.progress,
+            timing=ctx.timing,
+            dest=args.out,
+            formats=args.formats,
+            journal=args.journal,
+            retry_failed=args.retry_failed,
             concurrency=args.concurrency,
             song_timeout=args.timeout,
         )
@@ -131,8 +145,11 @@ async def jobs(ctx: Context) -> ExitCode:
             _render.job(ctx.out, await fm.jobs.get(args.jobid))
         else:
             await fm.jobs.cancel(args.jobid)
-            _render.simple(ctx.out, f"cancelled {args.jobid} (credits are not refunded)",
-                           {"cancelled": args.jobid})
+            _render.simple(
+                ctx.out,
+                f"cancelled {args.jobid} (credits are not refunded)",
+                {"cancelled": args.jobid},
+            )
     return ExitCode.OK
 
 
@@ -149,8 +166,9 @@ async def accounts(ctx: Context) -> ExitCode:
         elif args.action == "usage":
             _render.usage(ctx.out, await fm.accounts.usage(args.email))
         elif args.action == "add":
-            _render.account(ctx.out, await fm.accounts.add(args.refresh_token,
-                                                           max_jobs=args.max_jobs))
+            _render.account(
+                ctx.out, await fm.accounts.add(args.refresh_token, max_jobs=args.max_jobs)
+            )
         elif args.action == "set-max-jobs":
             _render.account(ctx.out, await fm.accounts.set_max_jobs(args.email, args.max_jobs))
         else:
@@ -203,8 +221,9 @@ async def download(ctx: Context) -> ExitCode:
             job = await fm.jobs.get(args.id)
             if not job.is_completed:
                 state = f"failed ({job.error.code})" if job.error else job.status
-                raise CommandError(f"{args.id} is {state}; only a completed job has files",
-                                   code=ExitCode.FAILED)
+                raise CommandError(
+                    f"{args.id} is {state}; only a completed job has files", code=ExitCode.FAILED
+                )
             files = await fm.download(job, args.out, formats=args.formats)
         else:
             clip = await _find_clip(fm, args.id, needs_urls=set(args.formats) != {"mp3"})
@@ -224,9 +243,15 @@ async def _find_clip(fm: FlowMusic, clip_id: str, *, needs_urls: bool) -> Clip:
         return Clip(clip=clip_id)
     async for found in fm.music.iter_all(email=account_of_id(clip_id)):
         if found.clip == clip_id:
-            return Clip(clip=found.clip, title=found.title, lyrics=found.lyrics,
-                        duration_s=found.duration_s, audio_url=found.audio_url,
-                        wav_url=found.wav_url, image_url=found.image_url)
+            return Clip(
+                clip=found.clip,
+                title=found.title,
+                lyrics=found.lyrics,
+                duration_s=found.duration_s,
+                audio_url=found.audio_url,
+                wav_url=found.wav_url,
+                image_url=found.image_url,
+            )
     raise CommandError(
         f"clip {clip_id} is not in its account's library, so only mp3 can be fetched by id "
         "(--formats mp3), or download by jobid",

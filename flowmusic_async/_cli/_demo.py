@@ -88,15 +88,25 @@ async def demo(ctx: Context) -> ExitCode:
     )
     timing = Timing.scaled(scale)
     items = demo_items(args.songs)
-    ctx.out.line(f"Simulator: {len(DEMO_ACCOUNTS)} accounts, "
-                 f"{sum(n for _, n, _ in DEMO_ACCOUNTS)} slots, time scale {scale:g} "
-                 f"(a 95 s song takes {95 * scale:.1f} s; song times below are simulated "
-                 f"seconds). Generating {len(items)} songs...")
-    async with FlowMusic(transport=sim.transport(), base_url=sim.base_url, token=sim.token,
-                         timing=timing) as fm:
-        summary = await run_batch(fm, items, out=ctx.out, progress_mode=args.progress,
-                                  timing=timing, dest=args.out, formats=DEMO_FORMATS,
-                                  json_lines=False)
+    ctx.out.line(
+        f"Simulator: {len(DEMO_ACCOUNTS)} accounts, "
+        f"{sum(n for _, n, _ in DEMO_ACCOUNTS)} slots, time scale {scale:g} "
+        f"(a 95 s song takes {95 * scale:.1f} s; song times below are simulated "
+        f"seconds). Generating {len(items)} songs..."
+    )
+    async with FlowMusic(
+        transport=sim.transport(), base_url=sim.base_url, token=sim.token, timing=timing
+    ) as fm:
+        summary = await run_batch(
+            fm,
+            items,
+            out=ctx.out,
+            progress_mode=args.progress,
+            timing=timing,
+            dest=args.out,
+            formats=DEMO_FORMATS,
+            json_lines=False,
+        )
     stats = sim.stats.snapshot()
     report = demo_report(summary, stats, out_dir=args.out)
     if ctx.out.json_mode:
@@ -140,11 +150,18 @@ def _print_demo_totals(out: Output, report: dict[str, Any]) -> None:
         [
             ("songs", f"{report['ok']} ok, {report['failed']} failed"),
             ("makespan", f"{report['makespan_s']:.1f} s"),
-            ("API requests per song", f"{report['requests_per_song']:.1f} "
-                                      f"({report['requests']} in all, polling included)"),
+            (
+                "API requests per song",
+                f"{report['requests_per_song']:.1f} "
+                f"({report['requests']} in all, polling included)",
+            ),
             ("429 responses", report["responses_429"]),
-            ("peak jobs per account", ", ".join(f"{e.split('@')[0]} {n}" for e, n in
-                                                sorted(report["peak_running"].items()))),
+            (
+                "peak jobs per account",
+                ", ".join(
+                    f"{e.split('@')[0]} {n}" for e, n in sorted(report["peak_running"].items())
+                ),
+            ),
             ("files written", f"{report['files_written']} in {report['out']}"),
         ],
         title="Demo summary",
@@ -165,8 +182,14 @@ async def simulate(ctx: Context) -> ExitCode:
         # The simulator's own token is printed on purpose: it is not a secret, and the point
         # of this command is to hand it to another client.
         if ctx.out.json_mode:
-            ctx.out.json({"base_url": base_url, "token": sim.token,
-                          "accounts": dict(accounts), "time_scale": args.time_scale})
+            ctx.out.json(
+                {
+                    "base_url": base_url,
+                    "token": sim.token,
+                    "accounts": dict(accounts),
+                    "time_scale": args.time_scale,
+                }
+            )
         else:
             ctx.out.line(f"Flow Music simulator listening on {base_url}")
             ctx.out.line(f"  accounts:   {', '.join(f'{e} (maxJobs {n})' for e, n in accounts)}")
@@ -178,4 +201,3 @@ async def simulate(ctx: Context) -> ExitCode:
             ctx.out.line("Press Ctrl-C to stop.")
         await anyio.sleep_forever()
     return ExitCode.OK  # not reached: sleep_forever ends only by cancellation
-

@@ -110,8 +110,15 @@ class BatchProgress:
                         del songs[other]
         self.milestone(event)
 
-    def on_outcome(self, ok: bool, *, resumed: bool, text: str, jobid: str | None = None,
-                   email: str | None = None) -> None:
+    def on_outcome(
+        self,
+        ok: bool,
+        *,
+        resumed: bool,
+        text: str,
+        jobid: str | None = None,
+        email: str | None = None,
+    ) -> None:
         """One request of the batch has its final outcome (the batch loop calls this)."""
         if ok:
             self.state.ok += 1
@@ -128,8 +135,11 @@ class BatchProgress:
         # client_ref, so its row would linger. Drop the oldest row still waiting for a jobid
         # (on the same account when known); if that guess is wrong, the right song's next
         # event simply recreates its row.
-        waiting = [(song.started, key) for key, song in self.state.songs.items()
-                   if song.jobid is None and (email is None or song.email == email)]
+        waiting = [
+            (song.started, key)
+            for key, song in self.state.songs.items()
+            if song.jobid is None and (email is None or song.email == email)
+        ]
         if waiting:
             del self.state.songs[min(waiting)[1]]
 
@@ -150,8 +160,9 @@ class BatchProgress:
 class PlainProgress(BatchProgress):
     """One line per submission, retry and outcome: readable in logs and CI output."""
 
-    def __init__(self, total: int, expected_s: float, capacity: CapacityGetter,
-                 out: Output) -> None:
+    def __init__(
+        self, total: int, expected_s: float, capacity: CapacityGetter, out: Output
+    ) -> None:
         super().__init__(total, expected_s, capacity)
         self.out = out
 
@@ -170,8 +181,9 @@ class PlainProgress(BatchProgress):
 class RichProgress(BatchProgress):
     """Rich bars: overall, one per song in flight (elapsed against expected), one per account."""
 
-    def __init__(self, total: int, expected_s: float, capacity: CapacityGetter,
-                 out: Output) -> None:
+    def __init__(
+        self, total: int, expected_s: float, capacity: CapacityGetter, out: Output
+    ) -> None:
         super().__init__(total, expected_s, capacity)
         from rich.console import Console
         from rich.live import Live
@@ -211,26 +223,45 @@ class RichProgress(BatchProgress):
 
         s = self.state
         now = time.monotonic()
-        row("[bold]songs[/]", max(s.total, 1), s.done,
-            f"{s.done}/{s.total}, {s.failed} failed, {now - s.started:.0f}s")
+        row(
+            "[bold]songs[/]",
+            max(s.total, 1),
+            s.done,
+            f"{s.done}/{s.total}, {s.failed} failed, {now - s.started:.0f}s",
+        )
         songs = sorted(s.songs.values(), key=lambda song: song.started)
         for song in songs[:MAX_SONG_ROWS]:
             elapsed = now - song.started
             retry = f", try {song.attempt + 1}" if song.attempt else ""
             # A song may run past the typical time; its bar then waits at 99% rather than lie.
-            row(f"  {song_label(song)}", s.expected_s, min(elapsed, s.expected_s * 0.99),
-                f"{elapsed:.1f}/{_secs(s.expected_s)} on {song.email or '?'}{retry}")
+            row(
+                f"  {song_label(song)}",
+                s.expected_s,
+                min(elapsed, s.expected_s * 0.99),
+                f"{elapsed:.1f}/{_secs(s.expected_s)} on {song.email or '?'}{retry}",
+            )
         if len(songs) > MAX_SONG_ROWS:
             grid.add_row(f"  … {len(songs) - MAX_SONG_ROWS} more in flight", "", "")
         for email, usage in sorted(self.capacity().items()):
             health = "" if usage.healthy else f"  out: {usage.reason or 'unhealthy'}"
-            row(f"[dim]slots[/] {email}", usage.max_jobs, usage.in_flight,
-                f"{usage.in_flight}/{usage.max_jobs}{health}")
+            row(
+                f"[dim]slots[/] {email}",
+                usage.max_jobs,
+                usage.in_flight,
+                f"{usage.in_flight}/{usage.max_jobs}{health}",
+            )
         return grid
 
 
-def make_progress(mode: str, out: Output, *, total: int, expected_s: float,
-                  capacity: CapacityGetter, plain_by_default: bool = True) -> BatchProgress:
+def make_progress(
+    mode: str,
+    out: Output,
+    *,
+    total: int,
+    expected_s: float,
+    capacity: CapacityGetter,
+    plain_by_default: bool = True,
+) -> BatchProgress:
     """The display for --progress MODE; "auto" is rich on a terminal when rich is installed,
     else plain lines (or nothing, without `plain_by_default`).
 
@@ -252,9 +283,15 @@ def make_progress(mode: str, out: Output, *, total: int, expected_s: float,
 
 
 @asynccontextmanager
-async def showing_progress(fm: FlowMusic, out: Output, mode: str, *, total: int,
-                           expected_s: float,
-                           plain_by_default: bool = True) -> AsyncIterator[BatchProgress]:
+async def showing_progress(
+    fm: FlowMusic,
+    out: Output,
+    mode: str,
+    *,
+    total: int,
+    expected_s: float,
+    plain_by_default: bool = True,
+) -> AsyncIterator[BatchProgress]:
     """Show progress of the client's jobs while the body runs; report outcomes to the result.
 
     Args:
@@ -265,8 +302,14 @@ async def showing_progress(fm: FlowMusic, out: Output, mode: str, *, total: int,
         expected_s: the typical song duration (scaled), for the per-song bars.
         plain_by_default: in "auto" mode off a terminal, print plain lines (else nothing).
     """
-    progress = make_progress(mode, out, total=total, expected_s=expected_s, capacity=fm.capacity,
-                             plain_by_default=plain_by_default)
+    progress = make_progress(
+        mode,
+        out,
+        total=total,
+        expected_s=expected_s,
+        capacity=fm.capacity,
+        plain_by_default=plain_by_default,
+    )
     fm.add_event_hook(progress.on_event)
     try:
         async with anyio.create_task_group() as display:

@@ -49,8 +49,9 @@ def running_jobs(out: Output, listing: Mapping[str, AccountJobs]) -> None:
     for email, entry in sorted(listing.items()):
         rows.append((email, f"{entry.running}/{entry.max_jobs}", "", "", ""))
         for running in entry.jobs:
-            rows.append(("", "", running.jobid, running.operation or "song",
-                         running.created_at or ""))
+            rows.append(
+                ("", "", running.jobid, running.operation or "song", running.created_at or "")
+            )
     out.table(("account", "running", "jobid", "operation", "created"), rows)
 
 
@@ -63,8 +64,13 @@ def accounts(out: Output, listing: Mapping[str, Account]) -> None:
         out.line("No accounts configured. Add one with: flowmusic accounts add REFRESH_TOKEN")
         return
     rows = [
-        (a.email, a.tier, a.max_jobs, "ok" if a.is_healthy else f"error: {a.error}",
-         a.refreshed_at or "")
+        (
+            a.email,
+            a.tier,
+            a.max_jobs,
+            "ok" if a.is_healthy else f"error: {a.error}",
+            a.refreshed_at or "",
+        )
         for a in sorted(listing.values(), key=lambda a: a.email)
     ]
     out.table(("account", "tier", "maxJobs", "health", "refreshed"), rows)
@@ -85,16 +91,19 @@ def usage(out: Output, report: Usage) -> None:
         out.json(to_jsonable(report))
         return
     summary = report.summary
-    out.line(f"{report.email}: {summary.total_charged_credits:g} credits charged, "
-             f"{summary.total_received_tokens:g} tokens received")
+    out.line(
+        f"{report.email}: {summary.total_charged_credits:g} credits charged, "
+        f"{summary.total_received_tokens:g} tokens received"
+    )
     rows = [
         (kind, f"{tokens:g}", f"{summary.by_type_credits.get(kind, tokens / 12):g}")
         for kind, tokens in sorted(summary.by_type_tokens.items())
     ]
     if rows:
         out.table(("type", "tokens", "credits"), rows)
-    songs = [(short(c.title, 40), f"{c.credits:g}", c.conversation_id)
-             for c in summary.per_conversation]
+    songs = [
+        (short(c.title, 40), f"{c.credits:g}", c.conversation_id) for c in summary.per_conversation
+    ]
     if songs:
         out.table(("song", "credits", "conversation"), songs)
 

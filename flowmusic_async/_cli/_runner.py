@@ -107,8 +107,15 @@ class BatchSummary:
 def error_document(error: BaseException) -> dict[str, Any]:
     """A typed error as JSON: its class, message and the data it carries (never the token)."""
     document: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
-    for name in ("status", "endpoint", "server_message", "jobid", "email", "client_ref",
-                 "not_started"):
+    for name in (
+        "status",
+        "endpoint",
+        "server_message",
+        "jobid",
+        "email",
+        "client_ref",
+        "not_started",
+    ):
         value = getattr(error, name, None)
         if value is not None:
             document[name] = value
@@ -170,35 +177,57 @@ async def run_batch(
                 report.error = exc
                 report.code = ExitCode.FAILED
         reports.append(report)
-        progress.on_outcome(report.ok, resumed=report.resumed, text=_outcome_text(report),
-                            jobid=report.jobid, email=report.email)
+        progress.on_outcome(
+            report.ok,
+            resumed=report.resumed,
+            text=_outcome_text(report),
+            jobid=report.jobid,
+            email=report.email,
+        )
         if out.json_mode and json_lines:
             out.json(report.to_json())
 
     requests = [item.request for item in items]
-    async with showing_progress(fm, out, progress_mode, total=len(items),
-                                expected_s=timing.typical_job_seconds) as progress, \
-            anyio.create_task_group() as downloads:
+    async with (
+        showing_progress(
+            fm, out, progress_mode, total=len(items), expected_s=timing.typical_job_seconds
+        ) as progress,
+        anyio.create_task_group() as downloads,
+    ):
         # Caught inside the task group, which would otherwise wrap it in an exception group.
         try:
-            async with fm.generate_many(requests, journal=journal, concurrency=concurrency,
-                                        timeout=song_timeout,
-                                        retry_failed=retry_failed) as outcomes:
+            async with fm.generate_many(
+                requests,
+                journal=journal,
+                concurrency=concurrency,
+                timeout=song_timeout,
+                retry_failed=retry_failed,
+            ) as outcomes:
                 async for outcome in outcomes:
                     downloads.start_soon(finish, outcome, progress)
         except BatchAborted as exc:
             aborted = exc
             not_started = getattr(exc, "not_started", 0)
     reports.sort(key=lambda r: r.index)
-    return BatchSummary(reports=reports, total=len(items), makespan_s=time.monotonic() - started,
-                        aborted=aborted, not_started=not_started)
+    return BatchSummary(
+        reports=reports,
+        total=len(items),
+        makespan_s=time.monotonic() - started,
+        aborted=aborted,
+        not_started=not_started,
+    )
 
 
 def _report(outcome: Outcome, item: BatchItem) -> SongReport:
     job = outcome.job
     error = outcome.error
-    report = SongReport(index=outcome.index, line=item.line, prompt=item.prompt,
-                        ok=outcome.ok, resumed=outcome.resumed)
+    report = SongReport(
+        index=outcome.index,
+        line=item.line,
+        prompt=item.prompt,
+        ok=outcome.ok,
+        resumed=outcome.resumed,
+    )
     if job is not None:
         report.jobid = job.jobid
         report.email = job.email
@@ -229,8 +258,9 @@ def _files_or_error(report: SongReport, *, downloading: bool) -> str:
     return str(len(report.files)) if downloading else ""
 
 
-def print_summary(out: Output, summary: BatchSummary, *, dest: str | None,
-                  max_rows: int = 50) -> None:
+def print_summary(
+    out: Output, summary: BatchSummary, *, dest: str | None, max_rows: int = 50
+) -> None:
     """The final table (every song, or only the failures for a large batch) and totals."""
     if out.json_mode:
         return
@@ -241,15 +271,22 @@ def print_summary(out: Output, summary: BatchSummary, *, dest: str | None,
         out.table(
             ("line", "prompt", "result", "account", "gen time", "files / error"),
             [
-                (r.line, short(r.prompt, 30), "ok" if r.ok else "FAILED", r.email or "",
-                 seconds(r.duration_s),
-                 _files_or_error(r, downloading=dest is not None))
+                (
+                    r.line,
+                    short(r.prompt, 30),
+                    "ok" if r.ok else "FAILED",
+                    r.email or "",
+                    seconds(r.duration_s),
+                    _files_or_error(r, downloading=dest is not None),
+                )
                 for r in rows
             ],
             title="Batch results" if len(rows) == len(summary.reports) else "Failed songs",
         )
-    line = (f"{summary.total} songs: {summary.ok} ok, {summary.failed} failed"
-            f" in {summary.makespan_s:.1f}s")
+    line = (
+        f"{summary.total} songs: {summary.ok} ok, {summary.failed} failed"
+        f" in {summary.makespan_s:.1f}s"
+    )
     if summary.files:
         line += f"; {len(summary.files)} files in {dest}"
     out.line(line)

@@ -24,17 +24,32 @@ def _account(spec: str) -> tuple[str, int]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m flowmusic_async.testing",
-                                description="Serve the Flow Music API simulator over HTTP/1.1.")
+    p = argparse.ArgumentParser(
+        prog="python -m flowmusic_async.testing",
+        description="Serve the Flow Music API simulator over HTTP/1.1.",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    p.add_argument("--time-scale", type=float, default=1.0,
-                   help="real seconds per simulated second (0.01: songs take 0.4-1.5 s)")
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="real seconds per simulated second (0.01: songs take 0.4-1.5 s)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--account", action="append", type=_account, metavar="EMAIL:MAXJOBS",
-                   help="repeatable; default alpha@example.com:4")
-    p.add_argument("--token", action="append", metavar="TOKEN",
-                   help=f"accepted API token, repeatable; default {DEFAULT_TOKEN}")
+    p.add_argument(
+        "--account",
+        action="append",
+        type=_account,
+        metavar="EMAIL:MAXJOBS",
+        help="repeatable; default alpha@example.com:4",
+    )
+    p.add_argument(
+        "--token",
+        action="append",
+        metavar="TOKEN",
+        help=f"accepted API token, repeatable; default {DEFAULT_TOKEN}",
+    )
     p.add_argument("--credits", type=float, default=1000.0, help="credits of every account")
     p.add_argument("--song-credits", type=float, default=10.0)
     p.add_argument("--job-failure-rate", type=float, default=0.0)

@@ -154,15 +154,19 @@ class App:
                 return _UNAUTHORIZED.response()
             uid = found
         response = await self._call(route, req, params, uid)
-        if response.status < 300 and response.is_json and dice.hit(faults.malformed_rate,
-                                                                    route.key):
+        if (
+            response.status < 300
+            and response.is_json
+            and dice.hit(faults.malformed_rate, route.key)
+        ):
             cut = response.body[: max(1, len(response.body) // 2)]
             response = Response(response.status, cut + b"<simulated garbage", response.headers)
         return response
 
     async def _call(self, route: Route, req: Request, params: dict[str, str], uid: str) -> Response:
-        ctx = Ctx(world=self.world, media=self.media, req=req, uid=uid, params=params,
-                  dice=self.dice)
+        ctx = Ctx(
+            world=self.world, media=self.media, req=req, uid=uid, params=params, dice=self.dice
+        )
         try:
             return await route.handler(ctx)
         except ApiError as exc:
@@ -188,8 +192,9 @@ def request_from_scope(scope: Scope, body: bytes) -> Request:
     raw = scope.get("raw_path") or scope["path"].encode()
     raw_path = bytes(raw).split(b"?", 1)[0].decode("utf-8", "replace")
     segments = tuple(unquote(seg) for seg in raw_path.split("/")[1:])
-    query = parse_qs(bytes(scope.get("query_string", b"")).decode("utf-8", "replace"),
-                     keep_blank_values=True)
+    query = parse_qs(
+        bytes(scope.get("query_string", b"")).decode("utf-8", "replace"), keep_blank_values=True
+    )
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     origin = f"{scope.get('scheme', 'http')}://{headers.get('host', 'localhost')}"
     return Request(scope["method"], segments, query, headers, body, origin)

@@ -25,9 +25,7 @@ CONTENT_TYPES = {
 def wav(freq_hz: int = 440, *, seconds: float = 0.25, rate: int = 8000) -> bytes:
     """A valid 8-bit mono PCM WAV with a sine tone: a few KB."""
     n = int(seconds * rate)
-    samples = bytes(
-        int(128 + 100 * math.sin(2 * math.pi * freq_hz * i / rate)) for i in range(n)
-    )
+    samples = bytes(int(128 + 100 * math.sin(2 * math.pi * freq_hz * i / rate)) for i in range(n))
     fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, rate, rate, 1, 8)
     data = struct.pack("<4sI", b"data", len(samples)) + samples
     return struct.pack("<4sI4s", b"RIFF", 4 + len(fmt) + len(data), b"WAVE") + fmt + data

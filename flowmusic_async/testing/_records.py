@@ -97,19 +97,27 @@ def usage_record(acct: AccountState) -> dict[str, Any]:
     events = []
     for row in rows:
         by_tokens[row.type] = by_tokens.get(row.type, 0) + row.amount
-        events.append({
-            "type": row.type,
-            "amount": row.amount,
-            "conversation_id": row.conversation_id,
-            "conversation_title": row.title,
-            "event_at": iso(row.day)[:19],  # start of the UTC day, no zone suffix
-            "max_created_at": iso(row.last).replace("Z", "000Z"),  # microseconds
-            "_account_email": acct.email,
-        })
-        conv = per_conv.setdefault(row.conversation_id, {
-            "conversation_id": row.conversation_id, "title": row.title, "email": acct.email,
-            "tokens": 0.0, "credits": 0.0,
-        })
+        events.append(
+            {
+                "type": row.type,
+                "amount": row.amount,
+                "conversation_id": row.conversation_id,
+                "conversation_title": row.title,
+                "event_at": iso(row.day)[:19],  # start of the UTC day, no zone suffix
+                "max_created_at": iso(row.last).replace("Z", "000Z"),  # microseconds
+                "_account_email": acct.email,
+            }
+        )
+        conv = per_conv.setdefault(
+            row.conversation_id,
+            {
+                "conversation_id": row.conversation_id,
+                "title": row.title,
+                "email": acct.email,
+                "tokens": 0.0,
+                "credits": 0.0,
+            },
+        )
         conv["tokens"] += row.amount
         conv["credits"] = conv["tokens"] / TOKENS_PER_CREDIT
     charged = ("producer-usage", "riffusion")

@@ -40,10 +40,15 @@ async def post_accounts(ctx: Ctx) -> Response:
     if len(world.accounts) >= MAX_ACCOUNTS:
         # Open question 18: a 51st account -> 400.
         raise bad_request(f"At most {MAX_ACCOUNTS} accounts can be configured")
-    acct = world.add_account(SimAccount(
-        email=email, max_jobs=body.get("maxJobs", 4), credits=_NEW_ACCOUNT_CREDITS,
-        tier="unknown", refresh_token=token,
-    ))
+    acct = world.add_account(
+        SimAccount(
+            email=email,
+            max_jobs=body.get("maxJobs", 4),
+            credits=_NEW_ACCOUNT_CREDITS,
+            tier="unknown",
+            refresh_token=token,
+        )
+    )
     return Response.json(201, account_record(acct))
 
 

@@ -23,8 +23,9 @@ STEM_PARTS = ("drums", "bass", "vocals", "other")
 EFFECTS = ("Trim", "Fade", "Gain", "Reverb", "Pan", "Equalizer")
 
 _COMMON = {
-    "operation": Field(STR, required=True,
-                       choices=("effect", "extend", "replace", "cover", "remix", "stems")),
+    "operation": Field(
+        STR, required=True, choices=("effect", "extend", "replace", "cover", "remix", "stems")
+    ),
     "clip": Field(STR, required=True),
     "seed": Field(INT, lo=0),
     "title": Field(STR),
@@ -36,29 +37,43 @@ _MODEL = {"model": Field(STR, choices=MODELS)}
 # Each effect reads only its own parameters; the others are accepted and ignored (§8.8).
 _EFFECT = {
     "effect": Field(STR, required=True, choices=EFFECTS),
-    "start_s": Field(FLOAT, lo=0), "end_s": Field(FLOAT, lo=0),
-    "fade_in_s": Field(FLOAT, lo=0), "fade_out_s": Field(FLOAT, lo=0),
+    "start_s": Field(FLOAT, lo=0),
+    "end_s": Field(FLOAT, lo=0),
+    "fade_in_s": Field(FLOAT, lo=0),
+    "fade_out_s": Field(FLOAT, lo=0),
     "gain_db": Field(FLOAT, lo=-30, hi=30),
-    "mix": Field(FLOAT, lo=0, hi=1), "room_size": Field(FLOAT, lo=0, hi=1),
+    "mix": Field(FLOAT, lo=0, hi=1),
+    "room_size": Field(FLOAT, lo=0, hi=1),
     "pan": Field(FLOAT, lo=-1, hi=1),
-    "bass_db": Field(FLOAT, lo=-12, hi=12), "mid_db": Field(FLOAT, lo=-12, hi=12),
+    "bass_db": Field(FLOAT, lo=-12, hi=12),
+    "mid_db": Field(FLOAT, lo=-12, hi=12),
     "treble_db": Field(FLOAT, lo=-12, hi=12),
 }
 _OPERATIONS: dict[str, dict[str, Field]] = {
     "effect": _EFFECT,
-    "extend": {**_MODEL, "instruction": Field(STR, required=True),
-               "extend_s": Field(FLOAT, lo=1, hi=300), "extend_from_s": Field(FLOAT, lo=0)},
-    "replace": {**_MODEL, "instruction": Field(STR, required=True),
-                "mask_start_s": Field(FLOAT, required=True, lo=0),
-                "mask_end_s": Field(FLOAT, required=True, lo=0)},
+    "extend": {
+        **_MODEL,
+        "instruction": Field(STR, required=True),
+        "extend_s": Field(FLOAT, lo=1, hi=300),
+        "extend_from_s": Field(FLOAT, lo=0),
+    },
+    "replace": {
+        **_MODEL,
+        "instruction": Field(STR, required=True),
+        "mask_start_s": Field(FLOAT, required=True, lo=0),
+        "mask_end_s": Field(FLOAT, required=True, lo=0),
+    },
     "cover": {**_MODEL, "instruction": Field(STR), "strength": Field(FLOAT, lo=0, hi=1)},
     "remix": {**_MODEL, "lyrics": Field(STR, required=True, hi=10_000), "prompt": Field(STR)},
     # Only `clip` is read; mode/replyUrl/model are accepted and ignored (open question 27).
     "stems": _MODEL,
 }
 _EFFECT_OWN = {
-    "Trim": ("start_s", "end_s"), "Fade": ("fade_in_s", "fade_out_s"), "Gain": ("gain_db",),
-    "Reverb": ("mix", "room_size"), "Pan": ("pan",),
+    "Trim": ("start_s", "end_s"),
+    "Fade": ("fade_in_s", "fade_out_s"),
+    "Gain": ("gain_db",),
+    "Reverb": ("mix", "room_size"),
+    "Pan": ("pan",),
     "Equalizer": ("bass_db", "mid_db", "treble_db"),
 }
 
@@ -96,9 +111,15 @@ async def post_edit(ctx: Ctx) -> Response:
     acct = world.job_account(acct.email, cost)
     moderated(ctx, body.get("instruction"), body.get("lyrics"), body.get("prompt"))
     job = world.submit(
-        acct=acct, uid=ctx.uid, operation=op, request=body, cost=cost,
-        duration=EFFECT_SECONDS if op == "effect" else SONG_SECONDS, draft=drafts,
-        origin=ctx.req.origin, canonical=world.canonical("/music/edit", body),
+        acct=acct,
+        uid=ctx.uid,
+        operation=op,
+        request=body,
+        cost=cost,
+        duration=EFFECT_SECONDS if op == "effect" else SONG_SECONDS,
+        draft=drafts,
+        origin=ctx.req.origin,
+        canonical=world.canonical("/music/edit", body),
     )
     return await answer(ctx, job, body.get("mode", "sync"))
 
@@ -113,21 +134,24 @@ def _check_and_draft(op: str, src: ClipRec, body: dict[str, Any]) -> Any:
         if start > src.duration_s:
             raise bad_request("Parameter extend_from_s must not exceed the clip duration")
         length = start + body.get("extend_s", 150.0)
-    elif op == "replace" and not (
-        body["mask_start_s"] < body["mask_end_s"] <= src.duration_s
-    ):
+    elif op == "replace" and not (body["mask_start_s"] < body["mask_end_s"] <= src.duration_s):
         raise bad_request("Parameter mask_end_s must be after mask_start_s and within the clip")
 
     def draft(rng: random.Random) -> list[ClipDraft]:
         count = 1 if op == "effect" or rng.random() < 0.3 else 2  # open question 14
         lyrics = body.get("lyrics", src.lyrics)
         suffix = f" ({body['effect']})" if op == "effect" else f" ({op})"
-        return [ClipDraft(
-            title=body.get("title") or f"{src.title or _content.title(rng)}{suffix}",
-            duration_s=length, lyrics=lyrics,
-            lyrics_timing=_content.lyrics_timing(lyrics, length) if lyrics else None,
-            seed=body.get("seed", rng.randrange(2**31)), prompt=body.get("prompt", src.prompt),
-        ) for _ in range(count)]
+        return [
+            ClipDraft(
+                title=body.get("title") or f"{src.title or _content.title(rng)}{suffix}",
+                duration_s=length,
+                lyrics=lyrics,
+                lyrics_timing=_content.lyrics_timing(lyrics, length) if lyrics else None,
+                seed=body.get("seed", rng.randrange(2**31)),
+                prompt=body.get("prompt", src.prompt),
+            )
+            for _ in range(count)
+        ]
 
     return draft
 
@@ -155,18 +179,36 @@ async def _stems(ctx: Ctx, src: ClipRec, body: dict[str, Any]) -> Response:
         request = {"operation": "stems", "clip": src.clip_id}
 
         def draft(rng: random.Random) -> list[ClipDraft]:
-            base = ClipDraft(title=src.title, duration_s=src.duration_s, lyrics=None,
-                             lyrics_timing=None, seed=src.seed, prompt=src.prompt)
-            return [replace(base, title=f"{src.title} - {part}",
-                            lyrics=src.lyrics if part == "vocals" else None,
-                            lyrics_timing=src.lyrics_timing if part == "vocals" else None)
-                    for part in STEM_PARTS]
+            base = ClipDraft(
+                title=src.title,
+                duration_s=src.duration_s,
+                lyrics=None,
+                lyrics_timing=None,
+                seed=src.seed,
+                prompt=src.prompt,
+            )
+            return [
+                replace(
+                    base,
+                    title=f"{src.title} - {part}",
+                    lyrics=src.lyrics if part == "vocals" else None,
+                    lyrics_timing=src.lyrics_timing if part == "vocals" else None,
+                )
+                for part in STEM_PARTS
+            ]
 
         acct = world.account(src.email)
         job: Job = world.submit(
-            acct=acct, uid=ctx.uid, operation="stems", request=request, cost=0.0,
-            duration=STEMS_SECONDS, draft=draft, origin=ctx.req.origin,
-            canonical=world.canonical("/music/edit", request), in_slot=False,
+            acct=acct,
+            uid=ctx.uid,
+            operation="stems",
+            request=request,
+            cost=0.0,
+            duration=STEMS_SECONDS,
+            draft=draft,
+            origin=ctx.req.origin,
+            canonical=world.canonical("/music/edit", request),
+            in_slot=False,
         )
         # Open question 13: stems answer a job-record-like object with four clips.
         stems = world.stems[src.clip_id] = Stems(job=job, ready=job.ends)

@@ -78,9 +78,13 @@ def _magic_matches(ext: str, data: bytes) -> bool:
 
 
 async def post_generate(ctx: Ctx) -> Response:
-    body = validate(body_fields(ctx.req), {
-        "prompt": Field(STR, required=True, lo=1, hi=2000), "email": Field(STR),
-    })
+    body = validate(
+        body_fields(ctx.req),
+        {
+            "prompt": Field(STR, required=True, lo=1, hi=2000),
+            "email": Field(STR),
+        },
+    )
     world = ctx.world
     acct = world.any_account(body.get("email"))
     rng = random.Random(f"{world.seed}:image:{body['prompt']}")
@@ -89,13 +93,16 @@ async def post_generate(ctx: Ctx) -> Response:
         # A moderated image prompt surfaces as a generic upstream 500 (§8.12).
         raise ApiError(500, 'FlowMusic image generation failed (500): "Internal Server Error"')
     asset = world.add_asset(email=acct.email, uid=ctx.uid, kind="image", ext="png")
-    return Response.json(200, {
-        "id": asset.asset_id,
-        "url": ctx.media.url(ctx.req.origin, asset.name, "png"),
-        "kind": "image",
-        "assetType": "image",
-        "email": acct.email,
-        "width": 1024,
-        "height": 1024,
-        "model": "google-generative-ai",
-    })
+    return Response.json(
+        200,
+        {
+            "id": asset.asset_id,
+            "url": ctx.media.url(ctx.req.origin, asset.name, "png"),
+            "kind": "image",
+            "assetType": "image",
+            "email": acct.email,
+            "width": 1024,
+            "height": 1024,
+            "model": "google-generative-ai",
+        },
+    )

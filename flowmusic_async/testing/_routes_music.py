@@ -48,8 +48,14 @@ async def post_music(ctx: Ctx) -> Response:
     acct = world.job_account(email, world.song_credits)
     moderated(ctx, body["prompt"], body.get("lyrics"))
     job = world.submit(
-        acct=acct, uid=ctx.uid, operation=None, request=body, cost=world.song_credits,
-        duration=SONG_SECONDS, draft=lambda rng: song_clips(rng, body), origin=ctx.req.origin,
+        acct=acct,
+        uid=ctx.uid,
+        operation=None,
+        request=body,
+        cost=world.song_credits,
+        duration=SONG_SECONDS,
+        draft=lambda rng: song_clips(rng, body),
+        origin=ctx.req.origin,
         canonical=world.canonical("/music", body),
     )
     world.stats.accepted_prompts[body["prompt"]] += 1
@@ -85,62 +91,90 @@ def song_clips(rng: random.Random, body: dict[str, Any]) -> list[ClipDraft]:
         duration = rng.uniform(90.0, 200.0)
         words = (body.get("lyrics") or _content.lyrics(rng)) if vocal else None
         timing = _content.lyrics_timing(words, duration) if words else None
-        drafts.append(ClipDraft(
-            title=_content.title(rng), duration_s=duration, lyrics=words, lyrics_timing=timing,
-            seed=rng.randrange(2**31), prompt=body["prompt"],
-        ))
+        drafts.append(
+            ClipDraft(
+                title=_content.title(rng),
+                duration_s=duration,
+                lyrics=words,
+                lyrics_timing=timing,
+                seed=rng.randrange(2**31),
+                prompt=body["prompt"],
+            )
+        )
     return drafts
 
 
 async def get_music(ctx: Ctx) -> Response:
-    query = validate(query_fields(ctx.req), {
-        "email": Field(STR), "limit": Field(INT, lo=1, hi=100), "offset": Field(INT, lo=0),
-    })
+    query = validate(
+        query_fields(ctx.req),
+        {
+            "email": Field(STR),
+            "limit": Field(INT, lo=1, hi=100),
+            "offset": Field(INT, lo=0),
+        },
+    )
     acct = ctx.world.any_account(query.get("email"))
     limit = query.get("limit", 20)  # open question 16: default 20
     offset = query.get("offset", 0)
     clips = ctx.world.visible_clips(acct.email)
-    page = clips[offset:offset + limit]
-    return Response.json(200, {
-        "email": acct.email,
-        "clips": [library_record(c, ctx.req.origin, ctx.media) for c in page],
-        "limit": limit,
-        "offset": offset,
-        "next": offset + limit if offset + limit < len(clips) else None,
-    })
+    page = clips[offset : offset + limit]
+    return Response.json(
+        200,
+        {
+            "email": acct.email,
+            "clips": [library_record(c, ctx.req.origin, ctx.media) for c in page],
+            "limit": limit,
+            "offset": offset,
+            "next": offset + limit if offset + limit < len(clips) else None,
+        },
+    )
 
 
 async def post_lyrics(ctx: Ctx) -> Response:
-    body = validate(body_fields(ctx.req), {
-        "prompt": Field(STR, required=True, lo=1, hi=2000),
-        "structure": Field(STR, hi=2000),
-        "email": Field(STR),
-    })
+    body = validate(
+        body_fields(ctx.req),
+        {
+            "prompt": Field(STR, required=True, lo=1, hi=2000),
+            "structure": Field(STR, hi=2000),
+            "email": Field(STR),
+        },
+    )
     world = ctx.world
     acct = world.any_account(body.get("email"))
     rng = random.Random(f"{world.seed}:lyrics:{body['prompt']}")
     await anyio.sleep(world.clock.real(rng.uniform(*LYRICS_SECONDS)))
     if world.moderate(body["prompt"]):
-        raise ApiError(422, "no lyrics", body={
+        raise ApiError(
+            422,
+            "no lyrics",
+            body={
+                "email": acct.email,
+                "error": {"code": "no_lyrics", "message": "The song agent returned no lyrics"},
+                "agent_text": "I can't write lyrics for that request.",
+            },
+        )
+    return Response.json(
+        200,
+        {
             "email": acct.email,
-            "error": {"code": "no_lyrics", "message": "The song agent returned no lyrics"},
-            "agent_text": "I can't write lyrics for that request.",
-        })
-    return Response.json(200, {
-        "email": acct.email,
-        "title": _content.title(rng),
-        "lyrics": _content.lyrics(rng),
-        "sound_prompt": _content.sound_prompt(rng, body["prompt"]),
-        "source": "lyrics-create",
-        "audio_create_song_fired": False,
-        "credits_burned": 0,  # open question 24: lyrics are free in the simulator
-    })
+            "title": _content.title(rng),
+            "lyrics": _content.lyrics(rng),
+            "sound_prompt": _content.sound_prompt(rng, body["prompt"]),
+            "source": "lyrics-create",
+            "audio_create_song_fired": False,
+            "credits_burned": 0,  # open question 24: lyrics are free in the simulator
+        },
+    )
 
 
 async def get_download(ctx: Ctx) -> Response:
-    query = validate(query_fields(ctx.req), {
-        "id": Field(STR, required=True), "format": Field(STR),
-    })
+    query = validate(
+        query_fields(ctx.req),
+        {
+            "id": Field(STR, required=True),
+            "format": Field(STR),
+        },
+    )
     if query.get("format", "mp3") != "mp3":
         raise bad_request("Parameter format not supported. Valid values: mp3")
     clip = _download_clip(ctx, query["id"])

@@ -20,8 +20,13 @@ from ._wire import ConnectionDropped
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024  # above the largest upload cap (40 MB), so the app answers 413
-_CLOSED = (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
-           anyio.ClosedResourceError, ConnectionError)
+_CLOSED = (
+    anyio.EndOfStream,
+    anyio.IncompleteRead,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    ConnectionError,
+)
 
 
 class _BadRequest(Exception):
@@ -75,11 +80,18 @@ class HttpServer:
             close = conn == b"close" or (version == b"HTTP/1.0" and conn != b"keep-alive")
             path, _, query = target.partition(b"?")
             scope = {
-                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                "method": method.decode("ascii", "replace"), "scheme": "http",
-                "path": path.decode("latin-1"), "raw_path": path, "query_string": query,
-                "root_path": "", "headers": list(headers.items()),
-                "client": tuple(client[:2]), "server": tuple(server[:2]),
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": method.decode("ascii", "replace"),
+                "scheme": "http",
+                "path": path.decode("latin-1"),
+                "raw_path": path,
+                "query_string": query,
+                "root_path": "",
+                "headers": list(headers.items()),
+                "client": tuple(client[:2]),
+                "server": tuple(server[:2]),
             }
             status, out_headers, out_body = await self._run(scope, body)
             await _write(stream, status, out_headers, out_body, close=close)
@@ -160,16 +172,21 @@ async def _read_body(reader: BufferedByteReceiveStream, headers: dict[bytes, byt
 
 
 async def _write(
-    stream: SocketStream, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
-    *, close: bool,
+    stream: SocketStream,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    close: bool,
 ) -> None:
     try:
         reason = http.HTTPStatus(status).phrase
     except ValueError:
         reason = "Account Error" if status == 596 else "Unknown"
     lines = [f"HTTP/1.1 {status} {reason}".encode()]
-    lines += [k + b": " + v for k, v in headers if k.lower() not in (b"content-length",
-                                                                       b"connection")]
+    lines += [
+        k + b": " + v for k, v in headers if k.lower() not in (b"content-length", b"connection")
+    ]
     lines.append(b"content-length: " + str(len(body)).encode())
     if close:
         lines.append(b"connection: close")

@@ -72,10 +72,17 @@ class Simulator:
         self.clock = Clock(time_scale)
         self.stats = SimStats()
         self.world = World(
-            accounts=accounts, tokens=tokens, clock=self.clock, seed=seed,
-            moderate=moderate or default_moderate, job_failure_rate=job_failure_rate,
-            song_credits=song_credits, retention_s=retention_s, retry_after_s=retry_after_s,
-            faults=faults if faults is not None else Faults(), stats=self.stats,
+            accounts=accounts,
+            tokens=tokens,
+            clock=self.clock,
+            seed=seed,
+            moderate=moderate or default_moderate,
+            job_failure_rate=job_failure_rate,
+            song_credits=song_credits,
+            retention_s=retention_s,
+            retry_after_s=retry_after_s,
+            faults=faults if faults is not None else Faults(),
+            stats=self.stats,
         )
         secret = hashlib.sha256(f"media:{seed}".encode()).digest()
         media = MediaSigner(self.clock, media_url_ttl_s, secret)

@@ -215,12 +215,25 @@ class World:
         now = self.clock.now()
         token = cfg.refresh_token or hashlib.sha256(cfg.email.encode()).hexdigest()
         acct = AccountState(
-            email=cfg.email, max_jobs=cfg.max_jobs, credits=cfg.credits, tier=cfg.tier,
-            error=cfg.error, refresh_token=token, user_id=self.new_uuid(),
-            session_id=self.new_uuid(), added=now, refreshed_at=now,
+            email=cfg.email,
+            max_jobs=cfg.max_jobs,
+            credits=cfg.credits,
+            tier=cfg.tier,
+            error=cfg.error,
+            refresh_token=token,
+            user_id=self.new_uuid(),
+            session_id=self.new_uuid(),
+            added=now,
+            refreshed_at=now,
         )
-        grant = UsageRow("grant", self.new_uuid(), "Credit grant", _day(now),
-                         cfg.credits * TOKENS_PER_CREDIT, now)
+        grant = UsageRow(
+            "grant",
+            self.new_uuid(),
+            "Credit grant",
+            _day(now),
+            cfg.credits * TOKENS_PER_CREDIT,
+            now,
+        )
         acct.usage[(grant.type, grant.conversation_id, grant.day)] = grant
         self.accounts[cfg.email] = acct
         self.refresh_emails[token] = cfg.email
@@ -315,9 +328,18 @@ class World:
             failure = (MODERATION_CODE, "The request was rejected by content moderation")
         jobid = f"job:{self.new_uuid(rng)}-user:{uid}-{acct.email}-bot:flowmusic"
         job = Job(
-            jobid=jobid, uid=uid, email=acct.email, operation=operation, request=request,
-            created=now, ends=ends, failure=failure, clips=[], origin=origin,
-            reply_url=request.get("replyUrl"), reply_ref=request.get("replyRef"),
+            jobid=jobid,
+            uid=uid,
+            email=acct.email,
+            operation=operation,
+            request=request,
+            created=now,
+            ends=ends,
+            failure=failure,
+            clips=[],
+            origin=origin,
+            reply_url=request.get("replyUrl"),
+            reply_ref=request.get("replyRef"),
         )
         if failure is None:
             job.clips = [self._add_clip(d, acct.email, uid, ends, rng) for d in draft(rng)]
@@ -336,8 +358,9 @@ class World:
     def _account_job(self, acct: AccountState, job: Job, cost: float, now: float) -> None:
         self.stats.jobs_created += 1
         running = len(acct.active)
-        self.stats.peak_running[acct.email] = max(self.stats.peak_running.get(acct.email, 0),
-                                                  running)
+        self.stats.peak_running[acct.email] = max(
+            self.stats.peak_running.get(acct.email, 0), running
+        )
         acct.accepted += 1
         limit = self.faults.account_error_after.get(acct.email)
         if limit is not None and acct.accepted >= limit and acct.error is None:
@@ -346,8 +369,9 @@ class World:
             acct.credits -= cost
             title = job.clips[0].title if job.clips else str(job.request.get("prompt", ""))[:40]
             key = ("producer-usage", job.jobid, _day(now))
-            row = acct.usage.setdefault(key, UsageRow(key[0], self.new_uuid(), title or "",
-                                                      key[2], 0.0, now))
+            row = acct.usage.setdefault(
+                key, UsageRow(key[0], self.new_uuid(), title or "", key[2], 0.0, now)
+            )
             row.amount += cost * TOKENS_PER_CREDIT
             row.last = now
 
@@ -356,9 +380,17 @@ class World:
     ) -> ClipRec:
         name = self.new_uuid(rng)
         clip = ClipRec(
-            clip_id=f"user:{uid}-{email}-clip:{name}", name=name, email=email, uid=uid,
-            title=d.title, duration_s=round(d.duration_s, 2), lyrics=d.lyrics,
-            lyrics_timing=d.lyrics_timing, seed=d.seed, prompt=d.prompt, ready=ready,
+            clip_id=f"user:{uid}-{email}-clip:{name}",
+            name=name,
+            email=email,
+            uid=uid,
+            title=d.title,
+            duration_s=round(d.duration_s, 2),
+            lyrics=d.lyrics,
+            lyrics_timing=d.lyrics_timing,
+            seed=d.seed,
+            prompt=d.prompt,
+            ready=ready,
         )
         self.clips[clip.clip_id] = clip
         self.media[name] = clip

@@ -42,8 +42,10 @@ class WebhookDispatcher:
         clock, bell = self._world.clock, self._world.bell
         self.running = True
         try:
-            async with httpx.AsyncClient(transport=self._transport, timeout=10.0) as client, \
-                    anyio.create_task_group() as tg:
+            async with (
+                httpx.AsyncClient(transport=self._transport, timeout=10.0) as client,
+                anyio.create_task_group() as tg,
+            ):
                 task_status.started()
                 while True:
                     now = clock.now()
@@ -67,8 +69,11 @@ class WebhookDispatcher:
             record["replyRef"] = job.reply_ref
         stats = self._world.stats
         try:
-            await client.post(str(job.reply_url), content=msgspec.json.encode(record),
-                              headers={"content-type": "application/json"})
+            await client.post(
+                str(job.reply_url),
+                content=msgspec.json.encode(record),
+                headers={"content-type": "application/json"},
+            )
         except httpx.HTTPError:
             stats.webhooks_failed += 1
         else:

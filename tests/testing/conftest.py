@@ -21,8 +21,9 @@ async def _connect(
 ) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {token or sim.token}"}
     if base_url is None:
-        client = httpx.AsyncClient(transport=sim.transport(), base_url=sim.base_url,
-                                   headers=headers)
+        client = httpx.AsyncClient(
+            transport=sim.transport(), base_url=sim.base_url, headers=headers
+        )
     else:
         client = httpx.AsyncClient(base_url=base_url, headers=headers)
     async with client:

@@ -58,23 +58,28 @@ async def test_get_jobs_reports_running_against_max_jobs(make_sim: Any, connect:
         await _burst(http, 9)
         listing = (await http.get("/jobs")).json()
         assert {e: (v["running"], v["maxJobs"]) for e, v in listing.items()} == {
-            "a@example.com": (2, 2), "b@example.com": (3, 3), "c@example.com": (4, 4)}
+            "a@example.com": (2, 2),
+            "b@example.com": (3, 3),
+            "c@example.com": (4, 4),
+        }
         assert all(len(v["jobs"]) == v["running"] for v in listing.values())
         sim.advance(151)
         assert (await http.get("/jobs")).json() == {}
-        assert (await http.post("/music", json={"prompt": "x", "mode": "async"})).status_code \
-            == 201
+        assert (await http.post("/music", json={"prompt": "x", "mode": "async"})).status_code == 201
 
 
 async def test_selection_skips_accounts_in_error_and_without_credits(
     make_sim: Any, connect: Any
 ) -> None:
     """Auto-selection only picks healthy accounts that can pay."""
-    sim = make_sim(accounts=(
-        SimAccount(email="broken@example.com", max_jobs=16, error="refresh token rejected"),
-        SimAccount(email="broke@example.com", max_jobs=16, credits=0.0),
-        SimAccount(email="ok@example.com", max_jobs=1),
-    ), time_scale=1.0)
+    sim = make_sim(
+        accounts=(
+            SimAccount(email="broken@example.com", max_jobs=16, error="refresh token rejected"),
+            SimAccount(email="broke@example.com", max_jobs=16, credits=0.0),
+            SimAccount(email="ok@example.com", max_jobs=1),
+        ),
+        time_scale=1.0,
+    )
     async with connect(sim) as http:
         r = await http.post("/music", json={"prompt": "x", "mode": "async"})
         assert r.json()["email"] == "ok@example.com"

@@ -38,8 +38,15 @@ async def test_accounts_add_refresh_update_delete(http: httpx.AsyncClient) -> No
 
 async def test_readding_a_configured_token_heals_error(make_sim: Any, connect: Any) -> None:
     """Re-running POST /accounts with the account's refresh token clears its error state."""
-    sim = make_sim(accounts=(SimAccount(email="a@example.com", refresh_token="tok-abcdefghij",
-                                        error="refresh token rejected"),))
+    sim = make_sim(
+        accounts=(
+            SimAccount(
+                email="a@example.com",
+                refresh_token="tok-abcdefghij",
+                error="refresh token rejected",
+            ),
+        )
+    )
     async with connect(sim) as http:
         r = await http.post("/accounts", json={"refresh_token": "tok-abcdefghij"})
         assert r.status_code == 200 and r.json()["email"] == "a@example.com"
@@ -74,8 +81,11 @@ async def test_jobid_path_raw_or_encoded_decoded_once(http: httpx.AsyncClient) -
 
 async def test_multipart_and_string_values_are_coerced(http: httpx.AsyncClient) -> None:
     """Form bodies carry booleans and numbers as strings; they are coerced, then echoed typed."""
-    r = await http.post("/music", data={"prompt": "x", "instrumental": "true", "mode": "async"},
-                        files={"unused": ("", b"")})
+    r = await http.post(
+        "/music",
+        data={"prompt": "x", "instrumental": "true", "mode": "async"},
+        files={"unused": ("", b"")},
+    )
     assert r.status_code == 400  # a stray field is still refused
     r = await http.post("/music", data={"prompt": "x", "instrumental": "true", "mode": "async"})
     assert r.status_code == 201 and r.json()["request"]["instrumental"] is True
@@ -86,16 +96,22 @@ async def test_multipart_and_string_values_are_coerced(http: httpx.AsyncClient) 
 async def test_multipart_form_data_body(sim: Simulator, http: httpx.AsyncClient) -> None:
     """A real multipart/form-data body (as the Postman collection sends) is parsed."""
     boundary = "XyZ"
-    parts = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-                    for k, v in {"prompt": "multi", "mode": "async", "model": "lyria-3.5"}.items())
+    parts = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in {"prompt": "multi", "mode": "async", "model": "lyria-3.5"}.items()
+    )
     body = (parts + f"--{boundary}--\r\n").encode()
-    r = await http.post("/music", content=body,
-                        headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    r = await http.post(
+        "/music",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert r.status_code == 201 and r.json()["request"]["model"] == "lyria-3.5"
 
 
-async def test_edit_operations_validate_and_run(sim: Simulator, http: httpx.AsyncClient,
-                                                finished_song: Any) -> None:
+async def test_edit_operations_validate_and_run(
+    sim: Simulator, http: httpx.AsyncClient, finished_song: Any
+) -> None:
     """Each edit operation checks its own parameters and runs as a job on the clip's account."""
     clip = (await finished_song(http, sim))["clips"][0]
     cid, length = clip["clip"], clip["duration_s"]
@@ -136,13 +152,16 @@ async def test_edit_operations_validate_and_run(sim: Simulator, http: httpx.Asyn
     r = await http.post("/music/edit", json={"clip": cid})
     assert r.json()["error"] == "Parameter operation is required"
     sim.advance(151)
-    r = await http.post("/music/edit", json={"clip": cid, "operation": "effect",
-                                             "effect": "Pan", "pan": -1, "title": "Left"})
+    r = await http.post(
+        "/music/edit",
+        json={"clip": cid, "operation": "effect", "effect": "Pan", "pan": -1, "title": "Left"},
+    )
     assert r.status_code == 200 and r.json()["clips"][0]["title"] == "Left"
 
 
-async def test_edit_of_another_users_clip_is_403(sim: Simulator, http: httpx.AsyncClient,
-                                                 connect: Any, finished_song: Any) -> None:
+async def test_edit_of_another_users_clip_is_403(
+    sim: Simulator, http: httpx.AsyncClient, connect: Any, finished_song: Any
+) -> None:
     """Edits run on the clip's own account and only for its owner (open question 30)."""
     clip = (await finished_song(http, sim))["clips"][0]["clip"]
     async with connect(sim, token="user:2002-anotheruserstoken") as other:
@@ -151,8 +170,9 @@ async def test_edit_of_another_users_clip_is_403(sim: Simulator, http: httpx.Asy
         assert (await other.get("/music/download", params={"id": clip})).status_code == 403
 
 
-async def test_stems_sync_titled_and_idempotent(sim: Simulator, http: httpx.AsyncClient,
-                                                finished_song: Any) -> None:
+async def test_stems_sync_titled_and_idempotent(
+    sim: Simulator, http: httpx.AsyncClient, finished_song: Any
+) -> None:
     """Stems answer four clips at once; asking again returns the same stems."""
     clip = (await finished_song(http, sim))["clips"][0]
     body = {"operation": "stems", "clip": clip["clip"], "mode": "async", "replyUrl": "http://x"}
@@ -170,8 +190,9 @@ async def test_stems_sync_titled_and_idempotent(sim: Simulator, http: httpx.Asyn
     assert mp3.status_code == 200
 
 
-async def test_music_listing_paginates_newest_first(sim: Simulator, http: httpx.AsyncClient,
-                                                    finished_song: Any) -> None:
+async def test_music_listing_paginates_newest_first(
+    sim: Simulator, http: httpx.AsyncClient, finished_song: Any
+) -> None:
     """GET /music: newest first, limit default 20, next offset until the last page."""
     for _ in range(12):
         await finished_song(http, sim)
@@ -189,8 +210,9 @@ async def test_music_listing_paginates_newest_first(sim: Simulator, http: httpx.
 
 async def test_lyrics_endpoint_shape(http: httpx.AsyncClient) -> None:
     """POST /music/lyrics answers the documented record and spends nothing."""
-    r = await http.post("/music/lyrics", json={"prompt": "a song about trains",
-                                               "structure": "verse chorus"})
+    r = await http.post(
+        "/music/lyrics", json={"prompt": "a song about trains", "structure": "verse chorus"}
+    )
     body = r.json()
     assert r.status_code == 200 and body["source"] == "lyrics-create"
     assert body["credits_burned"] == 0 and body["audio_create_song_fired"] is False
@@ -214,8 +236,10 @@ async def test_file_upload_types_and_reference_assets(http: httpx.AsyncClient) -
     assert r.status_code == 400
     r = await http.post("/files", content=b"notapng", headers={"content-type": "image/png"})
     assert r.status_code == 400
-    r = await http.post("/music", json={"prompt": "x", "mode": "async",
-                                        "refImage1": image["id"], "refAudio1": audio["id"]})
+    r = await http.post(
+        "/music",
+        json={"prompt": "x", "mode": "async", "refImage1": image["id"], "refAudio1": audio["id"]},
+    )
     assert r.status_code == 201 and r.json()["email"] == image["email"]
     r = await http.post("/music", json={"prompt": "x", "refImage1": audio["id"]})
     assert r.status_code == 400
@@ -233,8 +257,9 @@ async def test_image_generation_shape(http: httpx.AsyncClient) -> None:
     assert r.status_code == 400
 
 
-async def test_download_by_clip_id_and_bad_format(sim: Simulator, http: httpx.AsyncClient,
-                                                  finished_song: Any) -> None:
+async def test_download_by_clip_id_and_bad_format(
+    sim: Simulator, http: httpx.AsyncClient, finished_song: Any
+) -> None:
     """Download accepts a clip id; only mp3 is served here."""
     clip = (await finished_song(http, sim))["clips"][0]["clip"]
     assert (await http.get("/music/download", params={"id": clip})).status_code == 200

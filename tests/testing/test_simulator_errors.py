@@ -42,15 +42,19 @@ async def test_400_documented_messages(http: httpx.AsyncClient) -> None:
 
 async def test_400_unknown_field_and_bad_values(http: httpx.AsyncClient) -> None:
     """The simulator is strict so that client bugs (typos, bad enums, ranges) surface."""
-    assert "Unknown parameter promt" in _error(
-        await http.post("/music", json={"promt": "x"}), 400)
+    assert "Unknown parameter promt" in _error(await http.post("/music", json={"promt": "x"}), 400)
     assert "Parameter prompt is required" in _error(await http.post("/music", json={}), 400)
     assert "mode" in _error(await http.post("/music", json={"prompt": "x", "mode": "later"}), 400)
     assert "maxJobs" in _error(
-        await http.post("/accounts", json={"refresh_token": "abcdefghijk", "maxJobs": 17}), 400)
+        await http.post("/accounts", json={"refresh_token": "abcdefghijk", "maxJobs": 17}), 400
+    )
     assert _error(await http.post("/accounts", json={"refresh_token": "short"}), 400)
-    assert _error(await http.post("/music", content=b"{not json",
-                                  headers={"content-type": "application/json"}), 400)
+    assert _error(
+        await http.post(
+            "/music", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        400,
+    )
     assert _error(await http.post("/music", json={"prompt": "x", "instrumental": None}), 400)
     assert _error(await http.get("/music", params={"limit": 101}), 400)
     assert _error(await http.get("/jobs", params={"surprise": "1"}), 400)
@@ -67,17 +71,19 @@ async def test_401_wrong_token(sim: Simulator, connect: Any) -> None:
 
 async def test_402_credits_spent(make_sim: Any, connect: Any) -> None:
     """Each song spends credits; when they run out the account answers 402."""
-    sim = make_sim(accounts=(SimAccount(email="poor@example.com", credits=25.0),),
-                   song_credits=10.0)
+    sim = make_sim(
+        accounts=(SimAccount(email="poor@example.com", credits=25.0),), song_credits=10.0
+    )
     async with connect(sim) as http:
         for _ in range(2):
-            assert (await http.post("/music", json={"prompt": "x", "mode": "async"})).status_code \
-                == 201
+            assert (
+                await http.post("/music", json={"prompt": "x", "mode": "async"})
+            ).status_code == 201
         assert "insufficient credits" in _error(
-            await http.post("/music", json={"prompt": "x", "mode": "async"}), 402)
+            await http.post("/music", json={"prompt": "x", "mode": "async"}), 402
+        )
         sim.set_credits("poor@example.com", 100)
-        assert (await http.post("/music", json={"prompt": "x", "mode": "async"})).status_code \
-            == 201
+        assert (await http.post("/music", json={"prompt": "x", "mode": "async"})).status_code == 201
 
 
 async def test_403_other_users_job(sim: Simulator, http: httpx.AsyncClient, connect: Any) -> None:
@@ -91,8 +97,13 @@ async def test_403_other_users_job(sim: Simulator, http: httpx.AsyncClient, conn
 
 async def test_404_unknown_job_and_account(http: httpx.AsyncClient) -> None:
     """Unknown jobids and accounts are 404 with the error envelope."""
-    _error(await http.get("/jobs/job:00000000-0000-4000-8000-000000000000-user:1001-"
-                          "alpha@example.com-bot:flowmusic"), 404)
+    _error(
+        await http.get(
+            "/jobs/job:00000000-0000-4000-8000-000000000000-user:1001-"
+            "alpha@example.com-bot:flowmusic"
+        ),
+        404,
+    )
     _error(await http.delete("/jobs/job:nope-user:1001-x-bot:flowmusic"), 404)
     _error(await http.get("/accounts/nobody%40example.com"), 404)
     _error(await http.get("/accounts/usage", params={"email": "nobody@example.com"}), 404)
@@ -122,15 +133,22 @@ async def test_422_moderation(sim: Simulator, http: httpx.AsyncClient) -> None:
     body = r.json()
     assert body["error"]["code"] == "no_lyrics" and body["email"] and "agent_text" in body
     png = b"\x89PNG\r\n\x1a\n c2pa manifest"
-    r = await http.post("/files", params={"stripMetadata": "false"}, content=png,
-                        headers={"content-type": "image/png"})
+    r = await http.post(
+        "/files",
+        params={"stripMetadata": "false"},
+        content=png,
+        headers={"content-type": "image/png"},
+    )
     _error(r, 422)
 
 
 async def test_429_named_account_full_with_retry_after(make_sim: Any, connect: Any) -> None:
     """A named full account answers 429 with a scaled decimal Retry-After."""
-    sim = make_sim(accounts=(SimAccount(email="one@example.com", max_jobs=1),),
-                   time_scale=0.01, retry_after_s=10.0)
+    sim = make_sim(
+        accounts=(SimAccount(email="one@example.com", max_jobs=1),),
+        time_scale=0.01,
+        retry_after_s=10.0,
+    )
     async with connect(sim) as http:
         body = {"prompt": "x", "mode": "async", "email": "one@example.com"}
         assert (await http.post("/music", json=body)).status_code == 201
@@ -142,8 +160,7 @@ async def test_429_named_account_full_with_retry_after(make_sim: Any, connect: A
 
 async def test_429_without_retry_after_when_disabled(make_sim: Any, connect: Any) -> None:
     """retry_after_s=None sends no Retry-After header."""
-    sim = make_sim(accounts=(SimAccount(email="one@example.com", max_jobs=1),),
-                   retry_after_s=None)
+    sim = make_sim(accounts=(SimAccount(email="one@example.com", max_jobs=1),), retry_after_s=None)
     async with connect(sim) as http:
         await http.post("/music", json={"prompt": "x", "mode": "async"})
         r = await http.post("/music", json={"prompt": "x", "mode": "async"})
@@ -156,8 +173,9 @@ async def test_500_image_generation_refused(http: httpx.AsyncClient) -> None:
     assert _error(r, 500) == 'FlowMusic image generation failed (500): "Internal Server Error"'
 
 
-async def test_596_account_in_error_state(sim: Simulator, http: httpx.AsyncClient,
-                                          finished_song: Any) -> None:
+async def test_596_account_in_error_state(
+    sim: Simulator, http: httpx.AsyncClient, finished_song: Any
+) -> None:
     """Every call targeting a broken account answers 596 with the recorded reason."""
     record = await finished_song(http, sim)
     sim.set_account_error("alpha@example.com", "refresh token rejected")

@@ -31,8 +31,9 @@ async def test_latency_adds_real_seconds(sim: Simulator, http: httpx.AsyncClient
     assert time.monotonic() - started >= 0.05
 
 
-async def test_error_rate_answers_500_without_processing(sim: Simulator,
-                                                         http: httpx.AsyncClient) -> None:
+async def test_error_rate_answers_500_without_processing(
+    sim: Simulator, http: httpx.AsyncClient
+) -> None:
     """error_rate: a 500 envelope and no job created (the request was not processed)."""
     sim.faults.error_rate = {"POST /music": 1.0}
     r = await http.post("/music", json=ASYNC_SONG)
@@ -62,8 +63,9 @@ async def test_drop_rate_over_socket_closes_connection(sim: Simulator, connect: 
         assert (await http.get("/jobs")).status_code == 200
 
 
-async def test_malformed_rate_breaks_json_but_processes(sim: Simulator,
-                                                        http: httpx.AsyncClient) -> None:
+async def test_malformed_rate_breaks_json_but_processes(
+    sim: Simulator, http: httpx.AsyncClient
+) -> None:
     """malformed_rate: a success status with a body that is not JSON; the job exists."""
     sim.faults.malformed_rate = {"POST /music": 1.0}
     r = await http.post("/music", json=ASYNC_SONG)
@@ -77,7 +79,10 @@ async def test_burst_429_refuses_next_job_posts(sim: Simulator, http: httpx.Asyn
     """burst_429: the next N job POSTs are 429 whatever the capacity, then normal again."""
     sim.faults.burst_429 = 2
     assert [(await http.post("/music", json=ASYNC_SONG)).status_code for _ in range(3)] == [
-        429, 429, 201]
+        429,
+        429,
+        201,
+    ]
     assert sim.faults.burst_429 == 0 and sim.stats.responses_429 == 2
 
 
@@ -92,8 +97,9 @@ async def test_account_error_after_turns_account_596(make_sim: Any, connect: Any
         assert "refresh token rejected" in r.json()["error"]
 
 
-async def test_lost_response_creates_job_then_drops(sim: Simulator,
-                                                    http: httpx.AsyncClient) -> None:
+async def test_lost_response_creates_job_then_drops(
+    sim: Simulator, http: httpx.AsyncClient
+) -> None:
     """lost_response_rate: the job exists (and is listed) but the client sees a dropped line."""
     sim.faults.lost_response_rate = 1.0
     with pytest.raises(httpx.RemoteProtocolError):
@@ -104,8 +110,9 @@ async def test_lost_response_creates_job_then_drops(sim: Simulator,
     assert listing["alpha@example.com"]["running"] == 1
 
 
-async def test_duplicates_and_accepted_prompts_are_counted(sim: Simulator,
-                                                           http: httpx.AsyncClient) -> None:
+async def test_duplicates_and_accepted_prompts_are_counted(
+    sim: Simulator, http: httpx.AsyncClient
+) -> None:
     """Equal accepted bodies count as duplicate submissions (how double-spend is measured)."""
     for _ in range(2):
         await http.post("/music", json={**ASYNC_SONG, "replyRef": "r1"})
@@ -119,8 +126,9 @@ async def test_duplicates_and_accepted_prompts_are_counted(sim: Simulator,
     json.dumps(snap)
 
 
-async def test_media_url_ttl_expires_signed_urls(make_sim: Any, connect: Any,
-                                                 finished_song: Any) -> None:
+async def test_media_url_ttl_expires_signed_urls(
+    make_sim: Any, connect: Any, finished_song: Any
+) -> None:
     """Signed media URLs answer 403 after their TTL; a fresh read of the job re-signs them."""
     sim = make_sim(media_url_ttl_s=3600)
     async with connect(sim) as http:
@@ -178,17 +186,30 @@ async def test_account_error_controls(make_sim: Any, connect: Any) -> None:
 
 def test_cli_prints_ready_and_serves() -> None:
     """`python -m flowmusic_async.testing` prints one READY line and answers requests."""
-    cmd = [sys.executable, "-m", "flowmusic_async.testing", "--time-scale", "0.01", "--seed", "1",
-           "--account", "alpha@example.com:4", "--account", "beta@example.com:3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flowmusic_async.testing",
+        "--time-scale",
+        "0.01",
+        "--seed",
+        "1",
+        "--account",
+        "alpha@example.com:4",
+        "--account",
+        "beta@example.com:3",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("READY http://127.0.0.1:") and line.rstrip().endswith(
-            "/v1/flowmusic")
+            "/v1/flowmusic"
+        )
         base = line.split()[1]
-        r = httpx.get(f"{base}/accounts",
-                      headers={"Authorization": "Bearer user:1001-simulatortoken"})
+        r = httpx.get(
+            f"{base}/accounts", headers={"Authorization": "Bearer user:1001-simulatortoken"}
+        )
         assert set(r.json()) == {"alpha@example.com", "beta@example.com"}
         assert r.json()["beta@example.com"]["maxJobs"] == 3
     finally:

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.anyio
 
 
 async def _full_life(http: httpx.AsyncClient, sim: Simulator) -> None:
-    r = await http.post("/music", json={"prompt": "lofi beat", "mode": "async",
-                                        "replyRef": "ref-1"})
+    r = await http.post(
+        "/music", json={"prompt": "lofi beat", "mode": "async", "replyRef": "ref-1"}
+    )
     assert r.status_code == 201
     pending = r.json()
     assert pending["status"] == "pending"
@@ -37,7 +38,8 @@ async def _full_life(http: httpx.AsyncClient, sim: Simulator) -> None:
     wav = await http.get(clip["wav_url"])
     assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav"
     riff, size, wave, fmt, _, audio_format, channels, rate = struct.unpack(
-        "<4sI4s4sIHHI", wav.content[:28])
+        "<4sI4s4sIHHI", wav.content[:28]
+    )
     assert (riff, wave, fmt, audio_format) == (b"RIFF", b"WAVE", b"fmt ", 1)
     assert size == len(wav.content) - 8 and channels == 1 and rate > 0
     m4a = await http.get(clip["audio_url"])
@@ -131,8 +133,9 @@ async def test_cancel_releases_a_held_sync_request(connect: Any) -> None:
         assert results[0].json()["error"]["code"] == "user_cancelled"
 
 
-async def test_finished_job_expires_after_retention(make_sim: Any, connect: Any,
-                                                    finished_song: Any) -> None:
+async def test_finished_job_expires_after_retention(
+    make_sim: Any, connect: Any, finished_song: Any
+) -> None:
     """After retention GET /jobs/{jobid} answers 404 (open question 8), clips stay listed."""
     sim = make_sim(retention_s=1000)
     async with connect(sim) as http:
@@ -160,8 +163,9 @@ async def test_job_failure_rate_fails_jobs_with_moderation_reject(
         assert r.status_code == 422 and r.json()["code"] == 422 and r.json()["jobid"]
 
 
-async def test_seed_makes_runs_reproducible(make_sim: Any, connect: Any,
-                                            finished_song: Any) -> None:
+async def test_seed_makes_runs_reproducible(
+    make_sim: Any, connect: Any, finished_song: Any
+) -> None:
     """Same seed, same requests: same durations, titles and ids (benchmarks rely on it)."""
     records = []
     for _ in range(2):
@@ -186,8 +190,12 @@ async def test_webhook_posts_record_with_reply_ref(make_sim: Any, connect: Any) 
 
     sim = make_sim(webhook_transport=httpx.MockTransport(hook))
     async with sim, connect(sim) as http:
-        body = {"prompt": "hook", "mode": "async", "replyUrl": "https://hooks.test/x",
-                "replyRef": "batch-7"}
+        body = {
+            "prompt": "hook",
+            "mode": "async",
+            "replyUrl": "https://hooks.test/x",
+            "replyRef": "batch-7",
+        }
         jobid = (await http.post("/music", json=body)).json()["jobid"]
         sim.advance(151)
         with anyio.fail_after(5):
