@@ -175,7 +175,7 @@ class Music(EditHelpers, _Namespace):
             reply_url=reply_url,
             reply_ref=reply_ref,
         )
-        return await self._send_job("/music", body)
+        return await self.send_job("/music", body)
 
     async def edit(
         self,
@@ -208,7 +208,7 @@ class Music(EditHelpers, _Namespace):
             model=model,
             **op_params,
         )
-        return await self._send_job("/music/edit", body)
+        return await self.send_job("/music/edit", body)
 
     async def stems(self, clip: str) -> Stems:
         """Split a clip into drums, bass, vocals and other; always synchronous; never retried."""
@@ -225,7 +225,7 @@ class Music(EditHelpers, _Namespace):
             named_email=account_of_id(clip),
         )
 
-    async def _send_job(self, path: str, body: dict[str, Any]) -> Job:
+    async def send_job(self, path: str, body: dict[str, Any]) -> Job:
         """POST an already validated job body to /music or /music/edit; sent exactly once.
 
         For the engine: the body comes from `music_body` or `edit_body`. A 429 names the
