@@ -8,6 +8,7 @@ simulator's own counters and job states, not by what the client believes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sys
 import time
@@ -238,15 +239,14 @@ async def test_a_failing_delete_does_not_replace_the_cancellation() -> None:
     sim.faults.error_rate["DELETE /jobs/{jobid}"] = 1.0
     rec = Recorder()
     timing = Timing.scaled(SCALE)
-    async with served(sim) as url:
-        async with make_client(sim, url, event_hooks=[rec], timing=timing) as fm:
-            task = native_task(fm.generate("undeletable"))
-            await rec.first("submitted")
-            started = anyio.current_time()
-            task.cancel()
-            error = await cancelled_result(task)
-            released_after = anyio.current_time() - started
-            await rec.first("cancel_failed")
+    async with served(sim) as url, make_client(sim, url, event_hooks=[rec], timing=timing) as fm:
+        task = native_task(fm.generate("undeletable"))
+        await rec.first("submitted")
+        started = anyio.current_time()
+        task.cancel()
+        error = await cancelled_result(task)
+        released_after = anyio.current_time() - started
+        await rec.first("cancel_failed")
     assert isinstance(error, asyncio.CancelledError)
     assert released_after < timing.cleanup_timeout + 1.0
     [failed] = [e for e in rec.events if e.kind == "cancel_failed"]
@@ -467,11 +467,13 @@ async def test_leaving_a_batch_early_sends_no_new_paid_post() -> None:
     sim = make_sim(4, 4, latency=0.0)
     rec = Recorder()
     async with served(sim) as url:
-        async with make_client(sim, url, event_hooks=[rec]) as fm:
-            async with fm.generate_many([f"left early {i}" for i in range(120)]) as outcomes:
-                async for _first in outcomes:
-                    left_at = time.time()
-                    break
+        prompts = [f"left early {i}" for i in range(120)]
+        async with make_client(sim, url, event_hooks=[rec]) as fm, fm.generate_many(
+            prompts
+        ) as outcomes:
+            async for _first in outcomes:
+                left_at = time.time()
+                break
         states = await server_states(sim)
     posts = [e for e in rec.events if e.kind == "submitting"]
     assert posts and all(e.at <= left_at for e in posts)
@@ -490,10 +492,8 @@ async def test_every_job_gets_exactly_one_terminal_event_under_random_cancellati
 
         async def one(i: int) -> None:
             with anyio.move_on_after(rng.uniform(0.0, 2.0) if i % 2 else 60):
-                try:
+                with contextlib.suppress(JobFailed):
                     await fm.generate(f"random cancel {i}")
-                except JobFailed:
-                    pass
 
         async def native(i: int) -> None:
             task = native_task(fm.generate(f"native cancel {i}"))
