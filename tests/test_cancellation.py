@@ -468,9 +468,10 @@ async def test_leaving_a_batch_early_sends_no_new_paid_post() -> None:
     rec = Recorder()
     async with served(sim) as url:
         prompts = [f"left early {i}" for i in range(120)]
-        async with make_client(sim, url, event_hooks=[rec]) as fm, fm.generate_many(
-            prompts
-        ) as outcomes:
+        async with (
+            make_client(sim, url, event_hooks=[rec]) as fm,
+            fm.generate_many(prompts) as outcomes,
+        ):
             async for _first in outcomes:
                 left_at = time.time()
                 break
@@ -479,7 +480,9 @@ async def test_leaving_a_batch_early_sends_no_new_paid_post() -> None:
     assert posts and all(e.at <= left_at for e in posts)
     assert sim.stats.jobs_created == len(posts)
     assert "running" not in states.values()  # every job left behind was cancelled
-    assert deletes(sim) == sum(1 for state in states.values() if state == "user_cancelled")
+    # One DELETE per job left running (a job may complete just before its DELETE lands).
+    cancelled = sum(1 for state in states.values() if state == "user_cancelled")
+    assert cancelled <= deletes(sim) <= sim.stats.jobs_created - 1
 
 
 @pytest.mark.anyio

@@ -49,6 +49,7 @@ async def test_a_safe_request_gives_up_after_the_connect_budget() -> None:
     """GET /jobs against a dead server: retried for the budget, then a clear error."""
     async with unreachable_client(budget=0.3) as fm:
         started = anyio.current_time()
-        with anyio.fail_after(10), pytest.raises(TransportError, match="cannot reach 127.0.0.1"):
+        with anyio.fail_after(10), pytest.raises(TransportError) as caught:
             await fm.jobs.list()
+        assert "cannot reach 127.0.0.1" in str(caught.value)
         assert 0.3 <= anyio.current_time() - started < 5
