@@ -1,0 +1,196 @@
+"""Every file in examples/ runs against the simulator, as its reader would use it.
+
+The examples are what users copy; a broken one is a bug report waiting to happen. Each test
+drives an example the way its framework would (a Discord interaction, an HTTP request, a CSV
+on disk, several processes), with songs taking milliseconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+import pytest
+
+from flowmusic_async import Event, FlowMusic, Timing
+from flowmusic_async.testing import SimAccount, Simulator
+
+ROOT = Path(__file__).parents[1]
+EXAMPLES = ROOT / "examples"
+SCALE = 0.002
+
+
+def load(name: str) -> ModuleType:
+    """Import examples/<name>.py as a module (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_example_has_a_test() -> None:
+    """A new example without a test here would silently rot."""
+    tested = {
+        "batch_to_disk",
+        "discord_bot",
+        "fastapi_webhooks",
+        "shared_accounts",
+        "trio_batch",
+    }
+    assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
+
+
+# ----- discord_bot.py ------------------------------------------------------------------------
+
+
+class FakeMessage:
+    def __init__(self) -> None:
+        self.edits: list[dict[str, Any]] = []
+
+    async def edit(self, **fields: Any) -> None:
+        self.edits.append(fields)
+
+
+class FakeInteraction:
+    """What discord.py hands a command or a button: a user, a response, a followup webhook."""
+
+    def __init__(self, user_id: int) -> None:
+        self.user = SimpleNamespace(id=user_id)
+        self.deferred = False
+        self.sent: list[dict[str, Any]] = []
+        self.message_sent = anyio.Event()
+        self.message = FakeMessage()
+        self.response = SimpleNamespace(defer=self._defer, edit_message=self._edit_message)
+        self.followup = SimpleNamespace(send=self._send)
+        self.response_edits: list[dict[str, Any]] = []
+
+    async def _defer(self, *, thinking: bool = False) -> None:
+        self.deferred = thinking
+
+    async def _edit_message(self, **fields: Any) -> None:
+        self.response_edits.append(fields)
+
+    async def _send(self, content: str, *, view: Any = None, wait: bool = False) -> FakeMessage:
+        self.sent.append({"content": content, "view": view})
+        self.message_sent.set()
+        return self.message
+
+
+@pytest.mark.anyio
+@pytest.mark.flowmusic_sim(accounts=[2])
+async def test_discord_song_command_defers_then_posts_the_clip_links(
+    flowmusic_client: FlowMusic,
+) -> None:
+    """The /song handler defers at once, shows a Cancel button, then edits in the links."""
+    bot = load("discord_bot")
+    command = bot.song_command(flowmusic_client)
+    interaction = FakeInteraction(user_id=1)
+
+    await command.callback(interaction, prompt="sea shanty about asyncio")
+
+    assert interaction.deferred
+    assert "Writing your song" in interaction.sent[0]["content"]
+    assert isinstance(interaction.sent[0]["view"], bot.CancelView)
+    final = interaction.message.edits[-1]
+    assert final["view"] is None
+    assert final["content"].count("http://localhost/") == 2  # the two clips' audio URLs
+
+
+@pytest.mark.anyio
+@pytest.mark.flowmusic_sim(accounts=[1])
+async def test_discord_cancel_button_cancels_the_job_server_side(
+    flowmusic_client: FlowMusic, flowmusic_sim: Simulator
+) -> None:
+    """Pressing Cancel sends DELETE /jobs/{jobid}: the slot is freed and the message says so."""
+    bot = load("discord_bot")
+    command = bot.song_command(flowmusic_client)
+    interaction = FakeInteraction(user_id=1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(command.callback, interaction, "a very long prog rock epic")
+        with anyio.fail_after(5):
+            await interaction.message_sent.wait()
+        view = interaction.sent[0]["view"]
+        assert not await view.interaction_check(FakeInteraction(user_id=2))  # not yours
+        button = view.children[0]
+        await button.callback(FakeInteraction(user_id=1))
+
+    assert interaction.message.edits[-1] == {"content": "Cancelled.", "view": None}
+    jobid = view.handle.jobid
+    assert (await flowmusic_client.jobs.get(jobid)).error.code == "user_cancelled"
+    deletes = {k: n for k, n in flowmusic_sim.stats.requests.items() if k[0].startswith("DELETE")}
+    assert deletes == {("DELETE /jobs/{jobid}", 204): 1}, deletes
+
+
+@pytest.mark.anyio
+async def test_discord_song_command_reports_a_refused_prompt(flowmusic_client: FlowMusic) -> None:
+    """A moderated prompt is answered in the channel, not lost in a log."""
+    bot = load("discord_bot")
+    interaction = FakeInteraction(user_id=1)
+    await bot.song_command(flowmusic_client).callback(interaction, prompt="[moderate] no")
+    assert interaction.sent[0]["content"].startswith("Could not start that song")
+
+
+# ----- fastapi_webhooks.py -------------------------------------------------------------------
+
+
+class _ForwardToApp(httpx.AsyncBaseTransport):
+    """The simulator's webhook transport: delivers each callback to the app under test."""
+
+    app: Any = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await httpx.ASGITransport(app=self.app).handle_async_request(request)
+
+
+_TO_APP = _ForwardToApp()
+# Sweeps once, early, then not for an hour: only the webhook can tell the client the song ended.
+_WEBHOOK_ONLY = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
+
+
+@pytest.mark.anyio
+@pytest.mark.flowmusic_sim(accounts=[2], webhook_transport=_TO_APP, timing=_WEBHOOK_ONLY)
+async def test_fastapi_app_answers_202_then_serves_the_song_its_webhook_announced(
+    flowmusic_client: FlowMusic, flowmusic_sim: Simulator
+) -> None:
+    """Submit -> 202 with the jobid; the simulator's callback settles it; GET serves the clips."""
+    webapp = load("fastapi_webhooks")
+    app = webapp.create_app(public_url="https://songs.example.com", fm=flowmusic_client)
+    _TO_APP.app = app
+    completed = anyio.Event()
+
+    def on_event(event: Event) -> None:
+        if event.kind == "completed":
+            completed.set()
+
+    flowmusic_client.add_event_hook(on_event)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://app"
+    ) as http:
+        created = await http.post("/songs", json={"prompt": "ambient piano", "instrumental": True})
+        assert created.status_code == 202
+        jobid = created.json()["jobid"]
+        pending = await http.get(f"/songs/{jobid}")
+        assert (pending.status_code, pending.json()["status"]) == (202, "pending")
+
+        with anyio.fail_after(10):
+            await completed.wait()
+        done = await http.get(f"/songs/{jobid}")
+        assert (await http.get("/songs/nope")).status_code == 404
+
+    assert done.status_code == 200
+    assert done.json()["status"] == "completed"
+    assert len(done.json()["clips"]) == 2
+    assert flowmusic_sim.stats.webhooks_delivered == 1
+    job = await flowmusic_client.jobs.get(jobid)
+    assert job.request["replyUrl"] == "https://songs.example.com/flowmusic-callback"
