@@ -70,14 +70,17 @@ async def run_batch(
         assert outcome.job is not None
         async with downloads:
             folder = out / f"{outcome.index:04d}"
-            await fm.download(outcome.job, folder, formats=formats, prompt=outcome.request["prompt"])
+            await fm.download(
+                outcome.job, folder, formats=formats, prompt=outcome.request["prompt"]
+            )
 
     with progress:
         bar = progress.add_task("songs", total=len(requests), failed=0)
         failed = 0
-        async with anyio.create_task_group() as tg, fm.generate_many(
-            requests, journal=journal
-        ) as results:
+        async with (
+            anyio.create_task_group() as tg,
+            fm.generate_many(requests, journal=journal) as results,
+        ):
             async for outcome in results:
                 outcomes.append(outcome)
                 if outcome.ok:

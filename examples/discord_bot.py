@@ -36,7 +36,9 @@ class CancelView(discord.ui.View):
         return interaction.user.id == self.owner_id
 
     @discord.ui.button(label="Cancel", style=discord.ButtonStyle.danger)
-    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[CancelView]) -> None:
+    async def cancel(
+        self, interaction: discord.Interaction, button: discord.ui.Button[CancelView]
+    ) -> None:
         button.disabled = True
         await interaction.response.edit_message(content="Cancelling...", view=self)
         # DELETE /jobs/{jobid}: the slot is freed, and the command below sees JobFailed.
@@ -67,7 +69,10 @@ def song_command(fm: FlowMusic) -> app_commands.Command[Any, ..., None]:
         except JobTimeout:
             text = f"Still running; ask again later for `{handle.jobid}`."
         else:
-            links = [f"**{clip.title}** ({clip.duration_s:.0f} s): {clip.audio_url}" for clip in job.clips]
+            links = [
+                f"**{clip.title}** ({clip.duration_s:.0f} s): {clip.audio_url}"
+                for clip in job.clips
+            ]
             text = "\n".join(links)
         finally:
             view.stop()

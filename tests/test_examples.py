@@ -327,3 +327,118 @@ def test_batch_to_disk_command_line_on_the_embedded_simulator(
     assert len(list(out.glob("*/*.wav"))) == len(list(out.glob("*/*.m4a"))) >= 6
     sidecar = json.loads(next(out.glob("0000/*.json")).read_text())
     assert sidecar["prompt"] == "song 0, dream pop"
+
+
+# ----- trio_batch.py -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+@pytest.mark.flowmusic_sim(accounts=[3, 3])
+async def test_trio_batch_stops_at_its_deadline_and_the_rerun_finishes_it(
+    flowmusic_sim: Simulator, tmp_path: Path
+) -> None:
+    """Under trio, a move_on_after stops the batch; the journal lets the next run finish it."""
+    example = load("trio_batch")
+    prompts = [f"trio song {i}" for i in range(30)]
+    out, journal = tmp_path / "songs", tmp_path / "songs.db"
+
+    def client() -> FlowMusic:
+        return FlowMusic(
+            token=flowmusic_sim.token,
+            base_url=flowmusic_sim.base_url,
+            transport=flowmusic_sim.transport(),
+            timing=Timing.scaled(SCALE),
+        )
+
+    async with client() as fm:
+        first = await example.run_batch(fm, prompts, out=out, journal=journal, deadline=0.3)
+    assert len(first) < 30  # stopped part-way (30 songs on 6 slots take over a second)
+    async with client() as fm:
+        second = await example.run_batch(fm, prompts, out=out, journal=journal)
+    assert len(second) == 30 and all(o.ok for o in second)
+    assert flowmusic_sim.stats.jobs_created == 30
+    assert len({p.parent.name for p in out.glob("*/*.m4a")}) == 30
+
+
+def test_trio_batch_command_line_on_the_embedded_simulator(tmp_path: Path) -> None:
+    """`python examples/trio_batch.py prompts.txt --simulate` runs under trio.run."""
+    import trio
+
+    example = load("trio_batch")
+    (tmp_path / "prompts.txt").write_text("one\n\ntwo\nthree\n")
+    argv = [str(tmp_path / "prompts.txt"), "--simulate", "--out", str(tmp_path / "songs")]
+    argv += ["--journal", str(tmp_path / "j.db")]
+    assert trio.run(example.main, argv) == 0
+    assert len({p.parent.name for p in (tmp_path / "songs").glob("*/*.m4a")}) == 3
+
+
+# ----- shared_accounts.py --------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_shared_accounts_workers_in_separate_processes_share_one_simulator() -> None:
+    """Three processes, one token, three accounts over loopback HTTP: every song once, none lost."""
+    example = load("shared_accounts")
+    scale = 0.005
+    # As many slots as songs: see the xfail test below for a process that finds them all busy.
+    sim = Simulator(
+        accounts=[SimAccount(email=f"acct{i}@example.com", max_jobs=4) for i in range(3)],
+        time_scale=scale,
+        seed=4,
+    )
+    prompts = [f"shared song {i}" for i in range(12)]
+    with anyio.fail_after(30):
+        async with sim.serve() as base_url:
+            results = await example.run_workers(
+                prompts, workers=3, base_url=base_url, token=sim.token, time_scale=scale
+            )
+    assert sorted(r["prompt"] for r in results) == sorted(prompts)
+    assert all("jobid" in r for r in results), results
+    assert len({r["pid"] for r in results}) == 3
+    assert sim.stats.jobs_created == 12
+    assert sim.stats.duplicate_submissions == 0
+    assert all(peak <= 4 for peak in sim.stats.peak_running.values())
+
+
+def test_shared_accounts_command_line_serves_its_own_simulator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python examples/shared_accounts.py prompts.txt --simulate` needs no token."""
+    example = load("shared_accounts")
+    (tmp_path / "prompts.txt").write_text("a\nb\nc\nd\n")
+    assert (
+        anyio.run(example.main, [str(tmp_path / "prompts.txt"), "--workers", "2", "--simulate"])
+        == 0
+    )
+    assert "4 songs from 2 processes, 0 failed" in capsys.readouterr().out
+
+
+@pytest.mark.anyio
+@pytest.mark.flowmusic_sim(accounts=[2])
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="a client that finds every slot taken by another process never sweeps GET /jobs "
+    "(its poller idles with no pending job of its own), so it waits forever",
+)
+async def test_a_second_process_gets_a_slot_once_the_first_ones_jobs_end(
+    flowmusic_sim: Simulator,
+) -> None:
+    """shared_accounts.py relies on it: a worker whose accounts are full waits, then runs."""
+
+    def client() -> FlowMusic:
+        return FlowMusic(
+            token=flowmusic_sim.token,
+            base_url=flowmusic_sim.base_url,
+            transport=flowmusic_sim.transport(),
+            timing=Timing.scaled(SCALE),
+        )
+
+    async with client() as first, client() as second:
+        handles = [await first.submit("first process, 1"), await first.submit("first process, 2")]
+        with anyio.fail_after(5):
+            job = await second.generate("second process")
+            for handle in handles:
+                await handle
+    assert job.is_completed

@@ -71,9 +71,7 @@ class TestMarkersNest:
 
     @pytest.mark.anyio
     @pytest.mark.flowmusic_sim(time_scale=0.003)
-    async def test_a_test_marker_overrides_the_class_marker(
-        self, flowmusic_sim: Simulator
-    ) -> None:
+    async def test_a_test_marker_overrides_the_class_marker(self, flowmusic_sim: Simulator) -> None:
         """The closest marker wins on a key both set."""
         assert flowmusic_sim.clock.time_scale == 0.003
 
