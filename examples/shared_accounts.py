@@ -31,16 +31,18 @@ from flowmusic_async.testing import SimAccount, Simulator
 async def worker(prompts: list[str], *, base_url: str, time_scale: float) -> None:
     """One process's share of the work; the token comes from USEAPI_TOKEN."""
     timing = Timing.scaled(time_scale) if time_scale != 1.0 else None
-    async with FlowMusic(base_url=base_url, timing=timing) as fm:
-        async with fm.generate_many(prompts) as outcomes:
-            async for outcome in outcomes:
-                line: dict[str, Any] = {"prompt": outcome.request["prompt"], "pid": os.getpid()}
-                if outcome.ok:
-                    assert outcome.job is not None
-                    line.update(jobid=outcome.job.jobid, email=outcome.job.email)
-                else:
-                    line.update(error=str(outcome.error))
-                print(json.dumps(line), flush=True)
+    async with (
+        FlowMusic(base_url=base_url, timing=timing) as fm,
+        fm.generate_many(prompts) as outcomes,
+    ):
+        async for outcome in outcomes:
+            line: dict[str, Any] = {"prompt": outcome.request["prompt"], "pid": os.getpid()}
+            if outcome.ok:
+                assert outcome.job is not None
+                line.update(jobid=outcome.job.jobid, email=outcome.job.email)
+            else:
+                line.update(error=str(outcome.error))
+            print(json.dumps(line), flush=True)
 
 
 async def run_workers(

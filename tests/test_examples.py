@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
