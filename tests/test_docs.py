@@ -40,7 +40,7 @@ from flowmusic_async.testing import SimAccount, Simulator
 
 ROOT = Path(__file__).parents[1]
 SCALE = 0.002
-PAGES = sorted(ROOT.glob("docs/**/*.md")) + [ROOT / "README.md"]
+PAGES = [*sorted(ROOT.glob("docs/**/*.md")), ROOT / "README.md"]
 BLOCK = re.compile(r"(?:<!--\s*(not-run[^>]*)-->\s*\n)?```python\n(.*?)```", re.S)
 
 
