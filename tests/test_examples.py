@@ -53,6 +53,7 @@ def test_every_example_has_a_test() -> None:
 # ----- discord_bot.py ------------------------------------------------------------------------
 
 
+# --8<-- [start:discord]
 class FakeMessage:
     def __init__(self) -> None:
         self.edits: list[dict[str, Any]] = []
@@ -140,9 +141,11 @@ async def test_discord_song_command_reports_a_refused_prompt(flowmusic_client: F
     assert interaction.sent[0]["content"].startswith("Could not start that song")
 
 
+# --8<-- [end:discord]
 # ----- fastapi_webhooks.py -------------------------------------------------------------------
 
 
+# --8<-- [start:fastapi]
 class _ForwardToApp(httpx.AsyncBaseTransport):
     """The simulator's webhook transport: delivers each callback to the app under test."""
 
@@ -195,6 +198,7 @@ async def test_fastapi_app_answers_202_then_serves_the_song_its_webhook_announce
     assert job.request["replyUrl"] == "https://songs.example.com/flowmusic-callback"
 
 
+# --8<-- [end:fastapi]
 # ----- batch_to_disk.py ----------------------------------------------------------------------
 
 
