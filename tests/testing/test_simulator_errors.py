@@ -161,7 +161,7 @@ async def test_422_moderation(sim: Simulator, http: httpx.AsyncClient) -> None:
 async def test_422_moderated_edit_is_its_failed_job_record(
     sim: Simulator, http: httpx.AsyncClient, finished_song: Any
 ) -> None:
-    """An edit whose instruction is refused answers like a song: its failed record, operation set."""
+    """A refused edit answers like a song: its failed record, with the operation."""
     clip = (await finished_song(http, sim))["clips"][0]["clip"]
     body = {"operation": "cover", "clip": clip, "instruction": "[moderate]", "mode": "async"}
     r = await http.post("/music/edit", json=body)
