@@ -183,21 +183,25 @@ class App:
 
 
 def _route(req: Request) -> tuple[Route | None, dict[str, str], Response]:
+    """The route for a request, or the 404/405 answer.
+
+    A literal segment beats a parameter (`/accounts/usage` is not an account called "usage"),
+    so a path belongs to the routes with the fewest parameters that match it.
+    """
     method = "GET" if req.method == "HEAD" else req.method
-    allowed: set[str] = set()
-    for route in ROUTES:
-        params = route.match(req.segments)
-        if params is None:
-            continue
+    matches = [(r, p) for r in ROUTES if (p := r.match(req.segments)) is not None]
+    if not matches:
+        return None, {}, ApiError(404, "Not found").response()
+    fewest = min(len(p) for _, p in matches)
+    resource = [(r, p) for r, p in matches if len(p) == fewest]
+    for route, params in resource:
         if route.method == method:
             return route, params, Response(0)
-        allowed.add(route.method)
-    if allowed:
-        if "GET" in allowed:
-            allowed.add("HEAD")
-        allow = [("allow", ", ".join(sorted(allowed)))]
-        return None, {}, ApiError(405, "Method not allowed", headers=allow).response()
-    return None, {}, ApiError(404, "Not found").response()
+    allowed = {route.method for route, _ in resource}
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    allow = [("allow", ", ".join(sorted(allowed)))]
+    return None, {}, ApiError(405, "Method not allowed", headers=allow).response()
 
 
 def _bearer_token(header: str) -> str:

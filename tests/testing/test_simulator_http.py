@@ -32,6 +32,8 @@ async def test_bearer_scheme_is_case_insensitive(sim: Simulator) -> None:
         ("DELETE", "/music", "GET, HEAD, POST"),
         ("GET", "/music/edit", "POST"),
         ("PATCH", "/accounts/alpha%40example.com", "DELETE, GET, HEAD"),
+        # A literal segment is its own resource, not an account called "usage".
+        ("DELETE", "/accounts/usage", "GET, HEAD"),
     ],
 )
 async def test_405_names_the_allowed_methods(
