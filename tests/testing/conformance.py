@@ -16,9 +16,13 @@ DELETE, but DELETE /jobs/{jobid} cancels a job and its failed record stays reada
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             "beta@example.com:16",
             "--credits",
             "1e9",
+            # Some jobs fail by moderation, so fuzzing meets the 422 record and failed records.
+            "--job-failure-rate",
+            "0.2",
             "--token",
             TOKEN,
         ],
@@ -86,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             *extra,
         ]
         started = time.monotonic()
-        code = subprocess.call(command, cwd=ROOT)
+        # In a scratch directory: schemathesis keeps a crash cache in ./.schemathesis, and a
+        # run must neither leave files in the checkout nor depend on an earlier run's.
+        with tempfile.TemporaryDirectory(prefix="conformance-") as scratch:
+            code = subprocess.call(command, cwd=scratch)
         print(f"conformance: schemathesis took {time.monotonic() - started:.1f} s", flush=True)
+        print(f"conformance: simulator answers by status: {_statuses(base_url)}", flush=True)
         return code
     finally:
         simulator.terminate()
@@ -96,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             simulator.kill()
             simulator.wait()
+
+
+def _statuses(base_url: str) -> str:
+    """What the run made the simulator answer (its /_sim/stats), e.g. "200: 512, 400: 900"."""
+    with urllib.request.urlopen(f"{base_url}/_sim/stats", timeout=10) as response:
+        requests = json.load(response)["requests"]
+    counts: Counter[str] = Counter()
+    for key, n in requests.items():
+        counts[key.rsplit(" ", 1)[1]] += n  # keys are "METHOD /path STATUS"
+    return ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
 
 
 def _ready(simulator: subprocess.Popen[str]) -> str:
