@@ -214,6 +214,15 @@ async def test_the_simulator_answers_each_record_example_in_its_shape(
         assert ours["error"] == record["error"]
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("body", REQUESTS, ids=lambda b: ",".join(b))
+async def test_the_pages_request_bodies_are_accepted_and_echoed(body: dict[str, Any]) -> None:
+    """The page's request bodies (sync by default) answer 200 with them echoed verbatim."""
+    r = await _post(_sim(), body)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "completed" and r.json()["request"] == body
+
+
 ERROR_CASES: list[tuple[int, dict[str, Any], dict[str, Any]]] = [
     # (index in ERRORS, simulator arguments, request body)
     (0, {}, {}),

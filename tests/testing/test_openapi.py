@@ -107,7 +107,11 @@ def test_post_music_links_to_its_job() -> None:
 @pytest.mark.skipif(not SEED.is_file(), reason="the seed page is not beside the checkout")
 def test_the_seed_pages_examples_conform_to_the_document() -> None:
     """The POST /music page's own bodies validate against the document's schemas."""
-    from test_seed_examples import ERRORS, RECORDS, STATUS_OF  # only with the seed
+    from test_seed_examples import ERRORS, RECORDS, REQUESTS, STATUS_OF  # only with the seed
+
+    request_schema = DOC["paths"]["/music"]["post"]["requestBody"]["content"]["application/json"]
+    for body in REQUESTS:
+        _validator(request_schema["schema"]).validate(body)
 
     for record in RECORDS:
         _validator(_response_schema("post", "/music", STATUS_OF[record["status"]])).validate(record)
