@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "conformance"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
@@ -47,6 +47,17 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[cli,pytest]", "mypy>=1.11")  # pytest: the plugin module
     session.run("mypy", "--strict", "flowmusic_async")
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """schemathesis against the simulator over loopback HTTP with docs/openapi.yaml.
+
+    Deterministic generation and a bounded number of cases per operation, so CI is stable;
+    about 30 s. Pass e.g. `-- --max-examples 200` for a longer hunt.
+    """
+    session.install("-e", ".[conformance]")
+    session.run("python", "tests/testing/conformance.py", *session.posargs)
 
 
 @nox.session

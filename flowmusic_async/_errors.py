@@ -12,7 +12,8 @@ message, repr or log line ever contains the API token::
     ├── TransportError              the network failed; ``maybe_sent`` says if the server may have
     │                               seen the request (False for connect errors and pool timeouts)
     ├── DecodeError                 a body that is not the documented JSON
-    ├── APIStatusError              an HTTP error answer; ``status``, ``server_message``, ``body``
+    ├── APIStatusError              an HTTP error answer; ``status``, ``server_message``, ``body``,
+    │                               ``job`` when the body is a job record
     │   ├── BadRequestError             400
     │   ├── AuthenticationError         401
     │   ├── InsufficientCreditsError    402
@@ -20,7 +21,8 @@ message, repr or log line ever contains the API token::
     │   ├── NotFoundError               404
     │   ├── NotReadyError               409  (download of a job that is not completed)
     │   ├── PayloadTooLargeError        413
-    │   ├── ModeratedError              422  (``error_code`` e.g. "no_lyrics" when the body says)
+    │   ├── ModeratedError              422  (``error_code`` e.g. "no_lyrics" when the body says;
+    │   │                                     a refused song: ``job``, ``jobid``, ``email``)
     │   ├── RateLimitError              429  (``retry_after`` seconds or None)
     │   │   ├── AllAccountsBusyError        no email named: every account is at maxJobs
     │   │   └── AccountBusyError            the named account (``email``) is at its maxJobs
@@ -41,15 +43,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
+import msgspec
 
 from ._decode import Undecodable, decode_any
+from ._models import Job
 from ._retry import parse_retry_after
-
-if TYPE_CHECKING:
-    from ._models import Job
 
 __all__ = [
     "APIStatusError",
@@ -228,6 +229,9 @@ class APIStatusError(FlowMusicError):
         server_message: the ``error`` text (or ``error.message``) verbatim.
         error_code: ``error.code`` when the body's ``error`` is an object, else None.
         body: the decoded JSON body, or the raw text when it was not JSON.
+        job: the decoded record when the body is a job record (the POST /music 422 answers
+            a refused song with its failed job), else None; ``jobid`` and ``email`` are then
+            the record's.
     """
 
     status: int
@@ -243,6 +247,7 @@ class APIStatusError(FlowMusicError):
         email: str | None = None,
         error_code: str | None = None,
         body: Any = None,
+        job: Job | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -254,6 +259,7 @@ class APIStatusError(FlowMusicError):
         )
         self.error_code = error_code
         self.body = _redact_value(body)
+        self.job = job
 
 
 class BadRequestError(APIStatusError):
@@ -285,7 +291,11 @@ class PayloadTooLargeError(APIStatusError):
 
 
 class ModeratedError(APIStatusError):
-    """422: refused by moderation, or the lyrics agent produced nothing (``error_code``)."""
+    """422: refused by moderation, or the lyrics agent produced nothing (``error_code``).
+
+    A refused song (POST /music, POST /music/edit) comes with its failed job record: ``job``
+    (``status == "failed"``, ``job.error.code == "moderation_reject"``), ``jobid`` and ``email``.
+    """
 
 
 class RateLimitError(APIStatusError):
@@ -434,9 +444,11 @@ def error_from_response(
     """Build the exception for an HTTP error answer; the one status -> exception mapping.
 
     The body's ``error`` may be a string or an object ``{code, message}`` (POST /music/lyrics
-    422); both are read. 429 becomes `AccountBusyError` when the request named an account
-    (``named_email``) and `AllAccountsBusyError` otherwise, with ``Retry-After`` in
-    ``retry_after``. 596 yields `AccountError` with the email and reason parsed from
+    422); both are read. A body that is a job record (POST /music 422: the failed job of a
+    refused song) is decoded into ``job``, and gives ``jobid`` and ``email``. 429 becomes
+    `AccountBusyError` when the request named an account (``named_email``) and
+    `AllAccountsBusyError` otherwise, with ``Retry-After`` in ``retry_after``. 596 yields
+    `AccountError` with the email and reason parsed from
     ``"Account <email> in error state: <reason>"``.
 
     Args:
@@ -456,8 +468,11 @@ def error_from_response(
         if secret:  # blanked in the raw bytes, so neither the message nor `body` can carry it
             raw = raw.replace(secret.encode(), b"<redacted>")
     body, server_message, error_code = _read_error_body(raw)
+    job = _job_in(body)
+    if isinstance(body, dict) and jobid is None and isinstance(body.get("jobid"), str):
+        jobid = body["jobid"]  # a job record, or an {error, code, jobid} envelope
     if isinstance(body, dict) and email is None and isinstance(body.get("email"), str):
-        email = body["email"]  # the lyrics 422 names its account
+        email = body["email"]  # the lyrics 422 and a job record name their account
     email = email or named_email
 
     common: dict[str, Any] = {
@@ -467,6 +482,7 @@ def error_from_response(
         "jobid": jobid,
         "error_code": error_code,
         "body": body,
+        "job": job,
     }
     if status == 429:
         retry_after = parse_retry_after(headers.get("retry-after"), cap=math.inf)
@@ -498,7 +514,18 @@ def error_from_response(
     cls = _STATUS_CLASSES.get(status)
     if cls is None:
         cls = ServerError if status >= 500 else APIStatusError
-    return cls(_describe(status, endpoint, server_message, None), email=email, **common)
+    gloss = f"job {job.jobid} on {job.email} {job.status}" if job is not None else None
+    return cls(_describe(status, endpoint, server_message, gloss), email=email, **common)
+
+
+def _job_in(body: Any) -> Job | None:
+    """The job record an error body is, or None (an ``{error, code}`` body is not one)."""
+    if not (isinstance(body, dict) and isinstance(body.get("jobid"), str) and "status" in body):
+        return None
+    try:
+        return msgspec.convert(body, Job, strict=False)
+    except msgspec.ValidationError:
+        return None  # jobid-like but not a record: the plain error fields still apply
 
 
 def _read_error_body(raw: bytes) -> tuple[Any, str | None, str | None]:

@@ -115,13 +115,23 @@ class App:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        response = await self.handle(request_from_scope(scope, bytes(body)))
+        request = request_from_scope(scope, bytes(body))
+        response = await self.handle(request)
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        payload = response.body
+        if request.method == "HEAD":
+            # HEAD is GET without the body: same status and headers, the GET's length.
+            headers.append((b"content-length", str(len(payload)).encode()))
+            payload = b""
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+        await send({"type": "http.response.body", "body": payload})
 
     async def handle(self, req: Request) -> Response:
-        """Route and answer one request; raises ConnectionDropped to drop the connection."""
+        """Route and answer one request; raises ConnectionDropped to drop the connection.
+
+        HEAD is answered as the GET of the same path (the caller drops the body); a method a
+        known path does not take answers 405 with `Allow`.
+        """
         route, params, fallback = _route(req)
         if route is None:
             return fallback
@@ -148,8 +158,7 @@ class App:
             return ApiError(500, "Internal Server Error (simulated)").response()
         uid = ""
         if route.prefix == API_PREFIX:
-            auth = req.headers.get("authorization", "")
-            found = self.world.tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
+            found = self.world.tokens.get(_bearer_token(req.headers.get("authorization", "")))
             if found is None:
                 return _UNAUTHORIZED.response()
             uid = found
@@ -174,17 +183,31 @@ class App:
 
 
 def _route(req: Request) -> tuple[Route | None, dict[str, str], Response]:
-    path_known = False
-    for route in ROUTES:
-        params = route.match(req.segments)
-        if params is None:
-            continue
-        if route.method == req.method:
+    """The route for a request, or the 404/405 answer.
+
+    A literal segment beats a parameter (`/accounts/usage` is not an account called "usage"),
+    so a path belongs to the routes with the fewest parameters that match it.
+    """
+    method = "GET" if req.method == "HEAD" else req.method
+    matches = [(r, p) for r in ROUTES if (p := r.match(req.segments)) is not None]
+    if not matches:
+        return None, {}, ApiError(404, "Not found").response()
+    fewest = min(len(p) for _, p in matches)
+    resource = [(r, p) for r, p in matches if len(p) == fewest]
+    for route, params in resource:
+        if route.method == method:
             return route, params, Response(0)
-        path_known = True
-    if path_known:
-        return None, {}, ApiError(405, "Method not allowed").response()
-    return None, {}, ApiError(404, "Not found").response()
+    allowed = {route.method for route, _ in resource}
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    allow = [("allow", ", ".join(sorted(allowed)))]
+    return None, {}, ApiError(405, "Method not allowed", headers=allow).response()
+
+
+def _bearer_token(header: str) -> str:
+    """The token of `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 9110)."""
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def request_from_scope(scope: Scope, body: bytes) -> Request:

@@ -1,4 +1,4 @@
-"""What every job-creating POST shares: the 429 burst gate and the sync/async answer."""
+"""What every job-creating POST shares: the 429 burst gate, moderation and the answer."""
 
 from __future__ import annotations
 
@@ -8,36 +8,45 @@ from ._state import MODERATION_CODE, Job
 from ._wire import ApiError, ConnectionDropped, Response
 
 
-def burst_gate(ctx: Ctx) -> None:
-    """Fault `burst_429`: the next N job POSTs are refused whatever the capacity."""
+def burst_gate(ctx: Ctx, *, named: bool) -> None:
+    """Fault `burst_429`: the next N job POSTs are refused whatever the capacity.
+
+    `named`: the request chose its account, which decides which of the two 429 bodies is sent.
+    """
     faults = ctx.world.faults
     if faults.burst_429 > 0:
         faults.burst_429 -= 1
-        raise ctx.world.busy("All accounts are busy (simulated burst)")
+        raise ctx.world.busy(named=named)
 
 
-def moderated(ctx: Ctx, *texts: object) -> None:
-    for text in texts:
-        if isinstance(text, str) and ctx.world.moderate(text):
-            # Open question 1/2: moderation refuses with 422 {error, code}; nothing is charged.
-            raise ApiError(422, "Prompt was rejected by content moderation")
+def moderated(ctx: Ctx, *texts: object) -> bool:
+    """True when moderation declines one of the texts (the job is then refused at once)."""
+    return any(isinstance(text, str) and ctx.world.moderate(text) for text in texts)
 
 
 async def answer(ctx: Ctx, job: Job, mode: str) -> Response:
-    """201 + pending record (async), or hold until the job ends and answer 200 (sync)."""
+    """201 + pending record (async), or hold until the job ends and answer 200 (sync).
+
+    A job moderation failed answers 422 with its failed record as the body, as the POST /music
+    page shows: at once when the prompt was refused at submission (either mode), or at the end
+    of a sync job that failed by moderation while rendering. Other failures of a sync job (a
+    cancel) answer 200 with the failed record (open question 2).
+    """
     world = ctx.world
+    if job.refused:
+        raise _moderation_answer(ctx, job)
     if ctx.dice.chance(world.faults.lost_response_rate):
         world.stats.lost_responses += 1
         raise ConnectionDropped
     if mode == "async":
         return Response.json(201, job_record(job, world.clock.now(), ctx.media, ctx.req.origin))
     await world.wait_for_end(job)
-    record = job_record(job, world.clock.now(), ctx.media, ctx.req.origin)
     error = job.error()
     if error is not None and error[0] == MODERATION_CODE:
-        # Open question 2: a sync job that fails by moderation answers 422 {error, code};
-        # the jobid is added so the record can still be fetched. Other failures (a cancel)
-        # answer 200 with the failed record.
-        body = {"error": error[1], "code": 422, "jobid": job.jobid}
-        raise ApiError(422, error[1], body=body)
-    return Response.json(200, record)
+        raise _moderation_answer(ctx, job)
+    return Response.json(200, job_record(job, world.clock.now(), ctx.media, ctx.req.origin))
+
+
+def _moderation_answer(ctx: Ctx, job: Job) -> ApiError:
+    record = job_record(job, ctx.world.clock.now(), ctx.media, ctx.req.origin)
+    return ApiError(422, record["error"]["message"], body=record)

@@ -48,11 +48,12 @@ def job_record(
         return record
     end = job.end_time()
     record["completed_at"] = iso(end)
-    record["duration_ms"] = round((end - job.created) * 1000)
     error = job.error()
     if error is not None:
+        # The POST /music page's failed record has no duration_ms (it is optional in its model).
         record["error"] = {"code": error[0], "message": error[1]}
     else:
+        record["duration_ms"] = round((end - job.created) * 1000)
         record["clips"] = [clip_record(c, origin or job.origin, media) for c in job.clips]
     return record
 

@@ -106,10 +106,10 @@ async def post_edit(ctx: Ctx) -> Response:
     if op == "stems":
         return await _stems(ctx, source, body)
     drafts = _check_and_draft(op, source, body)
-    burst_gate(ctx)
+    burst_gate(ctx, named=True)  # an edit runs on its clip's account
     cost = 0.0 if op in _FREE else world.song_credits
     acct = world.job_account(acct.email, cost)
-    moderated(ctx, body.get("instruction"), body.get("lyrics"), body.get("prompt"))
+    refused = moderated(ctx, body.get("instruction"), body.get("lyrics"), body.get("prompt"))
     job = world.submit(
         acct=acct,
         uid=ctx.uid,
@@ -120,6 +120,7 @@ async def post_edit(ctx: Ctx) -> Response:
         draft=drafts,
         origin=ctx.req.origin,
         canonical=world.canonical("/music/edit", body),
+        refused=refused,
     )
     return await answer(ctx, job, body.get("mode", "sync"))
 

@@ -43,10 +43,10 @@ async def post_music(ctx: Ctx) -> Response:
         raise bad_request("replyUrl is too long")
     body = validate(raw, MUSIC_FIELDS)
     email = _ref_account(ctx, body)
-    burst_gate(ctx)
+    burst_gate(ctx, named=email is not None)
     world = ctx.world
     acct = world.job_account(email, world.song_credits)
-    moderated(ctx, body["prompt"], body.get("lyrics"))
+    refused = moderated(ctx, body["prompt"], body.get("lyrics"))
     job = world.submit(
         acct=acct,
         uid=ctx.uid,
@@ -57,14 +57,19 @@ async def post_music(ctx: Ctx) -> Response:
         draft=lambda rng: song_clips(rng, body),
         origin=ctx.req.origin,
         canonical=world.canonical("/music", body),
+        refused=refused,
     )
-    world.stats.accepted_prompts[body["prompt"]] += 1
+    if not refused:
+        world.stats.accepted_prompts[body["prompt"]] += 1
     return await answer(ctx, job, body.get("mode", "sync"))
 
 
 def _ref_account(ctx: Ctx, body: dict[str, Any]) -> str | None:
-    """Check ref assets; they decide the account when `email` is omitted (open question 22)."""
-    email: str | None = body.get("email")
+    """Check ref assets; they decide the account when `email` is omitted (open question 22).
+
+    An empty `email` counts as omitted, as on GET /music (the request echo keeps it verbatim).
+    """
+    email: str | None = body.get("email") or None
     owner: str | None = None
     for name in REF_IMAGES + REF_AUDIOS:
         if name not in body:

@@ -1,6 +1,7 @@
 """A small HTTP/1.1 server on anyio sockets that serves the ASGI app over loopback.
 
-Keep-alive, Content-Length and chunked request bodies; responses always carry Content-Length.
+Keep-alive, Content-Length and chunked request bodies; responses always carry Content-Length
+(for HEAD, the length the GET would have, and no body).
 When the app drops a connection the socket is closed without an answer, so clients see a real
 "server disconnected" error.
 """
@@ -94,7 +95,7 @@ class HttpServer:
                 "server": tuple(server[:2]),
             }
             status, out_headers, out_body = await self._run(scope, body)
-            await _write(stream, status, out_headers, out_body, close=close)
+            await _write(stream, status, out_headers, out_body, close=close, head=method == b"HEAD")
             if close:
                 return
 
@@ -178,7 +179,13 @@ async def _write(
     body: bytes,
     *,
     close: bool,
+    head: bool = False,
 ) -> None:
+    """One response; a HEAD answer keeps the app's Content-Length (the GET's) and no body."""
+    length = str(len(body)).encode()
+    if head:
+        given = [v for k, v in headers if k.lower() == b"content-length"]
+        length, body = (given[0] if given else length), b""
     try:
         reason = http.HTTPStatus(status).phrase
     except ValueError:
@@ -187,7 +194,7 @@ async def _write(
     lines += [
         k + b": " + v for k, v in headers if k.lower() not in (b"content-length", b"connection")
     ]
-    lines.append(b"content-length: " + str(len(body)).encode())
+    lines.append(b"content-length: " + length)
     if close:
         lines.append(b"connection: close")
     await stream.send(b"\r\n".join(lines) + b"\r\n\r\n" + body)

@@ -25,7 +25,7 @@ IN_PROCESS_BASE_URL = "http://localhost/v1/flowmusic"
 
 
 def default_moderate(prompt: str) -> bool:
-    """The default moderation rule: a prompt containing "[moderate]" is refused (422)."""
+    """The default moderation rule: a prompt containing "[moderate]" is refused (422 + record)."""
     return "[moderate]" in prompt
 
 
@@ -41,11 +41,15 @@ class Simulator:
         tokens: accepted API tokens; the user id is parsed from "user:<uid>-...".
         time_scale: real seconds per simulated second (0.01: a 40-150 s song takes 0.4-1.5 s).
         seed: makes durations, titles, ids and failures reproducible.
-        moderate: prompt -> refuse with 422? Default: the prompt contains "[moderate]".
-        job_failure_rate: share of accepted jobs that end failed (error.code "moderation_reject").
+        moderate: prompt -> refuse? A refused song (or edit) answers 422 with its failed job
+            record, as the POST /music page shows. Default: the prompt contains "[moderate]".
+        job_failure_rate: share of accepted jobs that end failed (error.code "moderation_reject");
+            a sync one answers 422 with the record at its end.
         song_credits: credits spent per accepted song (and extend/replace/cover/remix).
         retention_s: simulated seconds a finished job stays readable, then 404.
-        retry_after_s: Retry-After on 429 in simulated seconds, sent scaled; None: no header.
+        retry_after_s: the wait a 429 asks for, in simulated seconds; sent scaled, as whole
+            seconds rounded up (at least 1) in Retry-After and exactly in X-Sim-Retry-After.
+            None: neither header.
         media_url_ttl_s: simulated seconds a signed media URL lives; None: unsigned, forever.
         webhook_transport: httpx transport for webhook delivery; None: the real network.
         faults: fault knobs (all off by default); also reachable as `sim.faults`.

@@ -8,6 +8,7 @@ account's jobs whose end is still ahead, pruned when read, so every request cost
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import time
@@ -21,7 +22,7 @@ import msgspec
 from ._clock import Bell, Clock
 from ._faults import Faults
 from ._stats import JobTimes, SimStats
-from ._wire import ApiError, account_error, forbidden, not_found
+from ._wire import ApiError, account_error, bad_request, forbidden, not_found
 
 # Open question 7: per-tier default maxJobs is not documented (example: plus -> 12).
 TIER_MAX_JOBS = {"free": 2, "starter": 4, "plus": 12, "member": 16, "unknown": 4}
@@ -29,6 +30,17 @@ TIERS = tuple(TIER_MAX_JOBS)
 MAX_ACCOUNTS = 50
 TOKENS_PER_CREDIT = 12
 MODERATION_CODE = "moderation_reject"
+# The POST /music page's words (seed-post-music.txt), sent verbatim.
+MODERATION_MESSAGE = "the model declined to generate audio for this prompt"
+NO_CREDITS_MESSAGE = (
+    'FlowMusic conversation failed (402): {"detail":"User has insufficient credits"}'
+)
+ACCOUNT_BUSY_MESSAGE = 'FlowMusic conversation failed (429): {"detail":"Too Many Requests"}'
+# The seed shows the dash as mojibake ("β"): its UTF-8 bytes e2 80 94 are an EM DASH, U+2014.
+ALL_BUSY_MESSAGE = (
+    "All {n} FlowMusic accounts are at their maxJobs concurrency limit \u2014 retry shortly"
+)
+NO_ACCOUNT_MESSAGE = "No FlowMusic accounts configured, add one with POST /accounts"
 TOKEN_ERROR = "refresh token rejected"
 
 
@@ -126,6 +138,7 @@ class Job:
     reply_ref: str | None = None
     cancelled_at: float | None = None
     webhook_sent: bool = False
+    refused: bool = False  # moderated at submission: failed at once, nothing charged
 
     def end_time(self) -> float:
         return self.cancelled_at if self.cancelled_at is not None else self.ends
@@ -260,31 +273,36 @@ class World:
         return len(acct.active)
 
     def any_account(self, email: str | None) -> AccountState:
-        """The named account, or the first healthy one (non-job endpoints), checked for 596."""
-        if email is not None:
+        """The named account, or the first healthy one (non-job endpoints), checked for 596.
+
+        An empty `email` counts as omitted, on every endpoint that selects an account.
+        """
+        if email:
             return self.healthy(self.account(email))
         if not self.accounts:
-            raise not_found("No Flow Music accounts configured")
+            # The POST /music page: "no account configured" is a 400, like a bad parameter.
+            # (A named account that is not configured stays 404: open question 28.)
+            raise bad_request(NO_ACCOUNT_MESSAGE)
         for acct in self.accounts.values():
             if acct.error is None:
                 return acct
         return self.healthy(next(iter(self.accounts.values())))
 
     def job_account(self, email: str | None, cost: float) -> AccountState:
-        """The account a job runs on: 404/596/429/402 when it cannot take it."""
-        if email is not None:
+        """The account a job runs on: 400/404/596/429/402 when it cannot take it."""
+        if email:
             acct = self.healthy(self.account(email))
             if self.running(acct) >= acct.max_jobs:
                 # Open question 5: a named full account answers 429 (not queued).
-                raise self.busy(f"Account {email} is busy: all {acct.max_jobs} job slots in use")
+                raise self.busy(named=True)
             return self._funded(acct, cost)
         healthy = [a for a in self.accounts.values() if a.error is None]
         if not healthy:
-            self.any_account(None)  # raises 404 (none configured) or 596 (all in error)
+            self.any_account(None)  # raises 400 (none configured) or 596 (all in error)
         free = [(a.max_jobs - self.running(a), a) for a in healthy]
         free = [(n, a) for n, a in free if n > 0]
         if not free:
-            raise self.busy("All accounts are busy: every account is running maxJobs jobs")
+            raise self.busy(named=False)
         funded = [(n, a) for n, a in free if a.credits >= cost]
         if not funded:
             return self._funded(free[0][1], cost)
@@ -292,14 +310,29 @@ class World:
 
     def _funded(self, acct: AccountState, cost: float) -> AccountState:
         if cost > 0 and acct.credits < cost:
-            raise ApiError(402, f"Account {acct.email} has insufficient credits")
+            raise ApiError(402, NO_CREDITS_MESSAGE)
         return acct
 
-    def busy(self, message: str) -> ApiError:
+    def busy(self, *, named: bool) -> ApiError:
+        """The 429 of the POST /music page, word for word, in its two cases.
+
+        `named`: the request chose the account (`email`, or an edit's clip), so FlowMusic's own
+        refusal is passed through; otherwise useapi's load balancer found every account full.
+        Retry-After is whole seconds (HTTP allows nothing else), rounded up, at least 1;
+        X-Sim-Retry-After carries the precise scaled value for clients of a fast simulator.
+        """
+        if named:
+            message = ACCOUNT_BUSY_MESSAGE
+        else:
+            healthy = sum(1 for a in self.accounts.values() if a.error is None)
+            message = ALL_BUSY_MESSAGE.format(n=healthy)
         headers = []
         if self.retry_after_s is not None:
-            headers.append(("retry-after", _decimal(self.clock.real(self.retry_after_s))))
-        # Open question 4: 429 body {error, code}, Retry-After in (scaled) seconds.
+            real = self.clock.real(self.retry_after_s)
+            whole = max(1, math.ceil(round(real, 6)))  # round: 0.1 * 100 must stay 10
+            headers.append(("retry-after", str(whole)))
+            headers.append(("x-sim-retry-after", _decimal(real)))
+        # Open question 4: the page gives the bodies; the header itself is our assumption.
         return ApiError(429, message, headers=headers)
 
     # jobs ------------------------------------------------------------------------------------
@@ -317,15 +350,23 @@ class World:
         origin: str,
         canonical: bytes,
         in_slot: bool = True,
+        refused: bool = False,
     ) -> Job:
-        """Accept a job: spend credits, take a slot, fix its duration, outcome and clips."""
+        """Accept a job: spend credits, take a slot, fix its duration, outcome and clips.
+
+        `refused`: moderation declined the prompt at submission; the job is recorded (so its
+        jobid can be read back) already failed, without a slot, a charge or clips.
+        """
         self._job_count += 1
         rng = random.Random(f"{self.seed}:job:{self._job_count}")
         now = self.clock.now()
         ends = now + rng.uniform(*duration)
         failure = None
-        if in_slot and rng.random() < self.job_failure_rate:
-            failure = (MODERATION_CODE, "The request was rejected by content moderation")
+        if refused:
+            ends, in_slot = now, False
+            failure = (MODERATION_CODE, MODERATION_MESSAGE)
+        elif in_slot and rng.random() < self.job_failure_rate:
+            failure = (MODERATION_CODE, MODERATION_MESSAGE)
         jobid = f"job:{self.new_uuid(rng)}-user:{uid}-{acct.email}-bot:flowmusic"
         job = Job(
             jobid=jobid,
@@ -340,6 +381,7 @@ class World:
             origin=origin,
             reply_url=request.get("replyUrl"),
             reply_ref=request.get("replyRef"),
+            refused=refused,
         )
         if failure is None:
             job.clips = [self._add_clip(d, acct.email, uid, ends, rng) for d in draft(rng)]
@@ -347,10 +389,13 @@ class World:
         if in_slot:
             acct.active[jobid] = job
             self._account_job(acct, job, cost, now)
-        self.stats.jobs[jobid] = JobTimes(created=time.time(), finished=self.clock.wall_at(ends))
-        if canonical in self._seen_bodies:
-            self.stats.duplicate_submissions += 1
-        self._seen_bodies.add(canonical)
+        if not refused:  # a refusal is not an accepted job, nor a paid duplicate
+            self.stats.jobs[jobid] = JobTimes(
+                created=time.time(), finished=self.clock.wall_at(ends)
+            )
+            if canonical in self._seen_bodies:
+                self.stats.duplicate_submissions += 1
+            self._seen_bodies.add(canonical)
         if job.reply_url:
             self.on_job_end(job)
         return job

@@ -124,10 +124,26 @@ async def test_413_upload_over_cap(http: httpx.AsyncClient) -> None:
 
 
 async def test_422_moderation(sim: Simulator, http: httpx.AsyncClient) -> None:
-    """Moderated prompts are 422 and nothing is charged; lyrics 422 carries an error object."""
-    r = await http.post("/music", json={"prompt": "bad [moderate] idea", "mode": "async"})
-    _error(r, 422)
-    assert sim.stats.jobs_created == 0
+    """A refused song is 422 with its failed job record, nothing charged; lyrics 422 differs."""
+    before = (await http.get("/accounts/alpha%40example.com")).json()["credits_remaining"]
+    for mode in ("async", "sync"):
+        body = {"prompt": "bad [moderate] idea", "mode": mode}
+        r = await http.post("/music", json=body)
+        assert r.status_code == 422
+        record = r.json()
+        assert record["status"] == "failed" and record["email"] == "alpha@example.com"
+        assert record["error"] == {
+            "code": "moderation_reject",
+            "message": "the model declined to generate audio for this prompt",
+        }
+        assert record["request"] == body and "clips" not in record
+        assert record["completed_at"] and record["jobid"].startswith("job:")
+        # The jobid it names can be read back, and says the same.
+        assert (await http.get(f"/jobs/{record['jobid']}")).json() == record
+    assert sim.stats.jobs_created == 0 and sim.stats.duplicate_submissions == 0
+    after = (await http.get("/accounts/alpha%40example.com")).json()["credits_remaining"]
+    assert after == before
+    assert (await http.get("/jobs")).json() == {}  # a refusal never holds a slot
     r = await http.post("/music/lyrics", json={"prompt": "[moderate] words"})
     assert r.status_code == 422
     body = r.json()
@@ -142,8 +158,21 @@ async def test_422_moderation(sim: Simulator, http: httpx.AsyncClient) -> None:
     _error(r, 422)
 
 
+async def test_422_moderated_edit_is_its_failed_job_record(
+    sim: Simulator, http: httpx.AsyncClient, finished_song: Any
+) -> None:
+    """A refused edit answers like a song: its failed record, with the operation."""
+    clip = (await finished_song(http, sim))["clips"][0]["clip"]
+    body = {"operation": "cover", "clip": clip, "instruction": "[moderate]", "mode": "async"}
+    r = await http.post("/music/edit", json=body)
+    assert r.status_code == 422
+    record = r.json()
+    assert record["operation"] == "cover" and record["status"] == "failed"
+    assert record["error"]["code"] == "moderation_reject"
+
+
 async def test_429_named_account_full_with_retry_after(make_sim: Any, connect: Any) -> None:
-    """A named full account answers 429 with a scaled decimal Retry-After."""
+    """A named full account answers the page's pass-through 429, Retry-After in whole seconds."""
     sim = make_sim(
         accounts=(SimAccount(email="one@example.com", max_jobs=1),),
         time_scale=0.01,
@@ -153,9 +182,33 @@ async def test_429_named_account_full_with_retry_after(make_sim: Any, connect: A
         body = {"prompt": "x", "mode": "async", "email": "one@example.com"}
         assert (await http.post("/music", json=body)).status_code == 201
         r = await http.post("/music", json=body)
-        assert "one@example.com" in _error(r, 429)
-        assert r.headers["retry-after"] == "0.1"
+        assert (
+            _error(r, 429) == 'FlowMusic conversation failed (429): {"detail":"Too Many Requests"}'
+        )
+        # HTTP's delta-seconds is a whole number: 0.1 real seconds is sent as 1; the precise
+        # scaled value is in the simulator's own header.
+        assert r.headers["retry-after"] == "1"
+        assert r.headers["x-sim-retry-after"] == "0.1"
     assert sim.stats.responses_429 == 1
+
+
+async def test_429_every_account_full_names_how_many(make_sim: Any, connect: Any) -> None:
+    """With `email` omitted the 429 is the page's "All N FlowMusic accounts ..." word for word."""
+    sim = make_sim(
+        accounts=tuple(SimAccount(email=f"a{i}@example.com", max_jobs=1) for i in range(3)),
+        time_scale=1.0,
+        retry_after_s=2.5,
+    )
+    async with connect(sim) as http:
+        for _ in range(3):
+            assert (
+                await http.post("/music", json={"prompt": "x", "mode": "async"})
+            ).status_code == 201
+        r = await http.post("/music", json={"prompt": "x", "mode": "async"})
+        assert _error(r, 429) == (
+            "All 3 FlowMusic accounts are at their maxJobs concurrency limit \u2014 retry shortly"
+        )
+        assert r.headers["retry-after"] == "3" and r.headers["x-sim-retry-after"] == "2.5"
 
 
 async def test_429_without_retry_after_when_disabled(make_sim: Any, connect: Any) -> None:

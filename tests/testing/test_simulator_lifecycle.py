@@ -150,7 +150,7 @@ async def test_finished_job_expires_after_retention(
 async def test_job_failure_rate_fails_jobs_with_moderation_reject(
     make_sim: Any, connect: Any
 ) -> None:
-    """A failed job is a 200 record with error {code, message}; a sync one answers 422."""
+    """A failed job is a 200 record with error {code, message}; a sync one answers 422 with it."""
     sim = make_sim(job_failure_rate=1.0)
     async with connect(sim) as http:
         jobid = (await http.post("/music", json={"prompt": "x", "mode": "async"})).json()["jobid"]
@@ -158,9 +158,13 @@ async def test_job_failure_rate_fails_jobs_with_moderation_reject(
         record = (await http.get(f"/jobs/{jobid}")).json()
         assert record["status"] == "failed"
         assert record["error"]["code"] == "moderation_reject" and record["error"]["message"]
-        assert "clips" not in record and "duration_ms" in record
+        # As the page's failed record: no clips, no duration_ms.
+        assert "clips" not in record and "duration_ms" not in record
         r = await http.post("/music", json={"prompt": "x"})
-        assert r.status_code == 422 and r.json()["code"] == 422 and r.json()["jobid"]
+        assert r.status_code == 422
+        failed = r.json()  # the POST /music page: the body is the terminal job record
+        assert failed["status"] == "failed" and failed["error"]["code"] == "moderation_reject"
+        assert (await http.get(f"/jobs/{failed['jobid']}")).json() == failed
 
 
 async def test_seed_makes_runs_reproducible(
