@@ -5,7 +5,6 @@ Start with `FlowMusic`; `flowmusic_async.testing` holds the simulator to test ag
 
 from ._batch import BatchRun, Outcome
 from ._client import DEFAULT_BASE_URL, FlowMusic
-from ._engine import JobHandle, SubmitAttempt
 from ._errors import (
     AccountBusyError,
     AccountError,
@@ -34,6 +33,7 @@ from ._errors import (
     ValidationError,
 )
 from ._events import Event
+from ._handles import JobHandle, SubmitAttempt
 from ._journal import Journal, JournalError
 from ._models import (
     Account,

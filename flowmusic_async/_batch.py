@@ -31,14 +31,7 @@ import anyio.abc
 import anyio.lowlevel
 import msgspec
 
-from ._engine import (
-    JobEngine,
-    JobHandle,
-    SubmitAttempt,
-    SubmitGroup,
-    SubmitHooks,
-    check_seconds,
-)
+from ._engine import JobEngine, SubmitGroup
 from ._errors import (
     AuthenticationError,
     BatchAborted,
@@ -50,6 +43,7 @@ from ._errors import (
     NoAccountAvailable,
     ValidationError,
 )
+from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds
 from ._journal import Entry, Journal
 from ._models import Job
 from ._reconcile import new_client_ref

@@ -25,7 +25,7 @@ import anyio.abc
 import httpx
 
 from . import _batch, _download
-from ._engine import JobEngine, JobHandle, JobPath, OnSubmitting, SubmitHooks
+from ._engine import JobEngine, JobPath
 from ._errors import (
     ClientClosedError,
     ConfigurationError,
@@ -35,6 +35,7 @@ from ._errors import (
     remember_secret,
 )
 from ._events import EventHook, EventHooks
+from ._handles import JobHandle, OnSubmitting, SubmitHooks
 from ._host import ServiceHost
 from ._http import HttpCore
 from ._journal import Journal

@@ -1,16 +1,8 @@
-"""The job engine: submit paid jobs once, place them on free slots, and await their end.
+"""The job engine: place paid jobs on free slots, send each once, await their end, cancel.
 
 Submitting goes: wait for a slot (the scheduler), tag the request with a client reference in
-`replyRef`, POST it in async mode, and hand the job to the poller. Every failure of the POST
-falls in one of three cases:
-
-- the server said no (400, 401, 403, 422): final, raised at once;
-- the server said not here or not now (429, 402, 596, 404 for an account), or the connection
-  never opened: nothing was created, so the job is placed again, elsewhere or after a backoff;
-- nobody knows (the connection dropped after sending, a 5xx, a broken body): the job may exist
-  and be charged. It is never blindly resent. We look for our reference among the running
-  jobs; found, the job is adopted; proven absent, it is sent again; otherwise
-  `SubmissionUncertain` says what to check by hand.
+`replyRef`, POST it in async mode (`PaidPost` says what a failure means), and hand the job to
+the poller, which wakes the job's waiters when it ends.
 
 Who runs what (see docs/architecture.md, "Task ownership"): a submission, from its wait for a
 slot to the bookkeeping of its answer, and the DELETE of a job whose waiter was cancelled, run
@@ -27,281 +19,37 @@ A JobEngine belongs to one FlowMusic client and is shared by all its tasks.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from typing import Any, Literal, Protocol
+from collections.abc import Awaitable, Mapping
+from typing import Any
 
 import anyio
 import anyio.lowlevel
-import httpx
-import msgspec
 
 from ._errors import (
-    AccountBusyError,
-    AccountError,
     AuthenticationError,
     ClientClosedError,
-    DecodeError,
     FlowMusicError,
-    InsufficientCreditsError,
     JobFailed,
     JobTimeout,
-    NotFoundError,
-    RateLimitError,
-    ServerError,
     SubmissionUncertain,
-    TransportError,
-    ValidationError,
     copy_for_waiter,
 )
 from ._events import EventHooks
+from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds
 from ._host import ServiceHost
-from ._models import Account, AccountJobs, Job
+from ._models import Job
+from ._paid_post import JobsAPI, PaidPost, Retry
 from ._poller import Poller, Watch
 from ._reconcile import Reconciler, Verdict, compose_reply_ref, new_client_ref
-from ._retry import Attempts, RetryPolicy, sleep
+from ._retry import RetryPolicy, sleep
 from ._scheduler import Scheduler
+from ._submission import InFlight, JobPath, NotSent, Submission, SubmitGroup
 from ._timing import Timing
 
 logger = logging.getLogger("flowmusic_async")
 
-JobPath = Literal["/music", "/music/edit"]
-
-
-class JobsAPI(Protocol):
-    """The few API calls the engine makes; `FlowMusic` provides them over its namespaces."""
-
-    async def create_job(self, path: JobPath, body: Mapping[str, Any]) -> Job:
-        """POST /music or /music/edit once (never retried)."""
-
-    async def list_running(self) -> Mapping[str, AccountJobs]:
-        """GET /jobs."""
-
-    async def get_job(self, jobid: str) -> Job:
-        """GET /jobs/{jobid}."""
-
-    async def cancel_job(self, jobid: str) -> None:
-        """DELETE /jobs/{jobid}."""
-
-    async def list_accounts(self) -> Mapping[str, Account]:
-        """GET /accounts."""
-
-    def unreachable(self, error: FlowMusicError, tries: int) -> TransportError:
-        """The error that ends a request whose connection never opened, naming the host."""
-
-
-class SubmitAttempt(msgspec.Struct, frozen=True, kw_only=True):
-    """What is about to be sent, handed to `on_submitting` before every paid POST.
-
-    A journal writes it down first, so that after a crash the attempt can be reconciled.
-    """
-
-    client_ref: str
-    email: str | None
-    sent_at: float  # time.time()
-    attempt: int
-
-
-OnSubmitting = Callable[[SubmitAttempt], Awaitable[None]]
-OnAccepted = Callable[["JobHandle"], Awaitable[None]]
-
-
-class SubmitHooks(msgspec.Struct, frozen=True, kw_only=True):
-    """What a journal (or any caller) needs told about a submission, and how to stop it.
-
-    The callbacks run in the client's own task group, shielded, so they complete even if the
-    caller is gone. An exception in one is logged; it never loses the job.
-
-    Args:
-        on_submitting: before each POST, with what is about to be sent (write it down first).
-        on_unsent: a POST announced by `on_submitting` was stopped before it left.
-        on_accepted: the server accepted the job (record its jobid).
-        cancel_if_abandoned: when the caller leaves while the POST is on its way, cancel the
-            job once accepted (True), or leave it running for a journal to collect (False).
-    """
-
-    on_submitting: OnSubmitting | None = None
-    on_unsent: OnSubmitting | None = None
-    on_accepted: OnAccepted | None = None
-    cancel_if_abandoned: bool = True
-
-
-class JobHandle:
-    """A job the server accepted. Await it (or `result()`) for the completed record.
-
-    Safe to await from several tasks. `cancel()` cancels the job server-side.
-    """
-
-    def __init__(
-        self,
-        engine: JobEngine,
-        watch: Watch,
-        *,
-        email: str | None,
-        client_ref: str | None,
-        timeout: float,
-    ) -> None:
-        self._engine = engine
-        self._watch = watch
-        self.jobid = watch.jobid
-        self.email = email
-        self.client_ref = client_ref
-        self.accepted_at = time.monotonic()
-        self._deadline = self.accepted_at + timeout
-
-    def __repr__(self) -> str:
-        state = "done" if self.done else "pending"
-        return f"JobHandle(jobid={self.jobid!r}, email={self.email!r}, {state})"
-
-    @property
-    def done(self) -> bool:
-        """True once this client knows the outcome (the job ended, or the client closed)."""
-        return self._watch.done.is_set()
-
-    @property
-    def ended(self) -> bool:
-        """True once the job itself is known to have ended (completed, failed, cancelled)."""
-        return self._watch.job is not None and self._watch.job.is_terminal
-
-    async def result(self, timeout: float | None = None) -> Job:
-        """Wait for the job to end; return the completed record.
-
-        A result already known is returned whatever the deadline: the deadline limits the
-        wait, not the answer.
-
-        Raises:
-            JobFailed: the job ended failed (including cancelled).
-            JobTimeout: the deadline passed; the job is left running.
-            NotFoundError, PermissionDeniedError: the job is unknown/expired, or not ours.
-            ClientClosedError: the client closed while waiting (``jobid`` says which job).
-
-        Args:
-            timeout: seconds from now; default: the deadline set at submission (counted from
-                acceptance, `Timing.job_timeout` unless given).
-        """
-        deadline = self._deadline if timeout is None else time.monotonic() + check_seconds(timeout)
-        return await self._engine.await_watch(self._watch, deadline=deadline, email=self.email)
-
-    def __await__(self) -> Generator[Any, None, Job]:
-        return self.result().__await__()
-
-    async def cancel(self) -> Job | None:
-        """Cancel the job server-side (DELETE /jobs/{jobid}) and free its slot.
-
-        The DELETE runs in the client's own task group, so it completes even if this call is
-        cancelled. Returns the final record when it could be read (a job that had already
-        completed stays completed), else None.
-
-        Raises:
-            FlowMusicError: the DELETE failed (the job may still be running).
-        """
-        done = self._engine.request_cancel(self._watch)
-        await done.wait()
-        if self._watch.cancel_error is not None:
-            raise copy_for_waiter(self._watch.cancel_error)
-        job = self._watch.job
-        return job if job is not None and job.is_terminal else None
-
-
-class SubmitGroup:
-    """Submissions that stop together (a batch, or the whole client when it closes).
-
-    Once `stop()` is called no submission of the group sends a POST; a POST already on its way
-    finishes, and its job is cancelled (``cancel_jobs=True``) or left running.
-    """
-
-    def __init__(self) -> None:
-        self.stopped = False
-        self._members: set[_Submission] = set()
-
-    def stop(self, *, cancel_jobs: bool) -> None:
-        self.stopped = True
-        for member in list(self._members):
-            member.abandon(cancel_job=cancel_jobs)
-
-    def _add(self, member: _Submission) -> None:
-        self._members.add(member)
-        if self.stopped:
-            member.abandon(cancel_job=False)
-
-    def _discard(self, member: _Submission) -> None:
-        self._members.discard(member)
-
-
-class _NotSent(Exception):
-    """Internal: the submission was abandoned before its POST left; nothing was created."""
-
-
-class _Retry(Exception):
-    """Internal: this attempt created no job; try again after `delay` (None: give up)."""
-
-    def __init__(self, error: FlowMusicError, delay: float | None, *, requeue: bool = False):
-        super().__init__(str(error))
-        self.error = error
-        self.delay = delay
-        self.requeue = requeue  # the scheduler holds the full account back; no sleep needed
-
-
-class _Submission:
-    """One paid submission, from its wait for a slot to the acceptance of its job."""
-
-    def __init__(
-        self,
-        client_ref: str,
-        groups: tuple[SubmitGroup, ...],
-        *,
-        path: JobPath,
-        request: dict[str, Any],
-        account: str | None,
-        job_timeout: float,
-        hooks: SubmitHooks,
-    ) -> None:
-        self.client_ref = client_ref
-        self.groups = groups
-        self.path = path
-        self.request = request
-        self.account = account
-        self.job_timeout = job_timeout
-        self.hooks = hooks
-        self.abandoned = False
-        self.cancel_job = False  # abandoned by a waiter that wants the job cancelled if created
-        self.pre_send: anyio.CancelScope | None = None  # cancels the wait before the POST
-        self.handle: JobHandle | None = None
-        self.error: FlowMusicError | None = None
-        self.email: str | None = None  # the account of the latest attempt
-        self.attempt = 0
-        self.sent_at: float | None = None  # time.time() of the latest POST
-        self.decided = anyio.Event()  # handle or error known
-        self.settled = anyio.Event()  # ... and the job cancelled, if it had to be
-
-    def abandon(self, *, cancel_job: bool) -> None:
-        """No POST may leave for this submission from now on (synchronous, no checkpoint)."""
-        self.abandoned = True
-        self.cancel_job = self.cancel_job or cancel_job
-        if self.pre_send is not None:
-            self.pre_send.cancel()
-
-
-class _InFlight:
-    """Counts work that closing the client waits for: POSTs on their way, DELETEs."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle: anyio.Event | None = None
-
-    def enter(self) -> None:
-        self.count += 1
-
-    def exit(self) -> None:
-        self.count -= 1
-        if self.count == 0 and self._idle is not None:
-            self._idle.set()
-
-    async def wait_idle(self) -> None:
-        while self.count:
-            self._idle = anyio.Event()
-            await self._idle.wait()
+__all__ = ["JobEngine", "JobHandle", "JobPath", "SubmitAttempt", "SubmitGroup", "SubmitHooks"]
 
 
 class JobEngine:
@@ -345,10 +93,11 @@ class JobEngine:
             known_jobs=self.scheduler.our_jobs,
             timing=timing,
         )
+        self._post = PaidPost(api, self.scheduler, self.reconciler, events)
         self._accounts_lock: anyio.Lock | None = None
         self._accounts_due = 0.0  # monotonic time the account list should be read again
         self._everything = SubmitGroup()  # every submission; stopped when the client closes
-        self._in_flight = _InFlight()
+        self._in_flight = InFlight()
         self.closing = False
 
     # ----- accounts ------------------------------------------------------------------------------
@@ -437,7 +186,7 @@ class JobEngine:
         request["mode"] = "async"
         request["replyRef"] = compose_reply_ref(request.get("replyRef"), ref)
         groups = (self._everything,) if group is None else (self._everything, group)
-        sub = _Submission(
+        sub = Submission(
             ref,
             groups,
             path=path,
@@ -459,7 +208,7 @@ class JobEngine:
         assert sub.handle is not None
         return sub.handle
 
-    def _abandon(self, sub: _Submission) -> anyio.Event:
+    def _abandon(self, sub: Submission) -> anyio.Event:
         """The caller of `sub` left: stop it; returns the event that says the cleanup is done."""
         cancel_job = sub.hooks.cancel_if_abandoned
         sub.abandon(cancel_job=cancel_job)
@@ -468,7 +217,7 @@ class JobEngine:
             return self.request_cancel(handle._watch)
         return sub.settled
 
-    async def _run_submission(self, sub: _Submission) -> None:
+    async def _run_submission(self, sub: Submission) -> None:
         """The whole life of one submission, in the client's task group.
 
         Ends with exactly one of: a handle (the "submitted" event; the job's own end follows
@@ -479,7 +228,7 @@ class JobEngine:
         not_sent = False
         try:
             sub.handle = await self._place_and_send(sub)
-        except _NotSent:
+        except NotSent:
             not_sent = True
             sub.error = ClientClosedError(
                 "the submission was stopped before it was sent; nothing was paid",
@@ -524,7 +273,7 @@ class JobEngine:
         finally:
             sub.settled.set()
 
-    async def _place_and_send(self, sub: _Submission) -> JobHandle:
+    async def _place_and_send(self, sub: Submission) -> JobHandle:
         ref = sub.client_ref
         account = sub.account
         give_up_at = time.monotonic() + sub.job_timeout
@@ -540,7 +289,7 @@ class JobEngine:
             self.events.emit("submitting", client_ref=ref, email=email, attempt=sub.attempt)
             self._in_flight.enter()
             try:
-                job = await self._send(
+                job = await self._post.send(
                     sub.path,
                     sub.request,
                     email=email,
@@ -551,7 +300,7 @@ class JobEngine:
                     after_failure=after_failure,
                 )
                 return self._accept(job, placed=email, client_ref=ref, timeout=sub.job_timeout)
-            except _Retry as retry:
+            except Retry as retry:
                 self.scheduler.release(email)
                 error, delay, requeue = retry.error, retry.delay, retry.requeue
             except BaseException:
@@ -572,8 +321,8 @@ class JobEngine:
                     await sleep(delay)
                 sub.pre_send = None
 
-    async def _place(self, sub: _Submission) -> str | None:
-        """Wait for a slot and write ahead; raises `_NotSent` if abandoned before the POST."""
+    async def _place(self, sub: Submission) -> str | None:
+        """Wait for a slot and write ahead; raises `NotSent` if abandoned before the POST."""
         ref = sub.client_ref
         hooks = sub.hooks
         email: str | None = None
@@ -601,111 +350,8 @@ class JobEngine:
             if announced and hooks.on_unsent is not None:
                 with anyio.CancelScope(shield=True):
                     await hooks.on_unsent(attempt)
-            raise _NotSent
+            raise NotSent
         return email
-
-    async def _send(
-        self,
-        path: JobPath,
-        request: dict[str, Any],
-        *,
-        email: str | None,
-        pinned: bool,
-        ref: str,
-        sent_at: float,
-        after_429: Attempts,
-        after_failure: Attempts,
-    ) -> Job:
-        """One POST; returns the job, raises `_Retry` when nothing was created, or the final error.
-
-        `pinned`: the job must run on `email` (named by the caller, or an edit's clip account),
-        so an account that cannot take jobs is final rather than a reason to go elsewhere.
-        """
-        if path == "/music":  # an edit has no `email`: it runs on its clip's account
-            request = {key: value for key, value in request.items() if key != "email"}
-            if email is not None:
-                request["email"] = email
-        try:
-            return await self._api.create_job(path, request)
-        except RateLimitError as error:
-            delay = after_429.delay(retry_after=error.retry_after)
-            tracked = isinstance(error, AccountBusyError) and self.scheduler.known
-            if tracked:
-                # Another process took the slot since our last sweep: hold the account back
-                # until a sweep shows room, and let this job go wherever there is room now.
-                self.scheduler.note_full(email, hold=delay or 0.0)
-            raise _Retry(error, delay, requeue=tracked and not pinned) from None
-        except (InsufficientCreditsError, AccountError) as error:
-            # The account cannot take jobs: take it out and place the job elsewhere, unless
-            # the server chose the account or the caller named it (nowhere else to go).
-            self.scheduler.take_out(email or error.email, error)
-            if email is None or pinned:
-                raise
-            raise _Retry(error, 0.0, requeue=True) from None
-        except NotFoundError as error:
-            if email is None or pinned:
-                raise
-            self.scheduler.take_out(email, error)  # the account was removed meanwhile
-            raise _Retry(error, 0.0, requeue=True) from None
-        except TransportError as error:
-            if not error.maybe_sent:
-                # The request never left: safe to send again, for `connect_budget` at most.
-                delay = after_failure.delay(never_sent=True)
-                if delay is None:
-                    raise self._api.unreachable(error, after_failure.retries + 1) from error
-                raise _Retry(error, delay) from None
-            return await self._settle_unknown(
-                path,
-                error,
-                email,
-                ref,
-                sent_at,
-                after_failure,
-                # Our own timeout: the server may still be working on the request and create
-                # the job after we look, so not finding it proves nothing.
-                absence_proves=not isinstance(error.__cause__, httpx.TimeoutException),
-            )
-        except DecodeError as error:
-            if error.jobid:  # a 2xx with a jobid: the job exists even if the body is odd
-                return await self._api.get_job(error.jobid)
-            return await self._settle_unknown(path, error, email, ref, sent_at, after_failure)
-        except ServerError as error:
-            return await self._settle_unknown(path, error, email, ref, sent_at, after_failure)
-
-    async def _settle_unknown(
-        self,
-        path: JobPath,
-        error: FlowMusicError,
-        email: str | None,
-        ref: str,
-        sent_at: float,
-        after_failure: Attempts,
-        *,
-        absence_proves: bool = True,
-    ) -> Job:
-        """The POST may have created a job: adopt it, resend if provably not, else give up."""
-        verdict = await self.reconciler.reconcile(ref, email=email, sent_at=sent_at)
-        if isinstance(verdict, Job):
-            self.events.emit(
-                "reconciled",
-                client_ref=ref,
-                jobid=verdict.jobid,
-                email=verdict.email,
-                detail="the job existed; adopted, not resent",
-            )
-            return verdict
-        if verdict == Verdict.ABSENT and absence_proves:
-            self.events.emit(
-                "reconciled", client_ref=ref, email=email, detail="no job was created; resending"
-            )
-            raise _Retry(error, after_failure.delay())
-        raise SubmissionUncertain(
-            endpoint=f"POST {path}",
-            client_ref=ref,
-            email=email,
-            sent_at=sent_at,
-            detail=f"Cause: {error}",
-        ) from error
 
     def _accept(
         self, job: Job, *, placed: str | None, client_ref: str, timeout: float
@@ -938,12 +584,3 @@ class JobEngine:
                 len(self.left_running),
                 ", ".join(jobid for jobid, _ in self.left_running),
             )
-
-
-def check_seconds(value: object, field: str = "timeout") -> float:
-    """A deadline in seconds: a positive, finite number, refused before anything is sent."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(field, f"must be a number of seconds, got {type(value).__name__}")
-    if math.isnan(value) or value <= 0:
-        raise ValidationError(field, f"must be a positive number of seconds, got {value!r}")
-    return float(value)

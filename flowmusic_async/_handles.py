@@ -1,0 +1,153 @@
+"""What a submission hands back and takes: `JobHandle`, `SubmitAttempt`, `SubmitHooks`.
+
+A `JobHandle` is a job the server accepted: await it for the completed record, or cancel it.
+`SubmitAttempt` and `SubmitHooks` are how a journal (or any caller) is told about each step of
+a submission, so that nothing paid for is ever lost across a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ._errors import ValidationError, copy_for_waiter
+from ._models import Job
+from ._poller import Watch
+
+if TYPE_CHECKING:
+    from ._engine import JobEngine
+
+__all__ = [
+    "JobHandle",
+    "OnAccepted",
+    "OnSubmitting",
+    "SubmitAttempt",
+    "SubmitHooks",
+    "check_seconds",
+]
+
+
+class SubmitAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """What is about to be sent, handed to `on_submitting` before every paid POST.
+
+    A journal writes it down first, so that after a crash the attempt can be reconciled.
+    """
+
+    client_ref: str
+    email: str | None
+    sent_at: float  # time.time()
+    attempt: int
+
+
+OnSubmitting = Callable[[SubmitAttempt], Awaitable[None]]
+OnAccepted = Callable[["JobHandle"], Awaitable[None]]
+
+
+class SubmitHooks(msgspec.Struct, frozen=True, kw_only=True):
+    """What a journal (or any caller) needs told about a submission, and how to stop it.
+
+    The callbacks run in the client's own task group, shielded, so they complete even if the
+    caller is gone. An exception in one is logged; it never loses the job.
+
+    Args:
+        on_submitting: before each POST, with what is about to be sent (write it down first).
+        on_unsent: a POST announced by `on_submitting` was stopped before it left.
+        on_accepted: the server accepted the job (record its jobid).
+        cancel_if_abandoned: when the caller leaves while the POST is on its way, cancel the
+            job once accepted (True), or leave it running for a journal to collect (False).
+    """
+
+    on_submitting: OnSubmitting | None = None
+    on_unsent: OnSubmitting | None = None
+    on_accepted: OnAccepted | None = None
+    cancel_if_abandoned: bool = True
+
+
+class JobHandle:
+    """A job the server accepted. Await it (or `result()`) for the completed record.
+
+    Safe to await from several tasks. `cancel()` cancels the job server-side.
+    """
+
+    def __init__(
+        self,
+        engine: JobEngine,
+        watch: Watch,
+        *,
+        email: str | None,
+        client_ref: str | None,
+        timeout: float,
+    ) -> None:
+        self._engine = engine
+        self._watch = watch
+        self.jobid = watch.jobid
+        self.email = email
+        self.client_ref = client_ref
+        self.accepted_at = time.monotonic()
+        self._deadline = self.accepted_at + timeout
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "pending"
+        return f"JobHandle(jobid={self.jobid!r}, email={self.email!r}, {state})"
+
+    @property
+    def done(self) -> bool:
+        """True once this client knows the outcome (the job ended, or the client closed)."""
+        return self._watch.done.is_set()
+
+    @property
+    def ended(self) -> bool:
+        """True once the job itself is known to have ended (completed, failed, cancelled)."""
+        return self._watch.job is not None and self._watch.job.is_terminal
+
+    async def result(self, timeout: float | None = None) -> Job:
+        """Wait for the job to end; return the completed record.
+
+        A result already known is returned whatever the deadline: the deadline limits the
+        wait, not the answer.
+
+        Raises:
+            JobFailed: the job ended failed (including cancelled).
+            JobTimeout: the deadline passed; the job is left running.
+            NotFoundError, PermissionDeniedError: the job is unknown/expired, or not ours.
+            ClientClosedError: the client closed while waiting (``jobid`` says which job).
+
+        Args:
+            timeout: seconds from now; default: the deadline set at submission (counted from
+                acceptance, `Timing.job_timeout` unless given).
+        """
+        deadline = self._deadline if timeout is None else time.monotonic() + check_seconds(timeout)
+        return await self._engine.await_watch(self._watch, deadline=deadline, email=self.email)
+
+    def __await__(self) -> Generator[Any, None, Job]:
+        return self.result().__await__()
+
+    async def cancel(self) -> Job | None:
+        """Cancel the job server-side (DELETE /jobs/{jobid}) and free its slot.
+
+        The DELETE runs in the client's own task group, so it completes even if this call is
+        cancelled. Returns the final record when it could be read (a job that had already
+        completed stays completed), else None.
+
+        Raises:
+            FlowMusicError: the DELETE failed (the job may still be running).
+        """
+        done = self._engine.request_cancel(self._watch)
+        await done.wait()
+        if self._watch.cancel_error is not None:
+            raise copy_for_waiter(self._watch.cancel_error)
+        job = self._watch.job
+        return job if job is not None and job.is_terminal else None
+
+
+def check_seconds(value: object, field: str = "timeout") -> float:
+    """A deadline in seconds: a positive, finite number, refused before anything is sent."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(field, f"must be a number of seconds, got {type(value).__name__}")
+    if math.isnan(value) or value <= 0:
+        raise ValidationError(field, f"must be a positive number of seconds, got {value!r}")
+    return float(value)
