@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from os import PathLike
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 import anyio.abc
@@ -38,30 +38,15 @@ from ._errors import (
 from ._journal import Entry, Journal
 from ._models import Job
 from ._reconcile import new_client_ref
+from ._requests import SongRequest, song_request
 from ._validation import music_body
 
 if TYPE_CHECKING:
     from ._client import FlowMusic
 
-# The keyword names of `fm.music.create` a batch request may use.
-REQUEST_FIELDS = frozenset(
-    {
-        "prompt",
-        "instrumental",
-        "lyrics",
-        "ghostwriter",
-        "ref_images",
-        "ref_audios",
-        "model",
-        "email",
-        "reply_url",
-        "reply_ref",
-    }
-)
 
-
-class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """The end of one request: a completed job, or the typed error that says what happened.
+class Completed(msgspec.Struct, frozen=True, kw_only=True):
+    """A request that ended with a completed job.
 
     `index` is the request's position in the input; `key` its journal key; `resumed` is True
     when the result was already known from an earlier run's journal.
@@ -70,31 +55,37 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     index: int
     key: str
     request: dict[str, Any]
-    job: Job | None = None
-    error: Any = None  # FlowMusicError | None
+    job: Job
     resumed: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.job is not None and self.error is None
+    ok: ClassVar[Literal[True]] = True
+    error: ClassVar[None] = None
 
 
-def normalize_request(request: str | Mapping[str, Any]) -> dict[str, Any]:
-    """A request as a dict of `fm.music.create` keywords; a bare string is a prompt.
+class Failed(msgspec.Struct, frozen=True, kw_only=True):
+    """A request that ended without a job: `error` says what happened (fields as `Completed`)."""
+
+    index: int
+    key: str
+    request: dict[str, Any]
+    error: FlowMusicError
+    resumed: bool = False
+    ok: ClassVar[Literal[False]] = False
+    job: ClassVar[None] = None
+
+
+Outcome = Completed | Failed
+"""The end of one request of a batch; narrow it with ``isinstance`` (or, under mypy, ``ok``)."""
+
+
+def normalize_request(request: str | SongRequest | Mapping[str, Any]) -> dict[str, Any]:
+    """A request as a dict of `SongRequest` fields (None left out); a bare string is a prompt.
 
     Raises:
         ValidationError: an unknown field, or a field the API would refuse.
     """
-    params: dict[str, Any] = {"prompt": request} if isinstance(request, str) else dict(request)
-    for name in params:
-        if name not in REQUEST_FIELDS:
-            allowed = ", ".join(sorted(REQUEST_FIELDS))
-            raise ValidationError(name, f"not a song request field (allowed: {allowed})")
-    for name in ("ref_images", "ref_audios"):
-        if name in params:
-            params[name] = list(params[name])
-    music_body(**params)  # validate now: a bad request costs nothing and stops nothing else
-    return {name: value for name, value in params.items() if value is not None}
+    song = song_request(request)
+    music_body(song)  # validate now: a bad request costs nothing and stops nothing else
+    return song.to_params()
 
 
 class BatchRun:
@@ -148,11 +139,11 @@ class _Batch:
     ) -> None:
         key = entry.key if entry is not None else str(index)
         if invalid is not None:
-            await self._emit(Outcome(index=index, key=key, request=params, error=invalid))
+            await self._emit(Failed(index=index, key=key, request=params, error=invalid))
             return
         if entry is not None and entry.state == "completed" and entry.job is not None:
             await self._emit(
-                Outcome(index=index, key=key, request=params, job=entry.job, resumed=True)
+                Completed(index=index, key=key, request=params, job=entry.job, resumed=True)
             )
             return
         if entry is not None and entry.state == "failed" and not self._retry_failed:
@@ -166,7 +157,7 @@ class _Batch:
                     email=entry.email,
                 )
             await self._emit(
-                Outcome(index=index, key=key, request=params, error=error, resumed=True)
+                Failed(index=index, key=key, request=params, error=error, resumed=True)
             )
             return
         if limiter is not None:
@@ -200,7 +191,7 @@ class _Batch:
             if not isinstance(error, JobTimeout):
                 # A timed-out job keeps running: left "submitted", a rerun awaits it again.
                 await self._record_failure(key, error)
-            await self._emit(Outcome(index=index, key=key, request=params, error=error))
+            await self._emit(Failed(index=index, key=key, request=params, error=error))
             self._maybe_abort(error)
             return
         except anyio.get_cancelled_exc_class():
@@ -210,7 +201,7 @@ class _Batch:
         if self._journal is not None:
             with anyio.CancelScope(shield=True):
                 await self._journal.mark_completed(key, job=job)
-        await self._emit(Outcome(index=index, key=key, request=params, job=job))
+        await self._emit(Completed(index=index, key=key, request=params, job=job))
 
     async def _start(
         self, key: str, params: dict[str, Any], entry: Entry | None
@@ -282,8 +273,8 @@ class _Batch:
             await self._send.send(outcome)
 
 
-class generate_many:
-    """Run a batch; see the module docstring. Use as `async with ... as outcomes`.
+class Batch:
+    """What `fm.generate_many` returns: use as ``async with ... as outcomes``; see the module.
 
     A class rather than an `@asynccontextmanager` so that an exception raised in the caller's
     block (such as `BatchAborted` from the iterator) reaches the caller as itself, not
