@@ -89,10 +89,10 @@ class JobHandle:
     ) -> None:
         self._engine = engine
         self._watch = watch
-        self.jobid = watch.jobid
+        self.jobid: str = watch.jobid
         self.email = email
         self.client_ref = client_ref
-        self.accepted_at = time.monotonic()
+        self.accepted_at: float = time.monotonic()
         self._deadline = self.accepted_at + timeout
 
     def __repr__(self) -> str:
@@ -141,8 +141,8 @@ class JobEngine:
         self._fm = fm
         self.timing = timing
         self.events = events
-        self.scheduler = Scheduler()
-        self.poller = Poller(
+        self.scheduler: Scheduler = Scheduler()
+        self.poller: Poller = Poller(
             list_running=fm.jobs.list,
             get_job=fm.jobs.get,
             scheduler=self.scheduler,
@@ -152,7 +152,7 @@ class JobEngine:
         )
         self._accounts_lock = anyio.Lock()
         self._accounts_due = 0.0  # monotonic time the account list should be read again
-        self.reconciler = Reconciler(
+        self.reconciler: Reconciler = Reconciler(
             list_running=fm.jobs.list,
             get_job=fm.jobs.get,
             known_jobs=self.scheduler.our_jobs,

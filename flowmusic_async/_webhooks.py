@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ._errors import FlowMusicError
+from ._models import Job, JobStatus
 from ._reconcile import split_reply_ref
 
 if TYPE_CHECKING:
@@ -43,14 +44,16 @@ class WebhookResult(msgspec.Struct, frozen=True, kw_only=True):
     """What the receiver did with one callback.
 
     `http_status` is what to answer the sender: 200 when taken in or harmlessly ignored,
-    400 for a body that is not a callback, 413 for an oversized one.
+    400 for a body that is not a callback, 413 for an oversized one. `job` is the record as
+    re-read with GET /jobs/{jobid} (never the untrusted body), set when `accepted`.
     """
 
     accepted: bool
     http_status: int
     reason: str
     jobid: str | None = None
-    status: str | None = None  # the job's status as re-read from the API
+    status: JobStatus | None = None  # the job's status as re-read from the API
+    job: Job | None = None  # the verified record (GET /jobs/{jobid}), when accepted
 
 
 class Webhooks:
@@ -110,4 +113,5 @@ class Webhooks:
             reason="verified with GET /jobs/{jobid}",
             jobid=job.jobid,
             status=job.status,
+            job=job,
         )
