@@ -1,0 +1,109 @@
+"""Run mypy --strict and pyright (strict) over user code, as `nox -s typing` does.
+
+1. `correct.py` and the README's Python examples must pass both checkers.
+2. `wrong.py`: each line marked ``# wrong`` must be reported by both, and no other line.
+
+Usage: ``python tests/typing/check.py`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+MARK = "# wrong"
+
+
+def readme_examples(readme: Path) -> str:
+    """Every ```python block of the README as one module; fragments become coroutine bodies.
+
+    A fragment (code using ``await`` or ``async with`` at top level, as a notebook would run
+    it) gets its imports hoisted and the rest indented into ``async def``, with ``prompts``
+    as its only free name.
+    """
+    imports: list[str] = ["from __future__ import annotations", "import anyio"]
+    bodies: list[str] = []
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S)
+    for n, block in enumerate(blocks):
+        lines = block.splitlines()
+        imports += [line for line in lines if line.startswith(("import ", "from "))]
+        rest = [line for line in lines if not line.startswith(("import ", "from "))]
+        code = "\n".join(rest)
+        if re.search(r"^(async with|await |async for)", code, re.M):
+            bodies.append(
+                f"async def example_{n}(prompts: list[str]) -> None:\n"
+                + textwrap.indent(code, "    ")
+            )
+        else:
+            bodies.append(code)
+    return "# pyright: strict\n" + "\n".join(dict.fromkeys(imports)) + "\n\n" + "\n\n".join(bodies)
+
+
+def reported_lines(files: list[Path]) -> tuple[dict[str, set[int]], str]:
+    """The lines each checker reports an error on, by checker, for the given files."""
+    names = [str(f) for f in files]
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *names],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    pyright = subprocess.run(
+        [sys.executable, "-m", "pyright", "--pythonpath", sys.executable, *names],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    found: dict[str, set[int]] = {"mypy": set(), "pyright": set()}
+    for line in mypy.stdout.splitlines():
+        match = re.match(r"(.+?):(\d+): error:", line)
+        if match:
+            found["mypy"].add(int(match.group(2)))
+    for line in pyright.stdout.splitlines():
+        match = re.match(r"\s*(.+?):(\d+):\d+ - error:", line)
+        if match:
+            found["pyright"].add(int(match.group(2)))
+    return found, mypy.stdout + pyright.stdout
+
+
+def main() -> int:
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        readme = Path(tmp) / "readme_examples.py"
+        readme.write_text(readme_examples(ROOT / "README.md"), encoding="utf-8")
+        for clean in (HERE / "correct.py", readme):
+            found, output = reported_lines([clean])
+            for checker, lines in found.items():
+                if lines:
+                    failures.append(f"{checker} reports {clean.name} lines {sorted(lines)}")
+            if any(found.values()):
+                print(output)
+                if clean == readme:
+                    print(readme.read_text(encoding="utf-8"))
+
+    wrong = HERE / "wrong.py"
+    marked = {
+        n for n, line in enumerate(wrong.read_text().splitlines(), start=1) if line.endswith(MARK)
+    }
+    found, output = reported_lines([wrong])
+    for checker, lines in found.items():
+        if missed := marked - lines:
+            failures.append(f"{checker} no longer reports wrong.py lines {sorted(missed)}")
+        if extra := lines - marked:
+            failures.append(f"{checker} reports unmarked wrong.py lines {sorted(extra)}")
+    if failures:
+        print(output)
+        print("\n".join(failures))
+        return 1
+    print(f"typing: correct code and README pass; all {len(marked)} wrong lines reported by both")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
