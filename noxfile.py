@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "typing", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
@@ -45,6 +45,27 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[cli]", "mypy>=1.11")
     session.run("mypy", "--strict", "flowmusic_async")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """What users' type checkers see: verifytypes at 100%, and tests/typing under both checkers.
+
+    `pyright --verifytypes` must find every public symbol of `flowmusic_async` and
+    `flowmusic_async.testing` fully typed; tests/typing/check.py runs mypy --strict and
+    pyright (strict) over correct user code, the README's examples, and wrong user code whose
+    every marked line must be reported. The package is installed (not editable) so pyright
+    reads it the way a user's environment does.
+    """
+    session.install(".", "mypy>=1.11", "pyright>=1.1.380")
+    for package in ("flowmusic_async", "flowmusic_async.testing"):
+        session.run("pyright", "--verifytypes", package, "--ignoreexternal", env=_venv_env(session))
+    session.run("python", "tests/typing/check.py")
+
+
+def _venv_env(session: nox.Session) -> dict[str, str]:
+    """pyright finds the session's packages through VIRTUAL_ENV."""
+    return {"VIRTUAL_ENV": str(session.virtualenv.location)}
 
 
 @nox.session
