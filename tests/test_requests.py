@@ -45,7 +45,9 @@ def client(sim: Simulator, **kwargs: Any) -> FlowMusic:
 
 
 def fields_of(struct: type[msgspec.Struct]) -> dict[str, tuple[str, object]]:
-    defaults = dict(zip(struct.__struct_fields__[::-1], struct.__struct_defaults__[::-1]))
+    # Defaults belong to the last fields; the first ones (no default) are left out by strict=False.
+    names, values = struct.__struct_fields__[::-1], struct.__struct_defaults__[::-1]
+    defaults = dict(zip(names, values, strict=False))
     return {
         name: (struct.__annotations__[name], defaults.get(name, inspect.Parameter.empty))
         for name in struct.__struct_fields__
