@@ -45,8 +45,8 @@ def readme_examples(readme: Path) -> str:
     return "# pyright: strict\n" + "\n".join(dict.fromkeys(imports)) + "\n\n" + "\n\n".join(bodies)
 
 
-def reported_lines(files: list[Path]) -> tuple[dict[str, set[int]], str]:
-    """The lines each checker reports an error on, by checker, for the given files."""
+def reported_lines(files: list[Path]) -> tuple[dict[tuple[str, str], set[int]], str]:
+    """The lines each checker reports an error on, by (checker, file name); one run each."""
     names = [str(f) for f in files]
     mypy = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *names],
@@ -60,47 +60,40 @@ def reported_lines(files: list[Path]) -> tuple[dict[str, set[int]], str]:
         text=True,
         cwd=ROOT,
     )
-    found: dict[str, set[int]] = {"mypy": set(), "pyright": set()}
-    for line in mypy.stdout.splitlines():
-        match = re.match(r"(.+?):(\d+): error:", line)
-        if match:
-            found["mypy"].add(int(match.group(2)))
-    for line in pyright.stdout.splitlines():
-        match = re.match(r"\s*(.+?):(\d+):\d+ - error:", line)
-        if match:
-            found["pyright"].add(int(match.group(2)))
+    found: dict[tuple[str, str], set[int]] = {
+        (checker, f.name): set() for checker in ("mypy", "pyright") for f in files
+    }
+    patterns = {"mypy": r"(.+?):(\d+): error:", "pyright": r"\s*(.+?):(\d+):\d+ - error:"}
+    for checker, result in (("mypy", mypy), ("pyright", pyright)):
+        for line in result.stdout.splitlines():
+            match = re.match(patterns[checker], line)
+            if match:
+                found[(checker, Path(match.group(1)).name)].add(int(match.group(2)))
     return found, mypy.stdout + pyright.stdout
 
 
 def main() -> int:
     failures: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        readme = Path(tmp) / "readme_examples.py"
-        readme.write_text(readme_examples(ROOT / "README.md"), encoding="utf-8")
-        for clean in (HERE / "correct.py", readme):
-            found, output = reported_lines([clean])
-            for checker, lines in found.items():
-                if lines:
-                    failures.append(f"{checker} reports {clean.name} lines {sorted(lines)}")
-            if any(found.values()):
-                print(output)
-                if clean == readme:
-                    print(readme.read_text(encoding="utf-8"))
-
     wrong = HERE / "wrong.py"
     marked = {
         n for n, line in enumerate(wrong.read_text().splitlines(), start=1) if line.endswith(MARK)
     }
-    found, output = reported_lines([wrong])
-    for checker, lines in found.items():
-        if missed := marked - lines:
-            failures.append(f"{checker} no longer reports wrong.py lines {sorted(missed)}")
-        if extra := lines - marked:
-            failures.append(f"{checker} reports unmarked wrong.py lines {sorted(extra)}")
-    if failures:
-        print(output)
-        print("\n".join(failures))
-        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        readme = Path(tmp) / "readme_examples.py"
+        readme.write_text(readme_examples(ROOT / "README.md"), encoding="utf-8")
+        found, output = reported_lines([HERE / "correct.py", readme, wrong])
+        for (checker, name), lines in sorted(found.items()):
+            if name != wrong.name and lines:
+                failures.append(f"{checker} reports {name} lines {sorted(lines)}")
+            if name == wrong.name and (missed := marked - lines):
+                failures.append(f"{checker} no longer reports {name} lines {sorted(missed)}")
+            if name == wrong.name and (extra := lines - marked):
+                failures.append(f"{checker} reports unmarked {name} lines {sorted(extra)}")
+        if failures:
+            print(output)
+            print(readme.read_text(encoding="utf-8"))
+            print("\n".join(failures))
+            return 1
     print(f"typing: correct code and README pass; all {len(marked)} wrong lines reported by both")
     return 0
 
