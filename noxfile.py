@@ -42,9 +42,18 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
-    session.install("-e", ".[cli]", "mypy>=1.11")
+    """mypy --strict on the package and on the tests (tests/typing has its own session)."""
+    session.install("-e", ".[test,cli]", "mypy>=1.11")
     session.run("mypy", "--strict", "flowmusic_async")
+    session.run(
+        "mypy",
+        "--strict",
+        "--explicit-package-bases",
+        "--exclude",
+        "tests/typing",
+        "tests",
+        env={"MYPYPATH": "tests"},  # the tests import their helpers (mock_api) as top-level
+    )
 
 
 @nox.session

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -103,7 +104,7 @@ class JobHandle:
     def done(self) -> bool:
         return self._watch.done.is_set()
 
-    async def result(self, timeout: float | None = None) -> Job:
+    async def result(self, deadline: float | None = None, *, timeout: float | None = None) -> Job:
         """Wait for the job to end; return the completed record.
 
         Raises:
@@ -113,12 +114,20 @@ class JobHandle:
             ClientClosedError: the client closed while waiting.
 
         Args:
-            timeout: seconds from now; default: the deadline set at submission (counted from
+            deadline: seconds from now; default: the deadline set at submission (counted from
                 acceptance, `Timing.job_timeout` unless given).
+            timeout: deprecated spelling of `deadline`.
         """
+        if timeout is not None:
+            warnings.warn(
+                "result(timeout=) is deprecated; use result(deadline=)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            deadline = timeout if deadline is None else deadline
         return await self._engine.await_watch(
             self._watch,
-            deadline=self._deadline if timeout is None else time.monotonic() + timeout,
+            deadline=self._deadline if deadline is None else time.monotonic() + deadline,
             email=self.email,
         )
 

@@ -151,6 +151,11 @@ async def test_deprecated_timeout_names_warn_and_still_work() -> None:
         assert job.is_completed
         with pytest.raises(ConfigurationError):
             await fm.generate("x", deadline=1, timeout=1)
+        pending = await fm.submit("slow")
+        with pytest.warns(DeprecationWarning, match="deadline"), pytest.raises(JobTimeout):
+            await pending.result(timeout=0.001)
+        with pytest.raises(JobTimeout):
+            await pending.result(deadline=0.001)
 
 
 @pytest.mark.anyio
@@ -199,14 +204,14 @@ async def test_the_client_reply_url_is_used_and_the_webhook_result_carries_the_j
 @pytest.mark.anyio
 async def test_a_fastapi_route_returns_records_as_json() -> None:
     """Records convert in one call, so a web route can return them as is."""
-    fastapi = pytest.importorskip("fastapi")
+    from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
     sim = make_sim()
     async with client(sim) as fm:
         job = await fm.generate("for the web", instrumental=True)
 
-    app = fastapi.FastAPI()
+    app = FastAPI()
 
     @app.get("/songs/{jobid}")
     def song(jobid: str) -> dict[str, Any]:
