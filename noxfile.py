@@ -66,7 +66,8 @@ def typing(session: nox.Session) -> None:
     every marked line must be reported. The package is installed (not editable) so pyright
     reads it the way a user's environment does.
     """
-    session.install(".", "mypy>=1.11", "pyright>=1.1.380")
+    # fastapi: the README's web example is checked too.
+    session.install(".", "mypy>=1.11", "pyright>=1.1.380", "fastapi>=0.110")
     for package in ("flowmusic_async", "flowmusic_async.testing"):
         session.run("pyright", "--verifytypes", package, "--ignoreexternal", env=_venv_env(session))
     session.run("python", "tests/typing/check.py")
