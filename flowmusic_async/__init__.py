@@ -3,7 +3,7 @@
 Start with `FlowMusic`; `flowmusic_async.testing` holds the simulator to test against.
 """
 
-from ._batch import Batch, BatchRun, Completed, Failed, Outcome
+from ._batch import BatchRun, Completed, Failed, GenerateMany, Outcome
 from ._client import DEFAULT_BASE_URL, FlowMusic
 from ._download import Format as DownloadFormat
 from ._download import Sidecar, SidecarFile
@@ -82,7 +82,6 @@ __all__ = [
     "Asset",
     "AuthenticationError",
     "BadRequestError",
-    "Batch",
     "BatchAborted",
     "BatchRun",
     "ClientClosedError",
@@ -105,6 +104,7 @@ __all__ = [
     "Files",
     "FlowMusic",
     "FlowMusicError",
+    "GenerateMany",
     "Ghostwriter",
     "InsufficientCreditsError",
     "Job",

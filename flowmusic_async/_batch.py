@@ -3,31 +3,46 @@
 `fm.generate_many(requests)` opens a context that runs every request through the engine and
 yields an `Outcome` as each one finishes, in completion order. Requests queue in the
 scheduler's FIFO, so every free slot on every account is used and none is overrun. One
-failure never ends the batch; only a 401 (nothing can work) or running out of funded accounts
+failure, including a request that is not valid, never ends the batch: it becomes that
+request's failed `Outcome`. Only a 401 (nothing can work) or running out of funded accounts
 stops it, after the jobs already running have been collected, with `BatchAborted`.
+
+Requests are read as the batch goes (any iterable or async iterable: a generator over a file
+of a million lines works), and at most about as many are in progress as there are slots, so
+memory and start-up time do not grow with the size of the batch.
 
 With a journal, every step is written down before it is taken, so running the same batch
 again resumes it: completed requests are not redone, submitted ones are awaited by jobid,
 and a POST interrupted mid-flight is reconciled by its client reference before anything is
-paid again. Leaving the context early cancels the jobs still running server-side, except
-with a journal, where they are left running for the next run to collect.
+paid again. Leaving the context early stops the batch at once: no new POST leaves from that
+moment, and the jobs still running are cancelled server-side, except with a journal, where
+they are left running for the next run to collect.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from os import PathLike
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import msgspec
 
-from ._engine import JobHandle, SubmitAttempt
+from ._engine import (
+    JobEngine,
+    JobHandle,
+    SubmitAttempt,
+    SubmitGroup,
+    SubmitHooks,
+    check_seconds,
+)
 from ._errors import (
     AuthenticationError,
     BatchAborted,
+    ClientClosedError,
     FlowMusicError,
     InsufficientCreditsError,
     JobFailed,
@@ -41,8 +56,15 @@ from ._reconcile import new_client_ref
 from ._requests import SongRequest, song_request
 from ._validation import music_body
 
-if TYPE_CHECKING:
-    from ._client import FlowMusic
+# Requests in progress beyond the slots there are: enough that a slot freed is refilled at once
+# while the next request is read and registered, few enough that memory stays flat.
+SPARE_TASKS = 16
+# In progress while the accounts are still unknown (the server places the jobs).
+UNKNOWN_CAPACITY_TASKS = 32
+# Requests registered in the journal per transaction as the input streams in.
+JOURNAL_CHUNK = 64
+
+Requests = Iterable["str | Mapping[str, Any]"] | AsyncIterable["str | Mapping[str, Any]"]
 
 
 class Completed(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,40 +129,56 @@ class BatchRun:
             raise StopAsyncIteration from None
 
 
+def check_request(request: object) -> tuple[dict[str, Any], ValidationError | None]:
+    """The request as `fm.music.create` keywords, or what it could be shown as and why it is bad.
+
+    Never raises: a request of any type or shape becomes either valid parameters or a
+    `ValidationError` naming the problem, which is that request's outcome.
+    """
+    if isinstance(request, str):
+        shown: dict[str, Any] = {"prompt": request}
+    elif isinstance(request, Mapping):
+        shown = {str(key): value for key, value in request.items()}
+    else:
+        kind = type(request).__name__
+        problem = f"must be a prompt string or a mapping of song fields, got {kind}"
+        return {"request": repr(request)[:200]}, ValidationError("request", problem)
+    try:
+        return normalize_request(shown), None
+    except ValidationError as error:
+        return shown, error
+    except (TypeError, ValueError) as error:  # a value of the wrong type deep in a field
+        return shown, ValidationError("request", str(error))
+
+
 class _Batch:
+    """One run of a batch: its tasks, its journal writes, and how it stops."""
+
     def __init__(
         self,
-        fm: FlowMusic,
+        engine: JobEngine,
         journal: Journal | None,
         send: anyio.abc.ObjectSendStream[Outcome],
         *,
         timeout: float | None,
         retry_failed: bool,
     ) -> None:
-        self._fm = fm
-        self._engine = fm._engine
+        self._engine = engine
         self._journal = journal
         self._send = send
         self._timeout = timeout
         self._retry_failed = retry_failed
-        # One cancel scope per submission still under way, all cancelled on abort; a job
-        # already accepted is past its scope and is still collected.
-        self._submission_scopes: set[anyio.CancelScope] = set()
+        # Every submission of this batch: stopped together when the batch is left or aborted.
+        self.group = SubmitGroup()
         self.abort_cause: FlowMusicError | None = None
         self.not_started = 0
 
-    async def run_one(
-        self,
-        index: int,
-        params: dict[str, Any],
-        entry: Entry | None,
-        invalid: ValidationError | None,
-        limiter: anyio.CapacityLimiter | None,
-    ) -> None:
+    def stop(self) -> None:
+        """No new POST leaves for this batch from now on (synchronous: no checkpoint)."""
+        self.group.stop(cancel_jobs=self._journal is None)
+
+    async def run_one(self, index: int, params: dict[str, Any], entry: Entry | None) -> None:
         key = entry.key if entry is not None else str(index)
-        if invalid is not None:
-            await self._emit(Failed(index=index, key=key, request=params, error=invalid))
-            return
         if entry is not None and entry.state == "completed" and entry.job is not None:
             await self._emit(
                 Completed(index=index, key=key, request=params, job=entry.job, resumed=True)
@@ -160,56 +198,37 @@ class _Batch:
                 Failed(index=index, key=key, request=params, error=error, resumed=True)
             )
             return
-        if limiter is not None:
-            await limiter.acquire()
-        try:
-            await self._run_job(index, key, params, entry)
-        finally:
-            if limiter is not None:
-                limiter.release()
-
-    async def _run_job(
-        self, index: int, key: str, params: dict[str, Any], entry: Entry | None
-    ) -> None:
+        if self.group.stopped:
+            self.not_started += 1
+            return
         handle: JobHandle | None = None
-        scope = anyio.CancelScope()
-        if self.abort_cause is not None:
-            scope.cancel()
-        self._submission_scopes.add(scope)
         try:
-            try:
-                with scope:
-                    handle = await self._start(key, params, entry)
-            finally:
-                self._submission_scopes.discard(scope)
-            if handle is None:
-                assert scope.cancelled_caught
-                self.not_started += 1
-                return
+            handle = await self._start(key, params, entry)
             job = await handle.result()
         except FlowMusicError as error:
+            if self.group.stopped and isinstance(error, ClientClosedError) and handle is None:
+                self.not_started += 1  # stopped before its POST left: nothing to report
+                return
             if not isinstance(error, JobTimeout):
                 # A timed-out job keeps running: left "submitted", a rerun awaits it again.
                 await self._record_failure(key, error)
             await self._emit(Failed(index=index, key=key, request=params, error=error))
             self._maybe_abort(error)
             return
-        except anyio.get_cancelled_exc_class():
-            if handle is not None and self._journal is None and not handle.done:
-                await handle.cancel()  # nobody could ever collect it: stop it server-side
+        except BaseException:
+            if handle is not None and self._journal is None and not handle.ended:
+                # Nobody could ever collect it: stop it server-side (bounded, in the client).
+                with anyio.move_on_after(self._engine.timing.cleanup_timeout, shield=True):
+                    await self._engine.request_cancel(handle._watch).wait()
             raise
         if self._journal is not None:
-            with anyio.CancelScope(shield=True):
-                await self._journal.mark_completed(key, job=job)
+            await self._journal.mark_completed(key, job=job)
         await self._emit(Completed(index=index, key=key, request=params, job=job))
 
-    async def _start(
-        self, key: str, params: dict[str, Any], entry: Entry | None
-    ) -> JobHandle | None:
+    async def _start(self, key: str, params: dict[str, Any], entry: Entry | None) -> JobHandle:
         """Submit, or pick up where an earlier run stopped; returns the accepted job's handle."""
         engine = self._engine
         journal = self._journal
-        account = params.get("email")
         if entry is not None and entry.state == "submitted" and entry.jobid:
             return engine.attach(
                 entry.jobid, entry.email, client_ref=entry.client_ref, timeout=self._timeout
@@ -233,47 +252,61 @@ class _Batch:
                     key, client_ref=attempt.client_ref, email=attempt.email, sent_at=attempt.sent_at
                 )
 
-        body = music_body(**params)
-        handle = await engine.submit(
+        async def unsent(attempt: SubmitAttempt) -> None:
+            if journal is not None:
+                await journal.mark_unsent(key)
+
+        async def accepted(handle: JobHandle) -> None:
+            await self._mark_submitted(key, handle)
+
+        return await engine.submit(
             "/music",
-            body,
-            account=account,
+            music_body(**params),
+            account=params.get("email"),
             client_ref=client_ref,
-            on_submitting=write_ahead,
+            hooks=SubmitHooks(
+                on_submitting=write_ahead,
+                on_unsent=unsent,
+                on_accepted=accepted,
+                # With a journal, a job accepted as the batch is left is collected next run.
+                cancel_if_abandoned=journal is None,
+            ),
             timeout=self._timeout,
+            group=self.group,
         )
-        await self._mark_submitted(key, handle)
-        return handle
 
     async def _mark_submitted(self, key: str, handle: JobHandle) -> None:
         if self._journal is not None:
-            with anyio.CancelScope(shield=True):
-                await self._journal.mark_submitted(
-                    key, jobid=handle.jobid, email=handle.email or ""
-                )
+            await self._journal.mark_submitted(key, jobid=handle.jobid, email=handle.email or "")
 
     async def _record_failure(self, key: str, error: FlowMusicError) -> None:
         if self._journal is not None:
-            with anyio.CancelScope(shield=True):
-                await self._journal.mark_failed(key, error=error)
+            await self._journal.mark_failed(key, error=error)
 
     def _maybe_abort(self, error: FlowMusicError) -> None:
         if self.abort_cause is not None:
             return
         no_funded_account = isinstance(
             error, (InsufficientCreditsError, NoAccountAvailable)
-        ) and not any(usage.healthy for usage in self._fm.capacity().values())
+        ) and not any(usage.healthy for usage in self._engine.scheduler.snapshot().values())
         if isinstance(error, AuthenticationError) or no_funded_account:
             self.abort_cause = error
-            for scope in self._submission_scopes:
-                scope.cancel()
+            # Jobs already running are still collected; nothing new is sent.
+            self.group.stop(cancel_jobs=False)
 
     async def _emit(self, outcome: Outcome) -> None:
         with anyio.CancelScope(shield=True):
             await self._send.send(outcome)
 
+    def capacity(self, concurrency: int | None) -> int:
+        """How many requests may be in progress now."""
+        if concurrency is not None:
+            return concurrency
+        slots = self._engine.scheduler.total_slots()
+        return slots + SPARE_TASKS if slots else UNKNOWN_CAPACITY_TASKS
 
-class Batch:
+
+class GenerateMany:
     """What `fm.generate_many` returns: use as ``async with ... as outcomes``; see the module.
 
     A class rather than an `@asynccontextmanager` so that an exception raised in the caller's
@@ -283,47 +316,44 @@ class Batch:
 
     def __init__(
         self,
-        fm: FlowMusic,
-        requests: Iterable[str | Mapping[str, Any]],
+        engine: JobEngine,
+        requests: Requests,
         *,
         journal: str | PathLike[str] | Journal | None = None,
         concurrency: int | None = None,
         timeout: float | None = None,
         retry_failed: bool = False,
     ) -> None:
-        if concurrency is not None and concurrency < 1:
-            raise ValidationError("concurrency", f"must be >= 1, got {concurrency!r}")
-        self._fm = fm
-        self._items: list[tuple[dict[str, Any], ValidationError | None]] = []
-        for request in requests:
-            try:
-                self._items.append((normalize_request(request), None))
-            except ValidationError as error:
-                raw = {"prompt": request} if isinstance(request, str) else dict(request)
-                self._items.append((raw, error))
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise ValidationError("concurrency", f"must be an integer >= 1, got {concurrency!r}")
+        if timeout is not None:
+            check_seconds(timeout)
+        is_iterable = isinstance(requests, (Iterable, AsyncIterable))
+        if not is_iterable or isinstance(requests, (str, bytes)):
+            raise ValidationError(
+                "requests", f"must be an iterable of requests, got {type(requests).__name__}"
+            )
+        self._engine = engine
+        self._requests = requests
         self._journal_arg = journal
         self._journal: Journal | None = None
-        self._limiter = anyio.CapacityLimiter(concurrency) if concurrency else None
+        self._concurrency = concurrency
         self._timeout = timeout
         self._retry_failed = retry_failed
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._batch: _Batch | None = None
 
     async def __aenter__(self) -> BatchRun:
         if isinstance(self._journal_arg, Journal):
             self._journal = self._journal_arg
         elif self._journal_arg is not None:
             self._journal = await Journal.open(self._journal_arg)
-        entries: list[Entry | None] = [None] * len(self._items)
-        if self._journal is not None:
-            valid = [i for i, (_, error) in enumerate(self._items) if error is None]
-            registered = await self._journal.register([self._items[i][0] for i in valid])
-            for i, entry in zip(valid, registered, strict=True):
-                entries[i] = entry
-
         send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
         run = BatchRun(receive)
-        batch = _Batch(
-            self._fm,
+        batch = self._batch = _Batch(
+            self._engine,
             self._journal,
             send,
             timeout=self._timeout,
@@ -331,11 +361,8 @@ class Batch:
         )
 
         async def drive() -> None:
-            async with send, anyio.create_task_group() as tg:
-                for index, ((params, error), entry) in enumerate(
-                    zip(self._items, entries, strict=True)
-                ):
-                    tg.start_soon(batch.run_one, index, params, entry, error, self._limiter)
+            async with send:
+                await self._feed(batch)
             if batch.abort_cause is not None:
                 run.aborted = BatchAborted(batch.abort_cause, not_started=batch.not_started)
 
@@ -344,8 +371,51 @@ class Batch:
         self._task_group.start_soon(drive)
         return run
 
+    async def _feed(self, batch: _Batch) -> None:
+        """Read requests as slots free up, at most `capacity` of them in progress at once."""
+        await self._engine.refresh_accounts()
+        limiter = anyio.CapacityLimiter(batch.capacity(self._concurrency))
+        seen: dict[str, int] = {}  # occurrences per fingerprint, for the journal's keys
+
+        async def run(
+            index: int, params: dict[str, Any], entry: Entry | None, token: object
+        ) -> None:
+            try:
+                await batch.run_one(index, params, entry)
+            finally:
+                limiter.release_on_behalf_of(token)
+
+        async with anyio.create_task_group() as tg:
+            index = 0
+            async for chunk in _chunks(self._requests, JOURNAL_CHUNK):
+                checked = [check_request(request) for request in chunk]
+                entries: list[Entry | None] = [None] * len(checked)
+                if self._journal is not None:
+                    valid = [i for i, (_, error) in enumerate(checked) if error is None]
+                    registered = await self._journal.register(
+                        [checked[i][0] for i in valid], seen=seen, first_index=index
+                    )
+                    for i, known in zip(valid, registered, strict=True):
+                        entries[i] = known
+                for (params, invalid), entry in zip(checked, entries, strict=True):
+                    if invalid is not None:
+                        await batch._emit(
+                            Failed(index=index, key=str(index), request=params, error=invalid)
+                        )
+                    elif batch.group.stopped:
+                        batch.not_started += 1
+                    else:
+                        limiter.total_tokens = max(1, batch.capacity(self._concurrency))
+                        token = object()
+                        await limiter.acquire_on_behalf_of(token)
+                        tg.start_soon(run, index, params, entry, token)
+                    index += 1
+
     async def __aexit__(self, *exc_info: object) -> None:
         try:
+            if self._batch is not None:
+                # First, synchronously: no POST of this batch leaves from here on.
+                self._batch.stop()
             if self._task_group is not None:
                 # Leaving early stops the batch (see the module docstring); after a full
                 # iteration the driver has already finished and this is a no-op.
@@ -355,3 +425,27 @@ class Batch:
             if self._journal is not None and not isinstance(self._journal_arg, Journal):
                 with anyio.CancelScope(shield=True):
                     await self._journal.close()
+
+
+# The name `fm.generate_many` returns; kept for code that referred to the class by it.
+generate_many = GenerateMany
+
+
+async def _chunks(requests: Requests, size: int) -> AsyncIterator[list[Any]]:
+    """The requests in lists of at most `size`, from a plain or an async iterable."""
+    chunk: list[Any] = []
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            chunk.append(request)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    else:
+        for request in requests:
+            chunk.append(request)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+                await anyio.lowlevel.checkpoint()  # a long input must not hog the loop
+    if chunk:
+        yield chunk

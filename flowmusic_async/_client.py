@@ -1,12 +1,17 @@
 """FlowMusic: the client object; configuration, lifecycle, and the endpoint namespaces.
 
-A `FlowMusic` is configured with keyword arguments only, opened with ``async with`` (which
-creates the httpx client and an anyio task group for background work such as the poller),
-and unusable after it closes. It may be shared freely between tasks while open.
+A `FlowMusic` is configured with keyword arguments only, opened with ``async with`` (or
+``await fm.open()``), and unusable after it closes. Opening creates the httpx client and the
+client's own task group (`ServiceHost`), where the poller and every piece of work that must
+finish whatever happens to its caller run. That group lives in a task of its own, so the client
+may be opened in one task and closed in another (a bot's setup and shutdown hooks), and
+``await fm.aclose()`` is safe from any task, any number of times. It may be shared freely
+between tasks while open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import warnings
@@ -22,17 +27,26 @@ import httpx
 import msgspec
 
 from . import _download
-from ._batch import Batch
+from ._batch import GenerateMany
 from ._download import Format
 from ._edits import JobEditHelpers
-from ._engine import JobEngine, JobHandle, OnSubmitting
-from ._errors import ClientClosedError, ConfigurationError, FlowMusicError, ValidationError
+from ._engine import JobEngine, JobHandle, JobPath, OnSubmitting, SubmitHooks
+from ._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    FlowMusicError,
+    TransportError,
+    ValidationError,
+    remember_secret,
+)
 from ._events import EventHook, EventHooks
+from ._host import ServiceHost
 from ._http import HttpCore
 from ._journal import Journal
-from ._models import Clip, Job
+from ._models import Account, AccountJobs, Clip, Job
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, Files, Jobs, Music, account_of_id
+from ._retry import RetryPolicy
 from ._scheduler import SlotUsage
 from ._timing import Timing
 from ._validation import edit_body, music_body
@@ -116,17 +130,25 @@ class FlowMusic(JobEditHelpers):
         self._transport = transport
         self._user_client = http_client
         self._timing = timing if timing is not None else Timing()
+        self._policy = RetryPolicy.from_timing(self._timing, max_retries=max_retries)
         self._events = EventHooks(event_hooks)
-        self._state = "new"  # new -> open -> closed; never reopened
+        self._state = "new"  # new -> open -> closing -> closed; never reopened
         self._core: HttpCore | None = None
         self._owned_client: httpx.AsyncClient | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._host = ServiceHost(on_stop=self._release_resources)
+        remember_secret(self._token)
 
         self.music = Music(self._require_core, self._timeout)
         self.jobs = Jobs(self._require_core, self._timeout)
         self.accounts = Accounts(self._require_core, self._timeout)
         self.files = Files(self._require_core, self._timeout)
-        self._engine = JobEngine(self, timing=self._timing, events=self._events)
+        self._engine = JobEngine(
+            _EngineAPI(self),
+            host=self._host,
+            timing=self._timing,
+            policy=self._policy,
+            events=self._events,
+        )
         self.webhooks = Webhooks(self._engine)
 
     def __repr__(self) -> str:
@@ -143,6 +165,13 @@ class FlowMusic(JobEditHelpers):
         return self._state == "closed"
 
     @property
+    def left_running(self) -> list[tuple[str, str | None]]:
+        """After closing: (jobid, email) of the accepted jobs that were still running and that
+        nobody cancelled. They are paid and keep running; ``fm.wait(jobid)`` on a new client
+        picks each one up."""
+        return self._engine.left_running
+
+    @property
     def _http(self) -> HttpCore:
         """The HttpCore (raises `ClientClosedError` when not open)."""
         return self._require_core()
@@ -150,17 +179,26 @@ class FlowMusic(JobEditHelpers):
     def _require_core(self) -> HttpCore:
         if self._state == "new":
             raise ClientClosedError("use `async with FlowMusic(...) as fm:` before calling the API")
-        if self._state == "closed" or self._core is None:
+        if self._core is None:
             raise ClientClosedError("this FlowMusic client is closed; create a new one")
         return self._core
 
-    async def __aenter__(self) -> FlowMusic:
+    async def open(self) -> FlowMusic:
+        """Open the client: the httpx client, the background task group, the poller.
+
+        ``async with FlowMusic(...) as fm`` calls this; call it directly when the client must
+        outlive one block (a bot's setup hook), and `aclose` it later from any task.
+
+        Raises:
+            FlowMusicError: already open; ClientClosedError: closed (clients are not reopened).
+        """
         if self._state != "new":
             raise (
-                ClientClosedError("this FlowMusic client is closed; create a new one")
-                if self._state == "closed"
-                else FlowMusicError("this FlowMusic client is already open")
+                FlowMusicError("this FlowMusic client is already open")
+                if self._state == "open"
+                else ClientClosedError("this FlowMusic client is closed; create a new one")
             )
+        self._state = "open"
         if self._user_client is not None:
             client = self._user_client
         else:
@@ -168,18 +206,41 @@ class FlowMusic(JobEditHelpers):
                 transport=self._transport, timeout=self._timeout
             )
         self._core = HttpCore(
-            client=client, base_url=self._base_url, token=self._token, max_retries=self._max_retries
+            client=client, base_url=self._base_url, token=self._token, policy=self._policy
         )
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        self._state = "open"
         try:
-            await self._start_background(task_group)
+            await self._host.start()
+            self._host.start_soon(self._engine.poller.run, name="poller")
         except BaseException:
-            await self._close()
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
             raise
         return self
+
+    async def aclose(self) -> None:
+        """Close the client; safe from any task, and any number of times.
+
+        In order: no new paid POST leaves (submissions still waiting for a slot end with
+        `ClientClosedError`; nothing was paid for them); POSTs already on their way and the
+        DELETEs of cancelled waits finish (up to `Timing.close_timeout`); waits still open end
+        with `ClientClosedError` carrying their jobid and account, and those jobs are left
+        running (listed in `left_running` and in a warning); then the poller and the httpx
+        client stop. The work runs in the client's own task group: if the caller is cancelled
+        meanwhile, closing still completes.
+        """
+        if self._state == "new":
+            self._state = "closed"
+            return
+        if self._state == "open":
+            self._state = "closing"
+            # The host may already have stopped (the event loop is shutting down).
+            with contextlib.suppress(ClientClosedError):
+                self._host.start_soon(self._shut_down, name="close")
+        await self._host.wait_stopped()
+        self._state = "closed"
+
+    async def __aenter__(self) -> FlowMusic:
+        return await self.open()
 
     async def __aexit__(
         self,
@@ -187,38 +248,22 @@ class FlowMusic(JobEditHelpers):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._state != "open":
-            return
-        try:
-            await self._stop_background()
-        finally:
-            await self._close()
+        await self.aclose()
 
-    async def _close(self) -> None:
-        """Cancel background work, leave the task group, close the httpx client we created."""
+    async def _shut_down(self) -> None:
+        """Runs in the host: drain the engine, then stop the host (which closes the resources)."""
+        try:
+            await self._engine.close()
+        finally:
+            self._host.request_stop()
+
+    async def _release_resources(self) -> None:
+        """The host has stopped: close the httpx client we created."""
         self._state = "closed"
-        task_group, self._task_group = self._task_group, None
-        try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                # The body's own exception is not handed to the task group: anyio would wrap it
-                # in an ExceptionGroup, and callers should see a plain ValidationError et al.
-                # The group still raises if a background task crashed.
-                await task_group.__aexit__(None, None, None)
-        finally:
-            self._core = None
-            client, self._owned_client = self._owned_client, None
-            if client is not None:
-                # Shielded: closing must finish even when the caller is being cancelled.
-                with anyio.CancelScope(shield=True):
-                    await client.aclose()
-
-    async def _start_background(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Start the poller in the client's task group (it idles until a job is pending)."""
-        await task_group.start(self._engine.poller.run)
-
-    async def _stop_background(self) -> None:
-        """Nothing to drain: the poller is cancelled with the group and fails open waits clearly."""
+        self._core = None
+        client, self._owned_client = self._owned_client, None
+        if client is not None:
+            await client.aclose()
 
     # ----- the job engine ------------------------------------------------------------------------
 
@@ -276,7 +321,7 @@ class FlowMusic(JobEditHelpers):
             music_body(request),
             account=email,
             client_ref=client_ref,
-            on_submitting=on_submitting,
+            hooks=SubmitHooks(on_submitting=on_submitting),
             timeout=_deadline(deadline, timeout),
         )
 
@@ -508,15 +553,7 @@ class FlowMusic(JobEditHelpers):
         return await self._engine.wait(jobid, timeout=_deadline(deadline, timeout))
 
     async def _run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
-        # submit/submit_edit return without a checkpoint once their shielded POST has created
-        # the job, so a cancellation can only land before (no job) or in the wait below.
-        handle = await submitting
-        try:
-            return await handle.result()
-        except anyio.get_cancelled_exc_class():
-            if not handle.done:
-                await handle.cancel()  # shielded inside
-            raise
+        return await self._engine.run_to_end(submitting)
 
     def generate_many(
         self,
@@ -527,7 +564,7 @@ class FlowMusic(JobEditHelpers):
         deadline: float | None = None,
         retry_failed: bool = False,
         timeout: float | None = None,
-    ) -> Batch:
+    ) -> GenerateMany:
         """Generate many songs; yields one `Outcome` per request as each finishes.
 
         Use as ``async with fm.generate_many(prompts) as outcomes: async for o in outcomes``.
@@ -545,8 +582,8 @@ class FlowMusic(JobEditHelpers):
             timeout: deprecated spelling of `deadline`.
         """
         self._require_core()
-        return Batch(
-            self,
+        return GenerateMany(
+            self._engine,
             self._batch_items(requests),
             journal=journal,
             concurrency=concurrency,
@@ -674,3 +711,28 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class _EngineAPI:
+    """The engine's view of the API (`JobsAPI`): five calls over the client's namespaces."""
+
+    def __init__(self, fm: FlowMusic) -> None:
+        self._fm = fm
+
+    async def create_job(self, path: JobPath, body: Mapping[str, Any]) -> Job:
+        return await self._fm.music.send_job(path, dict(body))
+
+    async def list_running(self) -> Mapping[str, AccountJobs]:
+        return await self._fm.jobs.list()
+
+    async def get_job(self, jobid: str) -> Job:
+        return await self._fm.jobs.get(jobid)
+
+    async def cancel_job(self, jobid: str) -> None:
+        await self._fm.jobs.cancel(jobid)
+
+    async def list_accounts(self) -> Mapping[str, Account]:
+        return await self._fm.accounts.list()
+
+    def unreachable(self, error: FlowMusicError, tries: int) -> TransportError:
+        return self._fm._require_core().unreachable(error, tries)

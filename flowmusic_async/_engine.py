@@ -1,16 +1,25 @@
 """The job engine: submit paid jobs once, place them on free slots, and await their end.
 
 Submitting goes: wait for a slot (the scheduler), tag the request with a client reference in
-`replyRef`, POST it in async mode under a cancel shield, and hand the job to the poller. Every
-failure of the POST falls in one of three cases:
+`replyRef`, POST it in async mode, and hand the job to the poller. Every failure of the POST
+falls in one of three cases:
 
 - the server said no (400, 401, 403, 422): final, raised at once;
-- the server said not here or not now (429, 402, 596, 404 for an account): nothing was
-  created, so the job is placed again, elsewhere or after a backoff;
+- the server said not here or not now (429, 402, 596, 404 for an account), or the connection
+  never opened: nothing was created, so the job is placed again, elsewhere or after a backoff;
 - nobody knows (the connection dropped after sending, a 5xx, a broken body): the job may exist
   and be charged. It is never blindly resent. We look for our reference among the running
   jobs; found, the job is adopted; proven absent, it is sent again; otherwise
   `SubmissionUncertain` says what to check by hand.
+
+Who runs what (see docs/architecture.md, "Task ownership"): a submission, from its wait for a
+slot to the bookkeeping of its answer, and the DELETE of a job whose waiter was cancelled, run
+in the client's own task group (`ServiceHost`). The caller only awaits their result. Cancelling
+the caller, by anyio or by a plain asyncio ``Task.cancel()`` (once or twice), therefore cannot
+cut a paid POST short or lose its job: a submission abandoned before its POST left sends
+nothing; one abandoned while its POST was on the way has its job cancelled as soon as it is
+accepted. The caller waits for that cleanup for at most `Timing.cleanup_timeout`, shielded,
+then re-raises its own cancellation.
 
 A JobEngine belongs to one FlowMusic client and is shared by all its tasks.
 """
@@ -18,12 +27,14 @@ A JobEngine belongs to one FlowMusic client and is shared by all its tasks.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.lowlevel
 import httpx
 import msgspec
 
@@ -31,6 +42,7 @@ from ._errors import (
     AccountBusyError,
     AccountError,
     AuthenticationError,
+    ClientClosedError,
     DecodeError,
     FlowMusicError,
     InsufficientCreditsError,
@@ -41,21 +53,43 @@ from ._errors import (
     ServerError,
     SubmissionUncertain,
     TransportError,
+    ValidationError,
+    copy_for_waiter,
 )
 from ._events import EventHooks
-from ._models import Job
+from ._host import ServiceHost
+from ._models import Account, AccountJobs, Job
 from ._poller import Poller, Watch
 from ._reconcile import Reconciler, Verdict, compose_reply_ref, new_client_ref
-from ._retry import backoff_delays, sleep
+from ._retry import Attempts, RetryPolicy, sleep
 from ._scheduler import Scheduler
 from ._timing import Timing
-
-if TYPE_CHECKING:
-    from ._client import FlowMusic
 
 logger = logging.getLogger("flowmusic_async")
 
 JobPath = Literal["/music", "/music/edit"]
+
+
+class JobsAPI(Protocol):
+    """The few API calls the engine makes; `FlowMusic` provides them over its namespaces."""
+
+    async def create_job(self, path: JobPath, body: Mapping[str, Any]) -> Job:
+        """POST /music or /music/edit once (never retried)."""
+
+    async def list_running(self) -> Mapping[str, AccountJobs]:
+        """GET /jobs."""
+
+    async def get_job(self, jobid: str) -> Job:
+        """GET /jobs/{jobid}."""
+
+    async def cancel_job(self, jobid: str) -> None:
+        """DELETE /jobs/{jobid}."""
+
+    async def list_accounts(self) -> Mapping[str, Account]:
+        """GET /accounts."""
+
+    def unreachable(self, error: FlowMusicError, tries: int) -> TransportError:
+        """The error that ends a request whose connection never opened, naming the host."""
 
 
 class SubmitAttempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,6 +105,27 @@ class SubmitAttempt(msgspec.Struct, frozen=True, kw_only=True):
 
 
 OnSubmitting = Callable[[SubmitAttempt], Awaitable[None]]
+OnAccepted = Callable[["JobHandle"], Awaitable[None]]
+
+
+class SubmitHooks(msgspec.Struct, frozen=True, kw_only=True):
+    """What a journal (or any caller) needs told about a submission, and how to stop it.
+
+    The callbacks run in the client's own task group, shielded, so they complete even if the
+    caller is gone. An exception in one is logged; it never loses the job.
+
+    Args:
+        on_submitting: before each POST, with what is about to be sent (write it down first).
+        on_unsent: a POST announced by `on_submitting` was stopped before it left.
+        on_accepted: the server accepted the job (record its jobid).
+        cancel_if_abandoned: when the caller leaves while the POST is on its way, cancel the
+            job once accepted (True), or leave it running for a journal to collect (False).
+    """
+
+    on_submitting: OnSubmitting | None = None
+    on_unsent: OnSubmitting | None = None
+    on_accepted: OnAccepted | None = None
+    cancel_if_abandoned: bool = True
 
 
 class JobHandle:
@@ -102,16 +157,25 @@ class JobHandle:
 
     @property
     def done(self) -> bool:
+        """True once this client knows the outcome (the job ended, or the client closed)."""
         return self._watch.done.is_set()
+
+    @property
+    def ended(self) -> bool:
+        """True once the job itself is known to have ended (completed, failed, cancelled)."""
+        return self._watch.job is not None and self._watch.job.is_terminal
 
     async def result(self, deadline: float | None = None, *, timeout: float | None = None) -> Job:
         """Wait for the job to end; return the completed record.
+
+        A result already known is returned whatever the deadline: the deadline limits the
+        wait, not the answer.
 
         Raises:
             JobFailed: the job ended failed (including cancelled).
             JobTimeout: the deadline passed; the job is left running.
             NotFoundError, PermissionDeniedError: the job is unknown/expired, or not ours.
-            ClientClosedError: the client closed while waiting.
+            ClientClosedError: the client closed while waiting (``jobid`` says which job).
 
         Args:
             deadline: seconds from now; default: the deadline set at submission (counted from
@@ -125,11 +189,8 @@ class JobHandle:
                 stacklevel=2,
             )
             deadline = timeout if deadline is None else deadline
-        return await self._engine.await_watch(
-            self._watch,
-            deadline=self._deadline if deadline is None else time.monotonic() + deadline,
-            email=self.email,
-        )
+        until = self._deadline if deadline is None else time.monotonic() + check_seconds(deadline)
+        return await self._engine.await_watch(self._watch, deadline=until, email=self.email)
 
     def __await__(self) -> Generator[Any, None, Job]:
         return self.result().__await__()
@@ -137,36 +198,167 @@ class JobHandle:
     async def cancel(self) -> Job | None:
         """Cancel the job server-side (DELETE /jobs/{jobid}) and free its slot.
 
-        Runs shielded so that a cancelled caller still cancels the job. Returns the final record
-        when it could be read (a job that had already completed stays completed).
+        The DELETE runs in the client's own task group, so it completes even if this call is
+        cancelled. Returns the final record when it could be read (a job that had already
+        completed stays completed), else None.
+
+        Raises:
+            FlowMusicError: the DELETE failed (the job may still be running).
         """
-        return await self._engine.cancel(self.jobid, self.email)
+        done = self._engine.request_cancel(self._watch)
+        await done.wait()
+        if self._watch.cancel_error is not None:
+            raise copy_for_waiter(self._watch.cancel_error)
+        job = self._watch.job
+        return job if job is not None and job.is_terminal else None
+
+
+class SubmitGroup:
+    """Submissions that stop together (a batch, or the whole client when it closes).
+
+    Once `stop()` is called no submission of the group sends a POST; a POST already on its way
+    finishes, and its job is cancelled (``cancel_jobs=True``) or left running.
+    """
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._members: set[_Submission] = set()
+
+    def stop(self, *, cancel_jobs: bool) -> None:
+        self.stopped = True
+        for member in list(self._members):
+            member.abandon(cancel_job=cancel_jobs)
+
+    def _add(self, member: _Submission) -> None:
+        self._members.add(member)
+        if self.stopped:
+            member.abandon(cancel_job=False)
+
+    def _discard(self, member: _Submission) -> None:
+        self._members.discard(member)
+
+
+class _NotSent(Exception):
+    """Internal: the submission was abandoned before its POST left; nothing was created."""
+
+
+class _Retry(Exception):
+    """Internal: this attempt created no job; try again after `delay` (None: give up)."""
+
+    def __init__(self, error: FlowMusicError, delay: float | None, *, requeue: bool = False):
+        super().__init__(str(error))
+        self.error = error
+        self.delay = delay
+        self.requeue = requeue  # the scheduler holds the full account back; no sleep needed
+
+
+class _Submission:
+    """One paid submission, from its wait for a slot to the acceptance of its job."""
+
+    def __init__(
+        self,
+        client_ref: str,
+        groups: tuple[SubmitGroup, ...],
+        *,
+        path: JobPath,
+        request: dict[str, Any],
+        account: str | None,
+        job_timeout: float,
+        hooks: SubmitHooks,
+    ) -> None:
+        self.client_ref = client_ref
+        self.groups = groups
+        self.path = path
+        self.request = request
+        self.account = account
+        self.job_timeout = job_timeout
+        self.hooks = hooks
+        self.abandoned = False
+        self.cancel_job = False  # abandoned by a waiter that wants the job cancelled if created
+        self.pre_send: anyio.CancelScope | None = None  # cancels the wait before the POST
+        self.handle: JobHandle | None = None
+        self.error: FlowMusicError | None = None
+        self.email: str | None = None  # the account of the latest attempt
+        self.attempt = 0
+        self.sent_at: float | None = None  # time.time() of the latest POST
+        self.decided = anyio.Event()  # handle or error known
+        self.settled = anyio.Event()  # ... and the job cancelled, if it had to be
+
+    def abandon(self, *, cancel_job: bool) -> None:
+        """No POST may leave for this submission from now on (synchronous, no checkpoint)."""
+        self.abandoned = True
+        self.cancel_job = self.cancel_job or cancel_job
+        if self.pre_send is not None:
+            self.pre_send.cancel()
+
+
+class _InFlight:
+    """Counts work that closing the client waits for: POSTs on their way, DELETEs."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle: anyio.Event | None = None
+
+    def enter(self) -> None:
+        self.count += 1
+
+    def exit(self) -> None:
+        self.count -= 1
+        if self.count == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        while self.count:
+            self._idle = anyio.Event()
+            await self._idle.wait()
 
 
 class JobEngine:
-    """Scheduler, poller and submission logic for one client."""
+    """Scheduler, poller and submission logic for one client.
 
-    def __init__(self, fm: FlowMusic, *, timing: Timing, events: EventHooks) -> None:
-        self._fm = fm
+    Args:
+        api: the API calls the engine makes.
+        host: the client's own task group, where work that must finish runs.
+        timing: every duration the engine uses.
+        policy: the client's retry policy.
+        events: the hooks to tell about every step of every job.
+    """
+
+    def __init__(
+        self,
+        api: JobsAPI,
+        *,
+        host: ServiceHost,
+        timing: Timing,
+        policy: RetryPolicy,
+        events: EventHooks,
+    ) -> None:
+        self._api = api
+        self._host = host
         self.timing = timing
+        self.policy = policy
         self.events = events
-        self.scheduler: Scheduler = Scheduler()
-        self.poller: Poller = Poller(
-            list_running=fm.jobs.list,
-            get_job=fm.jobs.get,
+        self.poller: Poller  # set below; the scheduler wakes it when submissions queue
+        self.scheduler: Scheduler = Scheduler(on_wait=lambda: self.poller.poke())
+        self.poller = Poller(
+            list_running=api.list_running,
+            get_job=api.get_job,
             scheduler=self.scheduler,
             timing=timing,
             events=events,
             refresh_accounts=self._refresh_accounts_quietly,
         )
-        self._accounts_lock = anyio.Lock()
-        self._accounts_due = 0.0  # monotonic time the account list should be read again
         self.reconciler: Reconciler = Reconciler(
-            list_running=fm.jobs.list,
-            get_job=fm.jobs.get,
+            list_running=api.list_running,
+            get_job=api.get_job,
             known_jobs=self.scheduler.our_jobs,
             timing=timing,
         )
+        self._accounts_lock: anyio.Lock | None = None
+        self._accounts_due = 0.0  # monotonic time the account list should be read again
+        self._everything = SubmitGroup()  # every submission; stopped when the client closes
+        self._in_flight = _InFlight()
+        self.closing = False
 
     # ----- accounts ------------------------------------------------------------------------------
 
@@ -178,13 +370,15 @@ class JobEngine:
         A 401 is raised (nothing can work); other failures keep the last known list (or, if
         there never was one, leave placement to the server) until the next try.
         """
+        if self._accounts_lock is None:
+            self._accounts_lock = anyio.Lock()
         async with self._accounts_lock:
             if not force and time.monotonic() < self._accounts_due:
                 return
             # Due again after the refresh interval, whether this read works or not.
             self._accounts_due = time.monotonic() + self.timing.accounts_refresh
             try:
-                accounts = await self._fm.accounts.list()
+                accounts = await self._api.list_accounts()
             except AuthenticationError:
                 raise
             except FlowMusicError as error:
@@ -197,7 +391,7 @@ class JobEngine:
                 # before the first placement rather than learn of them from a 429.
                 swept_at = time.monotonic()
                 try:
-                    running = await self._fm.jobs.list()
+                    running = await self._api.list_running()
                 except FlowMusicError as error:
                     logger.warning("GET /jobs failed (%s); other processes' jobs unknown", error)
                     return
@@ -218,10 +412,15 @@ class JobEngine:
         *,
         account: str | None = None,
         client_ref: str | None = None,
-        on_submitting: OnSubmitting | None = None,
+        hooks: SubmitHooks | None = None,
         timeout: float | None = None,
+        group: SubmitGroup | None = None,
     ) -> JobHandle:
         """Place and send one paid job; return its handle once the server has accepted it.
+
+        The work runs in the client's task group; this call only waits for its outcome. If
+        the caller is cancelled meanwhile, the submission is abandoned: not sent if it had
+        not left yet, its job cancelled as soon as it is accepted if it had.
 
         Args:
             path: "/music" or "/music/edit".
@@ -230,68 +429,189 @@ class JobEngine:
                 account); None lets the scheduler choose.
             client_ref: the reference of this logical submission (a journal passes the one
                 it wrote down); default: a new one.
-            on_submitting: awaited before each POST with what is about to be sent.
+            hooks: callbacks for a journal, and what to do with a job whose caller left.
             timeout: deadline for the job, counted from acceptance (default
                 `Timing.job_timeout`); retries after 429 stop after the same span.
+            group: stop this submission together with others (a batch).
+
+        Raises:
+            ValidationError: a bad `timeout`, before anything is sent.
+            ClientClosedError: the client is closing.
         """
+        job_timeout = self.timing.job_timeout if timeout is None else check_seconds(timeout)
+        if self.closing:
+            raise ClientClosedError("this FlowMusic client is closing; no new job is submitted")
         ref = client_ref or new_client_ref()
         request = dict(body)
         request["mode"] = "async"
         request["replyRef"] = compose_reply_ref(request.get("replyRef"), ref)
-        job_timeout = self.timing.job_timeout if timeout is None else timeout
-        give_up_at = time.monotonic() + job_timeout
-        waits = _Waits(self.timing)
+        groups = (self._everything,) if group is None else (self._everything, group)
+        sub = _Submission(
+            ref,
+            groups,
+            path=path,
+            request=request,
+            account=account,
+            job_timeout=job_timeout,
+            hooks=hooks or SubmitHooks(),
+        )
+        for member_of in groups:
+            member_of._add(sub)
+        self._host.start_soon(self._run_submission, sub, name=f"submit {ref}")
+        try:
+            await sub.decided.wait()
+        except BaseException:
+            await self._bounded(self._abandon(sub))
+            raise
+        if sub.error is not None:
+            raise copy_for_waiter(sub.error)
+        assert sub.handle is not None
+        return sub.handle
+
+    def _abandon(self, sub: _Submission) -> anyio.Event:
+        """The caller of `sub` left: stop it; returns the event that says the cleanup is done."""
+        cancel_job = sub.hooks.cancel_if_abandoned
+        sub.abandon(cancel_job=cancel_job)
+        handle = sub.handle
+        if cancel_job and sub.settled.is_set() and handle is not None and not handle.ended:
+            return self.request_cancel(handle._watch)
+        return sub.settled
+
+    async def _run_submission(self, sub: _Submission) -> None:
+        """The whole life of one submission, in the client's task group.
+
+        Ends with exactly one of: a handle (the "submitted" event; the job's own end follows
+        later), a "cancelled" event (abandoned before the POST left: nothing was paid), or a
+        "failed" event with the typed error the caller receives.
+        """
+        ref = sub.client_ref
+        not_sent = False
+        try:
+            sub.handle = await self._place_and_send(sub)
+        except _NotSent:
+            not_sent = True
+            sub.error = ClientClosedError(
+                "the submission was stopped before it was sent; nothing was paid",
+                email=sub.account,
+            )
+            self.events.emit("cancelled", client_ref=ref, email=sub.account)
+        except FlowMusicError as error:
+            sub.error = error
+        except anyio.get_cancelled_exc_class():
+            # The client stopped while the POST was on its way: nobody can tell any more.
+            sub.error = SubmissionUncertain(
+                endpoint=f"POST {sub.path}",
+                client_ref=ref,
+                email=sub.email,
+                sent_at=sub.sent_at or time.time(),
+                detail="The client closed before the answer arrived.",
+            )
+            raise
+        except Exception as error:  # a bug must still end the caller's wait with a typed error
+            logger.exception("submission %s failed unexpectedly", ref)
+            sub.error = FlowMusicError(f"internal error while submitting: {error!r}")
+        finally:
+            if sub.error is not None and not not_sent:
+                self.events.emit(
+                    "failed", client_ref=ref, email=sub.email, attempt=sub.attempt, error=sub.error
+                )
+            for member_of in sub.groups:
+                member_of._discard(sub)
+            sub.decided.set()
+            if sub.handle is None:
+                sub.settled.set()
+        handle = sub.handle
+        try:
+            if handle is not None and sub.hooks.on_accepted is not None:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await sub.hooks.on_accepted(handle)
+                    except Exception:
+                        logger.exception("on_accepted for job %s failed", handle.jobid)
+            if handle is not None and sub.cancel_job and not handle.ended:
+                await self.request_cancel(handle._watch).wait()
+        finally:
+            sub.settled.set()
+
+    async def _place_and_send(self, sub: _Submission) -> JobHandle:
+        ref = sub.client_ref
+        account = sub.account
+        give_up_at = time.monotonic() + sub.job_timeout
+        after_429 = self.policy.attempts(max_retries=None, base=self.timing.backoff_base)
+        after_failure = self.policy.attempts(max_retries=None)
 
         await self.refresh_accounts()
         self.events.emit("queued", client_ref=ref, email=account)
-        attempt = 0
         while True:
-            attempt += 1
-            email = await self.scheduler.acquire(account)
+            sub.attempt += 1
+            email = sub.email = await self._place(sub)
+            # No checkpoint between the last look at `abandoned` and the POST leaving.
+            self.events.emit("submitting", client_ref=ref, email=email, attempt=sub.attempt)
+            self._in_flight.enter()
             try:
-                if path == "/music":
-                    _set_or_drop(request, "email", email)
-                self.events.emit("placed", client_ref=ref, email=email, attempt=attempt)
-                sent_at = time.time()
-                if on_submitting is not None:
-                    await on_submitting(
-                        SubmitAttempt(client_ref=ref, email=email, sent_at=sent_at, attempt=attempt)
-                    )
-                self.events.emit("submitting", client_ref=ref, email=email, attempt=attempt)
-                # Shielded: once the request may reach the server, a cancelled caller must
-                # still learn whether a job was created, so that it can be cancelled, not lost.
-                with anyio.CancelScope(shield=True):
-                    job = await self._send(
-                        path,
-                        request,
-                        email=email,
-                        pinned=account is not None,
-                        ref=ref,
-                        sent_at=sent_at,
-                        waits=waits,
-                    )
-                    return self._accept(job, placed=email, client_ref=ref, timeout=job_timeout)
+                job = await self._send(
+                    sub.path,
+                    sub.request,
+                    email=email,
+                    pinned=account is not None,
+                    ref=ref,
+                    sent_at=sub.sent_at or time.time(),
+                    after_429=after_429,
+                    after_failure=after_failure,
+                )
+                return self._accept(job, placed=email, client_ref=ref, timeout=sub.job_timeout)
             except _Retry as retry:
                 self.scheduler.release(email)
-                if time.monotonic() + retry.delay > give_up_at:
-                    self.events.emit(
-                        "failed", client_ref=ref, email=email, attempt=attempt, error=retry.error
-                    )
-                    raise retry.error from None
-                self.events.emit(
-                    "retrying", client_ref=ref, email=email, attempt=attempt, error=retry.error
-                )
-                await sleep(retry.delay)
-            except FlowMusicError as error:
-                self.scheduler.release(email)
-                # The submission ends without a job handed over: observers close it.
-                self.events.emit(
-                    "failed", client_ref=ref, email=email, attempt=attempt, error=error
-                )
-                raise
+                error, delay, requeue = retry.error, retry.delay, retry.requeue
             except BaseException:
                 self.scheduler.release(email)
                 raise
+            finally:
+                self._in_flight.exit()
+            if delay is None or time.monotonic() + delay > give_up_at:
+                raise error
+            self.events.emit(
+                "retrying", client_ref=ref, email=email, attempt=sub.attempt, error=error
+            )
+            if not requeue and delay > 0:
+                with anyio.CancelScope() as scope:
+                    sub.pre_send = scope
+                    if sub.abandoned:
+                        scope.cancel()
+                    await sleep(delay)
+                sub.pre_send = None
+
+    async def _place(self, sub: _Submission) -> str | None:
+        """Wait for a slot and write ahead; raises `_NotSent` if abandoned before the POST."""
+        ref = sub.client_ref
+        hooks = sub.hooks
+        email: str | None = None
+        reserved = announced = False
+        with anyio.CancelScope() as scope:
+            sub.pre_send = scope
+            if sub.abandoned or self.closing:
+                scope.cancel()
+            email = await self.scheduler.acquire(sub.account)
+            reserved = True
+            self.events.emit("placed", client_ref=ref, email=email, attempt=sub.attempt)
+            sub.sent_at = time.time()
+            attempt = SubmitAttempt(
+                client_ref=ref, email=email, sent_at=sub.sent_at, attempt=sub.attempt
+            )
+            if hooks.on_submitting is not None and not sub.abandoned:
+                # Shielded: a write-ahead record is finished, even if abandoned meanwhile.
+                with anyio.CancelScope(shield=True):
+                    await hooks.on_submitting(attempt)
+                announced = True
+        sub.pre_send = None
+        if scope.cancelled_caught or sub.abandoned or self.closing:
+            if reserved:
+                self.scheduler.release(email)
+            if announced and hooks.on_unsent is not None:
+                with anyio.CancelScope(shield=True):
+                    await hooks.on_unsent(attempt)
+            raise _NotSent
+        return email
 
     async def _send(
         self,
@@ -302,50 +622,64 @@ class JobEngine:
         pinned: bool,
         ref: str,
         sent_at: float,
-        waits: _Waits,
+        after_429: Attempts,
+        after_failure: Attempts,
     ) -> Job:
         """One POST; returns the job, raises `_Retry` when nothing was created, or the final error.
 
         `pinned`: the job must run on `email` (named by the caller, or an edit's clip account),
         so an account that cannot take jobs is final rather than a reason to go elsewhere.
         """
+        if path == "/music":  # an edit has no `email`: it runs on its clip's account
+            request = {key: value for key, value in request.items() if key != "email"}
+            if email is not None:
+                request["email"] = email
         try:
-            return await self._fm.music._send_job(path, request)
+            return await self._api.create_job(path, request)
         except RateLimitError as error:
-            self.scheduler.note_full(email)
-            raise _Retry(error, waits.after_429(error)) from None
+            delay = after_429.delay(retry_after=error.retry_after)
+            tracked = isinstance(error, AccountBusyError) and self.scheduler.known
+            if tracked:
+                # Another process took the slot since our last sweep: hold the account back
+                # until a sweep shows room, and let this job go wherever there is room now.
+                self.scheduler.note_full(email, hold=delay or 0.0)
+            raise _Retry(error, delay, requeue=tracked and not pinned) from None
         except (InsufficientCreditsError, AccountError) as error:
             # The account cannot take jobs: take it out and place the job elsewhere, unless
             # the server chose the account or the caller named it (nowhere else to go).
             self.scheduler.take_out(email or error.email, error)
             if email is None or pinned:
                 raise
-            raise _Retry(error, 0.0) from None
+            raise _Retry(error, 0.0, requeue=True) from None
         except NotFoundError as error:
             if email is None or pinned:
                 raise
             self.scheduler.take_out(email, error)  # the account was removed meanwhile
-            raise _Retry(error, 0.0) from None
+            raise _Retry(error, 0.0, requeue=True) from None
         except TransportError as error:
             if not error.maybe_sent:
-                raise _Retry(error, waits.after_failure()) from None
+                # The request never left: safe to send again, for `connect_budget` at most.
+                delay = after_failure.delay(never_sent=True)
+                if delay is None:
+                    raise self._api.unreachable(error, after_failure.retries + 1) from error
+                raise _Retry(error, delay) from None
             return await self._settle_unknown(
                 path,
                 error,
                 email,
                 ref,
                 sent_at,
-                waits,
+                after_failure,
                 # Our own timeout: the server may still be working on the request and create
                 # the job after we look, so not finding it proves nothing.
                 absence_proves=not isinstance(error.__cause__, httpx.TimeoutException),
             )
         except DecodeError as error:
             if error.jobid:  # a 2xx with a jobid: the job exists even if the body is odd
-                return await self._fm.jobs.get(error.jobid)
-            return await self._settle_unknown(path, error, email, ref, sent_at, waits)
+                return await self._api.get_job(error.jobid)
+            return await self._settle_unknown(path, error, email, ref, sent_at, after_failure)
         except ServerError as error:
-            return await self._settle_unknown(path, error, email, ref, sent_at, waits)
+            return await self._settle_unknown(path, error, email, ref, sent_at, after_failure)
 
     async def _settle_unknown(
         self,
@@ -354,7 +688,7 @@ class JobEngine:
         email: str | None,
         ref: str,
         sent_at: float,
-        waits: _Waits,
+        after_failure: Attempts,
         *,
         absence_proves: bool = True,
     ) -> Job:
@@ -373,7 +707,7 @@ class JobEngine:
             self.events.emit(
                 "reconciled", client_ref=ref, email=email, detail="no job was created; resending"
             )
-            raise _Retry(error, waits.after_failure())
+            raise _Retry(error, after_failure.delay())
         raise SubmissionUncertain(
             endpoint=f"POST {path}",
             client_ref=ref,
@@ -391,9 +725,8 @@ class JobEngine:
             self.scheduler.commit(job.email, job.jobid, reserved=False)
         else:
             self.scheduler.commit(job.email, job.jobid)
-        watch = self.poller.watch(job.jobid, job.email, owned=True)
-        watch.client_ref = client_ref
         self.events.emit("submitted", client_ref=client_ref, jobid=job.jobid, email=job.email)
+        watch = self.poller.watch(job.jobid, job.email, owned=True, client_ref=client_ref)
         self._settle_if_ended(job)
         return JobHandle(self, watch, email=job.email, client_ref=client_ref, timeout=timeout)
 
@@ -445,34 +778,42 @@ class JobEngine:
         timeout: float | None = None,
     ) -> JobHandle:
         """A handle on a job accepted earlier (here or elsewhere), counted on its account."""
+        job_timeout = self.timing.job_timeout if timeout is None else check_seconds(timeout)
         self.scheduler.commit(email, jobid, reserved=False)
-        watch = self.poller.watch(jobid, email, owned=True, fresh=False)
-        watch.client_ref = client_ref
-        job_timeout = self.timing.job_timeout if timeout is None else timeout
+        watch = self.poller.watch(jobid, email, owned=True, fresh=False, client_ref=client_ref)
         return JobHandle(self, watch, email=email, client_ref=client_ref, timeout=job_timeout)
 
     # ----- waiting and cancelling ----------------------------------------------------------------
 
+    def watching(self, jobid: str) -> Watch | None:
+        """The watch of a job this client waits for, if any (the webhook receiver checks it)."""
+        return self.poller.get(jobid)
+
     async def wait(self, jobid: str, *, timeout: float | None = None) -> Job:
         """Wait for any job by id, including one submitted by an earlier process."""
+        limit = self.timing.job_timeout if timeout is None else check_seconds(timeout)
         watch = self.poller.watch(jobid, fresh=False)
-        limit = self.timing.job_timeout if timeout is None else timeout
         return await self.await_watch(watch, deadline=time.monotonic() + limit, email=watch.email)
 
     async def await_watch(self, watch: Watch, *, deadline: float, email: str | None) -> Job:
-        watch.waiters += 1
-        try:
-            with anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                await watch.done.wait()
-        except TimeoutError:
-            self.events.emit("timeout", jobid=watch.jobid, email=email)
-            waited = deadline - watch.added_at
-            raise JobTimeout(watch.jobid, email=email, timeout=waited) from None
-        finally:
-            watch.waiters -= 1
-            self.poller.forget(watch)
+        """Wait for `watch` until `deadline` (monotonic); each waiter gets its own error object."""
+        if not watch.done.is_set():
+            watch.waiters += 1
+            try:
+                with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                    await watch.done.wait()
+            finally:
+                watch.waiters -= 1
+            if not watch.done.is_set():
+                self.poller.forget(watch)
+                self.events.emit(
+                    "timeout", client_ref=watch.client_ref, jobid=watch.jobid, email=email
+                )
+                waited = deadline - watch.added_at
+                raise JobTimeout(watch.jobid, email=email, timeout=waited)
+        self.poller.forget(watch)
         if watch.error is not None:
-            raise watch.error
+            raise copy_for_waiter(watch.error)
         job = watch.job
         assert job is not None  # resolve() always sets one of job/error
         if not job.is_completed:
@@ -481,61 +822,137 @@ class JobEngine:
 
     async def fetch_and_settle(self, jobid: str) -> Job:
         """Read a job now (a webhook's hint); if it has ended, wake its waiters at once."""
-        job = await self._fm.jobs.get(jobid)
+        job = await self._api.get_job(jobid)
         self._settle_if_ended(job)
         return job
 
-    async def cancel(self, jobid: str, email: str | None) -> Job | None:
-        job: Job | None = None
-        with anyio.CancelScope(shield=True):
-            await self._fm.jobs.cancel(jobid)
-            self.scheduler.job_ended(jobid)
+    def request_cancel(self, watch: Watch) -> anyio.Event:
+        """Cancel `watch`'s job server-side, in the client's task group; returns its done event.
+
+        A second request while the first runs shares its event; after a failed DELETE, a new
+        request tries again.
+        """
+        if watch.cancel_done is not None:
+            return watch.cancel_done
+        done = watch.cancel_done = anyio.Event()
+        watch.cancel_error = None
+        try:
+            self._host.start_soon(self._cancel, watch, done, name=f"cancel {watch.jobid}")
+        except ClientClosedError as error:
+            logger.warning("job %s left running: %s", watch.jobid, error)
+            watch.cancel_error = error
+            watch.cancel_done = None
+            done.set()
+            return done
+        self._in_flight.enter()  # left by _cancel
+        return done
+
+    async def _cancel(self, watch: Watch, done: anyio.Event) -> None:
+        try:
+            watch.cancel_requested = True
             try:
-                job = await self._fm.jobs.get(jobid)
+                await self._api.cancel_job(watch.jobid)
+            except FlowMusicError as error:
+                # Reported, not raised: the caller asked for a cancellation and gets it; the
+                # job may run on (the poller still watches it while the client is open).
+                watch.cancel_requested = False
+                watch.cancel_error = error
+                watch.cancel_done = None
+                logger.warning(
+                    "DELETE /jobs/%s failed: %s; the job may still be running", watch.jobid, error
+                )
+                self.events.emit(
+                    "cancel_failed",
+                    client_ref=watch.client_ref,
+                    jobid=watch.jobid,
+                    email=watch.email,
+                    error=error,
+                )
+                return
+            self.scheduler.job_ended(watch.jobid)
+            try:
+                job = await self._api.get_job(watch.jobid)
             except FlowMusicError:
-                job = None
-            if job is not None and not self._settle_if_ended(job):
-                job = None  # not yet reflected; the poller will settle it
-            self.events.emit("cancelled", jobid=jobid, email=email)
-        return job
+                return  # the poller settles the job when its record can be read
+            self._settle_if_ended(job)  # still pending: the record lags; the poller settles it
+        finally:
+            done.set()
+            self._in_flight.exit()
+
+    async def _bounded(self, cleanup_done: anyio.Event) -> None:
+        """Wait, shielded, at most `cleanup_timeout` for a cleanup running in the task group."""
+        with anyio.move_on_after(self.timing.cleanup_timeout, shield=True):
+            await cleanup_done.wait()
+
+    async def run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
+        """Submit and wait; cancelling the caller cancels the job server-side (bounded).
+
+        `generate` and `edit` are this. A job that ends, fails or outlives its deadline is
+        reported as such; only a cancellation of the caller (or Ctrl-C) cancels the job.
+        """
+        handle = await submitting
+        try:
+            return await handle.result()
+        except BaseException as exc:
+            if isinstance(exc, Exception) or handle.ended:
+                raise
+            await self._bounded(self.request_cancel(handle._watch))
+            raise
+
+    # ----- closing -------------------------------------------------------------------------------
+
+    @property
+    def left_running(self) -> list[tuple[str, str | None]]:
+        """(jobid, email) of the jobs still running when the client closed, not cancelled."""
+        return [
+            (watch.jobid, watch.email)
+            for watch in self.poller.left_running
+            if not watch.cancel_requested
+        ]
+
+    async def close(self) -> None:
+        """Stop the engine: the first stages of closing the client (see `FlowMusic.aclose`).
+
+        1. No new POST leaves: submissions still waiting for a slot end with
+           `ClientClosedError` (nothing was paid).
+        2. Tasks cancelled together with the one closing the client get to run their
+           cancellation (they may ask for DELETEs), then POSTs on their way and DELETEs are
+           waited for, up to `Timing.close_timeout`.
+        3. Waits still open end with `ClientClosedError` naming their job; those jobs are left
+           running (they are paid; `fm.wait(jobid)` picks them up) and listed in a warning.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        self._everything.stop(cancel_jobs=False)
+        self.scheduler.close()
+        with anyio.CancelScope(shield=True):
+            # A task cancelled along with us has been woken but may not have run yet; three
+            # turns of the loop let it reach its cancellation handler.
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
+        with anyio.move_on_after(self.timing.close_timeout, shield=True) as scope:
+            await self._in_flight.wait_idle()
+        if scope.cancelled_caught:
+            logger.warning(
+                "closing: %d request(s) still in flight after %.1f s; stopping them",
+                self._in_flight.count,
+                self.timing.close_timeout,
+            )
+        self.poller.close()
+        if self.left_running:
+            logger.warning(
+                "closing with %d job(s) still running, left running (they are paid; resume "
+                "with fm.wait(jobid)): %s",
+                len(self.left_running),
+                ", ".join(jobid for jobid, _ in self.left_running),
+            )
 
 
-class _Retry(Exception):
-    """Internal: this attempt created no job; try again after `delay`."""
-
-    def __init__(self, error: FlowMusicError, delay: float) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.delay = delay
-
-
-class _Waits:
-    """Delays for one submission: jittered backoff after 429 (Retry-After wins) and failures."""
-
-    def __init__(self, timing: Timing) -> None:
-        self._timing = timing
-        self._after_429: Iterator[float] = backoff_delays(
-            base=timing.backoff_base, cap=timing.backoff_cap, max_tries=None
-        )
-        self._after_failure: Iterator[float] = backoff_delays(
-            base=timing.retry_base, cap=timing.backoff_cap, max_tries=None
-        )
-
-    def after_429(self, error: RateLimitError) -> float:
-        if error.retry_after is not None:
-            return min(error.retry_after, self._timing.backoff_cap)
-        if isinstance(error, AccountBusyError):
-            # One account was full although we counted a free slot (another process took it):
-            # the next sweep corrects the count, so a short wait is enough.
-            return min(next(self._after_429), self._timing.poll_interval)
-        return next(self._after_429)
-
-    def after_failure(self) -> float:
-        return next(self._after_failure)
-
-
-def _set_or_drop(body: dict[str, Any], key: str, value: Any) -> None:
-    if value is None:
-        body.pop(key, None)
-    else:
-        body[key] = value
+def check_seconds(value: object, field: str = "timeout") -> float:
+    """A deadline in seconds: a positive, finite number, refused before anything is sent."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(field, f"must be a number of seconds, got {type(value).__name__}")
+    if math.isnan(value) or value <= 0:
+        raise ValidationError(field, f"must be a positive number of seconds, got {value!r}")
+    return float(value)

@@ -44,8 +44,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import msgspec
 
+from ._decode import Undecodable, decode_any
 from ._retry import parse_retry_after
 
 if TYPE_CHECKING:
@@ -77,8 +77,60 @@ __all__ = [
     "SubmissionUncertain",
     "TransportError",
     "ValidationError",
+    "copy_for_waiter",
     "error_from_response",
+    "redact",
+    "remember_secret",
 ]
+
+
+# Every API token a client in this process was given. Redaction happens in one place, the
+# base error's constructor, so no message, server text or body of any error can carry one,
+# whatever path built it (an echoing server, a decode error quoting the raw body).
+_SECRETS: set[str] = set()
+_REDACTED = "<redacted>"
+
+
+def remember_secret(secret: str) -> None:
+    """Blank `secret` out of every error message and body from now on (the client's token)."""
+    if secret:
+        _SECRETS.add(secret)
+
+
+def redact(text: str) -> str:
+    """`text` with every remembered secret blanked out."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    """A decoded body with remembered secrets blanked out of every string in it."""
+    if isinstance(value, str):
+        return redact(value)
+    if depth > 32:  # a hostile body may nest deeply; past this it is dropped, not walked
+        return None
+    if isinstance(value, dict):
+        return {redact(str(k)): _redact_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(v, depth + 1) for v in value]
+    return value
+
+
+def copy_for_waiter(error: FlowMusicError) -> FlowMusicError:
+    """A fresh exception object with the same class and fields as `error`.
+
+    One failure can end many waits (every waiter of a job, every task awaiting a handle).
+    Raising the same object in each would let their tracebacks pile up on it, so each gets its
+    own copy, chained to the shared original.
+    """
+    clone = type(error).__new__(type(error))
+    clone.__dict__.update(error.__dict__)
+    clone.args = error.args
+    clone.__cause__ = error.__cause__ if error.__cause__ is not None else None
+    clone.__suppress_context__ = error.__suppress_context__
+    return clone
 
 
 class FlowMusicError(Exception):
@@ -103,11 +155,12 @@ class FlowMusicError(Exception):
         jobid: str | None = None,
         email: str | None = None,
     ) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.status = status
         self.endpoint = endpoint
-        self.server_message = server_message
+        self.server_message = redact(server_message) if server_message is not None else None
         self.jobid = jobid
         self.email = email
 
@@ -200,7 +253,7 @@ class APIStatusError(FlowMusicError):
             email=email,
         )
         self.error_code = error_code
-        self.body = body
+        self.body = _redact_value(body)
 
 
 class BadRequestError(APIStatusError):
@@ -451,8 +504,8 @@ def error_from_response(
 def _read_error_body(raw: bytes) -> tuple[Any, str | None, str | None]:
     """Return (body, server message, error code) from an error body of any shape."""
     try:
-        body: Any = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+        body: Any = decode_any(raw)
+    except Undecodable:
         text = raw.decode("utf-8", "replace").strip()
         return text, (text or None), None
     if not isinstance(body, dict):

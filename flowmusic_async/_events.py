@@ -28,14 +28,18 @@ EventKind = Literal[
     "completed",
     "failed",
     "cancelled",
-    "timeout",
+    "cancel_failed",  # the DELETE of a cancelled job failed; it may still be running
+    "timeout",  # a deadline passed while waiting; the job runs on (not an end of the job)
 ]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
     """One step in a job's life, as seen by this client.
 
-    `error` is the typed error behind a "retrying", "failed" or "timeout" event.
+    Every submission ends in exactly one terminal event: "completed", "failed" or "cancelled"
+    (the typed error the caller receives, if any, is in `error`). `client_ref` is on every
+    event of a submission, and `jobid` on every event after the server accepted it.
+    `error` is also set on "retrying", "cancel_failed" and "timeout" events.
     """
 
     kind: EventKind

@@ -1,30 +1,39 @@
 """HttpCore: send one API request, decode the answer, raise the right error; retry only safe ones.
 
-Every API request goes through `HttpCore.request` (JSON answers) or `HttpCore.stream`
-(downloads). The ``Authorization`` header is added here, per request, never as a default of
-the shared ``httpx.AsyncClient``: the same client fetches public media URLs, which must not
-receive the token.
+Every API request goes through `HttpCore.request` (JSON answers), `HttpCore.request_empty`
+(204 answers) or `HttpCore.stream` (downloads), and all three share one retry loop,
+`_send_with_retries`, driven by the client's `RetryPolicy`. The ``Authorization`` header is
+added here, per request, never as a default of the shared ``httpx.AsyncClient``: the same
+client fetches public media URLs, which must not receive the token.
 
 Retries happen only for requests the caller marks ``safe`` (GETs, DELETE /jobs/{jobid},
 POST /accounts in maxJobs-only mode): on a transport error, a 5xx other than 596, a 429
 (honouring ``Retry-After``, capped) and a 2xx whose body does not decode (re-reading is
-harmless). A paid POST (/music, /music/edit) is sent exactly once: a lost answer there may
-already have created a charged job, so the decision belongs to the engine, which can
-reconcile before resubmitting.
+harmless). A connection that never opens is retried for the policy's ``connect_budget`` and
+then reported as a `TransportError` naming the host. A paid POST (/music, /music/edit) is
+sent exactly once: a lost answer there may already have created a charged job, so the
+decision belongs to the engine, which can reconcile before resubmitting.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
 import msgspec
 
-from ._errors import APIStatusError, DecodeError, TransportError, error_from_response
-from ._retry import backoff_delays, sleep
+from ._decode import Undecodable, decode, decode_any
+from ._errors import (
+    APIStatusError,
+    DecodeError,
+    FlowMusicError,
+    TransportError,
+    error_from_response,
+)
+from ._retry import RetryPolicy, sleep
 
 __all__ = ["HttpCore"]
 
@@ -49,10 +58,7 @@ class HttpCore:
         client: the ``httpx.AsyncClient`` to send through (no base URL or auth of its own needed).
         base_url: the API root, e.g. ``https://api.useapi.net/v1/flowmusic`` (no trailing slash).
         token: the useapi.net API token.
-        max_retries: retries after the first attempt, for safe requests only.
-        retry_base: the first backoff delay in seconds (doubles each time, full jitter).
-        retry_cap: the largest backoff delay.
-        retry_after_cap: the largest ``Retry-After`` honoured.
+        policy: how safe requests are retried (`RetryPolicy`).
     """
 
     def __init__(
@@ -61,21 +67,15 @@ class HttpCore:
         client: httpx.AsyncClient,
         base_url: str,
         token: str,
-        max_retries: int = 4,
-        retry_base: float = 0.5,
-        retry_cap: float = 30.0,
-        retry_after_cap: float = 60.0,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self._client = client
         self._base_url = base_url.rstrip("/")
         self._token = token
-        self._max_retries = max_retries
-        self._retry_base = retry_base
-        self._retry_cap = retry_cap
-        self._retry_after_cap = retry_after_cap
+        self.policy = policy if policy is not None else RetryPolicy()
 
     def __repr__(self) -> str:
-        return f"<HttpCore base_url={self._base_url!r} max_retries={self._max_retries}>"
+        return f"<HttpCore base_url={self._base_url!r} max_retries={self.policy.max_retries}>"
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -125,19 +125,12 @@ class HttpCore:
             DecodeError: a 2xx whose body is not the documented JSON.
         """
         request = self._build(method, path, params, json, content, headers, timeout)
-        delays = self._delays(safe)
-        while True:
-            try:
-                response = await self._send(request, endpoint, named_email, jobid, stream=False)
-                return self._decode(response, decoder, endpoint, named_email, jobid)
-            except (TransportError, APIStatusError, DecodeError) as error:
-                delay = self._retry_delay(error, delays)
-                if delay is None:
-                    raise
-                logger.info(
-                    "%s: retrying in %.2f s after %s", endpoint, delay, type(error).__name__
-                )
-                await sleep(delay)
+
+        async def attempt() -> T:
+            response = await self._send(request, endpoint, named_email, jobid, stream=False)
+            return self._decode(response, decoder, endpoint, named_email, jobid)
+
+        return await self._send_with_retries(attempt, endpoint=endpoint, safe=safe)
 
     async def request_empty(
         self,
@@ -151,19 +144,11 @@ class HttpCore:
     ) -> None:
         """Send a request whose success answer has no body (DELETE endpoints, 204)."""
         request = self._build(method, path, None, None, None, None, None)
-        delays = self._delays(safe)
-        while True:
-            try:
-                await self._send(request, endpoint, email, jobid, stream=False)
-                return
-            except (TransportError, APIStatusError) as error:
-                delay = self._retry_delay(error, delays)
-                if delay is None:
-                    raise
-                logger.info(
-                    "%s: retrying in %.2f s after %s", endpoint, delay, type(error).__name__
-                )
-                await sleep(delay)
+
+        async def attempt() -> None:
+            await self._send(request, endpoint, email, jobid, stream=False)
+
+        await self._send_with_retries(attempt, endpoint=endpoint, safe=safe)
 
     @asynccontextmanager
     async def stream(
@@ -180,20 +165,57 @@ class HttpCore:
         Yields the response with its status already checked and its body not yet read.
         """
         request = self._build(method, path, params, None, None, None, None)
-        delays = self._delays(safe=True)
-        while True:
-            try:
-                response = await self._send(request, endpoint, None, jobid, stream=True)
-                break
-            except (TransportError, APIStatusError) as error:
-                delay = self._retry_delay(error, delays)
-                if delay is None:
-                    raise
-                await sleep(delay)
+
+        async def attempt() -> httpx.Response:
+            return await self._send(request, endpoint, None, jobid, stream=True)
+
+        response = await self._send_with_retries(attempt, endpoint=endpoint, safe=True)
         try:
             yield response
         finally:
             await response.aclose()
+
+    async def _send_with_retries(
+        self, attempt: Callable[[], Awaitable[T]], *, endpoint: str, safe: bool
+    ) -> T:
+        """Run `attempt` until it succeeds, its error is final, or the policy gives up.
+
+        The one retry loop of every API request. An unsafe request (a paid POST) gets exactly
+        one attempt: the engine decides what its failure means.
+        """
+        tries = self.policy.attempts()
+        while True:
+            try:
+                return await attempt()
+            except (TransportError, APIStatusError, DecodeError) as error:
+                if not safe or (isinstance(error, APIStatusError) and not _is_transient(error)):
+                    raise
+                never_sent = isinstance(error, TransportError) and not error.maybe_sent
+                delay = tries.delay(
+                    retry_after=getattr(error, "retry_after", None), never_sent=never_sent
+                )
+                if delay is None:
+                    if never_sent:
+                        raise self.unreachable(error, tries.retries + 1) from error
+                    raise
+                logger.debug(
+                    "%s: retrying in %.2f s after %s", endpoint, delay, type(error).__name__
+                )
+                await sleep(delay)
+
+    def unreachable(self, error: FlowMusicError, tries: int) -> TransportError:
+        """The error that ends a request whose connection never opened; it names the host."""
+        host = httpx.URL(self._base_url).host
+        logger.warning(
+            "%s: cannot reach %s after %d attempt(s); giving up", error.endpoint, host, tries
+        )
+        return TransportError(
+            f"{error.endpoint}: cannot reach {host} ({error}; {tries} attempt(s))",
+            maybe_sent=False,
+            endpoint=error.endpoint,
+            jobid=error.jobid,
+            email=error.email,
+        )
 
     def _build(
         self,
@@ -264,8 +286,8 @@ class HttpCore:
         jobid: str | None,
     ) -> T:
         try:
-            return decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
+            return decode(decoder, response.content)
+        except Undecodable as exc:
             found = _jobid_in(response.content) or jobid
             raise DecodeError(
                 f"{endpoint} -> {response.status_code}: body is not the documented JSON ({exc})",
@@ -274,28 +296,6 @@ class HttpCore:
                 jobid=found,
                 email=named_email,
             ) from exc
-
-    def _delays(self, safe: bool) -> list[float]:
-        if not safe or self._max_retries <= 0:
-            return []
-        return list(
-            backoff_delays(
-                base=self._retry_base, cap=self._retry_cap, max_tries=self._max_retries + 1
-            )
-        )
-
-    def _retry_delay(self, error: Exception, delays: list[float]) -> float | None:
-        """How long to wait before retrying after ``error``, or None to give up."""
-        if not delays:
-            return None
-        if isinstance(error, APIStatusError) and not _is_transient(error):
-            return None
-        delay = delays.pop(0)
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            # The server said when a slot frees up; waiting less would only earn another 429.
-            delay = min(retry_after, self._retry_after_cap)
-        return delay
 
 
 def _is_transient(error: APIStatusError) -> bool:
@@ -306,8 +306,8 @@ def _is_transient(error: APIStatusError) -> bool:
 def _jobid_in(raw: bytes) -> str | None:
     """The jobid of a body that decodes as JSON but not as the model (a job may exist)."""
     try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+        body = decode_any(raw)
+    except Undecodable:
         return None
     jobid = body.get("jobid") if isinstance(body, dict) else None
     return jobid if isinstance(jobid, str) else None

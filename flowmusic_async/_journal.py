@@ -253,16 +253,28 @@ class Journal:
                 result = await anyio.to_thread.run_sync(work, conn)
         return result
 
-    async def register(self, requests: Sequence[Mapping[str, Any]]) -> list[Entry]:
+    async def register(
+        self,
+        requests: Sequence[Mapping[str, Any]],
+        *,
+        seen: dict[str, int] | None = None,
+        first_index: int = 0,
+    ) -> list[Entry]:
         """Record a batch's requests (if not yet known) and return their entries, in input order.
 
         The key of a request is ``f"{fingerprint(params)}#{n}"`` where ``n`` counts the identical
         requests before it in ``requests``: the same prompt twice is two songs, and registering the
         same input again finds the same keys and leaves their progress untouched.
+
+        Args:
+            requests: the requests, in input order.
+            seen: occurrence counts carried over from earlier calls, for a batch registered
+                chunk by chunk as it streams in (updated in place).
+            first_index: the input position of ``requests[0]`` in the whole batch.
         """
-        seen: dict[str, int] = {}
+        seen = {} if seen is None else seen
         rows: list[tuple[str, int, str]] = []
-        for index, params in enumerate(requests):
+        for index, params in enumerate(requests, start=first_index):
             fp = fingerprint(params)
             occurrence = seen.get(fp, 0)
             seen[fp] = occurrence + 1
@@ -342,6 +354,10 @@ class Journal:
             "job = NULL, error_type = NULL, error_message = NULL",
             (client_ref, email, sent_at),
         )
+
+    async def mark_unsent(self, key: str) -> None:
+        """Undo `mark_submitting`: the POST was stopped before it left, nothing was created."""
+        await self._update(key, "state = 'pending', client_ref = NULL, sent_at = NULL", ())
 
     async def mark_submitted(self, key: str, *, jobid: str, email: str) -> None:
         """Record that the server accepted the job: from now on it can be polled by ``jobid``."""

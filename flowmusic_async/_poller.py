@@ -6,8 +6,13 @@ read its final record. The cost of waiting is one request per `poll_interval`, h
 jobs are pending. When GET /jobs is unavailable the poller falls back to reading each job
 that is old enough to have finished, once per interval.
 
+Final records are read apart from the sweeps, as many at once as jobs have ended (up to a
+bound): on a slow network, a sweep never waits for the reads of the last one, and a burst of
+completions is read in one round trip rather than in rounds of a few.
+
 Waiters wait on their own job's event, so a completion wakes only them; cancelling a waiter
-never touches the poller. The poller runs in the client's task group and ends with it.
+never touches the poller. An unexpected error in a sweep is logged and the next sweep goes on:
+one broken answer must not end every wait. The poller runs in the client's own task group.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 
 from ._errors import (
     ClientClosedError,
@@ -39,9 +45,10 @@ logger = logging.getLogger("flowmusic_async")
 ListRunning = Callable[[], Awaitable[Mapping[str, AccountJobs]]]
 GetJob = Callable[[str], Awaitable[Job]]
 
-# Final records are fetched a few at a time: enough to keep latency low when many jobs end
-# in one sweep, few enough not to burst the API.
-_FETCH_CONCURRENCY = 8
+# Final records read at once. Enough for every job of 50 accounts x 16 slots ending in one
+# sweep to be read in a single round trip; a bound all the same, so that a client never opens
+# more connections than the API can reasonably be asked to serve.
+FETCH_CONCURRENCY = 64
 
 
 class Watch:
@@ -60,7 +67,11 @@ class Watch:
         # result is there when the handle is awaited later.
         self.owned = owned
         self.check_directly = False  # left the running list but its record still said pending
+        self.fetching = False  # a read of its record is under way
         self.client_ref: str | None = None  # our replyRef tag, checked by the webhook receiver
+        self.cancel_requested = False  # a DELETE was sent: a failed end is our cancellation
+        self.cancel_done: anyio.Event | None = None  # set when the DELETE under way is done
+        self.cancel_error: FlowMusicError | None = None  # why the last DELETE failed
 
     def resolve(self, *, job: Job | None = None, error: FlowMusicError | None = None) -> None:
         if self.done.is_set():
@@ -89,31 +100,50 @@ class Poller:
         self._events = events
         self._refresh_accounts = refresh_accounts
         self._watches: dict[str, Watch] = {}
-        self._wake = anyio.Event()
+        self._wake: anyio.Event | None = None
         self._sweep_unavailable = False
         self._closed = False
+        self._fetches: anyio.abc.TaskGroup | None = None
+        self.left_running: list[Watch] = []  # watches still pending when the poller closed
+        self._fetch_limiter: anyio.CapacityLimiter | None = None
 
     # ----- watching ------------------------------------------------------------------------------
 
     def watch(
-        self, jobid: str, email: str | None = None, *, owned: bool = False, fresh: bool = True
+        self,
+        jobid: str,
+        email: str | None = None,
+        *,
+        owned: bool = False,
+        fresh: bool = True,
+        client_ref: str | None = None,
     ) -> Watch:
         """Start (or join) watching `jobid`.
+
+        Once the poller is closed, the watch comes back already ended with `ClientClosedError`
+        naming the job (a POST whose answer arrived during the close still yields a handle).
 
         Args:
             fresh: the job was accepted just now, so it cannot end before `first_check_after`.
                 False for a job of unknown age (attached by id): it is looked at on the next tick.
+            client_ref: our reference for the submission that created the job.
         """
-        if self._closed:
-            raise ClientClosedError("the client is closed; no job can be watched")
         watch = self._watches.get(jobid)
         if watch is None:
             check_from = time.monotonic()
             if fresh:
                 check_from += self._timing.first_check_after
-            watch = self._watches[jobid] = Watch(jobid, email, owned=owned, check_from=check_from)
+            watch = Watch(jobid, email, owned=owned, check_from=check_from)
+            watch.client_ref = client_ref
+            if self._closed:
+                self.left_running.append(watch)
+                self._settle(watch, job=None, error=_closed_error(watch))
+                return watch
+            self._watches[jobid] = watch
             self.poke()
         watch.owned = watch.owned or owned
+        if client_ref is not None:
+            watch.client_ref = client_ref
         return watch
 
     def resolve(
@@ -134,35 +164,59 @@ class Poller:
 
     def poke(self) -> None:
         """Wake the loop if it idles: there is work again."""
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()
+
+    def close(self) -> list[Watch]:
+        """Stop watching: fail every outstanding wait with `ClientClosedError` naming its job.
+
+        The jobs themselves are left running (they are paid for; `fm.wait(jobid)` in another
+        client picks them up). Returns the watches that were still pending.
+        """
+        self._closed = True
+        pending = list(self._watches.values())
+        self._watches.clear()
+        for watch in pending:
+            self._settle(watch, job=None, error=_closed_error(watch))
+        self.left_running.extend(pending)
+        self.poke()
+        return pending
 
     # ----- the loop ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Sweep until cancelled; on the way out, fail every outstanding wait clearly."""
-        task_status.started()
-        next_sweep = 0.0  # monotonic; sweeps run at a fixed rate, however long a tick takes
+        """Sweep until cancelled (the client closes); fetch final records alongside."""
+        self._wake = anyio.Event()
+        self._fetch_limiter = anyio.CapacityLimiter(FETCH_CONCURRENCY)
         try:
-            while True:
-                if not self._busy():
-                    await self._wake.wait()  # nothing to watch: sleep until work arrives
-                    self._wake = anyio.Event()
-                    continue
-                # A plain sleep, not a wait on `_wake`: new work arriving must not keep pushing
-                # the next sweep back.
-                delay = self._sweep_at(next_sweep) - time.monotonic()
-                if delay > 0:
-                    await anyio.sleep(delay)
-                started = time.monotonic()
-                await self._tick()
-                jitter = random.uniform(-self._timing.poll_jitter, self._timing.poll_jitter)
-                next_sweep = started + self._timing.poll_interval * (1 + jitter)
+            async with anyio.create_task_group() as fetches:
+                self._fetches = fetches
+                task_status.started()
+                await self._sweep_forever()
         finally:
-            self._closed = True
-            closed = ClientClosedError("the client was closed while this job was being awaited")
-            for watch in list(self._watches.values()):
-                watch.resolve(error=closed)
-            self._watches.clear()
+            self._fetches = None
+            self.close()
+
+    async def _sweep_forever(self) -> None:
+        next_sweep = 0.0  # monotonic; sweeps run at a fixed rate, however long a tick takes
+        while not self._closed:
+            if not self._busy():
+                assert self._wake is not None
+                await self._wake.wait()  # nothing to watch: sleep until work arrives
+                self._wake = anyio.Event()
+                continue
+            # A plain sleep, not a wait on `_wake`: new work arriving must not keep pushing
+            # the next sweep back.
+            delay = self._sweep_at(next_sweep) - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)
+            started = time.monotonic()
+            try:
+                await self._tick()
+            except Exception:  # one broken answer must not end every wait
+                logger.exception("a sweep of pending jobs failed; the next one goes on")
+            jitter = random.uniform(-self._timing.poll_jitter, self._timing.poll_jitter)
+            next_sweep = started + self._timing.poll_interval * (1 + jitter)
 
     def _busy(self) -> bool:
         return bool(self._watches or self._scheduler.our_jobs() or self._scheduler.waiting)
@@ -171,9 +225,9 @@ class Poller:
         """When to sweep next: on the fixed-rate schedule, but not before anything can have ended.
 
         Songs run at least 40 s, so sweeping for jobs younger than `first_check_after` is
-        wasted, unless submissions wait for slots that other processes' jobs hold.
+        wasted, unless submissions wait for slots only a sweep can show free.
         """
-        if self._scheduler.waiting and self._scheduler.has_external_jobs:
+        if self._scheduler.needs_sweeps:
             return next_sweep
         earliest = self._earliest_check()
         return next_sweep if earliest is None else max(next_sweep, earliest)
@@ -187,7 +241,6 @@ class Poller:
     async def _tick(self) -> None:
         await self._refresh_accounts()
         swept_at = time.monotonic()
-        to_fetch: list[Watch] = []
         running = await self._sweep()
         if running is not None:
             self._sweep_unavailable = False
@@ -197,13 +250,14 @@ class Poller:
                 # A watch added after the sweep was sent may simply not be in it yet.
                 left = watch.added_at < swept_at and watch.jobid not in listed
                 if left or watch.check_directly:
-                    to_fetch.append(watch)
+                    self._start_fetch(watch)
         else:
             # Fallback: read each job that is old enough to have finished.
+            self._scheduler.forget_external()
             now = time.monotonic()
-            to_fetch = [w for w in self._watches.values() if w.check_from <= now]
-        if to_fetch:
-            await self._fetch_all(to_fetch)
+            for watch in list(self._watches.values()):
+                if watch.check_from <= now:
+                    self._start_fetch(watch)
 
     async def _sweep(self) -> Mapping[str, AccountJobs] | None:
         try:
@@ -217,20 +271,17 @@ class Poller:
             return None
         return running
 
-    async def _fetch_all(self, watches: list[Watch]) -> None:
-        limiter = anyio.CapacityLimiter(_FETCH_CONCURRENCY)
-
-        async def fetch(watch: Watch) -> None:
-            async with limiter:
-                await self._fetch(watch)
-
-        async with anyio.create_task_group() as tg:
-            for watch in watches:
-                tg.start_soon(fetch, watch)
+    def _start_fetch(self, watch: Watch) -> None:
+        if watch.fetching or self._fetches is None:
+            return
+        watch.fetching = True
+        self._fetches.start_soon(self._fetch, watch)
 
     async def _fetch(self, watch: Watch) -> None:
+        assert self._fetch_limiter is not None
         try:
-            job = await self._get_job(watch.jobid)
+            async with self._fetch_limiter:
+                job = await self._get_job(watch.jobid)
         except (NotFoundError, PermissionDeniedError) as error:
             # 404: unknown or expired; 403: another user's job. Neither will ever change.
             self._scheduler.job_ended(watch.jobid)
@@ -240,6 +291,12 @@ class Poller:
             logger.info("GET /jobs/%s failed (%s); will look again", watch.jobid, error)
             watch.check_directly = True
             return
+        except Exception:
+            logger.exception("reading job %s failed; will look again", watch.jobid)
+            watch.check_directly = True
+            return
+        finally:
+            watch.fetching = False
         if job.is_terminal:
             self._scheduler.job_ended(watch.jobid)
             self._finish(watch, job=job)
@@ -256,13 +313,28 @@ class Poller:
         self._settle(watch, job=job, error=error)
 
     def _settle(self, watch: Watch, *, job: Job | None, error: FlowMusicError | None) -> None:
+        """Resolve a watch and emit its one terminal event (a second settle does nothing)."""
+        if watch.done.is_set():
+            return
+        fields = {"client_ref": watch.client_ref, "jobid": watch.jobid}
         if job is not None and job.is_completed:
-            self._events.emit("completed", jobid=job.jobid, email=job.email)
+            self._events.emit("completed", email=job.email, **fields)
+        elif watch.cancel_requested and (job is None or job.is_failed):
+            self._events.emit("cancelled", email=watch.email, error=error, **fields)
         elif job is not None:
-            self._events.emit("failed", jobid=job.jobid, email=job.email, detail=_failure_code(job))
-        elif error is not None:
-            self._events.emit("failed", jobid=watch.jobid, email=watch.email, error=error)
+            self._events.emit("failed", email=job.email, detail=_failure_code(job), **fields)
+        else:
+            self._events.emit("failed", email=watch.email, error=error, **fields)
         watch.resolve(job=job, error=error)
+
+
+def _closed_error(watch: Watch) -> ClientClosedError:
+    return ClientClosedError(
+        f"the client was closed while job {watch.jobid} was awaited; the job was left "
+        "running (resume with fm.wait(jobid))",
+        jobid=watch.jobid,
+        email=watch.email,
+    )
 
 
 def _failure_code(job: Job) -> str | None:

@@ -183,7 +183,7 @@ class Music(EditHelpers, _Namespace):
             reply_url=reply_url,
             reply_ref=reply_ref,
         )
-        return await self._send_job("/music", music_body(request, mode=mode))
+        return await self.send_job("/music", music_body(request, mode=mode))
 
     async def edit(
         self,
@@ -256,7 +256,7 @@ class Music(EditHelpers, _Namespace):
     async def _run_edit(self, request: EditRequest, *, mode: Mode | None) -> Job:
         if request.operation == "stems":
             raise ValidationError("operation", "use fm.music.stems(clip); it returns Stems")
-        return await self._send_job("/music/edit", edit_body(request, mode=mode))
+        return await self.send_job("/music/edit", edit_body(request, mode=mode))
 
     async def stems(self, clip: str) -> Stems:
         """Split a clip into drums, bass, vocals and other; always synchronous; never retried."""
@@ -273,7 +273,7 @@ class Music(EditHelpers, _Namespace):
             named_email=account_of_id(clip),
         )
 
-    async def _send_job(self, path: str, body: dict[str, Any]) -> Job:
+    async def send_job(self, path: str, body: dict[str, Any]) -> Job:
         """POST an already validated job body to /music or /music/edit; sent exactly once.
 
         For the engine: the body comes from `music_body` or `edit_body`. A 429 names the

@@ -1,21 +1,131 @@
-"""Retry timing: backoff's exponential wait generator with full jitter, Retry-After, anyio sleep.
+"""The one retry mechanism: a `RetryPolicy` configured once per client, and `Attempts` per request.
 
-Nothing here decides *whether* to retry (that is `_http.HttpCore`'s job, which only retries
-requests that are safe to repeat); this module only says *how long* to wait. Sleeping goes
-through anyio so the library runs under trio as well as asyncio.
+Everything that is retried goes through here: safe API requests (GETs, DELETE /jobs/{jobid})
+in `_http.HttpCore`, the engine's re-placement of a paid job that was refused before it was
+created (429, or a connection that never opened), and media downloads. This module only says
+*how long* to wait and *when to give up*; whether a request may be repeated at all is decided by
+its caller (a paid POST whose answer was lost is never repeated here: it is reconciled).
+
+Three rules, the same everywhere:
+
+- delays come from backoff's exponential wait generator with full jitter, capped, so many
+  clients that failed at the same moment do not come back at once;
+- a ``Retry-After`` from the server wins over our own schedule (capped, so a confused server
+  cannot park us for hours);
+- connection failures (the request never left) are retried for at most ``connect_budget``
+  seconds of consecutive failure, then given up with a message naming the host: an
+  unreachable API must fail in seconds, not hang until a job deadline.
+
+Sleeping goes through anyio so the library runs under trio as well as asyncio.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 import anyio
 import backoff
+import msgspec
 
-__all__ = ["backoff_delays", "parse_retry_after", "sleep"]
+if TYPE_CHECKING:
+    from ._timing import Timing
+
+__all__ = ["Attempts", "RetryPolicy", "backoff_delays", "parse_retry_after", "sleep"]
+
+logger = logging.getLogger("flowmusic_async")
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How a client retries; one per client, derived from its `Timing` and ``max_retries``.
+
+    Args:
+        max_retries: retries after the first attempt for a safe request (GET, DELETE).
+        base: the first backoff delay before jitter; each later one doubles.
+        cap: the longest backoff delay.
+        retry_after_cap: the longest ``Retry-After`` honoured.
+        connect_budget: seconds of consecutive connection failures tolerated before giving up.
+    """
+
+    max_retries: int = 4
+    base: float = 0.5
+    cap: float = 30.0
+    retry_after_cap: float = 60.0
+    connect_budget: float = 30.0
+
+    @classmethod
+    def from_timing(cls, timing: Timing, *, max_retries: int) -> RetryPolicy:
+        """The policy for a client with this timing (scaled timings scale every delay)."""
+        return cls(
+            max_retries=max_retries,
+            base=timing.retry_base,
+            cap=timing.backoff_cap,
+            retry_after_cap=timing.backoff_cap,
+            connect_budget=timing.connect_budget,
+        )
+
+    def attempts(self, *, max_retries: int | None = -1, base: float | None = None) -> Attempts:
+        """The retry state of one logical request.
+
+        Args:
+            max_retries: retries allowed for failures other than connection failures; -1 (the
+                default) takes the policy's, None allows any number (the caller bounds time).
+            base: a first delay other than the policy's (429s start at `Timing.backoff_base`).
+        """
+        limit = self.max_retries if max_retries == -1 else max_retries
+        return Attempts(self, max_retries=limit, base=self.base if base is None else base)
+
+
+class Attempts:
+    """Counts one request's failures and says how long to wait before the next try, or stop."""
+
+    def __init__(self, policy: RetryPolicy, *, max_retries: int | None, base: float) -> None:
+        self._policy = policy
+        self._max_retries = max_retries
+        self._delays = backoff_delays(base=base, cap=policy.cap, max_tries=None)
+        self.retries = 0
+        self._failing_since: float | None = None  # first of the current run of connect failures
+
+    def delay(self, *, retry_after: float | None = None, never_sent: bool = False) -> float | None:
+        """Seconds to wait before trying again, or None to give up.
+
+        Args:
+            retry_after: the server's ``Retry-After`` in seconds, when it sent one.
+            never_sent: the failure was a connection that never opened (counted against
+                ``connect_budget`` in time rather than against ``max_retries``).
+        """
+        now = time.monotonic()
+        if never_sent:
+            if self._failing_since is None:
+                self._failing_since = now
+            elif now - self._failing_since >= self._policy.connect_budget:
+                return None
+        else:
+            self._failing_since = None
+            if self._max_retries is not None and self.retries >= self._max_retries:
+                return None
+        self.retries += 1
+        wait = next(self._delays)
+        if retry_after is not None:
+            # The server said when to come back; sooner would only earn another refusal.
+            wait = min(retry_after, self._policy.retry_after_cap)
+        if never_sent and self._failing_since is not None:
+            # Never sleep past the budget: the last try lands just before it runs out.
+            left = self._failing_since + self._policy.connect_budget - now
+            wait = max(0.0, min(wait, left))
+        return wait
+
+    @property
+    def failing_for(self) -> float:
+        """Seconds since the current run of connection failures began (0 when none)."""
+        if self._failing_since is None:
+            return 0.0
+        return time.monotonic() - self._failing_since
 
 
 def backoff_delays(*, base: float, cap: float, max_tries: int | None) -> Iterator[float]:
@@ -41,9 +151,8 @@ def backoff_delays(*, base: float, cap: float, max_tries: int | None) -> Iterato
 def parse_retry_after(value: str | None, *, cap: float) -> float | None:
     """Read a ``Retry-After`` header as seconds to wait, or None when absent or unreadable.
 
-    Accepts delta-seconds, integer or decimal (the simulator sends scaled decimals such as
-    ``0.1``), or an HTTP date. The result is clamped to ``[0, cap]`` so a hostile or confused
-    server cannot park the client for hours.
+    Accepts delta-seconds, integer or decimal, or an HTTP date. The result is clamped to
+    ``[0, cap]`` so a hostile or confused server cannot park the client for hours.
 
     Args:
         value: the raw header value.

@@ -4,7 +4,14 @@ Flow Music runs at most `maxJobs` jobs per account at once and answers 429 to an
 We learn the accounts and their limits from GET /accounts, count what runs on each (our jobs,
 our POSTs in flight, and jobs of other processes seen in GET /jobs), and hand out slots in the
 order they were asked for. Nothing is sent to an account that is full, so a 429 is an
-exception, not the way capacity is discovered.
+exception, not the way capacity is discovered. When one comes anyway (another process took the
+slot between two sweeps), the account counts as full until a later sweep shows room or the
+backoff runs out: handing its slot straight to the next waiter would only earn another 429.
+
+Waiters queue oldest first: one queue for "any account" and one per account for waiters that
+must run there (a named `email`, an edit's clip account). Handing out a slot looks only at the
+heads of those queues, so its cost does not grow with the number of waiters; a cancelled
+waiter is marked and skipped when it reaches a head, not searched for.
 
 All state changes happen without an `await` in between, so the event loop's single thread is
 the only lock needed. A Scheduler belongs to one client and may be shared by all its tasks.
@@ -12,17 +19,30 @@ the only lock needed. A Scheduler belongs to one client and may be shared by all
 
 from __future__ import annotations
 
+import itertools
+import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 import msgspec
 
-from ._errors import AccountError, FlowMusicError, InsufficientCreditsError, NoAccountAvailable
+from ._errors import (
+    AccountError,
+    ClientClosedError,
+    FlowMusicError,
+    InsufficientCreditsError,
+    NoAccountAvailable,
+    copy_for_waiter,
+)
 from ._models import Account, AccountJobs
 
+logger = logging.getLogger("flowmusic_async")
+
+# Open question 7: the conservative default when an account's maxJobs is unknown.
 DEFAULT_MAX_JOBS = 4
+MIN_MAX_JOBS, MAX_MAX_JOBS = 1, 16  # the documented range (contract 4)
 
 
 class SlotUsage(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +58,16 @@ class SlotUsage(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
 
 
+class _Waiter:
+    def __init__(self, email: str | None, seq: int) -> None:
+        self.email = email
+        self.seq = seq  # arrival order, shared by every queue
+        self.event = anyio.Event()
+        self.assigned: str | None = None
+        self.error: FlowMusicError | None = None
+        self.gone = False  # its caller left; skipped when it reaches the head of its queue
+
+
 class _AccountSlots:
     """Mutable bookkeeping for one account."""
 
@@ -47,8 +77,11 @@ class _AccountSlots:
         self.ours: dict[str, float] = {}  # jobid -> monotonic time we learned it was accepted
         self.reserved = 0  # POSTs under way
         self.external = 0  # running jobs in GET /jobs that are not ours
+        self.full_since: float | None = None  # a 429 said full at this (monotonic) time
+        self.full_until = 0.0  # ... and we hold off until then, unless a sweep shows room
         self.out_reason: str | None = None  # why it is out of rotation (596, 402, removed)
         self.out_error: FlowMusicError | None = None
+        self.pinned: deque[_Waiter] = deque()  # waiters that must run on this account
 
     @property
     def in_flight(self) -> int:
@@ -56,6 +89,8 @@ class _AccountSlots:
 
     @property
     def free(self) -> int:
+        if self.full_since is not None and time.monotonic() < self.full_until:
+            return 0
         return self.max_jobs - self.in_flight
 
     @property
@@ -63,20 +98,22 @@ class _AccountSlots:
         return self.out_reason is None
 
 
-class _Waiter:
-    def __init__(self, email: str | None) -> None:
-        self.email = email
-        self.event = anyio.Event()
-        self.assigned: str | None = None
-        self.error: FlowMusicError | None = None
-
-
 class Scheduler:
-    """Per-account capacity, account health and a FIFO queue of submissions waiting for a slot."""
+    """Per-account capacity, account health and FIFO queues of submissions waiting for a slot.
 
-    def __init__(self) -> None:
+    Args:
+        on_wait: called when a submission starts waiting for a slot, so the poller keeps
+            sweeping (a slot held by another process frees only when a sweep sees it end).
+    """
+
+    def __init__(self, *, on_wait: Callable[[], None] = lambda: None) -> None:
         self._accounts: dict[str, _AccountSlots] = {}
-        self._queue: deque[_Waiter] = deque()
+        self._any: deque[_Waiter] = deque()  # waiters that may run on any account
+        self._waiting = 0
+        self._seq = itertools.count()
+        self._on_wait = on_wait
+        self._closed = False
+        self._clamped: set[tuple[str, object]] = set()  # (email, bad maxJobs) already logged
         # False until GET /accounts has answered with at least one account: until then (or if
         # it never can) we send no `email` and let the server choose, handling 429 by backoff.
         self.known: bool = False
@@ -88,30 +125,37 @@ class Scheduler:
         """Take in a fresh GET /accounts: limits, new and removed accounts, error states."""
         self.loaded_at = time.monotonic()
         for email, record in accounts.items():
-            # maxJobs is always on the record per the contract; open question 7's conservative
-            # default covers a record that lacks it.
-            max_jobs = record.max_jobs or DEFAULT_MAX_JOBS
+            max_jobs = self._clamp(email, record.max_jobs)
             slots = self._accounts.get(email)
             if slots is None:
                 slots = self._accounts[email] = _AccountSlots(email, max_jobs)
             slots.max_jobs = max_jobs
             if record.error:
-                slots.out_reason = f"account in error state: {record.error}"
-                slots.out_error = AccountError(
-                    f"GET /accounts: account {email} is in error state: {record.error}",
-                    status=596,
-                    endpoint="GET /accounts",
-                    server_message=record.error,
-                    reason=record.error,
-                    email=email,
+                self.take_out(
+                    email,
+                    AccountError(
+                        f"GET /accounts: account {email} is in error state: {record.error}",
+                        status=596,
+                        endpoint="GET /accounts",
+                        server_message=record.error,
+                        reason=record.error,
+                        email=email,
+                    ),
+                    reason=f"account in error state: {record.error}",
                 )
             elif slots.out_reason and slots.out_reason.startswith("account in error state"):
                 # Re-added with a fresh refresh token: back in rotation.
                 slots.out_reason = slots.out_error = None
         for email, slots in self._accounts.items():
             if email not in accounts and not slots.ours and not slots.reserved:
-                slots.out_reason = "account removed (no longer in GET /accounts)"
+                self.take_out(
+                    email,
+                    NoAccountAvailable(f"account {email} was removed", email=email),
+                    reason="account removed (no longer in GET /accounts)",
+                )
         self.known = bool(accounts)
+        if self.known and not any(slots.healthy for slots in self._accounts.values()):
+            self._fail_queue(self._any, list(self._accounts.values()), None)
         self._dispatch()
 
     def reconcile(self, running: Mapping[str, AccountJobs], *, swept_at: float) -> list[str]:
@@ -124,8 +168,8 @@ class Scheduler:
         for email, slots in self._accounts.items():
             listing = running.get(email)
             listed = {job.jobid for job in listing.jobs} if listing else set()
-            if listing is not None and listing.max_jobs:
-                slots.max_jobs = listing.max_jobs
+            if listing is not None and listing.max_jobs is not None:
+                slots.max_jobs = self._clamp(email, listing.max_jobs)
             for jobid, since in list(slots.ours.items()):
                 if since < swept_at and jobid not in listed:
                     del slots.ours[jobid]
@@ -133,8 +177,20 @@ class Scheduler:
             # Jobs we cannot name are other processes' (or ours whose POST answer is still on
             # its way: counted twice for a moment, which only ever leaves a slot idle).
             slots.external = len(listed - slots.ours.keys())
+            if slots.full_since is not None and swept_at > slots.full_since:
+                slots.full_since = None  # this sweep counted what the 429 could not show us
         self._dispatch()
         return ended
+
+    def forget_external(self) -> None:
+        """GET /jobs is unavailable: stop counting other processes' jobs we can no longer see.
+
+        Otherwise a waiter behind a job of another process would wait for a sweep that never
+        comes. Without the listing, the server's 429 (and our backoff) is the fallback.
+        """
+        for slots in self._accounts.values():
+            slots.external = 0
+        self._dispatch()
 
     # ----- slots ---------------------------------------------------------------------------------
 
@@ -149,16 +205,25 @@ class Scheduler:
             email: the account the job must run on (a named account, or an edit's clip
                 account); None for any account.
         """
+        if self._closed:
+            raise ClientClosedError("this FlowMusic client is closing; no new job is placed")
         if not self.known or (email is not None and email not in self._accounts):
             return email
-        waiter = _Waiter(email)
-        self._queue.append(waiter)
+        candidates = [self._accounts[email]] if email is not None else self._all()
+        if not any(slots.healthy for slots in candidates):
+            raise copy_for_waiter(self._no_account_error(candidates, email))
+        waiter = _Waiter(email, next(self._seq))
+        (self._accounts[email].pinned if email is not None else self._any).append(waiter)
+        self._waiting += 1
         self._dispatch()
+        if not waiter.event.is_set():
+            self._on_wait()
         try:
             await waiter.event.wait()
         except BaseException:
-            if waiter in self._queue:
-                self._queue.remove(waiter)
+            if not waiter.event.is_set():
+                waiter.gone = True
+                self._waiting -= 1
             elif waiter.assigned is not None:
                 self.release(waiter.assigned)
             raise
@@ -190,30 +255,71 @@ class Scheduler:
                 self._dispatch()
                 return
 
-    def note_full(self, email: str | None) -> None:
-        """A 429 said `email` is full: count unseen jobs in its slots until the next sweep."""
-        slots = self._accounts.get(email) if email else None
-        if slots is not None:
-            slots.external = max(slots.external, slots.max_jobs - len(slots.ours) - slots.reserved)
+    def note_full(self, email: str | None, *, hold: float) -> None:
+        """A 429 said `email` is full: give it no slot until a later sweep shows room.
 
-    def take_out(self, email: str | None, error: FlowMusicError) -> None:
-        """Take an account out of rotation (402: no credits; 596: broken; 404: removed)."""
+        Args:
+            hold: the longest to hold off (the backoff or Retry-After of that 429), so that an
+                account is never held forever when sweeps are unavailable.
+        """
         slots = self._accounts.get(email) if email else None
         if slots is not None:
-            slots.out_reason = f"{type(error).__name__}: {error.server_message or error}"
-            slots.out_error = error
-            self._dispatch()
+            now = time.monotonic()
+            slots.full_since = now
+            slots.full_until = now + hold
+
+    def take_out(
+        self, email: str | None, error: FlowMusicError, *, reason: str | None = None
+    ) -> None:
+        """Take an account out of rotation (402: no credits; 596: broken; 404: removed).
+
+        Waiters that can no longer be served anywhere are failed now, once, with that error.
+        """
+        slots = self._accounts.get(email) if email else None
+        if slots is None:
+            return
+        slots.out_reason = reason or f"{type(error).__name__}: {error.server_message or error}"
+        slots.out_error = error
+        self._fail_queue(slots.pinned, [slots], slots.email)
+        if not any(other.healthy for other in self._accounts.values()):
+            self._fail_queue(self._any, self._all(), None)
+        self._dispatch()
+
+    def close(self) -> None:
+        """Refuse new waiters and fail the queued ones: the client is closing."""
+        self._closed = True
+        for queue in [self._any, *(slots.pinned for slots in self._accounts.values())]:
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.gone:
+                    waiter.error = ClientClosedError(
+                        "the client was closed before this job was sent (nothing was paid)",
+                        email=waiter.email,
+                    )
+                    self._waiting -= 1
+                    waiter.event.set()
 
     # ----- observation ---------------------------------------------------------------------------
 
     @property
     def waiting(self) -> int:
         """Submissions queued for a slot."""
-        return len(self._queue)
+        return self._waiting
 
     @property
-    def has_external_jobs(self) -> bool:
-        return any(slots.external for slots in self._accounts.values())
+    def needs_sweeps(self) -> bool:
+        """Submissions wait for slots that only a sweep can show free.
+
+        That is, slots held by other processes' jobs, or an account a 429 said was full; our
+        own jobs cannot end before they are old enough, so they alone need no early sweep.
+        """
+        return self._waiting > 0 and any(
+            slots.external or slots.full_since is not None for slots in self._accounts.values()
+        )
+
+    def total_slots(self) -> int:
+        """The sum of `maxJobs` over the healthy accounts (0 while the accounts are unknown)."""
+        return sum(slots.max_jobs for slots in self._accounts.values() if slots.healthy)
 
     def our_jobs(self) -> dict[str, float]:
         """Every running job we placed: jobid -> monotonic time of acceptance."""
@@ -233,53 +339,68 @@ class Scheduler:
     # ----- dispatch ------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Hand free slots to queued waiters, oldest first; fail those no account can serve.
+        """Hand free slots to queued waiters, oldest first.
 
-        Called on every change, so it stops scanning as soon as no slot is left: with a long
-        queue (a batch of hundreds) the cost per call stays proportional to what it hands out.
-        Waiters that no healthy account can ever serve are failed first, in a full scan, since
-        an account leaving rotation may strand waiters anywhere in the queue.
+        Called on every change. Each slot handed out costs a look at the head of each queue
+        (one per account at most), never a walk through the waiters behind them.
         """
-        if not self._queue:
-            return
-        healthy = [slots for slots in self._accounts.values() if slots.healthy]
-        if len(healthy) < len(self._accounts) or not healthy:
-            self._fail_stranded(healthy)
-        free_left = sum(max(0, slots.free) for slots in healthy)
-        served: list[_Waiter] = []
-        for waiter in self._queue:
-            if free_left <= 0:
-                break
-            if waiter.email is not None:
-                slots = self._accounts[waiter.email]
-                if slots.free <= 0:
-                    continue
-                best = slots
-            else:
-                best = max(healthy, key=lambda slots: slots.free / slots.max_jobs)
-            best.reserved += 1
-            free_left -= 1
-            waiter.assigned = best.email
-            served.append(waiter)
-        for waiter in served:
-            self._queue.remove(waiter)
+        while self._waiting:
+            open_accounts = [s for s in self._accounts.values() if s.healthy and s.free > 0]
+            if not open_accounts:
+                return
+            chosen: tuple[_Waiter, _AccountSlots, deque[_Waiter]] | None = None
+            head = _head(self._any)
+            if head is not None:
+                best = max(open_accounts, key=lambda slots: slots.free / slots.max_jobs)
+                chosen = (head, best, self._any)
+            for slots in open_accounts:
+                pinned = _head(slots.pinned)
+                if pinned is not None and (chosen is None or pinned.seq < chosen[0].seq):
+                    chosen = (pinned, slots, slots.pinned)
+            if chosen is None:
+                return
+            waiter, slots, queue = chosen
+            queue.popleft()
+            slots.reserved += 1
+            waiter.assigned = slots.email
+            self._waiting -= 1
             waiter.event.set()
 
-    def _fail_stranded(self, healthy: list[_AccountSlots]) -> None:
-        stranded = [
-            waiter
-            for waiter in self._queue
-            if (not healthy if waiter.email is None else not self._accounts[waiter.email].healthy)
-        ]
-        for waiter in stranded:
-            candidates = (
-                list(self._accounts.values())
-                if waiter.email is None
-                else [self._accounts[waiter.email]]
-            )
-            waiter.error = self._no_account_error(candidates, waiter.email)
-            self._queue.remove(waiter)
+    def _fail_queue(
+        self, queue: deque[_Waiter], candidates: list[_AccountSlots], email: str | None
+    ) -> None:
+        """Fail every waiter of `queue`: none of `candidates` can take a job any more."""
+        if not queue:
+            return
+        error = self._no_account_error(candidates, email)
+        while queue:
+            waiter = queue.popleft()
+            if waiter.gone:
+                continue
+            waiter.error = copy_for_waiter(error)
+            self._waiting -= 1
             waiter.event.set()
+
+    def _all(self) -> list[_AccountSlots]:
+        return list(self._accounts.values())
+
+    def _clamp(self, email: str, max_jobs: object) -> int:
+        """maxJobs as a usable number: the documented 1-16, or the default when unreadable."""
+        if isinstance(max_jobs, int) and not isinstance(max_jobs, bool):
+            if MIN_MAX_JOBS <= max_jobs <= MAX_MAX_JOBS:
+                return max_jobs
+            value = min(max(max_jobs, MIN_MAX_JOBS), MAX_MAX_JOBS)
+        else:
+            value = DEFAULT_MAX_JOBS
+        if (email, max_jobs) not in self._clamped:
+            self._clamped.add((email, max_jobs))
+            logger.warning(
+                "account %s reports maxJobs=%r (documented: 1-16); counting it as %d",
+                email,
+                max_jobs,
+                value,
+            )
+        return value
 
     @staticmethod
     def _no_account_error(candidates: list[_AccountSlots], email: str | None) -> FlowMusicError:
@@ -294,3 +415,10 @@ class Scheduler:
         return NoAccountAvailable(
             f"no Flow Music account left in rotation for {where}", email=email
         )
+
+
+def _head(queue: deque[_Waiter]) -> _Waiter | None:
+    """The oldest waiter still waiting in `queue` (waiters that left are dropped on the way)."""
+    while queue and queue[0].gone:
+        queue.popleft()
+    return queue[0] if queue else None

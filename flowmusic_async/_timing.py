@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import msgspec
 
+# A fraction, and two bounds on real network round trips (a DELETE, a POST's answer), which a
+# simulator's clock does not make any faster.
+_UNSCALED = frozenset({"poll_jitter", "cleanup_timeout", "close_timeout"})
+
 
 class Timing(msgspec.Struct, frozen=True, kw_only=True):
     """Durations in seconds; the defaults suit the real API (songs take 40-150 s).
@@ -31,6 +35,12 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
         retry_base: first delay before retrying a safe request after a 5xx or transport error.
         reconcile_delay: pause before the second look when reconciling a lost POST, to let a
             request the server was still processing show up.
+        connect_budget: how long connections may keep failing (the request never leaves)
+            before a request gives up with `TransportError` naming the host.
+        cleanup_timeout: how long a cancelled caller waits for its cleanup (the DELETE of its
+            job) before its cancellation is re-raised; the cleanup itself goes on in the client.
+        close_timeout: how long closing the client waits for work in flight (paid POSTs whose
+            answer is on its way, DELETEs of cancelled jobs) before it stops anyway.
     """
 
     poll_interval: float = 3.0
@@ -45,10 +55,16 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
     backoff_cap: float = 60.0
     retry_base: float = 0.5
     reconcile_delay: float = 2.0
+    connect_budget: float = 30.0
+    cleanup_timeout: float = 5.0
+    close_timeout: float = 15.0
 
     @classmethod
     def scaled(cls, factor: float) -> Timing:
-        """The default timing with every duration multiplied by `factor` (jitter stays a fraction).
+        """The default timing with every duration multiplied by `factor`.
+
+        The jitter stays a fraction, and `cleanup_timeout` and `close_timeout` stay as they
+        are: they bound real round trips, which a faster simulated clock does not shorten.
 
         Args:
             factor: the simulator's time scale, e.g. 0.01 when a 100 s song takes 1 s.
@@ -59,6 +75,6 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
         fields = {
             name: getattr(defaults, name) * factor
             for name in cls.__struct_fields__
-            if name != "poll_jitter"
+            if name not in _UNSCALED
         }
         return cls(**fields)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ._decode import Undecodable, decode
 from ._errors import FlowMusicError
 from ._models import Job, JobStatus
 from ._reconcile import split_reply_ref
@@ -74,12 +75,12 @@ class Webhooks:
                 accepted=False, http_status=413, reason=f"body over {self.max_body} bytes"
             )
         try:
-            probe = _PROBE_DECODER.decode(body)
-        except msgspec.DecodeError as error:
+            probe = decode(_PROBE_DECODER, body)
+        except Undecodable as error:
             return WebhookResult(
                 accepted=False, http_status=400, reason=f"not a job record: {error}"
             )
-        watch = self._engine.poller.get(probe.jobid)
+        watch = self._engine.watching(probe.jobid)
         if watch is None:
             return WebhookResult(
                 accepted=False,

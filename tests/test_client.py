@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
-import anyio.abc
 import httpx
 import pytest
 from mock_api import TOKEN, MockAPI
@@ -150,48 +148,6 @@ async def test_owned_http_client_is_closed_and_carries_no_token(api: MockAPI) ->
         client = fm._http.client
         assert "authorization" not in client.headers
     assert client.is_closed
-
-
-async def test_background_hooks_run_in_the_task_group(api: MockAPI) -> None:
-    """The engine hangs its poller on these hooks; tasks must be cancelled on exit."""
-    events: list[str] = []
-    cancelled = anyio.Event()
-
-    class Engine(FlowMusic):
-        async def _start_background(self, task_group: anyio.abc.TaskGroup) -> None:
-            events.append("start")
-
-            async def forever() -> None:
-                try:
-                    await anyio.sleep_forever()
-                finally:
-                    cancelled.set()
-
-            task_group.start_soon(forever)
-
-        async def _stop_background(self) -> None:
-            events.append("stop")
-
-    fm = Engine(token=TOKEN, transport=api.transport())
-    async with fm:
-        assert fm._task_group is not None
-        assert events == ["start"]
-    assert events == ["start", "stop"]
-    with anyio.fail_after(1):
-        await cancelled.wait()
-
-
-async def test_start_failure_closes_the_client(api: MockAPI) -> None:
-    """If the engine cannot start, the client must not stay half open."""
-
-    class Broken(FlowMusic):
-        async def _start_background(self, task_group: anyio.abc.TaskGroup) -> None:
-            raise RuntimeError("no poller")
-
-    fm = Broken(token=TOKEN, transport=api.transport())
-    with pytest.raises(RuntimeError, match="no poller"):
-        await fm.__aenter__()
-    assert fm.closed
 
 
 async def test_errors_in_the_body_propagate_unwrapped(api: MockAPI) -> None:

@@ -494,7 +494,9 @@ def test_short_clip_id_is_the_uuid_prefix_or_a_stable_hash() -> None:
 
 async def test_end_to_end_against_the_simulator_with_expired_links(tmp_path: Path) -> None:
     """The real client, simulator media and signed-URL expiry together, as a user runs them."""
-    sim = Simulator(time_scale=0.001, seed=3, media_url_ttl_s=60.0)
+    # Links live an hour of simulated time (3.6 s real), so a loaded machine cannot see a
+    # refreshed link expire again before it is used.
+    sim = Simulator(time_scale=0.001, seed=3, media_url_ttl_s=3600.0)
     async with FlowMusic(
         token=sim.token,
         base_url=sim.base_url,
@@ -503,7 +505,7 @@ async def test_end_to_end_against_the_simulator_with_expired_links(tmp_path: Pat
     ) as fm:
         with anyio.fail_after(10):
             job = await fm.generate("lofi beats to test by")
-        sim.advance(3600)  # every signed link in `job` is now expired
+        sim.advance(7200)  # every signed link in `job` is now expired
         polls_before = sim.stats.requests[("GET /jobs/{jobid}", 200)]
         paths = await download(fm, job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
         requests_after_first = sum(sim.stats.requests.values())

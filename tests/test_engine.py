@@ -121,7 +121,8 @@ async def test_an_account_out_of_credits_and_one_broken_mid_run_are_routed_aroun
         capacity = fm.capacity()
     assert all(not isinstance(r, Exception) for r in results), results
     assert count(sim, "POST /music", 402) >= 1
-    assert count(sim, "POST /music", 596) >= 1
+    # The broken account is learned from a 596, or earlier from GET /accounts: at most one POST.
+    assert count(sim, "POST /music", 596) <= 1
     assert not capacity["poor@example.com"].healthy
     assert not capacity["flaky@example.com"].healthy
     assert capacity["solid@example.com"].healthy

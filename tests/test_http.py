@@ -19,13 +19,14 @@ from flowmusic_async._errors import (
 )
 from flowmusic_async._http import HttpCore
 from flowmusic_async._models import JOB_DECODER, JOBS_DECODER
+from flowmusic_async._retry import RetryPolicy
 
 PENDING = {"jobid": "job:1", "email": "a@example.com", "status": "pending"}
 pytestmark = pytest.mark.anyio
 
 
 def _core(api: MockAPI, client: httpx.AsyncClient, **kwargs: Any) -> HttpCore:
-    return HttpCore(client=client, base_url=BASE + "/", token=TOKEN, **kwargs)
+    return HttpCore(client=client, base_url=BASE + "/", token=TOKEN, policy=RetryPolicy(**kwargs))
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ async def test_send_job_posts_a_prebuilt_body(api: MockAPI, fm: Any) -> None:
     """The engine validates once, then posts the same body; nothing may be added or dropped."""
     api.reply(201, {**PENDING, "operation": "extend"})
     body = {"operation": "extend", "clip": CLIP, "instruction": "more", "mode": "async"}
-    job = await fm.music._send_job("/music/edit", body)
+    job = await fm.music.send_job("/music/edit", body)
     _check(api.last, "POST", "/v1/flowmusic/music/edit")
     assert api.body() == body and job.operation == "extend"
 
@@ -117,7 +117,7 @@ async def test_send_job_posts_a_prebuilt_body(api: MockAPI, fm: Any) -> None:
 async def test_send_job_refuses_other_paths(fm: Any) -> None:
     """Only the two job endpoints may go through the never-retried job path."""
     with pytest.raises(ValueError):
-        await fm.music._send_job("/jobs", {})
+        await fm.music.send_job("/jobs", {})
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,10 @@ async def test_when_every_account_is_out_of_credits_waiters_get_the_402() -> Non
         await anyio.wait_all_tasks_blocked()
         scheduler.take_out("a@x.com", error)
         scheduler.take_out("b@x.com", error)
-    assert caught == [error]
+    # Each waiter gets its own exception object, with the server's class and fields.
+    assert len(caught) == 1 and caught[0] is not error
+    assert type(caught[0]) is type(error) and caught[0].email == error.email
+    assert str(caught[0]) == str(error)
 
 
 @pytest.mark.anyio

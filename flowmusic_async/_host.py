@@ -1,0 +1,138 @@
+"""The service host: one task of the client's own that holds its long-lived task group.
+
+Work that must finish whatever happens to its caller runs in a task group the client owns: the
+paid POST and the bookkeeping of its answer, the DELETE of a job whose waiter was cancelled,
+the poller. The caller only awaits the result, so cancelling it (by anyio, or by a plain
+asyncio ``Task.cancel()``, which goes through any shield inside the caller's task) cannot cut
+that work short.
+
+anyio's task groups must be left by the task that entered them. A group entered in the task
+that opens the client would tie the client's life to that task: a bot that opens the client
+in its setup hook and closes it in its shutdown hook would crash. So the group lives in a task
+of its own, which does nothing but hold it open until the client closes: trio's "service
+nursery" pattern. anyio has no way to start such a task outside a task group, so the host is
+started with the running loop's own primitive (an asyncio task, or a trio system task); that
+is the only backend-specific code in the library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ._errors import ClientClosedError
+
+__all__ = ["ServiceHost"]
+
+logger = logging.getLogger("flowmusic_async")
+
+
+class ServiceHost:
+    """Runs background work for one client; `start_soon` from any task while it is open.
+
+    Args:
+        on_stop: awaited (shielded) once the task group has ended, e.g. to close the httpx
+            client that the background work was using.
+    """
+
+    def __init__(self, *, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._on_stop = on_stop
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._stop: anyio.Event | None = None
+        self._finished: anyio.Event | None = None
+        self._native_task: asyncio.Task[None] | None = None  # kept so asyncio cannot drop it
+
+    @property
+    def running(self) -> bool:
+        return self._task_group is not None
+
+    async def start(self) -> None:
+        """Start the host task and return once its task group accepts work."""
+        ready = anyio.Event()
+        self._stop = anyio.Event()
+        self._finished = anyio.Event()
+        self._native_task = _spawn(lambda: self._main(ready))
+        await ready.wait()
+
+    def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
+        """Run ``func(*args)`` in the client's task group.
+
+        An exception escaping ``func`` is logged and dropped: one failed piece of background
+        work must never stop the others (or the poller every waiter relies on).
+
+        Raises:
+            ClientClosedError: the host has stopped.
+        """
+        if self._task_group is None:
+            raise ClientClosedError("this FlowMusic client is closed; create a new one")
+        self._task_group.start_soon(_guarded, func, args, name, name=name)
+
+    def request_stop(self) -> None:
+        """Cancel what still runs in the group and end the host (from any task, even its own)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the host has ended and `on_stop` has run.
+
+        Shielded from anyio cancellation; a plain asyncio ``Task.cancel()`` still interrupts
+        the wait, but not the host, which finishes stopping on its own.
+        """
+        if self._finished is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await self._finished.wait()
+        self._native_task = None
+
+    async def _main(self, ready: anyio.Event) -> None:
+        assert self._stop is not None and self._finished is not None
+        try:
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                ready.set()
+                await self._stop.wait()
+                task_group.cancel_scope.cancel()
+        except BaseException as exc:  # a host task must never raise (trio: TrioInternalError)
+            if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                logger.error("the client's background task group failed: %r", exc)
+        finally:
+            self._task_group = None
+            ready.set()
+            try:
+                if self._on_stop is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._on_stop()
+            except Exception as exc:
+                logger.error("closing the client's resources failed: %r", exc)
+            finally:
+                self._finished.set()
+
+
+async def _guarded(func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], name: str) -> None:
+    try:
+        await func(*args)
+    except Exception:
+        logger.exception("background task %s failed; the client carries on", name)
+
+
+def _spawn(main: Callable[[], Awaitable[None]]) -> asyncio.Task[None] | None:
+    """Start ``main()`` as a task of its own on the running event loop (asyncio or trio)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        return loop.create_task(_as_coroutine(main), name="flowmusic-async service host")
+    import trio  # anyio runs on asyncio or trio; not asyncio, so trio
+
+    trio.lowlevel.spawn_system_task(main, name="flowmusic-async service host")
+    return None
+
+
+async def _as_coroutine(main: Callable[[], Awaitable[None]]) -> None:
+    await main()
