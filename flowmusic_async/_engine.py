@@ -221,7 +221,7 @@ class SubmitGroup:
     """
 
     def __init__(self) -> None:
-        self.stopped = False
+        self.stopped: bool = False
         self._members: set[_Submission] = set()
 
     def stop(self, *, cancel_jobs: bool) -> None:
@@ -358,7 +358,7 @@ class JobEngine:
         self._accounts_due = 0.0  # monotonic time the account list should be read again
         self._everything = SubmitGroup()  # every submission; stopped when the client closes
         self._in_flight = _InFlight()
-        self.closing = False
+        self.closing: bool = False
 
     # ----- accounts ------------------------------------------------------------------------------
 

@@ -160,7 +160,9 @@ class FlowMusicError(Exception):
         self.message = message
         self.status = status
         self.endpoint = endpoint
-        self.server_message = redact(server_message) if server_message is not None else None
+        self.server_message: str | None = (
+            redact(server_message) if server_message is not None else None
+        )
         self.jobid = jobid
         self.email = email
 
@@ -253,7 +255,7 @@ class APIStatusError(FlowMusicError):
             email=email,
         )
         self.error_code = error_code
-        self.body = _redact_value(body)
+        self.body: Any = _redact_value(body)
 
 
 class BadRequestError(APIStatusError):
