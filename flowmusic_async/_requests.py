@@ -136,7 +136,10 @@ def song_request(request: str | SongRequest | Mapping[str, Any]) -> SongRequest:
         return request
     if isinstance(request, str):
         return SongRequest(prompt=request)
-    return SongRequest(**_known(request, SONG_FIELDS, "song request"))
+    fields = _known(request, SONG_FIELDS, "song request")
+    if "prompt" not in fields:
+        raise ValidationError("prompt", "required")
+    return SongRequest(**fields)
 
 
 def edit_request(operation: str, clip: str, params: Mapping[str, Any]) -> EditRequest:
@@ -150,7 +153,4 @@ def _known(params: Mapping[str, Any], fields: tuple[str, ...], what: str) -> dic
         if name not in fields:
             allowed = ", ".join(sorted(fields))
             raise ValidationError(str(name), f"not a {what} field (allowed: {allowed})")
-    given = {name: value for name, value in params.items() if value is not None}
-    if "prompt" in fields and fields[0] == "prompt" and "prompt" not in given:
-        raise ValidationError("prompt", "required")
-    return given
+    return {name: value for name, value in params.items() if value is not None}

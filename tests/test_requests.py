@@ -17,6 +17,7 @@ from flowmusic_async import (
     ConfigurationError,
     EditRequest,
     EffectName,
+    Event,
     Failed,
     FlowMusic,
     Job,
@@ -222,3 +223,43 @@ async def test_a_fastapi_route_returns_records_as_json() -> None:
     assert response.status_code == 200
     assert msgspec.convert(response.json(), Job) == job
     assert response.json()["clips"][0]["audio_url"] == job.clips[0].audio_url
+
+
+@pytest.mark.anyio
+async def test_per_operation_helpers_on_the_client_run_each_edit_to_its_end() -> None:
+    """fm.extend / fm.cover / fm.effect wait like generate, on the clip's own account."""
+    sim = make_sim()
+    async with client(sim) as fm:
+        song = await fm.generate("source")
+        clip = song.clips[0].clip
+        extended = await fm.extend(clip, "add an outro", extend_s=20, deadline=30)
+        covered = await fm.cover(clip, instruction="bossa nova", strength=0.5)
+        louder = await fm.effect(clip, "Gain", gain_db=3)
+    assert [j.operation for j in (extended, covered, louder)] == ["extend", "cover", "effect"]
+    assert all(j.is_completed and j.email == song.email for j in (extended, covered, louder))
+
+
+def test_events_carry_typed_errors_and_convert_to_json() -> None:
+    """A hook reads `event.error.jobid` without a cast and can log `event.to_dict()`."""
+    error = JobTimeout("job:1", email="a@example.com", timeout=3)
+    event = Event(kind="timeout", at=1.0, jobid="job:1", error=error)
+    assert event.error is not None and event.error.jobid == "job:1"
+    data = event.to_dict()
+    assert data["error_type"] == "JobTimeout" and data["kind"] == "timeout"
+    assert msgspec.json.decode(msgspec.json.encode(data)) == data
+
+
+def test_a_mapping_without_a_prompt_or_with_an_unknown_field_is_refused() -> None:
+    """Batch items are checked against the one definition, naming the field."""
+    from flowmusic_async._batch import normalize_request
+
+    with pytest.raises(ValidationError) as missing:
+        normalize_request({"instrumental": True})
+    assert missing.value.field == "prompt"
+    with pytest.raises(ValidationError) as unknown:
+        normalize_request({"prompt": "x", "instrumentl": True})
+    assert unknown.value.field == "instrumentl"
+    assert normalize_request(SongRequest(prompt="x", ref_images=["a:1"])) == {
+        "prompt": "x",
+        "ref_images": ["a:1"],
+    }
