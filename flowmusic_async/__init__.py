@@ -7,7 +7,7 @@ from ._batch import BatchRun, Completed, Failed, GenerateMany, Outcome
 from ._client import DEFAULT_BASE_URL, FlowMusic
 from ._download import Format as DownloadFormat
 from ._download import Sidecar, SidecarFile
-from ._engine import JobHandle, SubmitAttempt
+from ._engine import JobHandle, OnSubmitting, SubmitAttempt
 from ._errors import (
     AccountBusyError,
     AccountError,
@@ -36,6 +36,8 @@ from ._errors import (
     ValidationError,
 )
 from ._events import Event, EventHook, EventKind
+from ._journal import Entry as JournalEntry
+from ._journal import EntryState as JournalEntryState
 from ._journal import Journal, JournalError
 from ._models import (
     Account,
@@ -115,6 +117,8 @@ __all__ = [
     "JobTimeout",
     "Jobs",
     "Journal",
+    "JournalEntry",
+    "JournalEntryState",
     "JournalError",
     "LibraryClip",
     "Lyrics",
@@ -125,6 +129,7 @@ __all__ = [
     "NoAccountAvailable",
     "NotFoundError",
     "NotReadyError",
+    "OnSubmitting",
     "Outcome",
     "PayloadTooLargeError",
     "PermissionDeniedError",
