@@ -82,6 +82,11 @@ class Completed(msgspec.Struct, frozen=True, kw_only=True):
     ok: ClassVar[Literal[True]] = True
     error: ClassVar[None] = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data: the fields, ``ok`` and the job as `Job.to_dict` gives it."""
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        return {"ok": True, **data}
+
 
 class Failed(msgspec.Struct, frozen=True, kw_only=True):
     """A request that ended without a job: `error` says what happened (fields as `Completed`)."""
@@ -93,6 +98,18 @@ class Failed(msgspec.Struct, frozen=True, kw_only=True):
     resumed: bool = False
     ok: ClassVar[Literal[False]] = False
     job: ClassVar[None] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data: the fields and ``ok``; `error` becomes its message and type name."""
+        return {
+            "ok": False,
+            "index": self.index,
+            "key": self.key,
+            "request": msgspec.to_builtins(self.request),
+            "error": str(self.error),
+            "error_type": type(self.error).__name__,
+            "resumed": self.resumed,
+        }
 
 
 Outcome = Completed | Failed

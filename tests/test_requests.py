@@ -134,6 +134,10 @@ async def test_outcomes_are_completed_or_failed() -> None:
     assert got[0].request == {"prompt": "ok", "instrumental": True}
     assert isinstance(got[1], Failed) and not got[1].ok and got[1].job is None
     assert isinstance(got[1].error, ValidationError)
+    as_json = msgspec.json.decode(msgspec.json.encode([got[0].to_dict(), got[1].to_dict()]))
+    assert [d["ok"] for d in as_json] == [True, False]
+    assert as_json[0]["job"]["jobid"] == got[0].job.jobid
+    assert as_json[1]["error_type"] == "ValidationError" and "model" in as_json[1]["error"]
 
 
 @pytest.mark.anyio
