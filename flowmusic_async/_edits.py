@@ -3,6 +3,7 @@
 Each helper spells out its operation's parameters (contract 8.8) so editors and type
 checkers can help, builds the `EditRequest` and hands it to ``_run_edit``; validation and
 sending happen there.
+
 `EditHelpers` is mixed into `Music` (one request, sync by default); `JobEditHelpers` into
 `FlowMusic` (through the engine: slots, polling, cancellation). Every keyword is a field of
 `EditRequest` (``tests/test_requests.py`` keeps them equal).
@@ -17,7 +18,7 @@ __all__ = ["EditHelpers", "JobEditHelpers"]
 
 
 class EditHelpers:
-    """The per-operation shortcuts of ``fm.music``; needs an ``edit`` method to call."""
+    """The per-operation shortcuts of ``fm.music``; `Music` provides ``_run_edit``."""
 
     async def _run_edit(self, request: EditRequest, *, mode: Mode | None) -> Job:
         raise NotImplementedError  # provided by Music

@@ -143,7 +143,7 @@ def song_request(request: str | SongRequest | Mapping[str, Any]) -> SongRequest:
 
 
 def edit_request(operation: str, clip: str, params: Mapping[str, Any]) -> EditRequest:
-    """An edit from loose keywords (the CLI's, `fm.edit`'s); unknown names are refused."""
+    """An edit from loose keywords (`edit_body`'s keyword form); unknown names are refused."""
     fields = _known(params, EDIT_FIELDS[2:], "edit parameter")  # operation and clip are given
     return EditRequest(operation=operation, clip=clip, **fields)  # type: ignore[arg-type]
 
