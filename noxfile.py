@@ -1,4 +1,6 @@
-"""Every repeatable task: `nox` runs lint, typecheck and tests; `nox -s demo` runs the demo.
+"""Every repeatable task: `nox` runs lint, typecheck, typing and tests; `nox -s demo` the demo.
+
+`nox -s docs` builds the documentation site (strict: any warning fails).
 
 The README's two commands and .ci/run call these sessions, so a new user, a developer
 and CI all run the same thing.
@@ -17,8 +19,8 @@ SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite, on the interpreter that runs nox."""
-    session.install("-e", ".[test]")
+    """The whole test suite, on the interpreter that runs nox (examples included)."""
+    session.install("-e", ".[test,examples]")
     session.run("pytest", *session.posargs)
 
 
@@ -29,7 +31,7 @@ def tests_all(session: nox.Session) -> None:
     With pyenv, make them visible first, e.g.
     `PYENV_VERSION=3.11.7:3.10.13:3.12.1:3.13.0 nox -s tests_all`.
     """
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,examples]")
     session.run("pytest", "-q", *session.posargs)
 
 
@@ -37,13 +39,14 @@ def tests_all(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff over everything we ship and test."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "flowmusic_async", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "flowmusic_async", "tests", "benchmarks", "examples", "noxfile.py")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and on the tests (tests/typing has its own session)."""
-    session.install("-e", ".[test,cli]", "mypy>=1.11")
+    # pytest: the plugin module; test: what the tests import (fastapi, trio, ...)
+    session.install("-e", ".[cli,pytest,test]", "mypy>=1.11")
     session.run("mypy", "--strict", "flowmusic_async")
     session.run(
         "mypy",
@@ -66,8 +69,8 @@ def typing(session: nox.Session) -> None:
     every marked line must be reported. The package is installed (not editable) so pyright
     reads it the way a user's environment does.
     """
-    # fastapi: the README's web example is checked too.
-    session.install(".", "mypy>=1.11", "pyright>=1.1.380", "fastapi>=0.110")
+    # pytest: the README's example test is checked too.
+    session.install(".[pytest]", "mypy>=1.11", "pyright>=1.1.380")
     for package in ("flowmusic_async", "flowmusic_async.testing"):
         session.run("pyright", "--verifytypes", package, "--ignoreexternal", env=_venv_env(session))
     session.run("python", "tests/typing/check.py")
@@ -90,3 +93,14 @@ def bench(session: nox.Session) -> None:
     """The benchmark suite (pass --quick for the short run)."""
     session.install("-e", ".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built with --strict into .nox/site (--serve to preview it)."""
+    session.install("-e", ".[docs]")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"  # Material's banner about its successor
+    if "--serve" in session.posargs:
+        session.run("mkdocs", "serve")
+    else:
+        session.run("mkdocs", "build", "--strict", "--site-dir", ".nox/site", *session.posargs)

@@ -226,8 +226,9 @@ class _Batch:
             if self.group.stopped and isinstance(error, ClientClosedError) and handle is None:
                 self.not_started += 1  # stopped before its POST left: nothing to report
                 return
-            if not isinstance(error, JobTimeout):
-                # A timed-out job keeps running: left "submitted", a rerun awaits it again.
+            if not isinstance(error, (JobTimeout, ClientClosedError)):
+                # A job that timed out, or whose client closed, keeps running: left
+                # "submitted" (or "submitting"), a rerun awaits it again.
                 await self._record_failure(key, error)
             await self._emit(Failed(index=index, key=key, request=params, error=error))
             self._maybe_abort(error)

@@ -1,21 +1,146 @@
-"""The documentation's examples run: a user copying them gets working code."""
+"""Every Python block in the docs (and the README) runs against the simulator.
+
+A user copies these first, so each page is a test. The rules, which docs/contributing.md
+repeats for writers:
+
+- Blocks of one page run in order and share their names, like a notebook.
+- A block with top-level ``await``/``async with`` runs inside an event loop where ``fm`` is an
+  open client and ``sim`` its simulator (entered, so webhooks are delivered). ``prompts`` is a
+  short list of prompts.
+- A block without top-level ``await`` runs as a script (it may call ``anyio.run`` or
+  ``trio.run`` itself).
+- In both, ``FlowMusic()`` built without a ``base_url`` talks to a fresh in-process simulator
+  at time scale 0.002 (songs take milliseconds), and ``USEAPI_TOKEN`` is the simulator's.
+- A block defining ``test_*`` functions is a user's test file: the page's such blocks run
+  together under pytest in a subprocess, with the package's pytest plugin.
+- A block preceded by ``<!-- not-run: reason -->`` is skipped; it must say why, and it should
+  be rare. Blocks that include a file (``--8<--``) are skipped: tests/test_examples.py runs
+  those files.
+"""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
 import re
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import flowmusic_async
+from flowmusic_async import FlowMusic, Timing
+from flowmusic_async.testing import SimAccount, Simulator
 
 ROOT = Path(__file__).parents[1]
+SCALE = 0.002
+PAGES = [*sorted(ROOT.glob("docs/**/*.md")), ROOT / "README.md"]
+BLOCK = re.compile(r"(?:<!--\s*(not-run[^>]*)-->\s*\n)?```python\n(.*?)```", re.S)
 
 
-def test_the_pytest_fixture_example_in_docs_testing_runs(tmp_path: Path) -> None:
-    """docs/testing.md's fixture example is the first thing users copy into their own suites."""
-    text = (ROOT / "docs" / "testing.md").read_text()
-    example = re.findall(r"```python\n(.*?)```", text, re.S)[0]
-    (tmp_path / "test_example.py").write_text(example)
+def blocks(page: Path) -> list[tuple[str | None, str]]:
+    """(not-run marker or None, source) for each ```python block of a page."""
+    return [(marker or None, source) for marker, source in BLOCK.findall(page.read_text())]
+
+
+def runnable(page: Path) -> list[str]:
+    return [
+        source
+        for marker, source in blocks(page)
+        if marker is None and "--8<--" not in source and "def test_" not in source
+    ]
+
+
+def user_tests(page: Path) -> list[str]:
+    return [source for marker, source in blocks(page) if marker is None and "def test_" in source]
+
+
+def make_sim() -> Simulator:
+    accounts = [SimAccount(email=f"account{i}@example.com", max_jobs=4) for i in range(3)]
+    return Simulator(accounts=accounts, time_scale=SCALE, seed=1)
+
+
+class _Bound:
+    """The simulator `FlowMusic()` talks to while one block runs."""
+
+    sim: Simulator
+
+
+def _sim_flowmusic(bound: _Bound) -> type[FlowMusic]:
+    class SimFlowMusic(FlowMusic):
+        def __init__(self, **kwargs: Any) -> None:
+            sim = bound.sim
+            kwargs.setdefault("token", sim.token)
+            kwargs.setdefault("timing", Timing.scaled(SCALE))
+            if "base_url" not in kwargs and "http_client" not in kwargs:
+                kwargs["base_url"] = sim.base_url
+                kwargs.setdefault("transport", sim.transport())
+            super().__init__(**kwargs)
+
+    SimFlowMusic.__name__ = SimFlowMusic.__qualname__ = "FlowMusic"
+    return SimFlowMusic
+
+
+def _label(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if runnable(p)], ids=_label)
+def test_every_python_block_of_the_page_runs(
+    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's blocks run in order against the simulator, as a reader would run them."""
+    bound = _Bound()
+    monkeypatch.setattr(flowmusic_async, "FlowMusic", _sim_flowmusic(bound))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {
+        "__name__": "__main__",
+        "prompts": ["dream pop", "lofi beat", "sea shanty", "synthwave", "bossa nova"],
+    }
+    for number, source in enumerate(runnable(page), 1):
+        bound.sim = make_sim()
+        monkeypatch.setenv("USEAPI_TOKEN", bound.sim.token)
+        code = compile(
+            source, f"{_label(page)} block {number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        )
+        try:
+            if code.co_flags & inspect.CO_COROUTINE:
+                anyio.run(_run_async, code, namespace, bound)
+            else:
+                exec(code, namespace)
+        except BaseException as error:
+            raise AssertionError(f"{_label(page)} block {number} failed:\n{source}") from error
+
+
+async def _run_async(code: Any, namespace: dict[str, Any], bound: _Bound) -> None:
+    async with _client(bound) as (sim, fm):
+        namespace.update(sim=sim, fm=fm)
+        await eval(code, namespace)
+
+
+@asynccontextmanager
+async def _client(bound: _Bound) -> AsyncIterator[tuple[Simulator, FlowMusic]]:
+    async with bound.sim as sim, flowmusic_async.FlowMusic() as fm:
+        yield sim, fm
+
+
+def test_the_pages_user_test_files_pass_under_pytest(tmp_path: Path) -> None:
+    """docs/testing.md's tests are the first thing users copy into their own suites."""
+    files = 0
+    for page in PAGES:
+        sources = user_tests(page)
+        if not sources:
+            continue
+        name = "test_" + re.sub(r"\W", "_", _label(page)).lower() + ".py"
+        (tmp_path / name).write_text("\n\n".join(sources))
+        files += 1
+    assert files, "no page has a test file block"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
@@ -23,7 +148,15 @@ def test_the_pytest_fixture_example_in_docs_testing_runs(tmp_path: Path) -> None
         text=True,
         env=env,
         cwd=tmp_path,
-        timeout=60,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
+    assert " passed" in result.stdout and "skipped" not in result.stdout
+
+
+def test_not_run_blocks_are_rare_and_say_why() -> None:
+    """An unrunnable block is an exception that must give its reason."""
+    markers = [marker for page in PAGES for marker, _ in blocks(page) if marker]
+    assert all(re.match(r"not-run:\s*\S", m) for m in markers), markers
+    total = sum(len(blocks(page)) for page in PAGES)
+    assert len(markers) <= max(2, total // 10), markers

@@ -1,0 +1,101 @@
+"""A FastAPI app that generates songs and learns of their end from useapi.net's webhooks.
+
+    POST /songs {"prompt": "..."}     -> 202 {"jobid": "...", "status": "pending"}
+    POST /flowmusic-callback          <- useapi.net, when the job ends (the job's `replyUrl`)
+    GET  /songs/{jobid}               -> 202 while it runs, then 200 with the clips
+
+`fm.submit` returns as soon as the job is accepted, so the request answers at once. The
+callback goes through `fm.webhooks.handle`, which never trusts the body: it re-reads the job
+with GET /jobs/{jobid} before settling it. If a callback is lost, the client's poller still
+finds the end, only later.
+
+Run it (your public URL must reach this app, e.g. through a tunnel):
+
+    pip install "flowmusic-async[examples]" uvicorn
+    USEAPI_TOKEN=... PUBLIC_URL=https://songs.example.com uvicorn fastapi_webhooks:app
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from pydantic import BaseModel
+
+from flowmusic_async import FlowMusic, JobFailed, JobHandle
+
+CALLBACK_PATH = "/flowmusic-callback"
+
+
+class SongRequest(BaseModel):
+    prompt: str
+    instrumental: bool = False
+
+
+def create_app(*, public_url: str, fm: FlowMusic | None = None) -> FastAPI:
+    """The app; without `fm`, it opens its own `FlowMusic()` (token from USEAPI_TOKEN).
+
+    Args:
+        public_url: where useapi.net can reach this app; the callback URL is built from it.
+        fm: an open client to use (tests pass one bound to the simulator); its owner closes it.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if fm is not None:
+            app.state.fm = fm
+            yield
+            return
+        async with FlowMusic() as own:
+            app.state.fm = own
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.state.fm = fm
+    # jobid -> the handle `submit` returned. A real app would keep jobids in its database and
+    # use `await fm.wait(jobid)` after a restart.
+    handles: dict[str, JobHandle] = {}
+
+    @app.post("/songs", status_code=202)
+    async def create_song(song: SongRequest, request: Request) -> dict[str, str]:
+        client: FlowMusic = request.app.state.fm
+        handle = await client.submit(
+            song.prompt,
+            instrumental=song.instrumental,
+            reply_url=public_url.rstrip("/") + CALLBACK_PATH,
+        )
+        handles[handle.jobid] = handle
+        return {"jobid": handle.jobid, "status": "pending"}
+
+    @app.post(CALLBACK_PATH)
+    async def callback(request: Request) -> Response:
+        client: FlowMusic = request.app.state.fm
+        result = await client.webhooks.handle(await request.body())
+        return Response(status_code=result.http_status)
+
+    @app.get("/songs/{jobid}")
+    async def get_song(jobid: str, response: Response) -> dict[str, Any]:
+        handle = handles.get(jobid)
+        if handle is None:
+            raise HTTPException(status_code=404, detail="unknown job")
+        if not handle.done:
+            response.status_code = 202
+            return {"jobid": jobid, "status": "pending"}
+        try:
+            job = await handle
+        except JobFailed as error:
+            return {"jobid": jobid, "status": "failed", "error": str(error)}
+        clips = [
+            {"title": clip.title, "duration_s": clip.duration_s, "audio_url": clip.audio_url}
+            for clip in job.clips
+        ]
+        return {"jobid": jobid, "status": "completed", "clips": clips}
+
+    return app
+
+
+if os.environ.get("PUBLIC_URL"):  # `uvicorn fastapi_webhooks:app`
+    app = create_app(public_url=os.environ["PUBLIC_URL"])
