@@ -46,7 +46,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and on the tests (tests/typing has its own session)."""
     # pytest: the plugin module; test: what the tests import (fastapi, trio, ...)
-    session.install("-e", ".[cli,pytest,test]", "mypy>=1.11")
+    session.install("-e", ".[cli,pytest,test,examples]", "mypy>=1.11")
     session.run("mypy", "--strict", "flowmusic_async")
     session.run(
         "mypy",
