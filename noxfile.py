@@ -1,4 +1,4 @@
-"""Every repeatable task: `nox` runs lint, typecheck and tests; `nox -s demo` runs the demo.
+"""Every repeatable task: `nox` runs lint, typecheck, typing and tests; `nox -s demo` the demo.
 
 `nox -s docs` builds the documentation site (strict: any warning fails).
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "conformance"]
+nox.options.sessions = ["lint", "typecheck", "typing", "tests", "conformance"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
@@ -44,9 +44,41 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
-    session.install("-e", ".[cli,pytest]", "mypy>=1.11")  # pytest: the plugin module
+    """mypy --strict on the package and on the tests (tests/typing has its own session)."""
+    # pytest: the plugin module; test: what the tests import (fastapi, trio, ...)
+    session.install("-e", ".[cli,pytest,test,examples]", "mypy>=1.11")
     session.run("mypy", "--strict", "flowmusic_async")
+    session.run(
+        "mypy",
+        "--strict",
+        "--explicit-package-bases",
+        "--exclude",
+        "tests/typing",
+        "tests",
+        env={"MYPYPATH": "tests"},  # the tests import their helpers (mock_api) as top-level
+    )
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """What users' type checkers see: verifytypes at 100%, and tests/typing under both checkers.
+
+    `pyright --verifytypes` must find every public symbol of `flowmusic_async` and
+    `flowmusic_async.testing` fully typed; tests/typing/check.py runs mypy --strict and
+    pyright (strict) over correct user code, the README's examples, and wrong user code whose
+    every marked line must be reported. The package is installed (not editable) so pyright
+    reads it the way a user's environment does.
+    """
+    # pytest: the README's example test is checked too.
+    session.install(".[pytest]", "mypy>=1.11", "pyright>=1.1.380")
+    for package in ("flowmusic_async", "flowmusic_async.testing"):
+        session.run("pyright", "--verifytypes", package, "--ignoreexternal", env=_venv_env(session))
+    session.run("python", "tests/typing/check.py")
+
+
+def _venv_env(session: nox.Session) -> dict[str, str]:
+    """pyright finds the session's packages through VIRTUAL_ENV."""
+    return {"VIRTUAL_ENV": str(session.virtualenv.location)}
 
 
 @nox.session

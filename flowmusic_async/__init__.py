@@ -3,8 +3,10 @@
 Start with `FlowMusic`; `flowmusic_async.testing` holds the simulator to test against.
 """
 
-from ._batch import BatchRun, Outcome
+from ._batch import BatchRun, Completed, Failed, GenerateMany, Outcome
 from ._client import DEFAULT_BASE_URL, FlowMusic
+from ._download import Format as DownloadFormat
+from ._download import Sidecar, SidecarFile
 from ._errors import (
     AccountBusyError,
     AccountError,
@@ -32,8 +34,10 @@ from ._errors import (
     TransportError,
     ValidationError,
 )
-from ._events import Event
-from ._handles import JobHandle, SubmitAttempt
+from ._events import Event, EventHook, EventKind
+from ._handles import JobHandle, OnSubmitting, SubmitAttempt
+from ._journal import Entry as JournalEntry
+from ._journal import EntryState as JournalEntryState
 from ._journal import Journal, JournalError
 from ._models import (
     Account,
@@ -44,6 +48,7 @@ from ._models import (
     ConversationUsage,
     Job,
     JobError,
+    JobStatus,
     LibraryClip,
     Lyrics,
     RunningJob,
@@ -52,10 +57,19 @@ from ._models import (
     UsageEvent,
     UsageSummary,
 )
-from ._resources import DownloadStream
+from ._requests import (
+    EditOperation,
+    EditRequest,
+    EffectName,
+    Ghostwriter,
+    Mode,
+    Model,
+    SongRequest,
+)
+from ._resources import Accounts, DownloadStream, Files, Jobs, Music
 from ._scheduler import SlotUsage
 from ._timing import Timing
-from ._webhooks import WebhookResult
+from ._webhooks import WebhookResult, Webhooks
 
 __version__ = "0.1.0"
 
@@ -65,6 +79,7 @@ __all__ = [
     "AccountBusyError",
     "AccountError",
     "AccountJobs",
+    "Accounts",
     "AllAccountsBusyError",
     "Asset",
     "AuthenticationError",
@@ -74,35 +89,57 @@ __all__ = [
     "ClientClosedError",
     "Clip",
     "ClipPage",
+    "Completed",
     "ConfigurationError",
     "ConversationUsage",
     "DEFAULT_BASE_URL",
     "DecodeError",
+    "DownloadFormat",
     "DownloadStream",
+    "EditOperation",
+    "EditRequest",
+    "EffectName",
     "Event",
+    "EventHook",
+    "EventKind",
+    "Failed",
+    "Files",
     "FlowMusic",
     "FlowMusicError",
+    "GenerateMany",
+    "Ghostwriter",
     "InsufficientCreditsError",
     "Job",
     "JobError",
     "JobFailed",
     "JobHandle",
+    "JobStatus",
     "JobTimeout",
+    "Jobs",
     "Journal",
+    "JournalEntry",
+    "JournalEntryState",
     "JournalError",
     "LibraryClip",
     "Lyrics",
+    "Mode",
+    "Model",
     "ModeratedError",
+    "Music",
     "NoAccountAvailable",
     "NotFoundError",
     "NotReadyError",
+    "OnSubmitting",
     "Outcome",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitError",
     "RunningJob",
     "ServerError",
+    "Sidecar",
+    "SidecarFile",
     "SlotUsage",
+    "SongRequest",
     "Stems",
     "SubmissionUncertain",
     "SubmitAttempt",
@@ -113,5 +150,6 @@ __all__ = [
     "UsageSummary",
     "ValidationError",
     "WebhookResult",
+    "Webhooks",
     "__version__",
 ]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from os import PathLike
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import anyio
 import anyio.abc
@@ -47,6 +47,7 @@ from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds
 from ._journal import Entry, Journal
 from ._models import Job
 from ._reconcile import new_client_ref
+from ._requests import SongRequest, song_request
 from ._validation import music_body
 
 # Requests in progress beyond the slots there are: enough that a slot freed is refilled at once
@@ -59,25 +60,9 @@ JOURNAL_CHUNK = 64
 
 Requests = Iterable["str | Mapping[str, Any]"] | AsyncIterable["str | Mapping[str, Any]"]
 
-# The keyword names of `fm.music.create` a batch request may use.
-REQUEST_FIELDS = frozenset(
-    {
-        "prompt",
-        "instrumental",
-        "lyrics",
-        "ghostwriter",
-        "ref_images",
-        "ref_audios",
-        "model",
-        "email",
-        "reply_url",
-        "reply_ref",
-    }
-)
 
-
-class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """The end of one request: a completed job, or the typed error that says what happened.
+class Completed(msgspec.Struct, frozen=True, kw_only=True):
+    """A request that ended with a completed job.
 
     `index` is the request's position in the input; `key` its journal key; `resumed` is True
     when the result was already known from an earlier run's journal.
@@ -86,31 +71,54 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     index: int
     key: str
     request: dict[str, Any]
-    job: Job | None = None
-    error: Any = None  # FlowMusicError | None
+    job: Job
     resumed: bool = False
+    ok: ClassVar[Literal[True]] = True
+    error: ClassVar[None] = None
 
-    @property
-    def ok(self) -> bool:
-        return self.job is not None and self.error is None
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data: the fields, ``ok`` and the job as `Job.to_dict` gives it."""
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        return {"ok": True, **data}
 
 
-def normalize_request(request: str | Mapping[str, Any]) -> dict[str, Any]:
-    """A request as a dict of `fm.music.create` keywords; a bare string is a prompt.
+class Failed(msgspec.Struct, frozen=True, kw_only=True):
+    """A request that ended without a job: `error` says what happened (fields as `Completed`)."""
+
+    index: int
+    key: str
+    request: dict[str, Any]
+    error: FlowMusicError
+    resumed: bool = False
+    ok: ClassVar[Literal[False]] = False
+    job: ClassVar[None] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data: the fields and ``ok``; `error` becomes its message and type name."""
+        return {
+            "ok": False,
+            "index": self.index,
+            "key": self.key,
+            "request": msgspec.to_builtins(self.request),
+            "error": str(self.error),
+            "error_type": type(self.error).__name__,
+            "resumed": self.resumed,
+        }
+
+
+Outcome = Completed | Failed
+"""The end of one request of a batch; narrow it with ``isinstance`` (or, under mypy, ``ok``)."""
+
+
+def normalize_request(request: str | SongRequest | Mapping[str, Any]) -> dict[str, Any]:
+    """A request as a dict of `SongRequest` fields (None left out); a bare string is a prompt.
 
     Raises:
         ValidationError: an unknown field, or a field the API would refuse.
     """
-    params: dict[str, Any] = {"prompt": request} if isinstance(request, str) else dict(request)
-    for name in params:
-        if name not in REQUEST_FIELDS:
-            allowed = ", ".join(sorted(REQUEST_FIELDS))
-            raise ValidationError(name, f"not a song request field (allowed: {allowed})")
-    for name in ("ref_images", "ref_audios"):
-        if name in params:
-            params[name] = list(params[name])
-    music_body(**params)  # validate now: a bad request costs nothing and stops nothing else
-    return {name: value for name, value in params.items() if value is not None}
+    song = song_request(request)
+    music_body(song)  # validate now: a bad request costs nothing and stops nothing else
+    return song.to_params()
 
 
 class BatchRun:
@@ -184,7 +192,7 @@ class _Batch:
         key = entry.key if entry is not None else str(index)
         if entry is not None and entry.state == "completed" and entry.job is not None:
             await self._emit(
-                Outcome(index=index, key=key, request=params, job=entry.job, resumed=True)
+                Completed(index=index, key=key, request=params, job=entry.job, resumed=True)
             )
             return
         if entry is not None and entry.state == "failed" and not self._retry_failed:
@@ -198,7 +206,7 @@ class _Batch:
                     email=entry.email,
                 )
             await self._emit(
-                Outcome(index=index, key=key, request=params, error=error, resumed=True)
+                Failed(index=index, key=key, request=params, error=error, resumed=True)
             )
             return
         if self.group.stopped:
@@ -216,7 +224,7 @@ class _Batch:
                 # A job that timed out, or whose client closed, keeps running: left
                 # "submitted" (or "submitting"), a rerun awaits it again.
                 await self._record_failure(key, error)
-            await self._emit(Outcome(index=index, key=key, request=params, error=error))
+            await self._emit(Failed(index=index, key=key, request=params, error=error))
             self._maybe_abort(error)
             return
         except BaseException:
@@ -227,7 +235,7 @@ class _Batch:
             raise
         if self._journal is not None:
             await self._journal.mark_completed(key, job=job)
-        await self._emit(Outcome(index=index, key=key, request=params, job=job))
+        await self._emit(Completed(index=index, key=key, request=params, job=job))
 
     async def _start(self, key: str, params: dict[str, Any], entry: Entry | None) -> JobHandle:
         """Submit, or pick up where an earlier run stopped; returns the accepted job's handle."""
@@ -311,7 +319,7 @@ class _Batch:
 
 
 class GenerateMany:
-    """Run a batch; see the module docstring. Use as `async with ... as outcomes`.
+    """What `fm.generate_many` returns: use as ``async with ... as outcomes``; see the module.
 
     A class rather than an `@asynccontextmanager` so that an exception raised in the caller's
     block (such as `BatchAborted` from the iterator) reaches the caller as itself, not
@@ -404,7 +412,7 @@ class GenerateMany:
                 for (params, invalid), entry in zip(checked, entries, strict=True):
                     if invalid is not None:
                         await batch._emit(
-                            Outcome(index=index, key=str(index), request=params, error=invalid)
+                            Failed(index=index, key=str(index), request=params, error=invalid)
                         )
                     elif batch.group.stopped:
                         batch.not_started += 1

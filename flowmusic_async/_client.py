@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -23,8 +24,12 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 import httpx
+import msgspec
 
-from . import _batch, _download
+from . import _download
+from ._batch import GenerateMany
+from ._download import Format
+from ._edits import JobEditHelpers
 from ._engine import JobEngine, JobPath
 from ._errors import (
     ClientClosedError,
@@ -40,6 +45,7 @@ from ._host import ServiceHost
 from ._http import HttpCore
 from ._journal import Journal
 from ._models import Account, AccountJobs, Clip, Job
+from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, Files, Jobs, Music, account_of_id
 from ._retry import RetryPolicy
 from ._scheduler import SlotUsage
@@ -53,7 +59,7 @@ DEFAULT_BASE_URL = "https://api.useapi.net/v1/flowmusic"
 TOKEN_ENV = "USEAPI_TOKEN"
 
 
-class FlowMusic:
+class FlowMusic(JobEditHelpers):
     """Async client for useapi.net's Flow Music API.
 
     Use as ``async with FlowMusic() as fm:``; endpoints are grouped as ``fm.music``,
@@ -64,42 +70,63 @@ class FlowMusic:
     Args:
         token: the useapi.net API token; defaults to the ``USEAPI_TOKEN`` environment variable.
         base_url: the API root; ``http://`` is allowed only for loopback hosts (simulators).
-        timeout: seconds for connect/read/write/pool; sync-mode job calls read for at least
-            300 s because the server answers only when the song is rendered.
+        http_timeout: seconds for each HTTP connect/read/write/pool, or an ``httpx.Timeout``;
+            sync-mode job calls read for at least 300 s because the server answers only when
+            the song is rendered. (A job's own deadline is `deadline=` on `generate` et al.)
         transport: an httpx transport (tests: ``httpx.MockTransport`` or the simulator's).
         http_client: an ``httpx.AsyncClient`` to use instead of creating one; never closed here.
         max_retries: retries for requests that are safe to repeat (never for paid POSTs).
         timing: how often to poll and how long jobs take (`Timing`); `Timing.scaled(f)` for a
             simulator running at time scale f.
         event_hooks: callables receiving an `Event` for each step of each job.
+        reply_url: the callback URL for jobs submitted without one (see `fm.webhooks`).
+        timeout: deprecated spelling of `http_timeout`.
 
     Raises:
         ConfigurationError: no token, an http:// URL to a remote host, or conflicting options.
     """
+
+    music: Music
+    """POST/GET /music and /music/edit: one method per endpoint."""
+    jobs: Jobs
+    """GET /jobs, GET and DELETE /jobs/{jobid}."""
+    accounts: Accounts
+    """GET/POST/DELETE /accounts and usage."""
+    files: Files
+    """Reference assets: upload and generate."""
+    webhooks: Webhooks
+    """The receiver for `reply_url` callbacks."""
 
     def __init__(
         self,
         *,
         token: str | None = None,
         base_url: str = DEFAULT_BASE_URL,
-        timeout: float = 30.0,
+        http_timeout: float | httpx.Timeout = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
         max_retries: int = 4,
         timing: Timing | None = None,
         event_hooks: Iterable[EventHook] = (),
+        reply_url: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
         self._base_url = _check_base_url(base_url)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigurationError(
-                f"timeout must be a positive number of seconds, got {timeout!r}"
-            )
+        if timeout is not None:
+            _deprecated("FlowMusic(timeout=...)", "http_timeout=", stacklevel=3)
+            http_timeout = timeout
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         if transport is not None and http_client is not None:
             raise ConfigurationError("pass transport= or http_client=, not both")
-        self._timeout = float(timeout)
+        if reply_url is not None:
+            try:
+                music_body("x", reply_url=reply_url)
+            except ValidationError as error:
+                raise ConfigurationError(str(error)) from None
+        self._reply_url = reply_url
+        self._timeout = _check_http_timeout(http_timeout)
         self._max_retries = max_retries
         self._transport = transport
         self._user_client = http_client
@@ -247,16 +274,17 @@ class FlowMusic:
         *,
         instrumental: bool | None = None,
         lyrics: str | None = None,
-        ghostwriter: str | None = None,
+        ghostwriter: Ghostwriter | None = None,
         ref_images: Sequence[str] = (),
         ref_audios: Sequence[str] = (),
-        model: str | None = None,
+        model: Model | None = None,
         email: str | None = None,
         reply_url: str | None = None,
         reply_ref: str | None = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
         client_ref: str | None = None,
         on_submitting: OnSubmitting | None = None,
+        timeout: float | None = None,
     ) -> JobHandle:
         """Submit a song in async mode; return as soon as the server has accepted it.
 
@@ -265,19 +293,20 @@ class FlowMusic:
 
         Args:
             prompt, instrumental, lyrics, ghostwriter, ref_images, ref_audios, model, email,
-                reply_url, reply_ref: as for `fm.music.create`; `email` pins the account.
-            timeout: deadline for the job in seconds from acceptance (default
-                `Timing.job_timeout`).
+                reply_url, reply_ref: the fields of `SongRequest`; `email` pins the account;
+                `reply_url` defaults to the client's.
+            deadline: seconds the job may take from acceptance (default `Timing.job_timeout`).
             client_ref: the reference for reconciling this submission (a journal's); default new.
             on_submitting: awaited before each POST with what is about to be sent.
+            timeout: deprecated spelling of `deadline`.
 
         Raises:
             ValidationError: before anything is sent. Any final API error (400, 401, 422, a
             402/596 with no other account), or `SubmissionUncertain`.
         """
         self._require_core()
-        body = music_body(
-            prompt,
+        request = SongRequest(
+            prompt=prompt,
             instrumental=instrumental,
             lyrics=lyrics,
             ghostwriter=ghostwriter,
@@ -285,81 +314,258 @@ class FlowMusic:
             ref_audios=ref_audios,
             model=model,
             email=email,
-            reply_url=reply_url,
+            reply_url=reply_url if reply_url is not None else self._reply_url,
             reply_ref=reply_ref,
         )
         return await self._engine.submit(
             "/music",
-            body,
+            music_body(request),
             account=email,
             client_ref=client_ref,
             hooks=SubmitHooks(on_submitting=on_submitting),
-            timeout=timeout,
+            timeout=_deadline(deadline, timeout),
         )
 
-    async def generate(self, prompt: str, *, timeout: float | None = None, **params: Any) -> Job:
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        instrumental: bool | None = None,
+        lyrics: str | None = None,
+        ghostwriter: Ghostwriter | None = None,
+        ref_images: Sequence[str] = (),
+        ref_audios: Sequence[str] = (),
+        model: Model | None = None,
+        email: str | None = None,
+        reply_url: str | None = None,
+        reply_ref: str | None = None,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> Job:
         """Generate a song and return the completed job (its clips).
 
-        Takes the keyword arguments of `submit`. Cancelling the calling task cancels the job
-        server-side (DELETE /jobs/{jobid}, shielded) and frees its slot.
+        Takes the fields of `SongRequest` as keywords, like `submit`. Cancelling the calling
+        task cancels the job server-side (DELETE /jobs/{jobid}, shielded) and frees its slot.
+
+        Args:
+            deadline: seconds the job may take from acceptance (default `Timing.job_timeout`);
+                for a whole-call deadline use ``anyio.fail_after``.
+            timeout: deprecated spelling of `deadline`.
 
         Raises:
             JobFailed: the job ended failed (the record is on the error).
-            JobTimeout: `timeout` passed; the job is left running (see `wait`).
+            JobTimeout: the deadline passed; the job is left running (see `wait`).
         """
-        return await self._run_to_end(self.submit(prompt, timeout=timeout, **params))
+        return await self._run_to_end(
+            self.submit(
+                prompt,
+                instrumental=instrumental,
+                lyrics=lyrics,
+                ghostwriter=ghostwriter,
+                ref_images=ref_images,
+                ref_audios=ref_audios,
+                model=model,
+                email=email,
+                reply_url=reply_url,
+                reply_ref=reply_ref,
+                deadline=_deadline(deadline, timeout),
+            )
+        )
 
     async def submit_edit(
-        self, operation: str, clip: str, *, timeout: float | None = None, **params: Any
+        self,
+        operation: EditOperation,
+        clip: str,
+        *,
+        effect: EffectName | None = None,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        fade_in_s: float | None = None,
+        fade_out_s: float | None = None,
+        gain_db: float | None = None,
+        mix: float | None = None,
+        room_size: float | None = None,
+        pan: float | None = None,
+        bass_db: float | None = None,
+        mid_db: float | None = None,
+        treble_db: float | None = None,
+        instruction: str | None = None,
+        extend_s: float | None = None,
+        extend_from_s: float | None = None,
+        mask_start_s: float | None = None,
+        mask_end_s: float | None = None,
+        strength: float | None = None,
+        lyrics: str | None = None,
+        prompt: str | None = None,
+        seed: int | None = None,
+        title: str | None = None,
+        reply_url: str | None = None,
+        reply_ref: str | None = None,
+        model: Model | None = None,
+        deadline: float | None = None,
+        timeout: float | None = None,
     ) -> JobHandle:
         """Submit an edit (effect, extend, replace, cover, remix) in async mode.
 
         Runs on the clip's own account, whose slots are counted like a song's. `stems` is
         synchronous and returns four clips rather than a job: use `fm.music.stems(clip)`.
+        The per-operation helpers (`fm.extend`, `fm.cover`, ...) take only their own fields.
 
         Args:
             operation: the edit operation.
             clip: the clip id to edit.
-            timeout: deadline from acceptance.
-            params: the operation's parameters, as for `fm.music.edit`.
+            effect ... model: the fields of `EditRequest`; the operation (and effect) decide
+                which apply, and any other is refused with `ValidationError`.
+            deadline: seconds the job may take from acceptance.
+            timeout: deprecated spelling of `deadline`.
         """
+        request = EditRequest(
+            operation=operation,
+            clip=clip,
+            effect=effect,
+            start_s=start_s,
+            end_s=end_s,
+            fade_in_s=fade_in_s,
+            fade_out_s=fade_out_s,
+            gain_db=gain_db,
+            mix=mix,
+            room_size=room_size,
+            pan=pan,
+            bass_db=bass_db,
+            mid_db=mid_db,
+            treble_db=treble_db,
+            instruction=instruction,
+            extend_s=extend_s,
+            extend_from_s=extend_from_s,
+            mask_start_s=mask_start_s,
+            mask_end_s=mask_end_s,
+            strength=strength,
+            lyrics=lyrics,
+            prompt=prompt,
+            seed=seed,
+            title=title,
+            reply_url=reply_url,
+            reply_ref=reply_ref,
+            model=model,
+        )
+        return await self._submit_edit_request(request, deadline=_deadline(deadline, timeout))
+
+    async def _submit_edit_request(
+        self, request: EditRequest, *, deadline: float | None
+    ) -> JobHandle:
         self._require_core()
-        if operation == "stems":
+        if request.operation == "stems":
             raise ValidationError(
                 "operation", "stems is synchronous and returns four clips: use fm.music.stems(clip)"
             )
-        body = edit_body(operation, clip, **params)
+        if request.reply_url is None and self._reply_url is not None:
+            request = msgspec.structs.replace(request, reply_url=self._reply_url)
         return await self._engine.submit(
-            "/music/edit", body, account=account_of_id(clip), timeout=timeout
+            "/music/edit",
+            edit_body(request),
+            account=account_of_id(request.clip),
+            timeout=deadline,
         )
 
+    async def _run_edit(self, request: EditRequest, *, deadline: float | None) -> Job:
+        return await self._run_to_end(self._submit_edit_request(request, deadline=deadline))
+
     async def edit(
-        self, operation: str, clip: str, *, timeout: float | None = None, **params: Any
+        self,
+        operation: EditOperation,
+        clip: str,
+        *,
+        effect: EffectName | None = None,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        fade_in_s: float | None = None,
+        fade_out_s: float | None = None,
+        gain_db: float | None = None,
+        mix: float | None = None,
+        room_size: float | None = None,
+        pan: float | None = None,
+        bass_db: float | None = None,
+        mid_db: float | None = None,
+        treble_db: float | None = None,
+        instruction: str | None = None,
+        extend_s: float | None = None,
+        extend_from_s: float | None = None,
+        mask_start_s: float | None = None,
+        mask_end_s: float | None = None,
+        strength: float | None = None,
+        lyrics: str | None = None,
+        prompt: str | None = None,
+        seed: int | None = None,
+        title: str | None = None,
+        reply_url: str | None = None,
+        reply_ref: str | None = None,
+        model: Model | None = None,
+        deadline: float | None = None,
+        timeout: float | None = None,
     ) -> Job:
         """Run an edit to its end and return the completed job; see `submit_edit`."""
-        return await self._run_to_end(self.submit_edit(operation, clip, timeout=timeout, **params))
+        return await self._run_to_end(
+            self.submit_edit(
+                operation,
+                clip,
+                effect=effect,
+                start_s=start_s,
+                end_s=end_s,
+                fade_in_s=fade_in_s,
+                fade_out_s=fade_out_s,
+                gain_db=gain_db,
+                mix=mix,
+                room_size=room_size,
+                pan=pan,
+                bass_db=bass_db,
+                mid_db=mid_db,
+                treble_db=treble_db,
+                instruction=instruction,
+                extend_s=extend_s,
+                extend_from_s=extend_from_s,
+                mask_start_s=mask_start_s,
+                mask_end_s=mask_end_s,
+                strength=strength,
+                lyrics=lyrics,
+                prompt=prompt,
+                seed=seed,
+                title=title,
+                reply_url=reply_url,
+                reply_ref=reply_ref,
+                model=model,
+                deadline=_deadline(deadline, timeout),
+            )
+        )
 
-    async def wait(self, jobid: str, *, timeout: float | None = None) -> Job:
+    async def wait(
+        self, jobid: str, *, deadline: float | None = None, timeout: float | None = None
+    ) -> Job:
         """Wait for any job by id, including one submitted by an earlier process.
+
+        Args:
+            jobid: the job to wait for.
+            deadline: seconds to wait from now (default `Timing.job_timeout`).
+            timeout: deprecated spelling of `deadline`.
 
         Raises:
             JobFailed, JobTimeout, NotFoundError (unknown or expired), PermissionDeniedError.
         """
         self._require_core()
-        return await self._engine.wait(jobid, timeout=timeout)
+        return await self._engine.wait(jobid, timeout=_deadline(deadline, timeout))
 
     async def _run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
         return await self._engine.run_to_end(submitting)
 
     def generate_many(
         self,
-        requests: Iterable[str | Mapping[str, Any]],
+        requests: Iterable[str | SongRequest | Mapping[str, Any]],
         *,
         journal: str | os.PathLike[str] | Journal | None = None,
         concurrency: int | None = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
         retry_failed: bool = False,
-    ) -> _batch.GenerateMany:
+        timeout: float | None = None,
+    ) -> GenerateMany:
         """Generate many songs; yields one `Outcome` per request as each finishes.
 
         Use as ``async with fm.generate_many(prompts) as outcomes: async for o in outcomes``.
@@ -368,28 +574,49 @@ class FlowMusic:
         are collected). With `journal`, a rerun resumes without paying twice.
 
         Args:
-            requests: prompts, or mappings of `fm.music.create` keywords.
+            requests: prompts, `SongRequest`s, or mappings of `SongRequest` fields; a request
+                without `reply_url` gets the client's default.
             journal: an SQLite file path (or an open `Journal`) recording every step.
             concurrency: at most this many requests in progress at once (default: capacity).
-            timeout: per-job deadline from acceptance.
+            deadline: per-job deadline in seconds from acceptance.
             retry_failed: with a journal, submit again requests that failed in an earlier run.
+            timeout: deprecated spelling of `deadline`.
         """
         self._require_core()
-        return _batch.GenerateMany(
+        return GenerateMany(
             self._engine,
-            requests,
+            self._batch_items(requests),
             journal=journal,
             concurrency=concurrency,
-            timeout=timeout,
+            timeout=_deadline(deadline, timeout),
             retry_failed=retry_failed,
         )
+
+    def _batch_items(
+        self, requests: Iterable[str | SongRequest | Mapping[str, Any]]
+    ) -> Iterator[str | Mapping[str, Any]]:
+        """Requests as the batch reads them, with the client's `reply_url` where none is named.
+
+        The journal's fingerprint leaves `reply_url` out, so a changed default still resumes.
+        """
+        for request in requests:
+            if isinstance(request, SongRequest):
+                request = request.to_params()
+            if self._reply_url is None:
+                yield request
+            elif isinstance(request, str):
+                yield {"prompt": request, "reply_url": self._reply_url}
+            elif request.get("reply_url") is None:
+                yield {**request, "reply_url": self._reply_url}
+            else:
+                yield request
 
     async def download(
         self,
         target: Job | Clip,
         dest: str | os.PathLike[str],
         *,
-        formats: Sequence[str] = ("m4a",),
+        formats: Sequence[Format] = ("m4a",),
         sidecar: bool = True,
         jobid: str | None = None,
         prompt: str | None = None,
@@ -419,7 +646,38 @@ class FlowMusic:
 
     @property
     def timing(self) -> Timing:
+        """The engine's durations (`Timing`)."""
         return self._timing
+
+    @property
+    def reply_url(self) -> str | None:
+        """The callback URL for jobs submitted without one, if set."""
+        return self._reply_url
+
+
+def _deprecated(old: str, new: str, *, stacklevel: int = 4) -> None:
+    """Warn at the user's line: this helper, its caller, our method, then theirs."""
+    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
+
+
+def _deadline(deadline: float | None, timeout: float | None) -> float | None:
+    """The job deadline from `deadline=` or its deprecated spelling `timeout=`."""
+    if timeout is None:
+        return deadline
+    if deadline is not None:
+        raise ConfigurationError("pass deadline= only (timeout= is its deprecated spelling)")
+    _deprecated("timeout= for a job", "deadline=")
+    return timeout
+
+
+def _check_http_timeout(value: float | httpx.Timeout) -> httpx.Timeout:
+    if isinstance(value, httpx.Timeout):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(
+            f"http_timeout must be a positive number of seconds or an httpx.Timeout, got {value!r}"
+        )
+    return httpx.Timeout(float(value))
 
 
 def _check_token(token: str | None) -> str:

@@ -78,7 +78,7 @@ class JobEngine:
         self.policy = policy
         self.events = events
         self.poller: Poller  # set below; the scheduler wakes it when submissions queue
-        self.scheduler = Scheduler(on_wait=lambda: self.poller.poke())
+        self.scheduler: Scheduler = Scheduler(on_wait=lambda: self.poller.poke())
         self.poller = Poller(
             list_running=api.list_running,
             get_job=api.get_job,
@@ -87,7 +87,7 @@ class JobEngine:
             events=events,
             refresh_accounts=self._refresh_accounts_quietly,
         )
-        self.reconciler = Reconciler(
+        self.reconciler: Reconciler = Reconciler(
             list_running=api.list_running,
             get_job=api.get_job,
             known_jobs=self.scheduler.our_jobs,
@@ -98,7 +98,7 @@ class JobEngine:
         self._accounts_due = 0.0  # monotonic time the account list should be read again
         self._everything = SubmitGroup()  # every submission; stopped when the client closes
         self._in_flight = InFlight()
-        self.closing = False
+        self.closing: bool = False
 
     # ----- accounts ------------------------------------------------------------------------------
 

@@ -161,7 +161,9 @@ class FlowMusicError(Exception):
         self.message = message
         self.status = status
         self.endpoint = endpoint
-        self.server_message = redact(server_message) if server_message is not None else None
+        self.server_message: str | None = (
+            redact(server_message) if server_message is not None else None
+        )
         self.jobid = jobid
         self.email = email
 
@@ -258,8 +260,8 @@ class APIStatusError(FlowMusicError):
             email=email,
         )
         self.error_code = error_code
-        self.body = _redact_value(body)
-        self.job = job
+        self.body: Any = _redact_value(body)
+        self.job: Job | None = job
 
 
 class BadRequestError(APIStatusError):

@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
+
+if TYPE_CHECKING:
+    from ._errors import FlowMusicError
 
 logger = logging.getLogger("flowmusic_async")
 
@@ -45,11 +48,19 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     jobid: str | None = None
     email: str | None = None
     attempt: int = 0
-    error: Any = None  # FlowMusicError | None; Any keeps msgspec from trying to encode it
+    error: FlowMusicError | None = None
     detail: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (for a log line or a web socket); `error` becomes its message."""
+        data: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(self, error=None))
+        data["error"] = None if self.error is None else str(self.error)
+        data["error_type"] = None if self.error is None else type(self.error).__name__
+        return data
 
-EventHook = Callable[[Event], Any]
+
+EventHook = Callable[[Event], object]
+"""A callable receiving each `Event`; its return value is ignored."""
 
 
 class EventHooks:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -84,10 +85,10 @@ class JobHandle:
     ) -> None:
         self._engine = engine
         self._watch = watch
-        self.jobid = watch.jobid
+        self.jobid: str = watch.jobid
         self.email = email
         self.client_ref = client_ref
-        self.accepted_at = time.monotonic()
+        self.accepted_at: float = time.monotonic()
         self._deadline = self.accepted_at + timeout
 
     def __repr__(self) -> str:
@@ -104,7 +105,7 @@ class JobHandle:
         """True once the job itself is known to have ended (completed, failed, cancelled)."""
         return self._watch.job is not None and self._watch.job.is_terminal
 
-    async def result(self, timeout: float | None = None) -> Job:
+    async def result(self, deadline: float | None = None, *, timeout: float | None = None) -> Job:
         """Wait for the job to end; return the completed record.
 
         A result already known is returned whatever the deadline: the deadline limits the
@@ -117,11 +118,19 @@ class JobHandle:
             ClientClosedError: the client closed while waiting (``jobid`` says which job).
 
         Args:
-            timeout: seconds from now; default: the deadline set at submission (counted from
+            deadline: seconds from now; default: the deadline set at submission (counted from
                 acceptance, `Timing.job_timeout` unless given).
+            timeout: deprecated spelling of `deadline`.
         """
-        deadline = self._deadline if timeout is None else time.monotonic() + check_seconds(timeout)
-        return await self._engine.await_watch(self._watch, deadline=deadline, email=self.email)
+        if timeout is not None:
+            warnings.warn(
+                "result(timeout=) is deprecated; use result(deadline=)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            deadline = timeout if deadline is None else deadline
+        until = self._deadline if deadline is None else time.monotonic() + check_seconds(deadline)
+        return await self._engine.await_watch(self._watch, deadline=until, email=self.email)
 
     def __await__(self) -> Generator[Any, None, Job]:
         return self.result().__await__()

@@ -34,6 +34,7 @@ import msgspec
 
 from flowmusic_async._errors import FlowMusicError
 from flowmusic_async._models import JOB_DECODER, Job
+from flowmusic_async._requests import DELIVERY_FIELDS, SongRequest
 
 __all__ = ["Entry", "EntryState", "Journal", "JournalError", "fingerprint"]
 
@@ -102,20 +103,28 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
 
 def _canonical_json(params: Mapping[str, Any]) -> bytes:
     # None means "not set" everywhere in the client (JSON bodies omit it), so {"lyrics": None}
-    # and {} are the same request and must share a fingerprint.
-    present = {name: value for name, value in params.items() if value is not None}
+    # and {} are the same request and must share a fingerprint. Where the result is delivered
+    # (`SongRequest.reply_url`, or the client's default) does not change which song it is.
+    present = {
+        name: value
+        for name, value in params.items()
+        if value is not None and name not in DELIVERY_FIELDS
+    }
     try:
         return msgspec.json.encode(present, order="sorted")
     except (TypeError, msgspec.EncodeError) as exc:
         raise TypeError(f"request parameters are not JSON-serialisable: {exc}") from exc
 
 
-def fingerprint(params: Mapping[str, Any]) -> str:
+def fingerprint(params: Mapping[str, Any] | SongRequest) -> str:
     """Identify a request by its content: sha256 of its canonical JSON, first 24 hex digits.
 
-    Keys are sorted and ``None`` values dropped, so the order in which parameters were written
-    and explicitly-unset fields do not change the fingerprint.
+    Takes a `SongRequest` or its fields (`SongRequest.to_params`). Keys are sorted and
+    ``None`` values dropped, so the order in which parameters were written and
+    explicitly-unset fields do not change the fingerprint; nor does ``reply_url``.
     """
+    if isinstance(params, SongRequest):
+        params = params.to_params()
     return hashlib.sha256(_canonical_json(params)).hexdigest()[:24]
 
 

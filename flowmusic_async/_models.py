@@ -45,14 +45,26 @@ __all__ = [
 JobStatus = Literal["pending", "completed", "failed"]
 
 
-class JobError(msgspec.Struct, frozen=True, kw_only=True):
+class _Record(msgspec.Struct, frozen=True, kw_only=True):
+    """The base of every record: frozen, keyword-only, and convertible to JSON-ready data."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready builtins (dicts, lists, str, numbers), named as on the wire.
+
+        What a web framework can return as is (FastAPI, Starlette's JSONResponse, Flask).
+        """
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        return data
+
+
+class JobError(_Record, frozen=True, kw_only=True):
     """Why a job failed, e.g. ``code="user_cancelled"`` after DELETE /jobs/{jobid}."""
 
     code: str
     message: str = ""
 
 
-class Clip(msgspec.Struct, frozen=True, kw_only=True):
+class Clip(_Record, frozen=True, kw_only=True):
     """One rendered clip inside a job record; ``clip`` is the id to edit or download."""
 
     clip: str
@@ -68,7 +80,7 @@ class Clip(msgspec.Struct, frozen=True, kw_only=True):
     image_url: str | None = None  # cover art
 
 
-class Job(msgspec.Struct, frozen=True, kw_only=True):
+class Job(_Record, frozen=True, kw_only=True):
     """A job record (POST /music, POST /music/edit, GET /jobs/{jobid}, webhooks).
 
     ``clips`` is filled only once completed and ``error`` only once failed. Instances are
@@ -114,7 +126,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
         return echoed if isinstance(echoed, str) else None
 
 
-class Stems(msgspec.Struct, frozen=True, kw_only=True):
+class Stems(_Record, frozen=True, kw_only=True):
     """The synchronous answer of ``operation=stems``: a job-record-like object with four clips.
 
     The envelope is undocumented (open question 13), so everything but ``clips`` is optional.
@@ -131,7 +143,7 @@ class Stems(msgspec.Struct, frozen=True, kw_only=True):
     request: dict[str, Any] = {}
 
 
-class RunningJob(msgspec.Struct, frozen=True, kw_only=True):
+class RunningJob(_Record, frozen=True, kw_only=True):
     """One running job as GET /jobs lists it."""
 
     jobid: str
@@ -140,7 +152,7 @@ class RunningJob(msgspec.Struct, frozen=True, kw_only=True):
     operation: str | None = None
 
 
-class AccountJobs(msgspec.Struct, frozen=True, kw_only=True):
+class AccountJobs(_Record, frozen=True, kw_only=True):
     """One account's entry in GET /jobs: how many jobs run against its ``maxJobs``."""
 
     running: int
@@ -148,7 +160,7 @@ class AccountJobs(msgspec.Struct, frozen=True, kw_only=True):
     jobs: tuple[RunningJob, ...] = ()
 
 
-class Account(msgspec.Struct, frozen=True, kw_only=True):
+class Account(_Record, frozen=True, kw_only=True):
     """A configured Flow Music account (GET/POST /accounts).
 
     Tokens in the record are redacted by the server; credit balances appear only on
@@ -179,7 +191,7 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
         return self.error is None
 
 
-class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
+class UsageEvent(_Record, frozen=True, kw_only=True):
     """One usage row: one type, one conversation, one UTC day."""
 
     type: str
@@ -191,7 +203,7 @@ class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
     account_email: str | None = msgspec.field(default=None, name="_account_email")
 
 
-class ConversationUsage(msgspec.Struct, frozen=True, kw_only=True):
+class ConversationUsage(_Record, frozen=True, kw_only=True):
     """Spend on one Flow Music conversation (song)."""
 
     conversation_id: str
@@ -201,7 +213,7 @@ class ConversationUsage(msgspec.Struct, frozen=True, kw_only=True):
     credits: float = 0.0
 
 
-class UsageSummary(msgspec.Struct, frozen=True, kw_only=True):
+class UsageSummary(_Record, frozen=True, kw_only=True):
     """Totals of a usage report; 1 credit = 12 tokens."""
 
     by_type_tokens: dict[str, float] = {}
@@ -211,7 +223,7 @@ class UsageSummary(msgspec.Struct, frozen=True, kw_only=True):
     per_conversation: tuple[ConversationUsage, ...] = ()
 
 
-class Usage(msgspec.Struct, frozen=True, kw_only=True):
+class Usage(_Record, frozen=True, kw_only=True):
     """GET /accounts/usage: token and credit usage of one account."""
 
     email: str
@@ -219,7 +231,7 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     summary: UsageSummary = UsageSummary()
 
 
-class LibraryClip(msgspec.Struct, frozen=True, kw_only=True):
+class LibraryClip(_Record, frozen=True, kw_only=True):
     """A clip as GET /music lists it; media URLs may or may not be present (open question 15)."""
 
     clip: str
@@ -231,7 +243,7 @@ class LibraryClip(msgspec.Struct, frozen=True, kw_only=True):
     wav_url: str | None = None
 
 
-class ClipPage(msgspec.Struct, frozen=True, kw_only=True):
+class ClipPage(_Record, frozen=True, kw_only=True):
     """One page of GET /music, newest first; ``next`` is the next offset, None on the last page."""
 
     email: str
@@ -241,7 +253,7 @@ class ClipPage(msgspec.Struct, frozen=True, kw_only=True):
     next: int | None = None
 
 
-class Lyrics(msgspec.Struct, frozen=True, kw_only=True):
+class Lyrics(_Record, frozen=True, kw_only=True):
     """POST /music/lyrics: lyrics and a matching sound prompt, no audio."""
 
     lyrics: str
@@ -253,7 +265,7 @@ class Lyrics(msgspec.Struct, frozen=True, kw_only=True):
     credits_burned: float | None = None
 
 
-class Asset(msgspec.Struct, frozen=True, kw_only=True):
+class Asset(_Record, frozen=True, kw_only=True):
     """An uploaded (POST /files) or generated (POST /files/generate) reference asset.
 
     Use ``id`` as ``ref_images``/``ref_audios``; it only works on the account in ``email``.

@@ -57,9 +57,9 @@ class Watch:
     def __init__(self, jobid: str, email: str | None, *, owned: bool, check_from: float) -> None:
         self.jobid = jobid
         self.email = email
-        self.added_at = time.monotonic()
+        self.added_at: float = time.monotonic()
         self.check_from = check_from  # the job cannot have ended before this (monotonic)
-        self.done = anyio.Event()
+        self.done: anyio.Event = anyio.Event()
         self.job: Job | None = None
         self.error: FlowMusicError | None = None
         self.waiters = 0

@@ -41,6 +41,7 @@ from ._models import (
     Stems,
     Usage,
 )
+from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Mode, Model, SongRequest
 from ._validation import (
     account_add_body,
     account_limit_body,
@@ -80,14 +81,21 @@ def account_of_id(resource_id: str) -> str | None:
 
 
 class _Namespace:
-    def __init__(self, core: CoreGetter, timeout: float) -> None:
+    def __init__(self, core: CoreGetter, timeout: httpx.Timeout) -> None:
         self._core = core
         self._timeout = timeout
 
     def _long_timeout(self) -> httpx.Timeout:
-        """Timeouts for calls the server answers only when the work is done (sync jobs, lyrics)."""
-        slow = max(LONG_READ_TIMEOUT, self._timeout)
-        return httpx.Timeout(self._timeout, read=slow, write=slow)
+        """Timeouts for calls the server answers only when the work is done (sync jobs, lyrics).
+
+        Read and write wait at least `LONG_READ_TIMEOUT`; None (no limit) stays None.
+        """
+        t = self._timeout
+
+        def slow(value: float | None) -> float | None:
+            return None if value is None else max(LONG_READ_TIMEOUT, value)
+
+        return httpx.Timeout(connect=t.connect, read=slow(t.read), write=slow(t.write), pool=t.pool)
 
 
 class DownloadStream:
@@ -148,22 +156,23 @@ class Music(EditHelpers, _Namespace):
         *,
         instrumental: bool | None = None,
         lyrics: str | None = None,
-        ghostwriter: str | None = None,
+        ghostwriter: Ghostwriter | None = None,
         ref_images: Sequence[str] = (),
         ref_audios: Sequence[str] = (),
-        model: str | None = None,
+        model: Model | None = None,
         email: str | None = None,
-        mode: str | None = None,
         reply_url: str | None = None,
         reply_ref: str | None = None,
+        mode: Mode | None = None,
     ) -> Job:
         """POST /music: generate a song (up to two clips); spends credits; never retried.
 
-        With ``mode="async"`` the answer is the pending record (poll it with ``fm.jobs.get``);
-        otherwise the call waits for the finished record (read timeout of at least 300 s).
+        Takes the fields of `SongRequest`, and `mode`. With ``mode="async"`` the answer is the
+        pending record (poll it with ``fm.jobs.get``); otherwise the call waits for the
+        finished record (read timeout of at least 300 s).
         """
-        body = music_body(
-            prompt,
+        request = SongRequest(
+            prompt=prompt,
             instrumental=instrumental,
             lyrics=lyrics,
             ghostwriter=ghostwriter,
@@ -171,44 +180,83 @@ class Music(EditHelpers, _Namespace):
             ref_audios=ref_audios,
             model=model,
             email=email,
-            mode=mode,
             reply_url=reply_url,
             reply_ref=reply_ref,
         )
-        return await self.send_job("/music", body)
+        return await self.send_job("/music", music_body(request, mode=mode))
 
     async def edit(
         self,
-        operation: str,
+        operation: EditOperation,
         clip: str,
         *,
+        effect: EffectName | None = None,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        fade_in_s: float | None = None,
+        fade_out_s: float | None = None,
+        gain_db: float | None = None,
+        mix: float | None = None,
+        room_size: float | None = None,
+        pan: float | None = None,
+        bass_db: float | None = None,
+        mid_db: float | None = None,
+        treble_db: float | None = None,
+        instruction: str | None = None,
+        extend_s: float | None = None,
+        extend_from_s: float | None = None,
+        mask_start_s: float | None = None,
+        mask_end_s: float | None = None,
+        strength: float | None = None,
+        lyrics: str | None = None,
+        prompt: str | None = None,
         seed: int | None = None,
         title: str | None = None,
-        mode: str | None = None,
         reply_url: str | None = None,
         reply_ref: str | None = None,
-        model: str | None = None,
-        **op_params: Any,
+        model: Model | None = None,
+        mode: Mode | None = None,
     ) -> Job:
         """POST /music/edit: effect, extend, replace, cover or remix a clip; never retried.
 
-        ``op_params`` are the operation's own fields (contract 8.8). For stems use `stems`,
-        whose answer is not a job.
+        Takes the fields of `EditRequest` (contract 8.8), and `mode`; the operation decides
+        which apply. For stems use `stems`, whose answer is not a job.
         """
-        if operation == "stems":
-            raise ValidationError("operation", "use fm.music.stems(clip); it returns Stems")
-        body = edit_body(
-            operation,
-            clip,
+        request = EditRequest(
+            operation=operation,
+            clip=clip,
+            effect=effect,
+            start_s=start_s,
+            end_s=end_s,
+            fade_in_s=fade_in_s,
+            fade_out_s=fade_out_s,
+            gain_db=gain_db,
+            mix=mix,
+            room_size=room_size,
+            pan=pan,
+            bass_db=bass_db,
+            mid_db=mid_db,
+            treble_db=treble_db,
+            instruction=instruction,
+            extend_s=extend_s,
+            extend_from_s=extend_from_s,
+            mask_start_s=mask_start_s,
+            mask_end_s=mask_end_s,
+            strength=strength,
+            lyrics=lyrics,
+            prompt=prompt,
             seed=seed,
             title=title,
-            mode=mode,
             reply_url=reply_url,
             reply_ref=reply_ref,
             model=model,
-            **op_params,
         )
-        return await self.send_job("/music/edit", body)
+        return await self._run_edit(request, mode=mode)
+
+    async def _run_edit(self, request: EditRequest, *, mode: Mode | None) -> Job:
+        if request.operation == "stems":
+            raise ValidationError("operation", "use fm.music.stems(clip); it returns Stems")
+        return await self.send_job("/music/edit", edit_body(request, mode=mode))
 
     async def stems(self, clip: str) -> Stems:
         """Split a clip into drums, bass, vocals and other; always synchronous; never retried."""

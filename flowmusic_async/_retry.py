@@ -88,7 +88,7 @@ class Attempts:
         self._policy = policy
         self._max_retries = max_retries
         self._delays = backoff_delays(base=base, cap=policy.cap, max_tries=None)
-        self.retries = 0
+        self.retries: int = 0
         self._failing_since: float | None = None  # first of the current run of connect failures
 
     def delay(self, *, retry_after: float | None = None, never_sent: bool = False) -> float | None:

@@ -116,7 +116,7 @@ class Scheduler:
         self._clamped: set[tuple[str, object]] = set()  # (email, bad maxJobs) already logged
         # False until GET /accounts has answered with at least one account: until then (or if
         # it never can) we send no `email` and let the server choose, handling 429 by backoff.
-        self.known = False
+        self.known: bool = False
         self.loaded_at: float | None = None
 
     # ----- learning the accounts ---------------------------------------------------------------

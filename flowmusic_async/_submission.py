@@ -29,7 +29,7 @@ class SubmitGroup:
     """
 
     def __init__(self) -> None:
-        self.stopped = False
+        self.stopped: bool = False
         self._members: set[Submission] = set()
 
     def stop(self, *, cancel_jobs: bool) -> None:

@@ -20,6 +20,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._errors import ValidationError
+from ._requests import (
+    EDIT_FIELDS,
+    EDIT_OPERATIONS,
+    GHOSTWRITERS,
+    MODELS,
+    MODES,
+    EditRequest,
+    Mode,
+    SongRequest,
+    edit_request,
+    song_request,
+)
 
 __all__ = [
     "EDIT_OPERATIONS",
@@ -42,10 +54,6 @@ __all__ = [
     "upload_params",
 ]
 
-MODELS = ("lyria-3.5", "lyria-3-pro")
-GHOSTWRITERS = ("standard", "pro")
-MODES = ("sync", "async")
-EDIT_OPERATIONS = ("effect", "extend", "replace", "cover", "remix", "stems")
 MAX_REFERENCES = 10
 MAX_REPLY_URL = 1024  # the account-wide replyUrl limit; the per-call one is not documented
 
@@ -74,6 +82,7 @@ _EXTENSION_TYPES = {
 }
 
 # Each effect reads only its own flat parameters (contract 8.8).
+# Keys are `EffectName`'s values, in its order (a test keeps them equal).
 EFFECTS: Mapping[str, tuple[str, ...]] = {
     "Trim": ("start_s", "end_s"),
     "Fade": ("fade_in_s", "fade_out_s"),
@@ -98,25 +107,21 @@ _WIRE_NAMES = {"reply_url": "replyUrl", "reply_ref": "replyRef"}
 
 
 def music_body(
-    prompt: str,
-    *,
-    instrumental: bool | None = None,
-    lyrics: str | None = None,
-    ghostwriter: str | None = None,
-    ref_images: Sequence[str] = (),
-    ref_audios: Sequence[str] = (),
-    model: str | None = None,
-    email: str | None = None,
-    mode: str | None = None,
-    reply_url: str | None = None,
-    reply_ref: str | None = None,
+    request: SongRequest | str | None = None, /, *, mode: Mode | None = None, **fields: Any
 ) -> dict[str, Any]:
     """Validate a song request and return the JSON body of POST /music.
+
+    Takes a `SongRequest`, or its fields as keywords (a positional string is the prompt).
 
     Raises:
         ValidationError: naming the first parameter the server would refuse.
     """
-    body: dict[str, Any] = {"prompt": _text("prompt", prompt, max_len=10_000)}
+    if not isinstance(request, SongRequest):
+        if request is not None:
+            fields = {"prompt": request, **fields}
+        request = song_request(fields)
+    instrumental, lyrics = request.instrumental, request.lyrics
+    body: dict[str, Any] = {"prompt": _text("prompt", request.prompt, max_len=10_000)}
     if instrumental is not None:
         _bool("instrumental", instrumental)
         body["instrumental"] = instrumental
@@ -126,30 +131,50 @@ def music_body(
         raise ValidationError(
             "lyrics", "instrumental=True forbids vocals, so lyrics cannot be sung; drop one"
         )
-    if ghostwriter is not None:
-        body["ghostwriter"] = _choice("ghostwriter", ghostwriter, GHOSTWRITERS)
-    body.update(_references("ref_images", "refImage", ref_images))
-    body.update(_references("ref_audios", "refAudio", ref_audios))
-    if model is not None:
-        body["model"] = _choice("model", model, MODELS)
-    if email is not None:
-        body["email"] = check_email("email", email)
-    body.update(_delivery(mode=mode, reply_url=reply_url, reply_ref=reply_ref))
+    if request.ghostwriter is not None:
+        body["ghostwriter"] = _choice("ghostwriter", request.ghostwriter, GHOSTWRITERS)
+    body.update(_references("ref_images", "refImage", request.ref_images))
+    body.update(_references("ref_audios", "refAudio", request.ref_audios))
+    if request.model is not None:
+        body["model"] = _choice("model", request.model, MODELS)
+    if request.email is not None:
+        body["email"] = check_email("email", request.email)
+    body.update(_delivery(mode=mode, reply_url=request.reply_url, reply_ref=request.reply_ref))
     return body
 
 
-def edit_body(operation: str, clip: str, **params: Any) -> dict[str, Any]:
+def edit_body(
+    request: EditRequest | str,
+    clip: str | None = None,
+    /,
+    *,
+    mode: Mode | None = None,
+    **params: Any,
+) -> dict[str, Any]:
     """Validate an edit request and return the JSON body of POST /music/edit.
 
-    ``params`` are the common fields (seed, title, mode, reply_url, reply_ref, model) and the
-    operation's own fields (contract 8.8); None means unset. Parameters the operation (or the
-    chosen effect) would ignore are refused, since passing them is almost surely a mistake.
+    Takes an `EditRequest`, or an operation, a clip id and the request's other fields as
+    keywords (None means unset). Parameters the operation (or the chosen effect) would ignore
+    are refused, since passing them is almost surely a mistake.
 
     Raises:
         ValidationError: naming the first parameter the server would refuse.
     """
+    if isinstance(request, EditRequest):
+        operation: object = request.operation
+        clip = request.clip
+        given = {
+            name: getattr(request, name)
+            for name in EDIT_FIELDS[2:]
+            if getattr(request, name) is not None
+        }
+    else:
+        operation = request
+        edit_request(request, clip or "", params)  # refuses names that are no edit field
+        given = {name: value for name, value in params.items() if value is not None}
     operation = _choice("operation", operation, EDIT_OPERATIONS)
-    given = {name: value for name, value in params.items() if value is not None}
+    if mode is not None:
+        given["mode"] = mode
     allowed = _OPERATION_PARAMS[operation]
     if operation != "stems":  # stems reads only the clip
         allowed = allowed + _COMMON_EDIT_PARAMS

@@ -19,6 +19,7 @@ import msgspec
 
 from ._decode import Undecodable, decode
 from ._errors import FlowMusicError
+from ._models import Job, JobStatus
 from ._reconcile import split_reply_ref
 
 if TYPE_CHECKING:
@@ -44,14 +45,16 @@ class WebhookResult(msgspec.Struct, frozen=True, kw_only=True):
     """What the receiver did with one callback.
 
     `http_status` is what to answer the sender: 200 when taken in or harmlessly ignored,
-    400 for a body that is not a callback, 413 for an oversized one.
+    400 for a body that is not a callback, 413 for an oversized one. `job` is the record as
+    re-read with GET /jobs/{jobid} (never the untrusted body), set when `accepted`.
     """
 
     accepted: bool
     http_status: int
     reason: str
     jobid: str | None = None
-    status: str | None = None  # the job's status as re-read from the API
+    status: JobStatus | None = None  # the job's status as re-read from the API
+    job: Job | None = None  # the verified record (GET /jobs/{jobid}), when accepted
 
 
 class Webhooks:
@@ -111,4 +114,5 @@ class Webhooks:
             reason="verified with GET /jobs/{jobid}",
             jobid=job.jobid,
             status=job.status,
+            job=job,
         )

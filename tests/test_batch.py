@@ -14,7 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from flowmusic_async import BatchAborted, FlowMusic, Journal, Outcome, Timing, ValidationError
+from flowmusic_async import (
+    BatchAborted,
+    Failed,
+    FlowMusic,
+    Journal,
+    Outcome,
+    Timing,
+    ValidationError,
+)
 from flowmusic_async.testing import SimAccount, Simulator
 
 SCALE = 0.002
@@ -167,7 +175,7 @@ async def test_a_batch_with_no_funded_account_stops_with_batch_aborted() -> None
 
 def _read_lines(proc: subprocess.Popen[str], count: int) -> list[dict[str, Any]]:
     assert proc.stdout is not None
-    lines = []
+    lines: list[dict[str, Any]] = []
     while len(lines) < count:
         line = proc.stdout.readline()
         if not line:
@@ -248,10 +256,11 @@ async def test_a_timed_out_song_is_awaited_again_by_the_next_run(tmp_path: Path)
     sim = make_sim(2)
     journal = tmp_path / "songs.db"
     async with client(sim) as fm:
-        first = await collect(fm, ["slow one"], journal=journal, timeout=0.001)
+        first = await collect(fm, ["slow one"], journal=journal, deadline=0.001)
     assert type(first[0].error).__name__ == "JobTimeout"
     async with client(sim) as fm:
         second = await collect(fm, ["slow one"], journal=journal)
     assert second[0].ok and second[0].job is not None
+    assert isinstance(first[0], Failed)
     assert second[0].job.jobid == first[0].error.jobid
     assert sim.stats.jobs_created == 1

@@ -522,6 +522,7 @@ async def test_every_job_gets_exactly_one_terminal_event_under_random_cancellati
         if accepted:
             assert all(e.jobid for e in events[accepted[0] :]), (ref, events)
             jobid = events[accepted[0]].jobid
+            assert jobid is not None
             expected = {"completed": "completed", "cancelled": "user_cancelled"}
             assert states[jobid] == expected.get(ends[0].kind, states[jobid])
     assert "running" not in states.values()

@@ -70,8 +70,8 @@ def test_loopback_http_and_https_are_accepted(url: str) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"timeout": 0},
-        {"timeout": "30"},
+        {"http_timeout": 0},
+        {"http_timeout": "30"},
         {"max_retries": -1},
         {"max_retries": True},
         {

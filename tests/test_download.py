@@ -8,6 +8,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import anyio
 import httpx
@@ -128,6 +129,11 @@ class FakeFM:
         self.music = FakeMusic()
 
 
+def fake_fm(client: httpx.AsyncClient, fresh: Job | None = None) -> FlowMusic:
+    """download() is typed for FlowMusic but reads only `_http`, `jobs` and `music`."""
+    return cast("FlowMusic", FakeFM(client, fresh))
+
+
 @pytest.fixture
 def media() -> Media:
     return Media()
@@ -179,8 +185,10 @@ async def test_job_clips_saved_with_predictable_names_and_sidecars(
 ) -> None:
     """The main job's output: every clip's files under names a user can predict, plus metadata."""
     job = make_job(make_clip(CLIP_A, "Night Drive"), make_clip(CLIP_B, "Night Drive"))
-    fm = FakeFM(client)
-    paths = await download(fm, job, tmp_path / "out", formats=("m4a", "wav", "mp3", "image"))
+    fake = FakeFM(client)
+    paths = await download(
+        cast("FlowMusic", fake), job, tmp_path / "out", formats=("m4a", "wav", "mp3", "image")
+    )
 
     out = tmp_path / "out"
     assert [p.name for p in paths] == [
@@ -200,7 +208,7 @@ async def test_job_clips_saved_with_predictable_names_and_sidecars(
     assert (out / "Night Drive-0a1b2c3d.wav").read_bytes() == WAV
     assert (out / "Night Drive-0a1b2c3d.mp3").read_bytes() == MP3
     assert (out / "Night Drive-0a1b2c3d.png").read_bytes() == PNG
-    assert fm.music.downloads == [CLIP_A, CLIP_B]
+    assert fake.music.downloads == [CLIP_A, CLIP_B]
     # Media URLs are public: the API token must never travel to a CDN.
     assert media.requests
     assert all("authorization" not in r.headers for r in media.requests)
@@ -210,7 +218,7 @@ async def test_sidecar_records_clip_metadata_and_files(
     tmp_path: Path, client: httpx.AsyncClient
 ) -> None:
     """The sidecar is how a user later knows what a file is and whether it is intact."""
-    await download(FakeFM(client), make_job(), tmp_path, formats=("m4a", "image"))
+    await download(fake_fm(client), make_job(), tmp_path, formats=("m4a", "image"))
     sidecar = json.loads((tmp_path / "Night Drive-0a1b2c3d.json").read_text())
     assert sidecar == {
         "clip": CLIP_A,
@@ -241,17 +249,21 @@ async def test_existing_complete_files_are_skipped_without_requests(
     tmp_path: Path, client: httpx.AsyncClient, media: Media
 ) -> None:
     """Re-running a finished download must cost nothing: no request, same paths."""
-    fm = FakeFM(client)
-    first = await download(fm, make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image"))
+    fake = FakeFM(client)
+    first = await download(
+        cast("FlowMusic", fake), make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image")
+    )
     media.requests.clear()
-    fm.music.downloads.clear()
+    fake.music.downloads.clear()
     sidecar_before = (tmp_path / "Night Drive-0a1b2c3d.json").read_bytes()
 
-    again = await download(fm, make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image"))
+    again = await download(
+        cast("FlowMusic", fake), make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image")
+    )
 
     assert again == first
     assert media.requests == []
-    assert fm.music.downloads == []
+    assert fake.music.downloads == []
     assert (tmp_path / "Night Drive-0a1b2c3d.json").read_bytes() == sidecar_before
 
 
@@ -259,12 +271,12 @@ async def test_file_whose_size_disagrees_with_sidecar_is_downloaded_again(
     tmp_path: Path, client: httpx.AsyncClient, media: Media
 ) -> None:
     """A damaged file must not be trusted just because it exists under its final name."""
-    await download(FakeFM(client), make_job(), tmp_path)
+    await download(fake_fm(client), make_job(), tmp_path)
     target = tmp_path / "Night Drive-0a1b2c3d.m4a"
     target.write_bytes(M4A[:10])
     media.requests.clear()
 
-    await download(FakeFM(client), make_job(), tmp_path)
+    await download(fake_fm(client), make_job(), tmp_path)
 
     assert len(media.requests) == 1
     assert target.read_bytes() == M4A
@@ -279,7 +291,7 @@ async def test_interrupted_stream_leaves_no_file_and_no_temp(
     media.queue(clip.audio_url, *[broken] * 4)
 
     with pytest.raises(TransportError, match="ReadError"):
-        await download(FakeFM(client), make_job(clip), tmp_path)
+        await download(fake_fm(client), make_job(clip), tmp_path)
 
     assert len(media.requests) == 4  # retried with backoff before giving up
     assert len(download_sleeps) == 3
@@ -294,7 +306,7 @@ async def test_transient_failures_are_retried_with_backoff(
     assert clip.audio_url is not None
     media.queue(clip.audio_url, status(503), broken)
 
-    [path, _] = await download(FakeFM(client), make_job(clip), tmp_path)
+    [path, _] = await download(fake_fm(client), make_job(clip), tmp_path)
 
     assert path.read_bytes() == M4A
     assert len(download_sleeps) == 2
@@ -310,7 +322,7 @@ async def test_short_body_is_not_accepted_as_complete(
     short = httpx.Response(200, headers={"Content-Length": str(len(M4A))}, content=M4A[:50])
     media.queue(clip.audio_url, lambda _: short)
 
-    [path, _] = await download(FakeFM(client), make_job(clip), tmp_path)
+    [path, _] = await download(fake_fm(client), make_job(clip), tmp_path)
 
     assert path.read_bytes() == M4A
     assert len(download_sleeps) == 1
@@ -333,7 +345,7 @@ async def test_cancelled_download_removes_its_temp_file(
 
     media.queue(clip.audio_url, lambda _: httpx.Response(200, stream=Stalls()))
     async with anyio.create_task_group() as tg:
-        tg.start_soon(download, FakeFM(client), make_job(clip), tmp_path)
+        tg.start_soon(download, fake_fm(client), make_job(clip), tmp_path)
         with anyio.fail_after(5):
             await started.wait()
         assert any(name.endswith(".part") for name in leftovers(tmp_path))
@@ -348,12 +360,12 @@ async def test_expired_url_is_refreshed_through_the_job_and_retried(
     stale, fresh = make_clip(version=1), make_clip(version=2)
     assert stale.audio_url is not None and fresh.audio_url is not None
     media.queue(stale.audio_url, status(403))
-    fm = FakeFM(client, fresh=make_job(fresh))
+    fake = FakeFM(client, fresh=make_job(fresh))
 
-    [path, _] = await download(fm, make_job(stale), tmp_path)
+    [path, _] = await download(cast("FlowMusic", fake), make_job(stale), tmp_path)
 
     assert path.read_bytes() == M4A
-    assert fm.jobs.gets == ["job:5555-user:1001-a@example.com-bot:flowmusic"]
+    assert fake.jobs.gets == ["job:5555-user:1001-a@example.com-bot:flowmusic"]
     assert [str(r.url) for r in media.requests] == [stale.audio_url, fresh.audio_url]
 
 
@@ -365,12 +377,12 @@ async def test_expired_url_is_refreshed_only_once(
     assert stale.audio_url is not None and fresh.audio_url is not None
     media.queue(stale.audio_url, status(410))
     media.queue(fresh.audio_url, status(403))
-    fm = FakeFM(client, fresh=make_job(fresh))
+    fake = FakeFM(client, fresh=make_job(fresh))
 
     with pytest.raises(PermissionDeniedError):
-        await download(fm, make_job(stale), tmp_path)
+        await download(cast("FlowMusic", fake), make_job(stale), tmp_path)
 
-    assert len(fm.jobs.gets) == 1
+    assert len(fake.jobs.gets) == 1
     assert leftovers(tmp_path) == []
 
 
@@ -382,7 +394,7 @@ async def test_expired_url_of_a_bare_clip_needs_a_jobid(
     assert clip.audio_url is not None
     media.queue(clip.audio_url, status(403))
     with pytest.raises(PermissionDeniedError):
-        await download(FakeFM(client), clip, tmp_path)
+        await download(fake_fm(client), clip, tmp_path)
 
 
 async def test_image_type_from_content_type_when_url_has_no_extension(
@@ -396,13 +408,13 @@ async def test_image_type_from_content_type_when_url_has_no_extension(
         f"{CDN}/art/42?sig=1",
         lambda _: httpx.Response(200, content=webp, headers={"Content-Type": "image/webp"}),
     )
-    [image, sidecar] = await download(FakeFM(client), clip, tmp_path, formats=["image"])
+    [image, sidecar] = await download(fake_fm(client), clip, tmp_path, formats=["image"])
     assert image.name == "Night Drive-0a1b2c3d.webp"
     assert json.loads(sidecar.read_text())["email"] == "a@example.com"  # from the clip id
     assert image.read_bytes() == webp
 
     media.requests.clear()
-    [again, _] = await download(FakeFM(client), clip, tmp_path, formats=["image"])
+    [again, _] = await download(fake_fm(client), clip, tmp_path, formats=["image"])
     assert again == image
     assert media.requests == []
 
@@ -412,10 +424,10 @@ async def test_bad_arguments_are_refused_before_any_request(
 ) -> None:
     """A typo in formats, or a job without clips yet, must fail fast and clearly."""
     with pytest.raises(ValidationError, match="flac"):
-        await download(FakeFM(client), make_job(), tmp_path, formats=("flac",))
+        await download(fake_fm(client), make_job(), tmp_path, formats=("flac",))
     pending = Job(jobid="job:1", email="a@example.com", status="pending")
     with pytest.raises(ValidationError, match="pending"):
-        await download(FakeFM(client), pending, tmp_path)
+        await download(fake_fm(client), pending, tmp_path)
     assert media.requests == []
 
 

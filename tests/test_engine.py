@@ -268,7 +268,7 @@ async def test_a_deadline_raises_job_timeout_and_leaves_the_job_running() -> Non
     """JobTimeout carries the jobid; the job keeps running and can be awaited again."""
     sim = make_sim(1)
     async with client(sim) as fm:
-        handle = await fm.submit("slow", timeout=0.001)
+        handle = await fm.submit("slow", deadline=0.001)
         with pytest.raises(JobTimeout) as caught:
             await handle
         assert caught.value.jobid == handle.jobid

@@ -127,7 +127,8 @@ async def test_discord_cancel_button_cancels_the_job_server_side(
 
     assert interaction.message.edits[-1] == {"content": "Cancelled.", "view": None}
     jobid = view.handle.jobid
-    assert (await flowmusic_client.jobs.get(jobid)).error.code == "user_cancelled"
+    error = (await flowmusic_client.jobs.get(jobid)).error
+    assert error is not None and error.code == "user_cancelled"
     deletes = {k: n for k, n in flowmusic_sim.stats.requests.items() if k[0].startswith("DELETE")}
     assert deletes == {("DELETE /jobs/{jobid}", 204): 1}, deletes
 

@@ -6,6 +6,7 @@ import sqlite3
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -105,7 +106,7 @@ async def test_failure_records_type_message_and_failed_job(tmp_path: Path) -> No
 
 async def test_register_again_finds_the_same_keys_and_keeps_progress(tmp_path: Path) -> None:
     """Re-running the same input must resume the batch, not start (and pay for) a new one."""
-    requests = [{"prompt": "one"}, {"prompt": "two", "lyrics": None}]
+    requests: list[dict[str, Any]] = [{"prompt": "one"}, {"prompt": "two", "lyrics": None}]
     async with await Journal.open(tmp_path / "batch.db") as journal:
         before = await journal.register(requests)
         await journal.mark_submitted(before[1].key, jobid="job:9", email="a@example.com")

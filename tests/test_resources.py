@@ -474,7 +474,7 @@ async def test_files_generate(api: MockAPI, fm: Any) -> None:
         (lambda fm: fm.music.replace(CLIP, "x", mask_start_s=5, mask_end_s=1), "mask_end_s"),
         (lambda fm: fm.music.cover(CLIP, strength=2), "strength"),
         (lambda fm: fm.music.remix(CLIP, ""), "lyrics"),
-        (lambda fm: fm.music.edit("effect", CLIP, effect="Pan", pan=0, bogus=1), "bogus"),
+        (lambda fm: fm.music.edit("effect", CLIP, effect="Pan", pan=0, gain_db=1), "gain_db"),
         (lambda fm: fm.music.stems(""), "clip"),
         (lambda fm: fm.music.lyrics("x" * 2001), "prompt"),
         (lambda fm: fm.music.list(limit=101), "limit"),

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from .._client import FlowMusic
+from .._download import Format
 from .._timing import Timing
 from ..testing import SimAccount, Simulator
 from ._commands import Context
@@ -29,7 +30,7 @@ DEMO_ACCOUNTS = (
     ("alan@example.com", 3, "starter"),
     ("edsger@example.com", 2, "free"),
 )
-DEMO_FORMATS = ("m4a", "wav")
+DEMO_FORMATS: tuple[Format, ...] = ("m4a", "wav")
 
 _STYLES = (
     "lo-fi hip hop, mellow Rhodes piano, vinyl crackle, 80 bpm",

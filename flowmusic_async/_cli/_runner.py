@@ -17,6 +17,7 @@ import anyio
 
 from .._batch import Outcome
 from .._client import FlowMusic
+from .._download import Format
 from .._errors import BatchAborted, FlowMusicError
 from .._timing import Timing
 from ._exit import ExitCode, exit_code_for, worst
@@ -133,7 +134,7 @@ async def run_batch(
     progress_mode: str,
     timing: Timing,
     dest: str | None,
-    formats: Sequence[str],
+    formats: Sequence[Format],
     journal: str | None = None,
     retry_failed: bool = False,
     concurrency: int | None = None,

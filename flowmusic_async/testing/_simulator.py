@@ -73,9 +73,9 @@ class Simulator:
     ) -> None:
         if not tokens:
             raise ValueError("at least one accepted token is needed")
-        self.clock = Clock(time_scale)
-        self.stats = SimStats()
-        self.world = World(
+        self.clock: Clock = Clock(time_scale)
+        self.stats: SimStats = SimStats()
+        self.world: World = World(
             accounts=accounts,
             tokens=tokens,
             clock=self.clock,
@@ -90,10 +90,10 @@ class Simulator:
         )
         secret = hashlib.sha256(f"media:{seed}".encode()).digest()
         media = MediaSigner(self.clock, media_url_ttl_s, secret)
-        self.app = App(self.world, media, Dice(seed))
+        self.app: App = App(self.world, media, Dice(seed))
         self._webhooks = WebhookDispatcher(self.world, media, webhook_transport)
         self.world.on_job_end = self._webhooks.schedule
-        self.token = tokens[0]
+        self.token: str = tokens[0]
         self.base_url = IN_PROCESS_BASE_URL
         self._exit_stack: AsyncExitStack | None = None
 

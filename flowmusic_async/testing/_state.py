@@ -192,7 +192,7 @@ class World:
         stats: SimStats,
     ) -> None:
         self.clock = clock
-        self.bell = Bell()
+        self.bell: Bell = Bell()
         self.seed = seed
         self.moderate = moderate
         self.job_failure_rate = job_failure_rate
@@ -201,7 +201,7 @@ class World:
         self.retry_after_s = retry_after_s
         self.faults = faults
         self.stats = stats
-        self.tokens = {token: _uid_of_token(token) for token in tokens}
+        self.tokens: dict[str, str] = {token: _uid_of_token(token) for token in tokens}
         self.accounts: dict[str, AccountState] = {}
         self.library: dict[str, list[ClipRec]] = {}  # email -> clips, oldest first
         self.clips: dict[str, ClipRec] = {}

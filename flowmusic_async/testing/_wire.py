@@ -56,7 +56,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.headers = headers or []
+        self.headers: list[tuple[str, str]] = headers or []
         self.body = body
 
     def response(self) -> Response:

@@ -130,7 +130,7 @@ async def test_edit_operations_validate_and_run(
         assert r.status_code == 201, (body, r.text)
         assert r.json()["operation"] == body["operation"]
         sim.advance(200)  # free the slot for the next one
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"operation": "effect", "effect": "Gain"},
         {"operation": "effect", "effect": "Gain", "gain_db": 31},
         {"operation": "effect", "effect": "Fade"},
