@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
-__all__ = ["LOG_ENV", "configure_from_env", "enable", "redact"]
+__all__ = ["LOG_ENV", "configure_from_env", "enable", "enabled", "redact"]
 
 LOG_ENV = "FLOWMUSIC_LOG"
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
@@ -77,15 +79,41 @@ def enable(
     logger.setLevel(level)
 
 
+@contextmanager
+def enabled(level: int, *, fmt: str, stream: TextIO | None = None) -> Iterator[None]:
+    """`enable` for the length of a block, then put back what was there (the CLI's run)."""
+    global _handler
+    had = _handler
+    saved_level = logger.level
+    saved = (had.level, had.formatter, had.stream) if had is not None else None
+    enable(level, fmt=fmt, stream=stream)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved_level)
+        if had is None or saved is None:
+            if _handler is not None:
+                logger.removeHandler(_handler)
+                _handler = None
+        else:
+            had.setLevel(saved[0])
+            had.setFormatter(saved[1])
+            had.setStream(saved[2])
+
+
 _env_applied = False
 
 
-def configure_from_env() -> int | None:
-    """Turn on logging if FLOWMUSIC_LOG says so ("debug" or "info"); the level it set.
+def configure_from_env(*, apply: bool = True) -> int | None:
+    """Turn on logging if FLOWMUSIC_LOG says so ("debug" or "info"); the level it asks for.
 
     Only the first call in a process acts (every new client calls it), so a level chosen
     afterwards, such as the CLI's -q, is not undone by the next client. Any other value is
     ignored with a warning, so a typo does not pass silently.
+
+    Args:
+        apply: install the handler; False only reads the level (the CLI applies it itself,
+            combined with -v/-q).
     """
     global _env_applied
     if _env_applied:
@@ -98,5 +126,6 @@ def configure_from_env() -> int | None:
     if level is None:
         logger.warning("%s=%r is not one of %s; ignored", LOG_ENV, value, ", ".join(LEVELS))
         return None
-    enable(level)
+    if apply:
+        enable(level)
     return level

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TextIO
 
 import anyio
@@ -119,12 +120,12 @@ async def run(
         quiet=args.quiet,
         wide=args.wide,
     )
-    _setup_logging(out, args.verbose, args.quiet)
     interrupt = interrupt if interrupt is not None else Interrupt()
     interrupt.command = args.command
     ctx = Context(args=args, out=out, transport=transport, interrupt=interrupt)
     try:
-        return int(await _command(args.command)(ctx))
+        with _logging(out, args.verbose, args.quiet):
+            return int(await _command(args.command)(ctx))
     except BaseException as exc:
         error = _unwrap(exc)
         if interrupt.signum is not None and not isinstance(error, (FlowMusicError, CommandError)):
@@ -139,16 +140,17 @@ async def run(
         return int(exit_code_for(error))
 
 
-def _setup_logging(out: Output, verbose: int, quiet: bool) -> None:
+def _logging(out: Output, verbose: int, quiet: bool) -> AbstractContextManager[None]:
     """Library warnings on stderr as `flowmusic: WARNING: ...`; -v/-vv (or FLOWMUSIC_LOG)
     add info/debug records, with timestamps; -q keeps errors only."""
-    from_env = _logs.configure_from_env() or logging.WARNING
+    from_env = _logs.configure_from_env(apply=False) or logging.WARNING
     asked = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     level = logging.ERROR if quiet else min(from_env, asked)
     if level >= logging.WARNING:
-        _logs.enable(level, fmt="flowmusic: %(levelname)s: %(message)s", stream=out.stderr)
+        fmt = "flowmusic: %(levelname)s: %(message)s"
     else:
-        _logs.enable(level, stream=out.stderr)
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return _logs.enabled(level, fmt=fmt, stream=out.stderr)
 
 
 def _command(name: str) -> Command:

@@ -49,8 +49,8 @@ environment:
 """
 
 SUB_EPILOG = """\
-Global options (--json, --token, --base-url, -v, -q, ...) may also follow the command.
-`flowmusic --help` lists them, the exit codes and the environment variables.
+The global options this command uses may also follow it; `flowmusic --help` lists them,
+with the exit codes and the environment variables.
 """
 
 
