@@ -162,11 +162,12 @@ def report(out: Output, interrupt: Interrupt) -> None:
     if resume is not None:
         lines.append(f"  resume (finished songs are kept, running ones awaited): {resume}")
     elif running:
-        jobids = " ".join(shlex.quote(s.jobid or "") for s in running)
+        shown = " ".join(shlex.quote(s.jobid or "") for s in running)
+        jobids = shown if len(running) <= 3 else "JOBID... (the jobids above)"
         lines.append(f"  collect them: flowmusic wait {jobids} --out DIR")
         lines.append("  or stop them: flowmusic jobs cancel JOBID")
-    elif interrupt.command == "batch" and not_started:
-        lines.append("  rerun with --journal PATH next time to resume instead of starting over")
+    if resume is None and interrupt.command == "batch":
+        lines.append("  (a batch run with --journal PATH can be resumed instead of started over)")
     out.warn("\n".join(lines))
 
 
