@@ -125,7 +125,7 @@ async def run(
     ctx = Context(args=args, out=out, transport=transport, interrupt=interrupt)
     try:
         with _logging(out, args.verbose, args.quiet):
-            return int(await _command(args.command)(ctx))
+            code = int(await _command(args.command)(ctx))
     except BaseException as exc:
         error = _unwrap(exc)
         if interrupt.signum is not None and not isinstance(error, (FlowMusicError, CommandError)):
@@ -135,9 +135,14 @@ async def run(
         if not isinstance(error, (FlowMusicError, CommandError)):
             raise
         report_error(out, error)
-        if interrupt.signum is not None:
+        if interrupt.signum is not None:  # an error on the way out of a cancelled command
             report(out, interrupt)
+            return int(interrupt.exit_code)
         return int(exit_code_for(error))
+    if interrupt.signum is not None:  # the signal landed as the command was finishing
+        report(out, interrupt)
+        return int(interrupt.exit_code)
+    return code
 
 
 def _logging(out: Output, verbose: int, quiet: bool) -> AbstractContextManager[None]:

@@ -174,6 +174,7 @@ def _add_global_options(
         "time_scale",
         "--time-scale",
         type=positive_float,
+        metavar="SCALE",
         help_text="scale the client's waits (polling, backoff) to match a simulator started "
         "with the same --time-scale (default: 1, the real API)",
         top_default=None,
@@ -389,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--time-scale",
         dest="sim_time_scale",
+        metavar="SCALE",
         type=positive_float,
         default=1.0,
         help="0.01 turns a 100 s song into 1 s",
@@ -412,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--time-scale",
         dest="sim_time_scale",
+        metavar="SCALE",
         type=positive_float,
         default=0.02,
         help="0.02: a song takes 0.8-3 s",

@@ -114,6 +114,9 @@ def rerun_command(argv: Sequence[str]) -> str:
 
 def report(out: Output, interrupt: Interrupt) -> None:
     """Say what was cancelled, what still runs, and how to resume or recover."""
+    if interrupt.command == "simulate":  # the normal way to stop a server: nothing to report
+        out.note(f"flowmusic: simulator stopped ({interrupt.name})")
+        return
     tracker = interrupt.tracker
     cancelled = [s for s in tracker.in_state(_CANCELLED) if s.jobid]
     running = [s for s in tracker.in_state(_RUNNING) if s.jobid]
