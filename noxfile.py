@@ -1,27 +1,69 @@
-"""Every repeatable task: `nox` runs lint, typecheck, typing and tests; `nox -s demo` the demo.
-
-`nox -s docs` builds the documentation site (strict: any warning fails).
+"""Every repeatable task. `nox` runs what CI runs: lint, typecheck, typing, tests, tests_lowest
+and conformance; `nox -s demo` runs the demo, `nox -s docs` builds the documentation site
+(strict: any warning fails), `nox -s bench` the benchmarks.
 
 The README's two commands and .ci/run call these sessions, so a new user, a developer
-and CI all run the same thing.
+and CI all run the same thing. Development tools come from pyproject's PEP 735
+[dependency-groups], read by nox itself, so any pip in the session's venv can install them.
 """
 
 from __future__ import annotations
 
-import nox
+from pathlib import Path
 
-nox.options.sessions = ["lint", "typecheck", "typing", "tests", "conformance"]
+import nox
+from packaging.requirements import Requirement
+
+# nox.project.dependency_groups arrived in 2025.2.9.
+nox.needs_version = ">=2025.2.9"
+nox.options.sessions = ["lint", "typecheck", "typing", "tests", "tests_lowest", "conformance"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
+PYPROJECT = nox.project.load_toml("pyproject.toml")
 SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
+# What the test suite installs: the package with the extras its tests exercise.
+TESTED = ".[cli,pytest,examples]"
+
+
+def group(*names: str) -> list[str]:
+    """The requirements of pyproject's dependency groups, include-group resolved."""
+    return list(nox.project.dependency_groups(PYPROJECT, *names))
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite, on the interpreter that runs nox (examples included)."""
-    session.install("-e", ".[test,examples]")
+    session.install("-e", TESTED, *group("test"))
     session.run("pytest", *session.posargs)
+
+
+def lowest_constraints() -> list[str]:
+    """`name==lowest` for every runtime requirement (the core and the cli extra).
+
+    Generated from pyproject on each run, so the pins cannot drift from the bounds. A
+    requirement without a `>=` lower bound is an error: its lowest version is untested.
+    """
+    project = PYPROJECT["project"]
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["cli"]]
+    pins = []
+    for text in requirements:
+        requirement = Requirement(text)
+        lower = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        if len(lower) != 1:
+            raise ValueError(f"{text!r} needs exactly one >= lower bound")
+        pins.append(f"{requirement.name}=={lower[0]}")
+    return pins
+
+
+@nox.session
+def tests_lowest(session: nox.Session) -> None:
+    """The suite against the lowest version every runtime dependency allows."""
+    constraints = Path(session.create_tmp()) / "constraints-lowest.txt"
+    constraints.write_text("\n".join(lowest_constraints()) + "\n")
+    session.install("-c", str(constraints), "-e", TESTED, *group("test"))
+    session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
+    session.run("pytest", "-q", *session.posargs)
 
 
 @nox.session(python=SUPPORTED)
@@ -31,22 +73,22 @@ def tests_all(session: nox.Session) -> None:
     With pyenv, make them visible first, e.g.
     `PYENV_VERSION=3.11.7:3.10.13:3.12.1:3.13.0 nox -s tests_all`.
     """
-    session.install("-e", ".[test,examples]")
+    session.install("-e", TESTED, *group("test"))
     session.run("pytest", "-q", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over everything we ship and test."""
-    session.install("ruff>=0.6")
+    """ruff's linter over everything we ship and test, and its formatter in check mode."""
+    session.install(*group("lint"))
     session.run("ruff", "check", "flowmusic_async", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and on the tests (tests/typing has its own session)."""
-    # pytest: the plugin module; test: what the tests import (fastapi, trio, ...)
-    session.install("-e", ".[cli,pytest,test,examples]", "mypy>=1.11")
+    session.install("-e", TESTED, *group("typecheck", "test"))
     session.run("mypy", "--strict", "flowmusic_async")
     session.run(
         "mypy",
@@ -70,7 +112,7 @@ def typing(session: nox.Session) -> None:
     reads it the way a user's environment does.
     """
     # pytest: the README's example test is checked too.
-    session.install(".[pytest]", "mypy>=1.11", "pyright>=1.1.380")
+    session.install(".[pytest]", *group("typing"))
     for package in ("flowmusic_async", "flowmusic_async.testing"):
         session.run("pyright", "--verifytypes", package, "--ignoreexternal", env=_venv_env(session))
     session.run("python", "tests/typing/check.py")
@@ -88,7 +130,7 @@ def conformance(session: nox.Session) -> None:
     Deterministic generation and a bounded number of cases per operation, so CI is stable;
     about 30 s. Pass e.g. `-- --max-examples 200` for a longer hunt.
     """
-    session.install("-e", ".[conformance]")
+    session.install("-e", ".", *group("conformance"))
     session.run("python", "tests/testing/conformance.py", *session.posargs)
 
 
@@ -102,14 +144,14 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The benchmark suite (pass --quick for the short run)."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".", *group("bench"))
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
     """The documentation site, built with --strict into .nox/site (--serve to preview it)."""
-    session.install("-e", ".[docs]")
+    session.install("-e", ".", *group("docs"))
     session.env["NO_MKDOCS_2_WARNING"] = "1"  # Material's banner about its successor
     if "--serve" in session.posargs:
         session.run("mkdocs", "serve")

@@ -190,7 +190,7 @@ def chart(path: Path, result: dict[str, Any]) -> str:
         import matplotlib.pyplot as plt
         import matplotlib.ticker
     except ImportError:
-        return "chart skipped: matplotlib is missing (pip install -e '.[bench]')"
+        return "chart skipped: matplotlib is missing (nox -s bench installs it)"
     workloads = result["workloads"]
     fig, axes = plt.subplots(
         len(workloads), len(CHART_METRICS),

@@ -26,7 +26,7 @@ import anyio.abc
 import httpx
 import msgspec
 
-from . import _download
+from . import _download, _logs
 from ._batch import GenerateMany
 from ._download import Format
 from ._edits import JobEditHelpers
@@ -57,6 +57,7 @@ __all__ = ["DEFAULT_BASE_URL", "FlowMusic"]
 
 DEFAULT_BASE_URL = "https://api.useapi.net/v1/flowmusic"
 TOKEN_ENV = "USEAPI_TOKEN"
+BASE_URL_ENV = "FLOWMUSIC_BASE_URL"
 
 
 class FlowMusic(JobEditHelpers):
@@ -69,7 +70,10 @@ class FlowMusic(JobEditHelpers):
 
     Args:
         token: the useapi.net API token; defaults to the ``USEAPI_TOKEN`` environment variable.
-        base_url: the API root; ``http://`` is allowed only for loopback hosts (simulators).
+        base_url: the API root; defaults to the ``FLOWMUSIC_BASE_URL`` environment variable,
+            else the real API. ``http://`` is allowed only for loopback hosts (simulators).
+            A loopback URL with the real API's `timing` logs a warning: a simulator's fast
+            songs would still be looked at only on the real schedule.
         http_timeout: seconds for each HTTP connect/read/write/pool, or an ``httpx.Timeout``;
             sync-mode job calls read for at least 300 s because the server answers only when
             the song is rendered. (A job's own deadline is `deadline=` on `generate` et al.)
@@ -81,6 +85,9 @@ class FlowMusic(JobEditHelpers):
         event_hooks: callables receiving an `Event` for each step of each job.
         reply_url: the callback URL for jobs submitted without one (see `fm.webhooks`).
         timeout: deprecated spelling of `http_timeout`.
+
+    ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records
+    on stderr; see `flowmusic_async._logs`.
 
     Raises:
         ConfigurationError: no token, an http:// URL to a remote host, or conflicting options.
@@ -101,7 +108,7 @@ class FlowMusic(JobEditHelpers):
         self,
         *,
         token: str | None = None,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         http_timeout: float | httpx.Timeout = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
@@ -111,7 +118,11 @@ class FlowMusic(JobEditHelpers):
         reply_url: str | None = None,
         timeout: float | None = None,
     ) -> None:
+        _logs.configure_from_env()
         self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
+        _logs.redact(self._token)
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
         self._base_url = _check_base_url(base_url)
         if timeout is not None:
             _deprecated("FlowMusic(timeout=...)", "http_timeout=", stacklevel=3)
@@ -132,6 +143,7 @@ class FlowMusic(JobEditHelpers):
         self._user_client = http_client
         self._timing = timing if timing is not None else Timing()
         self._policy = RetryPolicy.from_timing(self._timing, max_retries=max_retries)
+        _warn_if_real_timing_on_loopback(self._base_url, self._timing)
         self._events = EventHooks(event_hooks)
         self._state = "new"  # new -> open -> closing -> closed; never reopened
         self._core: HttpCore | None = None
@@ -703,6 +715,22 @@ def _check_base_url(base_url: str) -> str:
             "travel unencrypted. Use https://, or http:// only for localhost/127.0.0.1/::1"
         )
     return base_url.rstrip("/")
+
+
+def _warn_if_real_timing_on_loopback(base_url: str, timing: Timing) -> None:
+    # A loopback URL is almost always a simulator, which usually runs at a time scale well
+    # below 1; with the real API's schedule its 1-second songs would still take 20 s or more.
+    host = urlsplit(base_url).hostname or ""
+    if _is_loopback(host) and timing.first_check_after >= Timing().first_check_after:
+        _logs.logger.warning(
+            "base_url %s is a loopback address (a simulator?) but timing is the real API's: "
+            "each job is first looked at %g s after it is accepted, then every %g s, however "
+            "fast the simulator runs. Pass timing=Timing.scaled(TIME_SCALE) with the "
+            "simulator's time scale (CLI: --time-scale), or use sim.client().",
+            base_url,
+            timing.first_check_after,
+            timing.poll_interval,
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -192,9 +192,31 @@ class _Body:
         self.content_length = content_length
 
 
+def _follow_umask(fd: int) -> None:
+    """Give a temporary file the mode an ordinary new file gets (0o666 less the umask).
+
+    mkstemp creates files 0o600 on purpose, but these become the user's songs, which other
+    users and tools should be able to read exactly when the user's umask says so.
+    """
+    if hasattr(os, "fchmod"):  # not on Windows before 3.13, where modes barely apply
+        os.fchmod(fd, 0o666 & ~_current_umask())
+
+
+def _current_umask() -> int:
+    # Linux shows it without changing it; elsewhere set-and-restore is the only way.
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 async def _write_atomically(dest: Path, stem: str, body: _Body, final_name: str) -> _Written:
     """Stream ``body`` into a temporary file in ``dest`` and rename it to ``final_name``."""
     fd, temp_name = tempfile.mkstemp(dir=dest, prefix=f".{stem}.", suffix=".part")
+    _follow_umask(fd)
     handle: BinaryIO = os.fdopen(fd, "wb")
     digest = hashlib.sha256()
     size = 0
@@ -347,6 +369,7 @@ def _write_sidecar(path: Path, sidecar: Sidecar) -> None:
         if path.read_bytes() == data:
             return
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part")
+    _follow_umask(fd)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -35,10 +35,12 @@ def test_global_options_work_before_and_after_the_subcommand() -> None:
     """People type `flowmusic jobs list --json` as often as `flowmusic --json jobs list`."""
     before = parse_args(["--json", "--base-url", "http://127.0.0.1:9/v1", "jobs", "list"])
     after = parse_args(["jobs", "--json", "--base-url", "http://127.0.0.1:9/v1", "list"])
-    for args in (before, after):
+    last = parse_args(["jobs", "list", "--json", "--base-url", "http://127.0.0.1:9/v1"])
+    for args in (before, after, last):
         assert args.json is True
         assert args.base_url == "http://127.0.0.1:9/v1"
-    assert parse_args(["jobs", "list"]).base_url == "https://api.useapi.net/v1/flowmusic"
+    # Unset: the library decides (FLOWMUSIC_BASE_URL, else the real API).
+    assert parse_args(["jobs", "list"]).base_url is None
 
 
 def test_generate_options_parse_to_music_parameters() -> None:

@@ -36,13 +36,15 @@ class Result:
 
 
 @pytest.fixture
-def sim() -> Simulator:
+def sim(request: pytest.FixtureRequest) -> Simulator:
+    """The simulator; a test that needs jobs to stay running asks for a slower one with
+    `@pytest.mark.parametrize("sim", [time_scale], indirect=True)`."""
     return Simulator(
         accounts=(
             SimAccount(email="alpha@example.com", max_jobs=3),
             SimAccount(email="beta@example.com", max_jobs=2),
         ),
-        time_scale=SCALE,
+        time_scale=getattr(request, "param", SCALE),
         seed=3,
     )
 
@@ -202,6 +204,7 @@ async def test_batch_rich_progress_renders_without_a_terminal(cli: Any, tmp_path
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("sim", [0.05], indirect=True)  # the job must outlive four commands
 async def test_jobs_list_get_and_cancel(cli: Any, fm: FlowMusic) -> None:
     """Watching and cancelling running jobs by hand is the escape hatch when a batch misbehaves."""
     job = await fm.music.create("long song", mode="async")

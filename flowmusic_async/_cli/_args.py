@@ -1,22 +1,28 @@
 """The argparse definition of every `flowmusic` subcommand and option.
 
-Global options (--token, --base-url, --json, --progress) are accepted both before and after
-the subcommand: each subparser gets a copy whose default is SUPPRESS, so a value given after
-the subcommand wins and one given before it is not overwritten by the subparser's default.
+Global options (--token, --base-url, --json, --progress, -v, -q, ...) are accepted both before
+and after the subcommand: each subparser gets a hidden copy whose default is SUPPRESS, so a
+value given after the subcommand wins and one given before it is not overwritten by the
+subparser's default. `flowmusic --help` lists them once; a subcommand's help lists its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 from collections.abc import Sequence
+from typing import Any
 
-from ._exit import EPILOG
+from .. import __version__
+from ._exit import EPILOG, SUB_EPILOG
 from ._inputs import GHOSTWRITERS, INPUT_FORMATS, MODELS
 
 FORMATS = ("m4a", "wav", "mp3", "image")
 EDIT_OPERATIONS = ("effect", "extend", "replace", "cover", "remix", "stems")
 EFFECTS = ("Trim", "Fade", "Gain", "Reverb", "Pan", "Equalizer")
 DEFAULT_BASE_URL = "https://api.useapi.net/v1/flowmusic"
+TOKEN_ENV = "USEAPI_TOKEN"
+BASE_URL_ENV = "FLOWMUSIC_BASE_URL"
 
 # Edit parameters: (flag, API field name, type, help). All optional on the command line; the
 # client's validation says which operation needs which.
@@ -95,45 +101,108 @@ def account_spec(text: str) -> tuple[str, int]:
     return email, max_jobs(jobs)
 
 
-def _add_global_options(
-    parser: argparse.ArgumentParser, *, suppress: bool, time_scale: bool = True
-) -> None:
-    def default(value: object) -> object:
-        return argparse.SUPPRESS if suppress else value
+# Which global options each command uses; the others are refused rather than silently ignored.
+GLOBAL_OPTIONS = ("token", "base_url", "json", "progress", "time_scale", "verbose", "quiet", "wide")
+_LOCAL_ONLY = {
+    # The embedded simulator needs no token or URL, and has its own --time-scale.
+    "demo": ("json", "progress", "verbose", "quiet", "wide"),
+    # A server: it prints its address and serves, no progress and no tables.
+    "simulate": ("json", "verbose", "quiet"),
+}
+_OPTION_FLAGS = {
+    "token": "--token",
+    "base_url": "--base-url",
+    "json": "--json",
+    "progress": "--progress",
+    "time_scale": "--time-scale",
+    "verbose": "--verbose",
+    "quiet": "--quiet",
+    "wide": "--wide",
+}
 
-    group = parser.add_argument_group("global options")
-    group.add_argument(
+
+def _add_global_options(
+    parser: argparse.ArgumentParser, *, top: bool, only: Sequence[str] = GLOBAL_OPTIONS
+) -> None:
+    """The global options: listed in the top-level help; hidden copies on each subcommand.
+
+    The copies default to SUPPRESS, so a value given after the subcommand wins and one given
+    before it is not overwritten; they are hidden so that each subcommand's help shows its
+    own options only. Top-level defaults are None where "not given" must be told apart.
+    """
+    group = (
+        parser.add_argument_group("global options (before or after the command)") if top else None
+    )
+
+    def add(name: str, *flags: str, help_text: str, top_default: object, **kwargs: Any) -> None:
+        if name not in only:
+            return
+        if group is not None:
+            group.add_argument(*flags, default=top_default, help=help_text, **kwargs)
+        else:
+            parser.add_argument(*flags, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+    add(
+        "token",
         "--token",
-        default=default(None),
-        help="useapi.net API token (default: $USEAPI_TOKEN; the variable is safer, since "
+        help_text=f"useapi.net API token (default: ${TOKEN_ENV}; the variable is safer, since "
         "arguments show in the process list). Never printed.",
+        top_default=None,
     )
-    group.add_argument(
+    add(
+        "base_url",
         "--base-url",
-        default=default(DEFAULT_BASE_URL),
-        help=f"API base URL (default: {DEFAULT_BASE_URL})",
+        help_text=f"API base URL (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",
+        top_default=None,
     )
-    group.add_argument(
+    add(
+        "json",
         "--json",
         action="store_true",
-        default=default(False),
-        help="machine-readable output: one JSON document (JSON lines for batch)",
+        help_text="machine-readable output: one JSON document (JSON lines for batch)",
+        top_default=False,
     )
-    group.add_argument(
+    add(
+        "progress",
         "--progress",
         choices=("auto", "rich", "plain", "off"),
-        default=default("auto"),
-        help="live progress on stderr: rich bars when stderr is a terminal and rich is "
-        "installed (auto), plain lines, or none",
+        help_text="live progress on stderr: rich bars when stderr is a terminal and rich is "
+        "installed (auto, the default), plain lines, or none",
+        top_default=None,
     )
-    if time_scale:  # demo and simulate have their own --time-scale, for the simulator
-        group.add_argument(
-            "--time-scale",
-            type=positive_float,
-            default=default(1.0),
-            help="scale the client's waits (polling, backoff) to match a simulator started "
-            "with the same --time-scale (default: 1, the real API)",
-        )
+    add(
+        "time_scale",
+        "--time-scale",
+        type=positive_float,
+        metavar="SCALE",
+        help_text="scale the client's waits (polling, backoff) to match a simulator started "
+        "with the same --time-scale (default: 1, the real API)",
+        top_default=None,
+    )
+    add(
+        "verbose",
+        "-v",
+        "--verbose",
+        action="count",
+        help_text="show the library's log on stderr: -v info, -vv debug",
+        top_default=0,
+    )
+    add(
+        "quiet",
+        "-q",
+        "--quiet",
+        action="store_true",
+        help_text="results and errors only: no progress, notes or warnings",
+        top_default=False,
+    )
+    add(
+        "wide",
+        "--wide",
+        action="store_true",
+        help_text="tables as plain columns at full width, no text shortened (the default when "
+        "stdout is not a terminal); ids and URLs are never shortened in any mode",
+        top_default=False,
+    )
 
 
 def _add_music_options(parser: argparse.ArgumentParser) -> None:
@@ -199,7 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_global_options(parser, suppress=False)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"flowmusic {__version__} (Python {platform.python_version()})",
+    )
+    _add_global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -207,10 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=help_text,
-            epilog=EPILOG,
+            epilog=SUB_EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _add_global_options(sub, suppress=True, time_scale=name not in ("demo", "simulate"))
+        _add_global_options(sub, top=False, only=_LOCAL_ONLY.get(name, GLOBAL_OPTIONS))
+        return sub
+
+    def action(actions: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+        # Actions of `jobs` and `accounts` take the global options too (`jobs list --json`).
+        sub: argparse.ArgumentParser = actions.add_parser(
+            name, help=help_text, description=help_text, epilog=SUB_EPILOG
+        )
+        _add_global_options(sub, top=False)
         return sub
 
     generate = command("generate", "generate one song and wait for it")
@@ -225,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "file",
         help="prompts: .txt (one per line), .jsonl, .csv/.tsv (a "
-        "'prompt' column), or .json (a list of objects, as useapi's script reads)",
+        "'prompt' column), or .json (a list of objects, as useapi's script reads); "
+        "- reads standard input (format detected from the content)",
     )
     batch.add_argument(
         "--input-format",
@@ -252,26 +335,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = command("jobs", "running jobs: list, get, cancel")
     jobs_sub = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
-    jobs_sub.add_parser("list", help="running jobs per account")
-    jobs_sub.add_parser("get", help="one job record").add_argument("jobid")
-    jobs_sub.add_parser(
-        "cancel", help="cancel a running job (credits are not refunded)"
-    ).add_argument("jobid")
+    action(jobs_sub, "list", "running jobs per account")
+    action(jobs_sub, "get", "one job record").add_argument("jobid")
+    action(jobs_sub, "cancel", "cancel a running job (credits are not refunded)").add_argument(
+        "jobid"
+    )
+
+    wait = command(
+        "wait", "wait for jobs already submitted (by anyone, e.g. an interrupted run) to finish"
+    )
+    wait.add_argument("jobids", nargs="+", metavar="JOBID")
+    _add_download_options(wait, out_default=None)
+    _add_timeout(wait)
 
     accounts = command(
         "accounts", "Flow Music accounts: list, get, usage, add, set-max-jobs, delete"
     )
     acc_sub = accounts.add_subparsers(dest="action", metavar="ACTION", required=True)
-    acc_sub.add_parser("list", help="configured accounts")
-    acc_sub.add_parser("get", help="one account, with live balances").add_argument("email")
-    acc_sub.add_parser("usage", help="credit usage of an account").add_argument("email")
-    add = acc_sub.add_parser("add", help="add or refresh an account from its refresh token")
+    action(acc_sub, "list", "configured accounts")
+    action(acc_sub, "get", "one account, with live balances").add_argument("email")
+    action(acc_sub, "usage", "credit usage of an account").add_argument("email")
+    add = action(acc_sub, "add", "add or refresh an account from its refresh token")
     add.add_argument("refresh_token", help="the flowmusic.app refresh token (never printed)")
     add.add_argument("--max-jobs", type=max_jobs, metavar="N", help="1-16 songs at once")
-    set_max = acc_sub.add_parser("set-max-jobs", help="change an account's maxJobs")
+    set_max = action(acc_sub, "set-max-jobs", "change an account's maxJobs")
     set_max.add_argument("email")
     set_max.add_argument("max_jobs", type=max_jobs, metavar="N")
-    acc_sub.add_parser("delete", help="remove an account").add_argument("email")
+    action(acc_sub, "delete", "remove an account").add_argument("email")
 
     lyrics = command("lyrics", "write lyrics (and a matching sound prompt) without audio")
     lyrics.add_argument("prompt", help="the song concept")
@@ -298,7 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     simulate.add_argument(
-        "--time-scale", type=positive_float, default=1.0, help="0.01 turns a 100 s song into 1 s"
+        "--time-scale",
+        dest="sim_time_scale",
+        metavar="SCALE",
+        type=positive_float,
+        default=1.0,
+        help="0.01 turns a 100 s song into 1 s",
     )
     simulate.add_argument(
         "--account",
@@ -317,12 +412,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--songs", type=positive_int, default=24)
     demo.add_argument("--out", metavar="DIR", default="demo-songs")
     demo.add_argument(
-        "--time-scale", type=positive_float, default=0.02, help="0.02: a song takes 0.8-3 s"
+        "--time-scale",
+        dest="sim_time_scale",
+        metavar="SCALE",
+        type=positive_float,
+        default=0.02,
+        help="0.02: a song takes 0.8-3 s",
     )
     demo.add_argument("--seed", type=int, default=7)
     return parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse a command line; argparse exits with code 2 on bad usage."""
-    return build_parser().parse_args(argv)
+    """Parse a command line; argparse exits with code 2 on bad usage.
+
+    Refuses global options a command would ignore (`flowmusic --token T demo`), and fills in
+    the defaults of those left unset: progress "auto" (or "off" with --quiet), time scale 1.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    local = _LOCAL_ONLY.get(args.command)
+    if local is not None:
+        ignored = [
+            _OPTION_FLAGS[name]
+            for name in GLOBAL_OPTIONS
+            if name not in local and getattr(args, name) not in (None, False, 0)
+        ]
+        if ignored:
+            parser.error(f"{args.command} does not use {', '.join(ignored)}")
+    if args.verbose and args.quiet:
+        parser.error("--verbose and --quiet cannot be used together")
+    if args.progress is None:
+        args.progress = "off" if args.quiet else "auto"
+    if args.time_scale is None:
+        args.time_scale = 1.0
+    return args

@@ -10,34 +10,37 @@ import argparse
 import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 
 from .._client import FlowMusic
+from .._errors import FlowMusicError
 from .._models import Clip, Job, Stems
 from .._resources import account_of_id
 from .._timing import Timing
 from . import _render
-from ._args import EDIT_PARAM_NAMES
-from ._exit import CommandError, ExitCode
+from ._args import EDIT_PARAM_NAMES, TOKEN_ENV
+from ._exit import CommandError, ExitCode, exit_code_for, worst
 from ._inputs import read_batch_file
+from ._interrupt import Interrupt
 from ._output import Output
 from ._progress import BatchProgress, showing_progress
-from ._runner import print_summary, run_batch
-
-TOKEN_ENV = "USEAPI_TOKEN"
+from ._runner import error_document, print_summary, run_batch
 
 
 @dataclass
 class Context:
-    """What every command gets: parsed arguments, the output, and an optional test transport."""
+    """What every command gets: parsed arguments, the output, an optional test transport, and
+    the interrupt record whose tracker follows the client's jobs (for the Ctrl-C report)."""
 
     args: argparse.Namespace
     out: Output
     transport: httpx.AsyncBaseTransport | None = None
+    interrupt: Interrupt = field(default_factory=Interrupt)
 
     @property
     def timing(self) -> Timing:
@@ -46,7 +49,8 @@ class Context:
         return Timing() if scale == 1.0 else Timing.scaled(scale)
 
     def client(self) -> FlowMusic:
-        """A FlowMusic client for --base-url and the token (--token, else USEAPI_TOKEN)."""
+        """A FlowMusic client for the token (--token, else USEAPI_TOKEN) and --base-url (else
+        FLOWMUSIC_BASE_URL, else the real API), its events followed by the interrupt tracker."""
         token = self.args.token or os.environ.get(TOKEN_ENV)
         if not token:
             raise CommandError(
@@ -56,7 +60,11 @@ class Context:
             )
         self.out.add_secret(token)
         return FlowMusic(
-            token=token, base_url=self.args.base_url, transport=self.transport, timing=self.timing
+            token=token,
+            base_url=self.args.base_url,
+            transport=self.transport,
+            timing=self.timing,
+            event_hooks=[self.interrupt.tracker.on_event],
         )
 
 
@@ -98,14 +106,16 @@ async def generate(ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
-def _one_song(ctx: Context, fm: FlowMusic) -> AbstractAsyncContextManager[BatchProgress]:
-    """Progress for a single job: bars on a terminal; no plain lines unless asked for, since
-    the result follows at once."""
+def _one_song(
+    ctx: Context, fm: FlowMusic, *, total: int = 1
+) -> AbstractAsyncContextManager[BatchProgress]:
+    """Progress for a single job (or a few): bars on a terminal; no plain lines unless asked
+    for, since the result follows at once."""
     return showing_progress(
         fm,
         ctx.out,
         ctx.args.progress,
-        total=1,
+        total=total,
         expected_s=ctx.timing.typical_job_seconds,
         plain_by_default=False,
     )
@@ -115,6 +125,8 @@ async def batch(ctx: Context) -> ExitCode:
     """Every prompt of a file, as many at once as the accounts allow."""
     args = ctx.args
     items = read_batch_file(args.file, input_format=args.input_format)
+    ctx.interrupt.total = len(items)
+    ctx.interrupt.journal = args.journal
     async with ctx.client() as fm:
         summary = await run_batch(
             fm,
@@ -133,6 +145,44 @@ async def batch(ctx: Context) -> ExitCode:
         ctx.out.json(summary.to_json())
     print_summary(ctx.out, summary, dest=args.out)
     return summary.exit_code
+
+
+async def wait(ctx: Context) -> ExitCode:
+    """Wait for jobs submitted earlier (by this CLI, another process or an interrupted run)."""
+    args = ctx.args
+    jobids: list[str] = list(dict.fromkeys(args.jobids))
+    results: dict[str, Job | FlowMusicError] = {}
+    async with ctx.client() as fm, _one_song(ctx, fm, total=len(jobids)) as progress:
+
+        async def one(jobid: str) -> None:
+            try:
+                job = await fm.wait(jobid, timeout=args.timeout)
+            except FlowMusicError as error:
+                results[jobid] = error
+                progress.on_outcome(False, resumed=False, text=f"failed: {jobid}", jobid=jobid)
+                return
+            results[jobid] = job
+            progress.on_outcome(True, resumed=False, text=f"ok: {jobid}", jobid=jobid)
+
+        async with anyio.create_task_group() as tg:
+            for jobid in jobids:
+                tg.start_soon(one, jobid)
+        files: dict[str, list[Path]] = {}
+        for jobid in jobids:
+            result = results[jobid]
+            if isinstance(result, Job) and args.out:
+                files[jobid] = await fm.download(result, args.out, formats=args.formats)
+    codes = [ExitCode.OK]
+    for jobid in jobids:
+        result = results[jobid]
+        if isinstance(result, Job):
+            _render.job(ctx.out, result, files=files.get(jobid, ()))
+        else:
+            if ctx.out.json_mode:
+                ctx.out.json({"jobid": jobid, "error": error_document(result)})
+            ctx.out.error(f"{jobid}: {result}")
+            codes.append(exit_code_for(result))
+    return worst(codes)
 
 
 async def jobs(ctx: Context) -> ExitCode:
@@ -262,6 +312,7 @@ async def _find_clip(fm: FlowMusic, clip_id: str, *, needs_urls: bool) -> Clip:
 COMMANDS: dict[str, Command] = {
     "generate": generate,
     "batch": batch,
+    "wait": wait,
     "jobs": jobs,
     "accounts": accounts,
     "lyrics": lyrics,

@@ -13,12 +13,11 @@ from typing import Any
 
 import anyio
 
-from .._client import FlowMusic
 from .._download import Format
 from .._timing import Timing
 from ..testing import SimAccount, Simulator
 from ._commands import Context
-from ._exit import ExitCode
+from ._exit import CommandError, ExitCode
 from ._inputs import BatchItem
 from ._output import Output
 from ._runner import BatchSummary, print_summary, run_batch
@@ -81,7 +80,7 @@ def demo_items(songs: int) -> list[BatchItem]:
 async def demo(ctx: Context) -> ExitCode:
     """Batch-generate songs on the embedded simulator and summarise the run."""
     args = ctx.args
-    scale = args.time_scale
+    scale = args.sim_time_scale
     sim = Simulator(
         accounts=tuple(SimAccount(email=e, max_jobs=n, tier=t) for e, n, t in DEMO_ACCOUNTS),
         time_scale=scale,
@@ -95,9 +94,7 @@ async def demo(ctx: Context) -> ExitCode:
         f"(a 95 s song takes {95 * scale:.1f} s; song times below are simulated "
         f"seconds). Generating {len(items)} songs..."
     )
-    async with FlowMusic(
-        transport=sim.transport(), base_url=sim.base_url, token=sim.token, timing=timing
-    ) as fm:
+    async with sim.client(timing=timing) as fm:
         summary = await run_batch(
             fm,
             items,
@@ -173,32 +170,62 @@ def _print_demo_totals(out: Output, report: dict[str, Any]) -> None:
 async def simulate(ctx: Context) -> ExitCode:
     """Serve the simulator on a real socket until Ctrl-C; print how to point a client at it."""
     args = ctx.args
+    scale = args.sim_time_scale
     accounts = args.account or [(e, n) for e, n, _ in DEMO_ACCOUNTS]
     sim = Simulator(
         accounts=tuple(SimAccount(email=e, max_jobs=n, credits=args.credits) for e, n in accounts),
-        time_scale=args.time_scale,
+        time_scale=scale,
         seed=args.seed,
     )
-    async with sim.serve(host=args.host, port=args.port) as base_url:
-        # The simulator's own token is printed on purpose: it is not a secret, and the point
-        # of this command is to hand it to another client.
-        if ctx.out.json_mode:
-            ctx.out.json(
-                {
-                    "base_url": base_url,
-                    "token": sim.token,
-                    "accounts": dict(accounts),
-                    "time_scale": args.time_scale,
-                }
-            )
-        else:
-            ctx.out.line(f"Flow Music simulator listening on {base_url}")
-            ctx.out.line(f"  accounts:   {', '.join(f'{e} (maxJobs {n})' for e, n in accounts)}")
-            ctx.out.line(f"  time scale: {args.time_scale:g}")
-            ctx.out.line("Point a client at it:")
-            ctx.out.line(f"  export USEAPI_TOKEN='{sim.token}'")
-            scale = "" if args.time_scale == 1.0 else f" --time-scale {args.time_scale:g}"
-            ctx.out.line(f"  flowmusic --base-url {base_url}{scale} generate 'lo-fi piano'")
-            ctx.out.line("Press Ctrl-C to stop.")
-        await anyio.sleep_forever()
+    try:
+        async with sim.serve(host=args.host, port=args.port) as base_url:
+            _announce(ctx, sim, base_url, accounts, scale)
+            await anyio.sleep_forever()
+    except BaseException as exc:
+        # A socket that cannot be bound (port taken, no such address) is a usage problem:
+        # one line, exit 2. sleep_forever() raises nothing else but cancellation.
+        error = _unwrap(exc)
+        if isinstance(error, OSError):
+            reason = error.strerror or str(error)
+            hint = "; pick another --port (0 picks a free one)" if args.port else ""
+            raise CommandError(
+                f"cannot listen on {args.host}:{args.port}: {reason}{hint}", code=ExitCode.USAGE
+            ) from None
+        raise
     return ExitCode.OK  # not reached: sleep_forever ends only by cancellation
+
+
+def _announce(
+    ctx: Context, sim: Simulator, base_url: str, accounts: list[tuple[str, int]], scale: float
+) -> None:
+    """How to point a client at the simulator: the environment and a first command."""
+    # The simulator's own token is printed on purpose: it is not a secret, and the point
+    # of this command is to hand it to another client.
+    if ctx.out.json_mode:
+        ctx.out.json(
+            {
+                "base_url": base_url,
+                "token": sim.token,
+                "accounts": dict(accounts),
+                "time_scale": scale,
+            }
+        )
+        return
+    ctx.out.line(f"Flow Music simulator listening on {base_url}")
+    ctx.out.line(f"  accounts:   {', '.join(f'{e} (maxJobs {n})' for e, n in accounts)}")
+    ctx.out.line(f"  time scale: {scale:g}")
+    ctx.out.line("Point a client at it (the library and the CLI read both variables):")
+    ctx.out.line(f"  export USEAPI_TOKEN='{sim.token}'")
+    ctx.out.line(f"  export FLOWMUSIC_BASE_URL='{base_url}'")
+    flag = "" if scale == 1.0 else f" --time-scale {scale:g}"
+    ctx.out.line(f"  flowmusic{flag} generate 'lo-fi piano'")
+    ctx.out.line("Press Ctrl-C to stop.")
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    # The server's task group wraps a bind error in an exception group of one.
+    while True:
+        inner = getattr(error, "exceptions", None)
+        if not (isinstance(inner, tuple) and len(inner) == 1):
+            return error
+        error = inner[0]

@@ -21,24 +21,36 @@ class ExitCode(enum.IntEnum):
 
     OK = 0
     FAILED = 1  # some songs failed, or the request itself failed
-    USAGE = 2  # bad arguments, bad input file, or a request the API refused as invalid
+    USAGE = 2  # bad arguments or input file, refused before anything was sent
     AUTH = 3  # no token, or the API refused it
     NO_CREDITS = 4  # insufficient credits, or no usable account
     UNCERTAIN = 5  # a paid POST may or may not have created a job: check by hand
-    INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+    API_REFUSED = 6  # the API answered 400: it found the request invalid
+    INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it: 128 + 2
+    TERMINATED = 143  # SIGTERM (kill, systemd, docker stop), as shells report it: 128 + 15
 
 
 EPILOG = """\
 exit codes:
   0    success
   1    some songs failed (or the request failed)
-  2    usage error or bad input (bad arguments or input file, or a 400 from the API)
+  2    usage error or bad input (arguments, input file, local validation): nothing was sent
   3    authentication: no token (set USEAPI_TOKEN or --token) or the token was refused
   4    insufficient credits, or no usable account
   5    a submission's outcome is uncertain; check GET /jobs by hand before resubmitting
-  130  interrupted (Ctrl-C)
+  6    the API refused a request as invalid (HTTP 400); its message says why
+  130  interrupted by Ctrl-C (SIGINT); what was cancelled and how to resume is printed
+  143  terminated by SIGTERM; handled like Ctrl-C
 
-The token is read from USEAPI_TOKEN (or --token) and is never printed.
+environment:
+  USEAPI_TOKEN        the API token (or --token); never printed
+  FLOWMUSIC_BASE_URL  the API root (or --base-url), e.g. a `flowmusic simulate` address
+  FLOWMUSIC_LOG       debug or info: the library's log on stderr (like -vv / -v)
+"""
+
+SUB_EPILOG = """\
+The global options this command uses may also follow it; `flowmusic --help` lists them,
+with the exit codes and the environment variables.
 """
 
 
@@ -67,7 +79,8 @@ def exit_code_for(error: BaseException) -> ExitCode:
 
 # First match wins; everything else (job failures, timeouts, 404s, 5xx) is an ordinary failure.
 _BY_CLASS: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
-    ((ValidationError, ConfigurationError, BadRequestError), ExitCode.USAGE),
+    ((ValidationError, ConfigurationError), ExitCode.USAGE),
+    ((BadRequestError,), ExitCode.API_REFUSED),
     ((AuthenticationError,), ExitCode.AUTH),
     ((InsufficientCreditsError, AccountError, NoAccountAvailable), ExitCode.NO_CREDITS),
     ((SubmissionUncertain,), ExitCode.UNCERTAIN),
@@ -80,10 +93,12 @@ def worst(codes: list[ExitCode]) -> ExitCode:
     rank = [
         ExitCode.OK,
         ExitCode.FAILED,
+        ExitCode.API_REFUSED,
         ExitCode.UNCERTAIN,
         ExitCode.NO_CREDITS,
         ExitCode.AUTH,
         ExitCode.USAGE,
         ExitCode.INTERRUPTED,
+        ExitCode.TERMINATED,
     ]
     return max(codes, key=rank.index, default=ExitCode.OK)

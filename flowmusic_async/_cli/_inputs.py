@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,13 @@ def read_batch_file(path: str | Path, *, input_format: str = "auto") -> list[Bat
     """Read and validate every request of a batch file.
 
     Args:
-        path: the file to read (UTF-8; a byte-order mark is tolerated).
+        path: the file to read (UTF-8; a byte-order mark is tolerated); "-" reads stdin.
         input_format: "auto" (by extension, then by content) or one of INPUT_FORMATS.
     """
     source = str(path)
+    if source == "-":
+        text = sys.stdin.read().removeprefix("\ufeff")
+        return parse_batch(text, source="<stdin>", input_format=input_format)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:

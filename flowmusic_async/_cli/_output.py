@@ -3,8 +3,9 @@
 All text goes through `Output.write`, which blanks out the secrets it was given (the API token,
 a refresh token being added) as a last line of defence: library messages never contain the
 token, and this keeps it that way even if a server echoes something it should not.
-Rich is imported lazily and used only when stdout is a terminal; otherwise tables are plain
-aligned text, so pipes and logs stay greppable.
+Rich is imported lazily and used only when stdout is a terminal; otherwise (and with --wide)
+tables are plain aligned text at full width, so pipes and logs stay greppable. Ids and URLs
+are never shortened: rich wraps a long cell onto more lines instead of cutting it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Output:
         secrets: strings that must never be printed (blanked to "***" if they ever are).
         stdout: results go here.
         stderr: errors, warnings and progress go here.
+        quiet: drop notes (remarks for people on stderr); errors and warnings stay.
+        wide: tables as plain full-width columns, free text never shortened.
     """
 
     def __init__(
@@ -61,8 +64,12 @@ class Output:
         secrets: Iterable[str | None] = (),
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
+        quiet: bool = False,
+        wide: bool = False,
     ) -> None:
         self.json_mode = json_mode
+        self.quiet = quiet
+        self.wide = wide
         self.stdout = stdout if stdout is not None else sys.stdout
         self.stderr = stderr if stderr is not None else sys.stderr
         # Longest first, so a secret containing another is blanked whole.
@@ -88,8 +95,20 @@ class Output:
             self.write(text + "\n")
 
     def note(self, text: str) -> None:
-        """A remark for people on stderr (kept in JSON mode, where stdout stays parseable)."""
+        """A remark for people on stderr (kept in JSON mode, where stdout stays parseable);
+        dropped with --quiet."""
+        if not self.quiet:
+            self.write(text + "\n", err=True)
+
+    def warn(self, text: str) -> None:
+        """Something people must see even with --quiet (what an interrupted run left behind)."""
         self.write(text + "\n", err=True)
+
+    def short(self, text: str | None, width: int = 48) -> str:
+        """Free text (prompts, titles) capped at `width`, or whole with --wide."""
+        if self.wide:
+            return " ".join((text or "").split())
+        return short(text, width)
 
     def error(self, message: str) -> None:
         self.write(f"flowmusic: error: {message}\n", err=True)
@@ -114,6 +133,8 @@ class Output:
             self.write(_plain_table(columns, cells, title, header))
 
     def _use_rich(self) -> bool:
+        if self.wide:
+            return False
         isatty = getattr(self.stdout, "isatty", None)
         return bool(isatty and isatty()) and rich_available()
 
@@ -145,7 +166,9 @@ def _rich_table(
         # Narrow columns keep their width (rich would otherwise shrink all columns evenly);
         # long free text wraps when the terminal is too narrow.
         longest = max((len(row[i]) for row in rows if i < len(row)), default=0)
-        table.add_column(column, min_width=max(len(column), min(longest, 22)))
+        # fold: a cell too long for its column (an id, a URL) wraps onto the next line
+        # character by character instead of being cut with an ellipsis.
+        table.add_column(column, min_width=max(len(column), min(longest, 22)), overflow="fold")
     for row in rows:
         table.add_row(*row)
     # Rendered to a string so Output.write can scrub it like everything else.

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .._models import Account, AccountJobs, Job, Lyrics, Stems, Usage
-from ._output import Output, mapping_rows, seconds, short, to_jsonable
+from ._output import Output, mapping_rows, seconds, to_jsonable
 
 
 def job(out: Output, record: Job | Stems, *, files: Sequence[Path] = ()) -> None:
@@ -29,7 +29,7 @@ def job(out: Output, record: Job | Stems, *, files: Sequence[Path] = ()) -> None
         out.line(f"  error {error.code}: {error.message}")
     if record.clips:
         rows = [
-            (short(c.title, 40), seconds(c.duration_s), c.clip, c.audio_url or "")
+            (out.short(c.title, 40), seconds(c.duration_s), c.clip, c.audio_url or "")
             for c in record.clips
         ]
         out.table(("title", "length", "clip", "m4a"), rows)
@@ -102,7 +102,8 @@ def usage(out: Output, report: Usage) -> None:
     if rows:
         out.table(("type", "tokens", "credits"), rows)
     songs = [
-        (short(c.title, 40), f"{c.credits:g}", c.conversation_id) for c in summary.per_conversation
+        (out.short(c.title, 40), f"{c.credits:g}", c.conversation_id)
+        for c in summary.per_conversation
     ]
     if songs:
         out.table(("song", "credits", "conversation"), songs)

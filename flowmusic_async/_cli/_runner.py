@@ -274,7 +274,7 @@ def print_summary(
             [
                 (
                     r.line,
-                    short(r.prompt, 30),
+                    out.short(r.prompt, 30),
                     "ok" if r.ok else "FAILED",
                     r.email or "",
                     seconds(r.duration_s),

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -19,6 +20,9 @@ from ._state import AccountState, SimAccount, World
 from ._stats import SimStats
 from ._transport import SimTransport
 from ._webhooks import WebhookDispatcher
+
+if TYPE_CHECKING:
+    from .._client import FlowMusic
 
 DEFAULT_TOKEN = "user:1001-simulatortoken"
 IN_PROCESS_BASE_URL = "http://localhost/v1/flowmusic"
@@ -108,6 +112,22 @@ class Simulator:
     def transport(self) -> httpx.AsyncBaseTransport:
         """An httpx transport that runs the API in-process (use with `base_url`)."""
         return SimTransport(self.app)
+
+    def client(self, **options: Any) -> FlowMusic:
+        """A `FlowMusic` bound to this simulator in-process, its `Timing` matching `time_scale`.
+
+        Use as ``async with sim.client() as fm:``. `options` go to `FlowMusic` (e.g.
+        `event_hooks`, `max_retries`, or a `timing` of your own).
+        """
+        # Imported here: the simulator is an independent implementation of the API and does
+        # not need the client to load.
+        from .._client import FlowMusic
+        from .._timing import Timing
+
+        options.setdefault("timing", Timing.scaled(self.clock.time_scale))
+        return FlowMusic(
+            token=self.token, base_url=self.base_url, transport=self.transport(), **options
+        )
 
     @asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:

@@ -1,0 +1,178 @@
+"""What a run leaves behind when a signal stops it: the report printed on Ctrl-C or SIGTERM.
+
+`JobTracker` is an event hook on the command's client. It follows each submission through
+the library's events (`submitting`, `submitted` with the jobid, one terminal event) and never
+looks inside the engine, so the report says what the library reported: jobs it cancelled
+server-side, jobs still running (accepted, no end seen), submissions whose POST was in flight,
+and songs never sent. `report` turns that into lines for people (stderr) and a JSON document.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .._errors import ClientClosedError
+from .._events import Event
+from ._exit import ExitCode
+from ._output import Output
+
+# A song's state as the events tell it.
+_WAITING, _SENDING, _RUNNING = "waiting", "sending", "running"
+_COMPLETED, _FAILED, _CANCELLED = "completed", "failed", "cancelled"
+
+
+@dataclass
+class Tracked:
+    """One submission (keyed by client_ref) or job (by jobid) seen in the events."""
+
+    state: str = _WAITING
+    jobid: str | None = None
+    email: str | None = None
+
+
+class JobTracker:
+    """Follows every job of one client through its events (an `fm.add_event_hook` hook)."""
+
+    def __init__(self) -> None:
+        self.songs: dict[str, Tracked] = {}
+        self._by_jobid: dict[str, Tracked] = {}
+
+    def on_event(self, event: Event) -> None:
+        song = self._find(event)
+        if song is None:
+            return
+        song.email = event.email or song.email
+        if event.jobid and song.jobid is None:
+            song.jobid = event.jobid
+            self._by_jobid[event.jobid] = song
+        kind = event.kind
+        if kind in ("queued", "placed", "retrying"):
+            song.state = _WAITING  # a retry follows an attempt that created no job
+        elif kind == "submitting":
+            song.state = _SENDING
+        elif kind in ("submitted", "reconciled"):
+            song.state = _RUNNING if song.jobid else _WAITING
+        elif kind == "completed":
+            song.state = _COMPLETED
+        elif kind == "cancelled":
+            song.state = _CANCELLED
+        elif kind == "failed":
+            # A wait ended by the client closing says nothing about the job: still running.
+            closed = isinstance(event.error, ClientClosedError)
+            song.state = _RUNNING if closed and song.jobid else _FAILED
+        elif kind == "timeout":
+            song.state = _RUNNING if song.jobid else _FAILED  # a timed-out job keeps running
+
+    def _find(self, event: Event) -> Tracked | None:
+        if event.jobid and event.jobid in self._by_jobid:
+            return self._by_jobid[event.jobid]
+        key = event.client_ref or event.jobid
+        if key is None:
+            return None
+        return self.songs.setdefault(key, Tracked())
+
+    def in_state(self, state: str) -> list[Tracked]:
+        return [song for song in self.songs.values() if song.state == state]
+
+
+@dataclass
+class Interrupt:
+    """The signal that stopped a run, and what the run needs to report on it."""
+
+    signum: int | None = None
+    tracker: JobTracker = field(default_factory=JobTracker)
+    command: str | None = None
+    journal: str | None = None
+    total: int | None = None  # songs in a batch
+    argv: Sequence[str] = ()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "signal"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.TERMINATED if self.signum == signal.SIGTERM else ExitCode.INTERRUPTED
+
+
+def rerun_command(argv: Sequence[str]) -> str:
+    """The command line to run again, without a --token value (the variable is the safe way)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--token":
+            skip = True
+        elif not arg.startswith("--token="):
+            kept.append(arg)
+    return shlex.join(["flowmusic", *kept])
+
+
+def report(out: Output, interrupt: Interrupt) -> None:
+    """Say what was cancelled, what still runs, and how to resume or recover."""
+    if interrupt.command == "simulate":  # the normal way to stop a server: nothing to report
+        out.note(f"flowmusic: simulator stopped ({interrupt.name})")
+        return
+    tracker = interrupt.tracker
+    cancelled = [s for s in tracker.in_state(_CANCELLED) if s.jobid]
+    running = [s for s in tracker.in_state(_RUNNING) if s.jobid]
+    sending = tracker.in_state(_SENDING)
+    finished = len(tracker.in_state(_COMPLETED)) + len(tracker.in_state(_FAILED))
+    not_started = None
+    if interrupt.total is not None:
+        known = len(cancelled) + len(running) + len(sending) + finished
+        not_started = max(0, interrupt.total - known)
+    journal = interrupt.journal
+    resume = rerun_command(interrupt.argv) if journal else None
+
+    if out.json_mode:
+        out.json(
+            {
+                "type": "interrupted",
+                "signal": interrupt.name,
+                "cancelled": [s.jobid for s in cancelled],
+                "running": [{"jobid": s.jobid, "email": s.email} for s in running],
+                "in_flight": len(sending),
+                "finished": finished,
+                "not_started": not_started,
+                "resume": resume,
+                "exit_code": int(interrupt.exit_code),
+            }
+        )
+    lines = [f"flowmusic: interrupted by {interrupt.name}"]
+    if cancelled:
+        lines.append(
+            f"  cancelled {_songs(len(cancelled))} server-side (their credits are not refunded):"
+        )
+        lines += [f"    {s.jobid}" for s in cancelled]
+    if running:
+        why = " (left for the journal)" if journal else ""
+        lines.append(f"  still running server-side{why}, {_songs(len(running))}:")
+        lines += [f"    {s.jobid}" + (f"  on {s.email}" if s.email else "") for s in running]
+    if sending:
+        lines.append(
+            f"  {_songs(len(sending))} had a paid POST in flight: it may have created a job; "
+            "see `flowmusic jobs list`"
+        )
+    if finished and interrupt.total is not None:
+        lines.append(f"  {finished} of {interrupt.total} songs had finished")
+    if not_started:
+        lines.append(f"  {not_started} songs were not started (nothing paid for them)")
+    if resume is not None:
+        lines.append(f"  resume (finished songs are kept, running ones awaited): {resume}")
+    elif running:
+        shown = " ".join(shlex.quote(s.jobid or "") for s in running)
+        jobids = shown if len(running) <= 3 else "JOBID... (the jobids above)"
+        lines.append(f"  collect them: flowmusic wait {jobids} --out DIR")
+        lines.append("  or stop them: flowmusic jobs cancel JOBID")
+    if resume is None and interrupt.command == "batch":
+        lines.append("  (a batch run with --journal PATH can be resumed instead of started over)")
+    out.warn("\n".join(lines))
+
+
+def _songs(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"
