@@ -8,7 +8,7 @@ from typing import Any
 
 from flowmusic_async import Event, SlotUsage
 from flowmusic_async._cli._output import Output
-from flowmusic_async._cli._progress import BatchProgress, make_progress
+from flowmusic_async._cli._progress import BatchProgress, RichProgress, make_progress
 
 JOBID = "job:1234abcd-0000-user:1-a@example.com-bot:flowmusic"
 
@@ -74,6 +74,7 @@ def test_rich_display_does_not_redraw_per_outcome() -> None:
     progress = make_progress(
         "rich", Output(stderr=stderr), total=500, expected_s=1.0, capacity=_capacity
     )
+    assert isinstance(progress, RichProgress)
     renders = 0
     real_render = progress.render
 

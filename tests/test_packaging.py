@@ -10,13 +10,14 @@ from typing import Any
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _pyproject() -> dict[str, Any]:
-    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    data: dict[str, Any] = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    return data
 
 
 def _bounds(requirement: str) -> tuple[str, dict[str, str]]:
