@@ -35,7 +35,7 @@ from ._errors import (
     ValidationError,
 )
 from ._events import Event, EventHook, EventKind
-from ._handles import JobHandle, OnSubmitting, SubmitAttempt
+from ._handles import JobHandle, OnSubmitting, QueuedJob, QueuedState, SubmitAttempt
 from ._journal import Entry as JournalEntry
 from ._journal import EntryState as JournalEntryState
 from ._journal import Journal, JournalError
@@ -133,6 +133,8 @@ __all__ = [
     "Outcome",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "QueuedJob",
+    "QueuedState",
     "RateLimitError",
     "RunningJob",
     "ServerError",

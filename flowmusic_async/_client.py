@@ -40,7 +40,7 @@ from ._errors import (
     remember_secret,
 )
 from ._events import EventHook, EventHooks
-from ._handles import JobHandle, OnSubmitting, SubmitHooks
+from ._handles import JobHandle, OnSubmitting, QueuedJob, SubmitHooks
 from ._host import ServiceHost
 from ._http import HttpCore
 from ._journal import Journal
@@ -337,6 +337,46 @@ class FlowMusic(JobEditHelpers):
             hooks=SubmitHooks(on_submitting=on_submitting),
             timeout=_deadline(deadline, timeout),
         )
+
+    def submit_nowait(
+        self,
+        request: SongRequest | str,
+        *,
+        deadline: float | None = None,
+        client_ref: str | None = None,
+    ) -> QueuedJob:
+        """Queue a song and return at once, before a slot is free: the non-blocking `submit`.
+
+        The returned `QueuedJob` tells its `state` (queued, submitting, accepted, done, ...)
+        and its queue `position`, and has `cancel()`; ``await queued`` waits for the completed
+        `Job`. The submission goes on in the client's own task group whether or not anybody
+        awaits it, so a web route can answer 202 at once.
+
+        Args:
+            request: a prompt, or a `SongRequest` with every option of `submit`.
+            deadline: seconds the job may take from acceptance (default `Timing.job_timeout`).
+            client_ref: the reference for reconciling this submission; default new.
+
+        Raises:
+            ValidationError: before anything is queued or sent.
+        """
+        self._require_core()
+        if isinstance(request, str):
+            request = SongRequest(prompt=request)
+        elif not isinstance(request, SongRequest):
+            raise ValidationError(
+                "request", f"must be a prompt or a SongRequest, got {type(request).__name__}"
+            )
+        if request.reply_url is None and self._reply_url is not None:
+            request = msgspec.structs.replace(request, reply_url=self._reply_url)
+        submission = self._engine.enqueue(
+            "/music",
+            music_body(request),
+            account=request.email,
+            client_ref=client_ref,
+            timeout=deadline,
+        )
+        return QueuedJob(self._engine, submission)
 
     async def generate(
         self,

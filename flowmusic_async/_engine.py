@@ -145,7 +145,7 @@ class JobEngine:
 
     # ----- submitting ----------------------------------------------------------------------------
 
-    async def submit(
+    def enqueue(
         self,
         path: JobPath,
         body: Mapping[str, Any],
@@ -155,12 +155,11 @@ class JobEngine:
         hooks: SubmitHooks | None = None,
         timeout: float | None = None,
         group: SubmitGroup | None = None,
-    ) -> JobHandle:
-        """Place and send one paid job; return its handle once the server has accepted it.
+    ) -> Submission:
+        """Start one paid submission in the client's task group and return it at once.
 
-        The work runs in the client's task group; this call only waits for its outcome. If
-        the caller is cancelled meanwhile, the submission is abandoned: not sent if it had
-        not left yet, its job cancelled as soon as it is accepted if it had.
+        The submission waits for a slot, is sent once, and is accepted (or fails) on its own;
+        `submit` waits for that, `QueuedJob` exposes it without waiting.
 
         Args:
             path: "/music" or "/music/edit".
@@ -198,17 +197,50 @@ class JobEngine:
         for member_of in groups:
             member_of._add(sub)
         self._host.start_soon(self._run_submission, sub, name=f"submit {ref}")
+        return sub
+
+    async def submit(
+        self,
+        path: JobPath,
+        body: Mapping[str, Any],
+        *,
+        account: str | None = None,
+        client_ref: str | None = None,
+        hooks: SubmitHooks | None = None,
+        timeout: float | None = None,
+        group: SubmitGroup | None = None,
+    ) -> JobHandle:
+        """Place and send one paid job; return its handle once the server has accepted it.
+
+        Takes the arguments of `enqueue`. The work runs in the client's task group; this call
+        only waits for its outcome. If the caller is cancelled meanwhile, the submission is
+        abandoned: not sent if it had not left yet, its job cancelled as soon as it is
+        accepted if it had.
+        """
+        sub = self.enqueue(
+            path,
+            body,
+            account=account,
+            client_ref=client_ref,
+            hooks=hooks,
+            timeout=timeout,
+            group=group,
+        )
         try:
             await sub.decided.wait()
         except BaseException:
-            await self._bounded(self._abandon(sub))
+            await self._bounded(self.abandon(sub))
             raise
+        return self.accepted(sub)
+
+    def accepted(self, sub: Submission) -> JobHandle:
+        """The handle of a decided submission, or a fresh copy of the error that ended it."""
         if sub.error is not None:
             raise copy_for_waiter(sub.error)
         assert sub.handle is not None
         return sub.handle
 
-    def _abandon(self, sub: Submission) -> anyio.Event:
+    def abandon(self, sub: Submission) -> anyio.Event:
         """The caller of `sub` left: stop it; returns the event that says the cleanup is done."""
         cancel_job = sub.hooks.cancel_if_abandoned
         sub.abandon(cancel_job=cancel_job)
@@ -288,6 +320,7 @@ class JobEngine:
             # No checkpoint between the last look at `abandoned` and the POST leaving.
             self.events.emit("submitting", client_ref=ref, email=email, attempt=sub.attempt)
             self._in_flight.enter()
+            sub.sending = True
             try:
                 job = await self._post.send(
                     sub.path,
@@ -299,7 +332,13 @@ class JobEngine:
                     after_429=after_429,
                     after_failure=after_failure,
                 )
-                return self._accept(job, placed=email, client_ref=ref, timeout=sub.job_timeout)
+                return self._accept(
+                    job,
+                    placed=email,
+                    client_ref=ref,
+                    timeout=sub.job_timeout,
+                    webhook=bool(sub.request.get("replyUrl")),
+                )
             except Retry as retry:
                 self.scheduler.release(email)
                 error, delay, requeue = retry.error, retry.delay, retry.requeue
@@ -307,6 +346,7 @@ class JobEngine:
                 self.scheduler.release(email)
                 raise
             finally:
+                sub.sending = False
                 self._in_flight.exit()
             if delay is None or time.monotonic() + delay > give_up_at:
                 raise error
@@ -331,7 +371,7 @@ class JobEngine:
             sub.pre_send = scope
             if sub.abandoned or self.closing:
                 scope.cancel()
-            email = await self.scheduler.acquire(sub.account)
+            email = await self.scheduler.acquire(sub.account, owner=sub)
             reserved = True
             self.events.emit("placed", client_ref=ref, email=email, attempt=sub.attempt)
             sub.sent_at = time.time()
@@ -354,9 +394,12 @@ class JobEngine:
         return email
 
     def _accept(
-        self, job: Job, *, placed: str | None, client_ref: str, timeout: float
+        self, job: Job, *, placed: str | None, client_ref: str, timeout: float, webhook: bool
     ) -> JobHandle:
-        """Count the job on its account, hand it to the poller and return its handle."""
+        """Count the job on its account, hand it to the poller and return its handle.
+
+        `webhook`: the job will call back its `replyUrl`, so the poller may sweep slowly.
+        """
         if placed is not None and job.email != placed:
             self.scheduler.release(placed)
             self.scheduler.commit(job.email, job.jobid, reserved=False)
@@ -364,6 +407,7 @@ class JobEngine:
             self.scheduler.commit(job.email, job.jobid)
         self.events.emit("submitted", client_ref=client_ref, jobid=job.jobid, email=job.email)
         watch = self.poller.watch(job.jobid, job.email, owned=True, client_ref=client_ref)
+        watch.webhook = webhook
         self._settle_if_ended(job)
         return JobHandle(self, watch, email=job.email, client_ref=client_ref, timeout=timeout)
 
@@ -515,6 +559,10 @@ class JobEngine:
         finally:
             done.set()
             self._in_flight.exit()
+
+    def position(self, sub: Submission) -> int | None:
+        """How many submissions wait for a slot ahead of `sub` (None when it is not waiting)."""
+        return self.scheduler.position(sub)
 
     async def _bounded(self, cleanup_done: anyio.Event) -> None:
         """Wait, shielded, at most `cleanup_timeout` for a cleanup running in the task group."""

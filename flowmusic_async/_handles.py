@@ -11,7 +11,7 @@ import math
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -21,9 +21,12 @@ from ._poller import Watch
 
 if TYPE_CHECKING:
     from ._engine import JobEngine
+    from ._submission import Submission
 
 __all__ = [
     "JobHandle",
+    "QueuedJob",
+    "QueuedState",
     "OnAccepted",
     "OnSubmitting",
     "SubmitAttempt",
@@ -160,3 +163,77 @@ def check_seconds(value: object, field: str = "timeout") -> float:
     if math.isnan(value) or value <= 0:
         raise ValidationError(field, f"must be a positive number of seconds, got {value!r}")
     return float(value)
+
+
+QueuedState = Literal["queued", "submitting", "accepted", "done", "failed", "cancelled"]
+
+
+class QueuedJob:
+    """A submission returned at once, before a slot is free (`fm.submit_nowait`).
+
+    It waits for a slot, is sent once and accepted in the client's own task group, whether or
+    not anybody awaits it, so a web route can answer 202 straight away and let a webhook or a
+    later request finish the story. Await it for the completed `Job`, or `accepted()` for the
+    `JobHandle`. Safe to share between tasks; cancelling a task that awaits it does not cancel
+    the submission (call `cancel()` for that).
+    """
+
+    def __init__(self, engine: JobEngine, submission: Submission) -> None:
+        self._engine = engine
+        self._sub = submission
+        self.client_ref: str = submission.client_ref
+
+    def __repr__(self) -> str:
+        return f"QueuedJob(client_ref={self.client_ref!r}, state={self.state!r})"
+
+    @property
+    def state(self) -> QueuedState:
+        """queued (waiting for a slot), submitting (POST on its way), accepted (the job runs),
+        done (it ended), failed (it was refused or could not be sent), cancelled."""
+        sub = self._sub
+        if sub.handle is not None:
+            if sub.handle._watch.cancel_requested:
+                return "cancelled"
+            return "done" if sub.handle.done else "accepted"
+        if sub.decided.is_set():
+            return "cancelled" if sub.abandoned else "failed"
+        return "submitting" if sub.sending else "queued"
+
+    @property
+    def position(self) -> int | None:
+        """Submissions served before this one (0: next); None once it is not waiting."""
+        return self._engine.position(self._sub)
+
+    @property
+    def jobid(self) -> str | None:
+        """The job's id once the server accepted it."""
+        return self._sub.handle.jobid if self._sub.handle is not None else None
+
+    async def accepted(self) -> JobHandle:
+        """Wait until the server accepted the job; its `JobHandle`.
+
+        Raises:
+            FlowMusicError: the submission failed (e.g. `ModeratedError`), or was cancelled
+                (`ClientClosedError`: nothing was sent).
+        """
+        await self._sub.decided.wait()
+        return self._engine.accepted(self._sub)
+
+    async def result(self, deadline: float | None = None) -> Job:
+        """Wait for the completed job (see `JobHandle.result`)."""
+        handle = await self.accepted()
+        return await handle.result(deadline)
+
+    def __await__(self) -> Generator[Any, None, Job]:
+        return self.result().__await__()
+
+    async def cancel(self) -> None:
+        """Cancel it: not sent if still queued, else cancelled server-side once accepted.
+
+        Runs in the client's task group; waits for it to be done.
+        """
+        sub = self._sub
+        if sub.decided.is_set() and sub.handle is not None:
+            await self._engine.request_cancel(sub.handle._watch).wait()
+            return
+        await self._engine.abandon(sub).wait()

@@ -69,6 +69,7 @@ class Watch:
         self.check_directly = False  # left the running list but its record still said pending
         self.fetching = False  # a read of its record is under way
         self.client_ref: str | None = None  # our replyRef tag, checked by the webhook receiver
+        self.webhook = False  # the job calls back a replyUrl when it ends
         self.cancel_requested = False  # a DELETE was sent: a failed end is our cancellation
         self.cancel_done: anyio.Event | None = None  # set when the DELETE under way is done
         self.cancel_error: FlowMusicError | None = None  # why the last DELETE failed
@@ -216,7 +217,18 @@ class Poller:
             except Exception:  # one broken answer must not end every wait
                 logger.exception("a sweep of pending jobs failed; the next one goes on")
             jitter = random.uniform(-self._timing.poll_jitter, self._timing.poll_jitter)
-            next_sweep = started + self._timing.poll_interval * (1 + jitter)
+            next_sweep = started + self._interval() * (1 + jitter)
+
+    def _interval(self) -> float:
+        """The time to the next sweep: `poll_interval`, or the slow safety interval while
+        every pending job will call back its `replyUrl` and no submission waits for a slot
+        (webhook-only mode: the callbacks, verified by `fm.webhooks.handle`, end the waits)."""
+        webhook_only = (
+            self._watches
+            and all(watch.webhook for watch in self._watches.values())
+            and not self._scheduler.waiting
+        )
+        return self._timing.webhook_sweep_interval if webhook_only else self._timing.poll_interval
 
     def _busy(self) -> bool:
         return bool(self._watches or self._scheduler.our_jobs() or self._scheduler.waiting)

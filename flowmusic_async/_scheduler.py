@@ -59,8 +59,9 @@ class SlotUsage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Waiter:
-    def __init__(self, email: str | None, seq: int) -> None:
+    def __init__(self, email: str | None, seq: int, owner: object = None) -> None:
         self.email = email
+        self.owner = owner  # whose wait this is (a submission), for `position`
         self.seq = seq  # arrival order, shared by every queue
         self.event = anyio.Event()
         self.assigned: str | None = None
@@ -194,7 +195,7 @@ class Scheduler:
 
     # ----- slots ---------------------------------------------------------------------------------
 
-    async def acquire(self, email: str | None = None) -> str | None:
+    async def acquire(self, email: str | None = None, *, owner: object = None) -> str | None:
         """Wait for a free slot and reserve it; returns the account to send the job to.
 
         Returns `email` unchanged (None: the server chooses) when capacity is not tracked for
@@ -204,6 +205,7 @@ class Scheduler:
         Args:
             email: the account the job must run on (a named account, or an edit's clip
                 account); None for any account.
+            owner: who waits (see `position`).
         """
         if self._closed:
             raise ClientClosedError("this FlowMusic client is closing; no new job is placed")
@@ -212,7 +214,7 @@ class Scheduler:
         candidates = [self._accounts[email]] if email is not None else self._all()
         if not any(slots.healthy for slots in candidates):
             raise copy_for_waiter(self._no_account_error(candidates, email))
-        waiter = _Waiter(email, next(self._seq))
+        waiter = _Waiter(email, next(self._seq), owner)
         (self._accounts[email].pinned if email is not None else self._any).append(waiter)
         self._waiting += 1
         self._dispatch()
@@ -305,6 +307,22 @@ class Scheduler:
     def waiting(self) -> int:
         """Submissions queued for a slot."""
         return self._waiting
+
+    def position(self, owner: object) -> int | None:
+        """Waiters served before `owner`'s (0: next), or None if it is not waiting.
+
+        Counts the waiters that arrived earlier and could take the same slots. It walks the
+        queues, so it is for a caller's occasional question, not for the engine's hot path.
+        """
+        queues = [self._any, *(slots.pinned for slots in self._accounts.values())]
+        mine = next((w for q in queues for w in q if w.owner is owner and not w.gone), None)
+        if mine is None:
+            return None
+        ahead = self._any if mine.email is None else self._accounts[mine.email].pinned
+        earlier = [w for w in ahead if not w.gone and w.seq < mine.seq]
+        if mine.email is not None:
+            earlier += [w for w in self._any if not w.gone and w.seq < mine.seq]
+        return len(earlier)
 
     @property
     def needs_sweeps(self) -> bool:

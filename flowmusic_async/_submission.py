@@ -79,6 +79,7 @@ class Submission:
         self.email: str | None = None  # the account of the latest attempt
         self.attempt = 0
         self.sent_at: float | None = None  # time.time() of the latest POST
+        self.sending = False  # its POST is on the way
         self.decided = anyio.Event()  # handle or error known
         self.settled = anyio.Event()  # ... and the job cancelled, if it had to be
 

@@ -41,6 +41,9 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
             job) before its cancellation is re-raised; the cleanup itself goes on in the client.
         close_timeout: how long closing the client waits for work in flight (paid POSTs whose
             answer is on its way, DELETEs of cancelled jobs) before it stops anyway.
+        webhook_sweep_interval: time between sweeps while every pending job has a `replyUrl`
+            (webhook-only mode): callbacks end the waits; this slow sweep is the safety net
+            for a callback that never arrives.
     """
 
     poll_interval: float = 3.0
@@ -58,6 +61,7 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
     connect_budget: float = 30.0
     cleanup_timeout: float = 5.0
     close_timeout: float = 15.0
+    webhook_sweep_interval: float = 60.0
 
     @classmethod
     def scaled(cls, factor: float) -> Timing:

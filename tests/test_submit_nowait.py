@@ -1,0 +1,120 @@
+"""fm.submit_nowait: a handle at once, before a slot is free, with its state and position."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+
+from flowmusic_async import ClientClosedError, FlowMusic, SongRequest, Timing, ValidationError
+from flowmusic_async.testing import SimAccount, Simulator
+
+SCALE = 0.005
+
+
+def make_sim() -> Simulator:
+    account = SimAccount(email="queue@example.com", max_jobs=1, credits=10_000.0)
+    return Simulator(accounts=(account,), time_scale=SCALE, seed=17)
+
+
+def client(sim: Simulator) -> FlowMusic:
+    return FlowMusic(
+        token=sim.token,
+        base_url=sim.base_url,
+        transport=sim.transport(),
+        timing=Timing.scaled(SCALE),
+    )
+
+
+async def until(predicate: object, timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():  # type: ignore[operator]
+            await anyio.sleep(0.005)
+
+
+@pytest.mark.anyio
+async def test_it_returns_at_once_and_reports_state_and_queue_position() -> None:
+    """A web route answers 202 straight away; the submissions run on without it."""
+    sim = make_sim()
+    async with client(sim) as fm:
+        first = fm.submit_nowait("first in line")
+        second = fm.submit_nowait(SongRequest(prompt="second in line", instrumental=True))
+        assert first.state == "queued" and first.jobid is None
+        await until(lambda: first.state == "accepted")
+        assert second.state == "queued" and second.position == 0
+        assert first.jobid is not None and first.position is None
+        jobs = [await first, await second]
+    assert [job.is_completed for job in jobs] == [True, True]
+    assert first.state == second.state == "done"
+    assert sim.stats.responses_429 == 0 and sim.stats.jobs_created == 2
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_queued_submission_sends_nothing() -> None:
+    """Still waiting for a slot: cancelled before any POST, nothing paid."""
+    sim = make_sim()
+    async with client(sim) as fm:
+        first = fm.submit_nowait("holds the slot")
+        second = fm.submit_nowait("never sent")
+        await until(lambda: first.state == "accepted")
+        await second.cancel()
+        assert second.state == "cancelled"
+        with pytest.raises(ClientClosedError):
+            await second.accepted()
+        await first
+    assert sim.stats.jobs_created == 1
+    assert "never sent" not in sim.stats.accepted_prompts
+
+
+@pytest.mark.anyio
+async def test_cancelling_an_accepted_submission_deletes_its_job() -> None:
+    """Accepted and running: cancel() sends DELETE /jobs/{jobid} and waits for it."""
+    sim = make_sim()
+    async with client(sim) as fm:
+        queued = fm.submit_nowait("cancel me once running")
+        await queued.accepted()
+        await queued.cancel()
+        assert queued.state == "cancelled"
+    assert sim.stats.requests[("DELETE /jobs/{jobid}", 204)] == 1
+
+
+@pytest.mark.anyio
+async def test_a_bad_request_is_refused_before_anything_is_queued() -> None:
+    """Validation happens in the call, so the route can answer 400 itself."""
+    sim = make_sim()
+    async with client(sim) as fm:
+        with pytest.raises(ValidationError):
+            fm.submit_nowait("")
+        with pytest.raises(ValidationError):
+            fm.submit_nowait(42)  # type: ignore[arg-type]
+    assert sum(sim.stats.requests.values()) == 0
+
+
+@pytest.mark.anyio
+async def test_webhook_only_mode_sweeps_slowly_and_the_callbacks_end_the_waits() -> None:
+    """Every pending job has a replyUrl: the callbacks settle them; sweeps are a safety net."""
+    holder: dict[str, FlowMusic] = {}
+
+    async def deliver(request: httpx.Request) -> httpx.Response:
+        result = await holder["fm"].webhooks.handle(request.content)
+        return httpx.Response(result.http_status)
+
+    account = SimAccount(email="hooks@example.com", max_jobs=4, credits=10_000.0)
+    sim = Simulator(
+        accounts=(account,),
+        time_scale=SCALE,
+        seed=19,
+        webhook_transport=httpx.MockTransport(deliver),
+    )
+    async with sim, client(sim) as fm:
+        holder["fm"] = fm
+        with anyio.fail_after(10):
+            jobs = [
+                await fm.generate(f"called back {i}", reply_url="https://hooks.example.com/fm")
+                for i in range(2)
+            ]
+    assert all(job.is_completed for job in jobs)
+    assert sim.stats.webhooks_delivered == 2
+    # A song takes 40-150 s of API time; polling every 3 s would sweep ~13-50 times per song.
+    # Here: the first look at the accounts' jobs, then at most two safety sweeps per song.
+    assert sim.stats.requests[("GET /jobs", 200)] <= 1 + 2 * len(jobs)
