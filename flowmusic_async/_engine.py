@@ -270,14 +270,21 @@ class JobEngine:
         except FlowMusicError as error:
             sub.error = error
         except anyio.get_cancelled_exc_class():
-            # The client stopped while the POST was on its way: nobody can tell any more.
-            sub.error = SubmissionUncertain(
-                endpoint=f"POST {sub.path}",
-                client_ref=ref,
-                email=sub.email,
-                sent_at=sub.sent_at or time.time(),
-                detail="The client closed before the answer arrived.",
-            )
+            # The client stopped. With the POST on its way, nobody can tell any more whether a
+            # job was created; before it, nothing was sent.
+            if sub.sending:
+                sub.error = SubmissionUncertain(
+                    endpoint=f"POST {sub.path}",
+                    client_ref=ref,
+                    email=sub.email,
+                    sent_at=sub.sent_at or time.time(),
+                    detail="The client closed before the answer arrived.",
+                )
+            else:
+                sub.error = ClientClosedError(
+                    "the client closed before this job was sent; nothing was paid",
+                    email=sub.account,
+                )
             raise
         except Exception as error:  # a bug must still end the caller's wait with a typed error
             logger.exception("submission %s failed unexpectedly", ref)
@@ -332,6 +339,7 @@ class JobEngine:
                     after_429=after_429,
                     after_failure=after_failure,
                 )
+                sub.sending = False
                 return self._accept(
                     job,
                     placed=email,
@@ -342,12 +350,16 @@ class JobEngine:
             except Retry as retry:
                 self.scheduler.release(email)
                 error, delay, requeue = retry.error, retry.delay, retry.requeue
+            except anyio.get_cancelled_exc_class():
+                self.scheduler.release(email)
+                raise  # `sending` stays True: the answer never came (see _run_submission)
             except BaseException:
                 self.scheduler.release(email)
+                sub.sending = False
                 raise
             finally:
-                sub.sending = False
                 self._in_flight.exit()
+            sub.sending = False
             if delay is None or time.monotonic() + delay > give_up_at:
                 raise error
             self.events.emit(
