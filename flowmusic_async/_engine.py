@@ -193,6 +193,7 @@ class JobEngine:
             account=account,
             job_timeout=job_timeout,
             hooks=hooks or SubmitHooks(),
+            ticket=self.scheduler.ticket(),
         )
         for member_of in groups:
             member_of._add(sub)
@@ -383,7 +384,7 @@ class JobEngine:
             sub.pre_send = scope
             if sub.abandoned or self.closing:
                 scope.cancel()
-            email = await self.scheduler.acquire(sub.account, owner=sub)
+            email = await self.scheduler.acquire(sub.account, owner=sub, ticket=sub.ticket)
             reserved = True
             self.events.emit("placed", client_ref=ref, email=email, attempt=sub.attempt)
             sub.sent_at = time.time()

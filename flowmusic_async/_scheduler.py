@@ -8,10 +8,14 @@ exception, not the way capacity is discovered. When one comes anyway (another pr
 slot between two sweeps), the account counts as full until a later sweep shows room or the
 backoff runs out: handing its slot straight to the next waiter would only earn another 429.
 
-Waiters queue oldest first: one queue for "any account" and one per account for waiters that
-must run there (a named `email`, an edit's clip account). Handing out a slot looks only at the
-heads of those queues, so its cost does not grow with the number of waiters; a cancelled
-waiter is marked and skipped when it reaches a head, not searched for.
+Waiters queue in ticket order: one queue for "any account" and one per account for waiters
+that must run there (a named `email`, an edit's clip account). A submission takes its ticket
+when it is made (`ticket()`), so among the submissions waiting together the earliest made is
+served first, and a job placed again after a 429 keeps its place. (A slot free when a
+submission arrives is taken at once: under trio, which runs ready tasks in random order, two
+submissions made in the same instant may arrive in either order.) The queues are heaps: handing out a slot looks only at their heads, so its cost barely
+grows with the number of waiters; a cancelled waiter is marked and skipped when it reaches a
+head, not searched for.
 
 All state changes happen without an `await` in between, so the event loop's single thread is
 the only lock needed. A Scheduler belongs to one client and may be shared by all its tasks.
@@ -19,10 +23,10 @@ the only lock needed. A Scheduler belongs to one client and may be shared by all
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 
 import anyio
@@ -68,6 +72,9 @@ class _Waiter:
         self.error: FlowMusicError | None = None
         self.gone = False  # its caller left; skipped when it reaches the head of its queue
 
+    def __lt__(self, other: _Waiter) -> bool:  # heap order: the older ticket first
+        return self.seq < other.seq
+
 
 class _AccountSlots:
     """Mutable bookkeeping for one account."""
@@ -82,7 +89,7 @@ class _AccountSlots:
         self.full_until = 0.0  # ... and we hold off until then, unless a sweep shows room
         self.out_reason: str | None = None  # why it is out of rotation (596, 402, removed)
         self.out_error: FlowMusicError | None = None
-        self.pinned: deque[_Waiter] = deque()  # waiters that must run on this account
+        self.pinned: list[_Waiter] = []  # heap of the waiters that must run on this account
 
     @property
     def in_flight(self) -> int:
@@ -109,7 +116,7 @@ class Scheduler:
 
     def __init__(self, *, on_wait: Callable[[], None] = lambda: None) -> None:
         self._accounts: dict[str, _AccountSlots] = {}
-        self._any: deque[_Waiter] = deque()  # waiters that may run on any account
+        self._any: list[_Waiter] = []  # heap of the waiters that may run on any account
         self._waiting = 0
         self._seq = itertools.count()
         self._on_wait = on_wait
@@ -195,7 +202,13 @@ class Scheduler:
 
     # ----- slots ---------------------------------------------------------------------------------
 
-    async def acquire(self, email: str | None = None, *, owner: object = None) -> str | None:
+    def ticket(self) -> int:
+        """A place in line, taken when a submission is made (see the module docstring)."""
+        return next(self._seq)
+
+    async def acquire(
+        self, email: str | None = None, *, owner: object = None, ticket: int | None = None
+    ) -> str | None:
         """Wait for a free slot and reserve it; returns the account to send the job to.
 
         Returns `email` unchanged (None: the server chooses) when capacity is not tracked for
@@ -206,6 +219,7 @@ class Scheduler:
             email: the account the job must run on (a named account, or an edit's clip
                 account); None for any account.
             owner: who waits (see `position`).
+            ticket: its place in line (`ticket()`); default: behind everyone now waiting.
         """
         if self._closed:
             raise ClientClosedError("this FlowMusic client is closing; no new job is placed")
@@ -214,8 +228,8 @@ class Scheduler:
         candidates = [self._accounts[email]] if email is not None else self._all()
         if not any(slots.healthy for slots in candidates):
             raise copy_for_waiter(self._no_account_error(candidates, email))
-        waiter = _Waiter(email, next(self._seq), owner)
-        (self._accounts[email].pinned if email is not None else self._any).append(waiter)
+        waiter = _Waiter(email, self.ticket() if ticket is None else ticket, owner)
+        heapq.heappush(self._accounts[email].pinned if email is not None else self._any, waiter)
         self._waiting += 1
         self._dispatch()
         if not waiter.event.is_set():
@@ -292,7 +306,7 @@ class Scheduler:
         self._closed = True
         for queue in [self._any, *(slots.pinned for slots in self._accounts.values())]:
             while queue:
-                waiter = queue.popleft()
+                waiter = heapq.heappop(queue)
                 if not waiter.gone:
                     waiter.error = ClientClosedError(
                         "the client was closed before this job was sent (nothing was paid)",
@@ -366,7 +380,7 @@ class Scheduler:
             open_accounts = [s for s in self._accounts.values() if s.healthy and s.free > 0]
             if not open_accounts:
                 return
-            chosen: tuple[_Waiter, _AccountSlots, deque[_Waiter]] | None = None
+            chosen: tuple[_Waiter, _AccountSlots, list[_Waiter]] | None = None
             head = _head(self._any)
             if head is not None:
                 best = max(open_accounts, key=lambda slots: slots.free / slots.max_jobs)
@@ -378,21 +392,21 @@ class Scheduler:
             if chosen is None:
                 return
             waiter, slots, queue = chosen
-            queue.popleft()
+            heapq.heappop(queue)
             slots.reserved += 1
             waiter.assigned = slots.email
             self._waiting -= 1
             waiter.event.set()
 
     def _fail_queue(
-        self, queue: deque[_Waiter], candidates: list[_AccountSlots], email: str | None
+        self, queue: list[_Waiter], candidates: list[_AccountSlots], email: str | None
     ) -> None:
         """Fail every waiter of `queue`: none of `candidates` can take a job any more."""
         if not queue:
             return
         error = self._no_account_error(candidates, email)
         while queue:
-            waiter = queue.popleft()
+            waiter = heapq.heappop(queue)
             if waiter.gone:
                 continue
             waiter.error = copy_for_waiter(error)
@@ -435,8 +449,8 @@ class Scheduler:
         )
 
 
-def _head(queue: deque[_Waiter]) -> _Waiter | None:
+def _head(queue: list[_Waiter]) -> _Waiter | None:
     """The oldest waiter still waiting in `queue` (waiters that left are dropped on the way)."""
     while queue and queue[0].gone:
-        queue.popleft()
+        heapq.heappop(queue)
     return queue[0] if queue else None

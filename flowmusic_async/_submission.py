@@ -63,6 +63,7 @@ class Submission:
         account: str | None,
         job_timeout: float,
         hooks: SubmitHooks,
+        ticket: int,
     ) -> None:
         self.client_ref = client_ref
         self.groups = groups
@@ -71,6 +72,7 @@ class Submission:
         self.account = account
         self.job_timeout = job_timeout
         self.hooks = hooks
+        self.ticket = ticket  # its place in the scheduler's line, taken when it was made
         self.abandoned = False
         self.cancel_job = False  # abandoned by a waiter that wants the job cancelled if created
         self.pre_send: anyio.CancelScope | None = None  # cancels the wait before the POST
