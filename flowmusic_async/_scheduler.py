@@ -13,8 +13,9 @@ that must run there (a named `email`, an edit's clip account). A submission take
 when it is made (`ticket()`), so among the submissions waiting together the earliest made is
 served first, and a job placed again after a 429 keeps its place. (A slot free when a
 submission arrives is taken at once: under trio, which runs ready tasks in random order, two
-submissions made in the same instant may arrive in either order.) The queues are heaps: handing out a slot looks only at their heads, so its cost barely
-grows with the number of waiters; a cancelled waiter is marked and skipped when it reaches a
+submissions made in the same instant may arrive in either order.) The queues are heaps:
+handing out a slot looks only at their heads, so its cost barely grows with the number of
+waiters; a cancelled waiter is marked and skipped when it reaches a
 head, not searched for.
 
 All state changes happen without an `await` in between, so the event loop's single thread is

@@ -80,11 +80,11 @@ def first_n(n: int, route: str, body: bytes) -> Rewrite:
     return rewrite
 
 
-
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """The library's promises hold on both of anyio's backends."""
     return str(request.param)
+
 
 @pytest.mark.parametrize("body", [INVALID_UTF8, TOO_DEEP, b'{"a": {"maxJobs": "x"}}', b"\x00"])
 @pytest.mark.anyio

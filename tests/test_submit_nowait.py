@@ -32,11 +32,11 @@ async def until(predicate: object, timeout: float = 10.0) -> None:
             await anyio.sleep(0.005)
 
 
-
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """The library's promises hold on both of anyio's backends."""
     return str(request.param)
+
 
 @pytest.mark.anyio
 async def test_it_returns_at_once_and_reports_state_and_queue_position() -> None:

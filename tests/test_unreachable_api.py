@@ -28,11 +28,11 @@ def unreachable_client(budget: float) -> FlowMusic:
     )
 
 
-
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """The library's promises hold on both of anyio's backends."""
     return str(request.param)
+
 
 @pytest.mark.anyio
 async def test_generate_against_a_server_that_is_down_raises_a_transport_error_naming_the_host(
