@@ -1,6 +1,6 @@
-"""Every repeatable task. `nox` runs what CI runs: lint, typecheck, typing, tests, tests_lowest
-and conformance; `nox -s demo` runs the demo, `nox -s docs` builds the documentation site
-(strict: any warning fails), `nox -s bench` the benchmarks.
+"""Every repeatable task. `nox` runs what CI runs: lint, typecheck, typing, tests, tests_lowest,
+conformance and docs (the site, strict: any warning fails); `nox -s demo` runs the demo,
+`nox -s bench` the benchmarks.
 
 The README's two commands and .ci/run call these sessions, so a new user, a developer
 and CI all run the same thing. Development tools come from pyproject's PEP 735
@@ -16,7 +16,15 @@ from packaging.requirements import Requirement
 
 # nox.project.dependency_groups arrived in 2025.2.9.
 nox.needs_version = ">=2025.2.9"
-nox.options.sessions = ["lint", "typecheck", "typing", "tests", "tests_lowest", "conformance"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "typing",
+    "tests",
+    "tests_lowest",
+    "conformance",
+    "docs",
+]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
