@@ -65,25 +65,25 @@ class Submission:
         hooks: SubmitHooks,
         ticket: int,
     ) -> None:
-        self.client_ref = client_ref
-        self.groups = groups
-        self.path = path
-        self.request = request
-        self.account = account
-        self.job_timeout = job_timeout
-        self.hooks = hooks
-        self.ticket = ticket  # its place in the scheduler's line, taken when it was made
-        self.abandoned = False
-        self.cancel_job = False  # abandoned by a waiter that wants the job cancelled if created
+        self.client_ref: str = client_ref
+        self.groups: tuple[SubmitGroup, ...] = groups
+        self.path: JobPath = path
+        self.request: dict[str, Any] = request
+        self.account: str | None = account
+        self.job_timeout: float = job_timeout
+        self.hooks: SubmitHooks = hooks
+        self.ticket: int = ticket  # its place in the scheduler's line, taken when it was made
+        self.abandoned: bool = False
+        self.cancel_job: bool = False  # abandoned by a waiter that wants the job cancelled if created
         self.pre_send: anyio.CancelScope | None = None  # cancels the wait before the POST
         self.handle: JobHandle | None = None
         self.error: FlowMusicError | None = None
         self.email: str | None = None  # the account of the latest attempt
-        self.attempt = 0
+        self.attempt: int = 0
         self.sent_at: float | None = None  # time.time() of the latest POST
-        self.sending = False  # its POST is on the way
-        self.decided = anyio.Event()  # handle or error known
-        self.settled = anyio.Event()  # ... and the job cancelled, if it had to be
+        self.sending: bool = False  # its POST is on the way
+        self.decided: anyio.Event = anyio.Event()  # handle or error known
+        self.settled: anyio.Event = anyio.Event()  # ... and the job cancelled, if it had to be
 
     def abandon(self, *, cancel_job: bool) -> None:
         """No POST may leave for this submission from now on (synchronous, no checkpoint)."""

@@ -45,7 +45,7 @@ async def test_it_returns_at_once_and_reports_state_and_queue_position() -> None
     async with client(sim) as fm:
         one = fm.submit_nowait("first in line")
         two = fm.submit_nowait(SongRequest(prompt="second in line", instrumental=True))
-        assert one.state == two.state == "queued" and one.jobid is None
+        assert (one.state, two.state, one.jobid) == ("queued", "queued", None)
         # trio runs ready tasks in random order: either may reach the free slot first.
         await until(lambda: "accepted" in (one.state, two.state))
         running, waiting = (one, two) if one.state == "accepted" else (two, one)
@@ -53,7 +53,7 @@ async def test_it_returns_at_once_and_reports_state_and_queue_position() -> None
         assert running.jobid is not None and running.position is None
         jobs = [await one, await two]
     assert [job.is_completed for job in jobs] == [True, True]
-    assert one.state == two.state == "done"
+    assert (one.state, two.state) == ("done", "done")
     assert sim.stats.responses_429 == 0 and sim.stats.jobs_created == 2
 
 
