@@ -74,7 +74,7 @@ class Submission:
         self.hooks: SubmitHooks = hooks
         self.ticket: int = ticket  # its place in the scheduler's line, taken when it was made
         self.abandoned: bool = False
-        self.cancel_job: bool = False  # abandoned by a waiter that wants the job cancelled if created
+        self.cancel_job: bool = False  # its job, once created, is to be cancelled
         self.pre_send: anyio.CancelScope | None = None  # cancels the wait before the POST
         self.handle: JobHandle | None = None
         self.error: FlowMusicError | None = None
