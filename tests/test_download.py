@@ -6,7 +6,7 @@ import hashlib
 import json
 import unicodedata
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import cast
 
@@ -16,9 +16,11 @@ import pytest
 
 from flowmusic_async import _download
 from flowmusic_async._client import FlowMusic
-from flowmusic_async._download import download, safe_stem, short_clip_id
+from flowmusic_async._download import DownloadAPI, download, safe_stem, short_clip_id
 from flowmusic_async._errors import PermissionDeniedError, TransportError, ValidationError
 from flowmusic_async._models import Clip, Job
+from flowmusic_async._resources import DownloadStream
+from flowmusic_async._retry import RetryPolicy
 from flowmusic_async._timing import Timing
 from flowmusic_async.testing import Simulator
 
@@ -115,23 +117,27 @@ class FakeJobs:
         return self.fresh
 
 
-class FakeHttp:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-
-
 class FakeFM:
-    """Just the surface download() uses: _http.client, jobs.get, music.download."""
+    """The whole `DownloadAPI`, and nothing of FlowMusic's private state.
+
+    Three retries (four attempts per file), as the tests below count them.
+    """
 
     def __init__(self, client: httpx.AsyncClient, fresh: Job | None = None) -> None:
-        self._http = FakeHttp(client)
+        self.media_client = client
+        self.retry_policy = RetryPolicy(max_retries=3, base=0.5, cap=8.0)
         self.jobs = FakeJobs(fresh)
         self.music = FakeMusic()
 
+    async def get_job(self, jobid: str) -> Job:
+        return await self.jobs.get(jobid)
 
-def fake_fm(client: httpx.AsyncClient, fresh: Job | None = None) -> FlowMusic:
-    """download() is typed for FlowMusic but reads only `_http`, `jobs` and `music`."""
-    return cast("FlowMusic", FakeFM(client, fresh))
+    def open_mp3(self, clip_id: str) -> AbstractAsyncContextManager[DownloadStream]:
+        return cast("AbstractAsyncContextManager[DownloadStream]", self.music.download(clip_id))
+
+
+def fake_fm(client: httpx.AsyncClient, fresh: Job | None = None) -> DownloadAPI:
+    return FakeFM(client, fresh)
 
 
 @pytest.fixture
@@ -186,9 +192,7 @@ async def test_job_clips_saved_with_predictable_names_and_sidecars(
     """The main job's output: every clip's files under names a user can predict, plus metadata."""
     job = make_job(make_clip(CLIP_A, "Night Drive"), make_clip(CLIP_B, "Night Drive"))
     fake = FakeFM(client)
-    paths = await download(
-        cast("FlowMusic", fake), job, tmp_path / "out", formats=("m4a", "wav", "mp3", "image")
-    )
+    paths = await download(fake, job, tmp_path / "out", formats=("m4a", "wav", "mp3", "image"))
 
     out = tmp_path / "out"
     assert [p.name for p in paths] == [
@@ -250,16 +254,12 @@ async def test_existing_complete_files_are_skipped_without_requests(
 ) -> None:
     """Re-running a finished download must cost nothing: no request, same paths."""
     fake = FakeFM(client)
-    first = await download(
-        cast("FlowMusic", fake), make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image")
-    )
+    first = await download(fake, make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image"))
     media.requests.clear()
     fake.music.downloads.clear()
     sidecar_before = (tmp_path / "Night Drive-0a1b2c3d.json").read_bytes()
 
-    again = await download(
-        cast("FlowMusic", fake), make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image")
-    )
+    again = await download(fake, make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image"))
 
     assert again == first
     assert media.requests == []
@@ -362,7 +362,7 @@ async def test_expired_url_is_refreshed_through_the_job_and_retried(
     media.queue(stale.audio_url, status(403))
     fake = FakeFM(client, fresh=make_job(fresh))
 
-    [path, _] = await download(cast("FlowMusic", fake), make_job(stale), tmp_path)
+    [path, _] = await download(fake, make_job(stale), tmp_path)
 
     assert path.read_bytes() == M4A
     assert fake.jobs.gets == ["job:5555-user:1001-a@example.com-bot:flowmusic"]
@@ -380,7 +380,7 @@ async def test_expired_url_is_refreshed_only_once(
     fake = FakeFM(client, fresh=make_job(fresh))
 
     with pytest.raises(PermissionDeniedError):
-        await download(cast("FlowMusic", fake), make_job(stale), tmp_path)
+        await download(fake, make_job(stale), tmp_path)
 
     assert len(fake.jobs.gets) == 1
     assert leftovers(tmp_path) == []
@@ -507,9 +507,9 @@ async def test_end_to_end_against_the_simulator_with_expired_links(tmp_path: Pat
             job = await fm.generate("lofi beats to test by")
         sim.advance(7200)  # every signed link in `job` is now expired
         polls_before = sim.stats.requests[("GET /jobs/{jobid}", 200)]
-        paths = await download(fm, job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
+        paths = await fm.download(job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
         requests_after_first = sum(sim.stats.requests.values())
-        again = await download(fm, job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
+        again = await fm.download(job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
 
     # One refused link, one job refresh that renewed the links of every clip, nothing repeated.
     assert sim.stats.requests[("GET /_sim/media/{file}", 403)] == 1
