@@ -128,8 +128,15 @@ class JobHandle:
                 DeprecationWarning,
                 stacklevel=2,
             )
+            field = "timeout" if deadline is None else "deadline"
             deadline = timeout if deadline is None else deadline
-        until = self._deadline if deadline is None else time.monotonic() + check_seconds(deadline)
+        else:
+            field = "deadline"
+        until = (
+            self._deadline
+            if deadline is None
+            else time.monotonic() + check_seconds(deadline, field)
+        )
         return await self._engine.await_watch(self._watch, deadline=until, email=self.email)
 
     def __await__(self) -> Generator[Any, None, Job]:
