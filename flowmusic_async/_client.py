@@ -50,7 +50,7 @@ from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of
 from ._retry import RetryPolicy
 from ._scheduler import SlotUsage
 from ._timing import Timing
-from ._validation import check_reply_url, edit_body, music_body
+from ._validation import check_id, check_reply_url, edit_body, music_body
 from ._webhooks import Webhooks
 
 __all__ = ["DEFAULT_BASE_URL", "FlowMusic"]
@@ -570,6 +570,7 @@ class FlowMusic(JobEditHelpers):
             JobFailed, JobTimeout, NotFoundError (unknown or expired), PermissionDeniedError.
         """
         self._require_core()
+        check_id("jobid", jobid)
         return await self._engine.wait(jobid, timeout=_deadline(deadline, timeout))
 
     async def _run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
