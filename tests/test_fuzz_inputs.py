@@ -27,9 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowmusic_async import (
+    APIStatusError,
     ConfigurationError,
     FlowMusic,
     FlowMusicError,
+    JobTimeout,
     SongRequest,
     Timing,
     ValidationError,
@@ -59,6 +61,8 @@ hostile: st.SearchStrategy[Any] = st.one_of(
     st.lists(any_text, max_size=3),
     st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
     st.sampled_from([object(), print, math.inf, -0.0, 1e308]),
+    # Drawn rarely by `any_text`, so given outright: lone surrogates, NUL, control characters.
+    st.sampled_from(["\ud800", "ok \udc80 text", "\x00", "tab\there", "ünï"]),
 )
 
 # Values that may be right for a parameter of this name, so examples also get past validation.
@@ -97,6 +101,12 @@ PLAUSIBLE: dict[str, list[Any]] = {
     "retry_failed": [True, False],
     "formats": [("m4a",), ("flac",)],
 }
+# Text that only breaks when encoded: given to every text field with a good chance.
+UNSENDABLE = "ok \udc80 text"
+for _name in ("prompt", "lyrics", "instruction", "structure", "title", "reply_ref", "clip", "id"):
+    PLAUSIBLE[_name].append(UNSENDABLE)
+PLAUSIBLE["ref_images"].append([UNSENDABLE])
+PLAUSIBLE["email"].append("a\ud800@example.com")
 for _name in ("start_s", "end_s", "fade_in_s", "fade_out_s", "extend_s", "extend_from_s"):
     PLAUSIBLE[_name] = [0, 1.5, 10, -1]
 for _name in ("mask_start_s", "mask_end_s", "gain_db", "bass_db", "mid_db", "treble_db"):
@@ -187,6 +197,14 @@ def check(outcome: BaseException | None, sent: int) -> None:
     assert TOKEN not in str(outcome)
     if isinstance(outcome, (ValidationError, ConfigurationError)):
         assert sent == 0, f"{sent} request(s) sent before the refusal {outcome}"
+    else:
+        # Every request is answered 400, so any other error must be that answer. Anything else
+        # (an "internal error", a decode failure) is bad input that slipped past validation.
+        # (A wait whose polls are all refused runs into its deadline: JobTimeout.)
+        assert isinstance(outcome, (APIStatusError, JobTimeout)), (
+            f"{type(outcome).__name__}: {outcome}"
+        )
+        assert sent > 0
 
 
 async def _consume(iterator: Any) -> None:
