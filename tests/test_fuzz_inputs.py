@@ -39,7 +39,7 @@ from flowmusic_async import (
 
 EXAMPLES = settings(
     derandomize=True,
-    max_examples=30,
+    max_examples=50,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
