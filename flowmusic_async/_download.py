@@ -210,6 +210,8 @@ def _checked_url(url: str, *, clip_id: str, fmt: Format) -> str:
             elif not parsed.host:
                 problem = "has no host"
             elif any(ch.isspace() for ch in url):
+                # httpx would percent-encode it, even in the host or before the scheme; a
+                # signed link with a raw space is damaged, and a guess could fetch another file.
                 problem = "contains whitespace"
     if problem is not None:
         raise DecodeError(f"clip {clip_id}: its {field} {problem}; it cannot be downloaded")

@@ -7,7 +7,7 @@ what would have left: a refusal must send nothing (for a paid POST, nothing mean
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -59,7 +59,7 @@ async def test_bad_deadline_is_refused_on_every_entry_point_before_sending(
     fm: FlowMusic, sent: Counting, bad: Any
 ) -> None:
     """0/negative/NaN deadlines used to send the paid POST and then time out at once."""
-    calls = {
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
         "generate": lambda: fm.generate("a song", deadline=bad),
         "submit": lambda: fm.submit("a song", deadline=bad),
         "edit": lambda: fm.edit("effect", "clip:1", effect="Gain", gain_db=1, deadline=bad),
@@ -98,6 +98,7 @@ async def test_bad_deadline_on_result_is_refused() -> None:
         timing=Timing.scaled(0.001),
     ) as fm:
         handle = await fm.submit("a song")
+        bad: Any
         for bad in (0, math.nan, math.inf, True, "1"):
             with pytest.raises(ValidationError, match="deadline"):
                 await handle.result(deadline=bad)
