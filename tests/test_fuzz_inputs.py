@@ -145,7 +145,7 @@ def call_args(method: Callable[..., Any]) -> st.SearchStrategy[tuple[list[Any], 
 
 
 class Refusing:
-    """Counts requests and answers each with a 400, so accepted input ends at once."""
+    """Counts requests and refuses each (400; 404 for a job), so accepted input ends at once."""
 
     def __init__(self) -> None:
         self.sent = 0
@@ -153,6 +153,10 @@ class Refusing:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.sent += 1
         request.read()  # the body must have been encodable
+        if request.method == "GET" and request.url.path.startswith("/v1/flowmusic/jobs/"):
+            # A job that is not there: a wait ends at once (a 400 poll would wait out the
+            # deadline, and the run would be spent sleeping).
+            return httpx.Response(404, json={"error": "fuzz: no such job", "code": 404})
         return httpx.Response(400, json={"error": "fuzz: refused", "code": 400})
 
 
