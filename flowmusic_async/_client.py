@@ -120,7 +120,6 @@ class FlowMusic(JobEditHelpers):
     ) -> None:
         _logs.configure_from_env()
         self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
-        _logs.redact(self._token)
         if base_url is None:
             base_url = os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
         self._base_url = _check_base_url(base_url)
@@ -154,6 +153,8 @@ class FlowMusic(JobEditHelpers):
         self._core: HttpCore | None = None
         self._owned_client: httpx.AsyncClient | None = None
         self._host = ServiceHost(on_stop=self._release_resources)
+        # Only once every argument is accepted: a refused client never sent, nor registered, it.
+        _logs.redact(self._token)
         remember_secret(self._token)
 
         self.music = Music(self._require_core, self._timeout)

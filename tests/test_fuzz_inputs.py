@@ -324,7 +324,12 @@ def test_generate_many_gives_one_outcome_per_request(
     st.fixed_dictionaries(
         {},
         optional={
-            "token": st.one_of(st.sampled_from([TOKEN, "tök-én-1234", " ", ""]), hostile),
+            # No arbitrary strings: an accepted token is redacted from every later message of
+            # this process, and a token "1" would blank every digit in other tests' errors.
+            "token": st.one_of(
+                st.sampled_from([TOKEN, "tök-én-1234", " ", "", "a token", "\x00ctl-1234"]),
+                hostile.filter(lambda value: not isinstance(value, str)),
+            ),
             "base_url": st.one_of(
                 st.sampled_from(
                     [
