@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -12,12 +14,18 @@ from typing import cast
 
 import anyio
 import httpx
+import msgspec
 import pytest
 
 from flowmusic_async import _download
 from flowmusic_async._client import FlowMusic
 from flowmusic_async._download import DownloadAPI, download, safe_stem, short_clip_id
-from flowmusic_async._errors import PermissionDeniedError, TransportError, ValidationError
+from flowmusic_async._errors import (
+    DecodeError,
+    PermissionDeniedError,
+    TransportError,
+    ValidationError,
+)
 from flowmusic_async._models import Clip, Job
 from flowmusic_async._resources import DownloadStream
 from flowmusic_async._retry import RetryPolicy
@@ -528,3 +536,64 @@ async def test_end_to_end_against_the_simulator_with_expired_links(tmp_path: Pat
     assert sidecar["prompt"] == "lofi beats to test by"
     assert set(sidecar["files"]) == {"m4a", "wav", "mp3", "image"}
     assert leftovers(tmp_path) == sorted(p.name for p in paths)
+
+
+@pytest.mark.parametrize(
+    "bad_url",
+    [
+        "http://[::1",
+        "https://cdn.example/a song.m4a",
+        "https://cdn.example/" + "x" * 20_000 + ".m4a",
+        "ftp://cdn.example/a.m4a",
+        "https:///no-host.m4a",
+    ],
+    ids=["unclosed-ipv6", "space", "over-long", "ftp", "no-host"],
+)
+async def test_unfetchable_media_url_is_a_decode_error_naming_the_clip(
+    tmp_path: Path,
+    client: httpx.AsyncClient,
+    media: Media,
+    download_sleeps: list[float],
+    bad_url: str,
+) -> None:
+    """A broken URL in an answer is a broken answer: typed, named, not retried, nothing sent."""
+    clip = msgspec.structs.replace(make_clip(), audio_url=bad_url)
+
+    with pytest.raises(DecodeError, match=r"clip .*clip:0a1b2c3d.*audio_url") as caught:
+        await download(fake_fm(client), make_job(clip), tmp_path)
+
+    assert "x" * 300 not in str(caught.value)  # the message does not quote a huge URL
+    assert media.requests == []
+    assert download_sleeps == []
+    assert leftovers(tmp_path) == []
+
+
+async def test_rerun_removes_stale_part_files_of_the_same_target_only(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """A killed download leaves hidden .part files; the rerun must not let them pile up."""
+    stem = safe_stem("Night Drive", CLIP_A)
+    old = time.time() - _download.STALE_PART_AGE_S - 60
+    stale = tmp_path / f".{stem}.k1ll3d.part"
+    stale_sidecar = tmp_path / f".{stem}.s1d3c4r.part"
+    live = tmp_path / f".{stem}.wr1t1ng.part"  # another process is writing it right now
+    other = tmp_path / f".{safe_stem('Other', CLIP_B)}.0ld0ld.part"  # another target's
+    for path in (stale, stale_sidecar, live, other):
+        path.write_bytes(b"half")
+    for path in (stale, stale_sidecar, other):
+        os.utime(path, (old, old))
+
+    await download(fake_fm(client), make_job(make_clip(CLIP_A, "Night Drive")), tmp_path)
+
+    assert not stale.exists()
+    assert not stale_sidecar.exists()
+    assert live.exists()
+    assert other.exists()
+
+
+async def test_flowmusic_download_goes_through_the_download_api_only() -> None:
+    """Modules talk through narrow interfaces: downloads must not reach FlowMusic's privates."""
+    source = Path(_download.__file__).read_text()
+    assert "fm._" not in source
+    assert "._http" not in source
+    assert "_MAX_TRIES" not in source  # one retry mechanism: the client's RetryPolicy
