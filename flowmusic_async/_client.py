@@ -40,17 +40,24 @@ from ._errors import (
     remember_secret,
 )
 from ._events import EventHook, EventHooks
-from ._handles import JobHandle, OnSubmitting, QueuedJob, SubmitHooks
+from ._handles import (
+    MAX_SECONDS,
+    JobHandle,
+    OnSubmitting,
+    QueuedJob,
+    SubmitHooks,
+    check_seconds,
+)
 from ._host import ServiceHost
 from ._http import HttpCore
 from ._journal import Journal
 from ._models import Account, AccountJobs, Clip, Job
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
-from ._resources import Accounts, Files, Jobs, Music, account_of_id
+from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
 from ._retry import RetryPolicy
 from ._scheduler import SlotUsage
 from ._timing import Timing
-from ._validation import edit_body, music_body
+from ._validation import check_id, check_reply_url, edit_body, music_body
 from ._webhooks import Webhooks
 
 __all__ = ["DEFAULT_BASE_URL", "FlowMusic"]
@@ -120,7 +127,6 @@ class FlowMusic(JobEditHelpers):
     ) -> None:
         _logs.configure_from_env()
         self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
-        _logs.redact(self._token)
         if base_url is None:
             base_url = os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
         self._base_url = _check_base_url(base_url)
@@ -129,13 +135,18 @@ class FlowMusic(JobEditHelpers):
             http_timeout = timeout
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        # Checked here, so that a wrong type is named now rather than an AttributeError later.
+        _check_type("transport", transport, httpx.AsyncBaseTransport, "httpx.AsyncBaseTransport")
+        _check_type("http_client", http_client, httpx.AsyncClient, "httpx.AsyncClient")
+        _check_type("timing", timing, Timing, "flowmusic_async.Timing")
         if transport is not None and http_client is not None:
             raise ConfigurationError("pass transport= or http_client=, not both")
         if reply_url is not None:
             try:
-                music_body("x", reply_url=reply_url)
+                check_reply_url("reply_url", reply_url)
             except ValidationError as error:
                 raise ConfigurationError(str(error)) from None
+        event_hooks = _check_hooks(event_hooks)
         self._reply_url = reply_url
         self._timeout = _check_http_timeout(http_timeout)
         self._max_retries = max_retries
@@ -149,6 +160,8 @@ class FlowMusic(JobEditHelpers):
         self._core: HttpCore | None = None
         self._owned_client: httpx.AsyncClient | None = None
         self._host = ServiceHost(on_stop=self._release_resources)
+        # Only once every argument is accepted: a refused client never sent, nor registered, it.
+        _logs.redact(self._token)
         remember_secret(self._token)
 
         self.music = Music(self._require_core, self._timeout)
@@ -510,6 +523,8 @@ class FlowMusic(JobEditHelpers):
             raise ValidationError(
                 "operation", "stems is synchronous and returns four clips: use fm.music.stems(clip)"
             )
+        if deadline is not None:  # the per-operation helpers (fm.extend, ...) come straight here
+            check_seconds(deadline, "deadline")
         if request.reply_url is None and self._reply_url is not None:
             request = msgspec.structs.replace(request, reply_url=self._reply_url)
         return await self._engine.submit(
@@ -603,6 +618,7 @@ class FlowMusic(JobEditHelpers):
             JobFailed, JobTimeout, NotFoundError (unknown or expired), PermissionDeniedError.
         """
         self._require_core()
+        check_id("jobid", jobid)
         return await self._engine.wait(jobid, timeout=_deadline(deadline, timeout))
 
     async def _run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
@@ -654,8 +670,8 @@ class FlowMusic(JobEditHelpers):
         for request in requests:
             if isinstance(request, SongRequest):
                 request = request.to_params()
-            if self._reply_url is None:
-                yield request
+            if self._reply_url is None or not isinstance(request, (str, Mapping)):
+                yield request  # anything else becomes that request's failed Outcome
             elif isinstance(request, str):
                 yield {"prompt": request, "reply_url": self._reply_url}
             elif request.get("reply_url") is None:
@@ -685,7 +701,13 @@ class FlowMusic(JobEditHelpers):
         """
         self._require_core()
         return await _download.download(
-            self, target, dest, formats=formats, sidecar=sidecar, jobid=jobid, prompt=prompt
+            _DownloadAPI(self),
+            target,
+            dest,
+            formats=formats,
+            sidecar=sidecar,
+            jobid=jobid,
+            prompt=prompt,
         )
 
     def add_event_hook(self, hook: EventHook) -> None:
@@ -713,26 +735,56 @@ def _deprecated(old: str, new: str, *, stacklevel: int = 4) -> None:
 
 
 def _deadline(deadline: float | None, timeout: float | None) -> float | None:
-    """The job deadline from `deadline=` or its deprecated spelling `timeout=`."""
+    """The job deadline from `deadline=` or its deprecated spelling `timeout=`, checked.
+
+    Checked here, in the caller's frame, so that the error names the parameter as spelled
+    and comes before anything is sent (`check_seconds`: positive and finite).
+    """
     if timeout is None:
-        return deadline
+        return None if deadline is None else check_seconds(deadline, "deadline")
     if deadline is not None:
         raise ConfigurationError("pass deadline= only (timeout= is its deprecated spelling)")
     _deprecated("timeout= for a job", "deadline=")
-    return timeout
+    return check_seconds(timeout, "timeout")
+
+
+def _check_type(name: str, value: object, kind: type, shown: str) -> None:
+    if value is not None and not isinstance(value, kind):
+        raise ConfigurationError(f"{name} must be {shown} or None, got {type(value).__name__}")
+
+
+def _check_hooks(hooks: object) -> tuple[EventHook, ...]:
+    if callable(hooks) or isinstance(hooks, (str, bytes)):
+        raise ConfigurationError("event_hooks must be an iterable of callables, not one")
+    if not isinstance(hooks, Iterable):
+        raise ConfigurationError(
+            f"event_hooks must be an iterable of callables, got {type(hooks).__name__}"
+        )
+    found: tuple[EventHook, ...] = tuple(hooks)
+    for hook in found:
+        if not callable(hook):
+            raise ConfigurationError(f"event_hooks holds a {type(hook).__name__}, not a callable")
+    return found
 
 
 def _check_http_timeout(value: float | httpx.Timeout) -> httpx.Timeout:
     if isinstance(value, httpx.Timeout):
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value <= MAX_SECONDS  # also refuses NaN, inf and ints too big for a float
+    ):
         raise ConfigurationError(
             f"http_timeout must be a positive number of seconds or an httpx.Timeout, got {value!r}"
         )
     return httpx.Timeout(float(value))
 
 
-def _check_token(token: str | None) -> str:
+def _check_token(token: object) -> str:
+    # No message here ever quotes the token, even a malformed one: it is still a secret.
+    if token is not None and not isinstance(token, str):
+        raise ConfigurationError(f"token must be a string, got {type(token).__name__}")
     if token is None or not token.strip():
         raise ConfigurationError(
             f"no API token: pass token= or set the {TOKEN_ENV} environment variable"
@@ -742,14 +794,26 @@ def _check_token(token: str | None) -> str:
     # quoting the header; say it here without repeating the token.
     if any(ch.isspace() or not ch.isprintable() for ch in token):
         raise ConfigurationError("the API token contains whitespace or control characters")
+    # httpx encodes header values as ASCII; anything else fails at the first request with a
+    # UnicodeEncodeError whose args hold "Bearer <token>".
+    if not token.isascii():
+        raise ConfigurationError("the API token contains non-ASCII characters")
     return token
 
 
-def _check_base_url(base_url: str) -> str:
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+def _check_base_url(base_url: object) -> str:
+    if not isinstance(base_url, str):
+        raise ConfigurationError(f"base_url must be a string, got {type(base_url).__name__}")
+    try:
+        parts = urlsplit(base_url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        httpx.URL(base_url)  # what will really be used: refuse what httpx cannot parse now
+    except (ValueError, httpx.InvalidURL) as error:  # "https://[::1", ":99999", a surrogate
+        raise ConfigurationError(f"base_url is not a valid URL ({error}): {base_url!r}") from None
+    if parts.scheme not in ("https", "http") or not hostname:
         raise ConfigurationError(f"base_url must be an https:// URL, got {base_url!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not _is_loopback(hostname):
         raise ConfigurationError(
             f"base_url {base_url!r} uses plain http:// to a non-loopback host; the token would "
             "travel unencrypted. Use https://, or http:// only for localhost/127.0.0.1/::1"
@@ -805,3 +869,24 @@ class _EngineAPI:
 
     def unreachable(self, error: FlowMusicError, tries: int) -> TransportError:
         return self._fm._require_core().unreachable(error, tries)
+
+
+class _DownloadAPI:
+    """Downloads' view of the client (`DownloadAPI`): media client, retry policy, two calls."""
+
+    def __init__(self, fm: FlowMusic) -> None:
+        self._fm = fm
+
+    @property
+    def media_client(self) -> httpx.AsyncClient:
+        return self._fm._require_core().client
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._fm._policy
+
+    async def get_job(self, jobid: str) -> Job:
+        return await self._fm.jobs.get(jobid)
+
+    def open_mp3(self, clip_id: str) -> contextlib.AbstractAsyncContextManager[DownloadStream]:
+        return self._fm.music.download(clip_id)

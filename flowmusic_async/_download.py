@@ -8,20 +8,27 @@ file's size; if the file on disk no longer has that size it is downloaded again.
 
 Media URLs (``audio_url``, ``wav_url``, ``image_url``) are public, signed links: they are fetched
 with the client's httpx client but never with the API token. When one answers 403/404/410 (the
-signature expired) the job is fetched again for fresh links and the file is tried once more.
+signature expired) the job is fetched again for fresh links and the file is tried once more. A
+URL that is no fetchable http(s) URL at all is a broken answer: `DecodeError` naming the clip.
+
+Downloads reach the client only through `DownloadAPI` (the media httpx client, the client's
+`RetryPolicy`, ``jobs.get`` and the mp3 endpoint), which ``FlowMusic.download`` provides.
+Transient failures are retried by that one `RetryPolicy`, like every other safe request.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
 import tempfile
+import time
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -30,6 +37,7 @@ import httpx
 import msgspec
 
 from flowmusic_async._errors import (
+    DecodeError,
     FlowMusicError,
     ServerError,
     TransportError,
@@ -37,21 +45,54 @@ from flowmusic_async._errors import (
     error_from_response,
 )
 from flowmusic_async._models import Clip, Job
-from flowmusic_async._resources import account_of_id
-from flowmusic_async._retry import backoff_delays, sleep
+from flowmusic_async._resources import DownloadStream, account_of_id
+from flowmusic_async._retry import RetryPolicy, sleep
 
-if TYPE_CHECKING:
-    from flowmusic_async._client import FlowMusic
-
-__all__ = ["FORMATS", "Sidecar", "SidecarFile", "download", "safe_stem", "short_clip_id"]
+__all__ = [
+    "FORMATS",
+    "DownloadAPI",
+    "Sidecar",
+    "SidecarFile",
+    "download",
+    "safe_stem",
+    "short_clip_id",
+]
 
 Format = Literal["m4a", "wav", "mp3", "image"]
 FORMATS: tuple[Format, ...] = ("m4a", "wav", "mp3", "image")
 
-# Attempts per file for transient failures (5xx, dropped connections, short bodies).
-_MAX_TRIES = 4
-_BACKOFF_BASE_S = 0.5
-_BACKOFF_CAP_S = 8.0
+
+class DownloadAPI(Protocol):
+    """What a download needs from a client, and nothing else (``FlowMusic.download`` gives it).
+
+    Attributes:
+        media_client: the httpx client media URLs are fetched with (never with the token).
+        retry_policy: the client's one retry policy; each file's transient failures use it.
+    """
+
+    @property
+    def media_client(self) -> httpx.AsyncClient: ...
+
+    @property
+    def retry_policy(self) -> RetryPolicy: ...
+
+    async def get_job(self, jobid: str) -> Job:
+        """GET /jobs/{jobid}: the job again, for fresh media links."""
+        ...
+
+    def open_mp3(self, clip_id: str) -> AbstractAsyncContextManager[DownloadStream]:
+        """GET /music/download of a clip, as a stream (the API's own retries apply)."""
+        ...
+
+
+# URLs longer than this are refused before any request: no CDN signs links this long, and
+# httpx would otherwise fail deep in the connection code (or the server with a 414).
+_MAX_URL_CHARS = 16_384
+# A hidden ``.part`` file this old, for the same target, is left by a download that was killed
+# (SIGKILL, power loss: nothing ran its cleanup). A live writer touches its file at every chunk,
+# so an old modification time means nobody is writing it any more. Two processes downloading the
+# same clip into one folder at once stay safe: each one's file is young while it writes.
+STALE_PART_AGE_S = 15 * 60
 # Statuses a signed media URL answers once its signature has expired.
 _EXPIRED_STATUSES = frozenset({403, 404, 410})
 _MAX_TITLE_CHARS = 80
@@ -145,6 +186,49 @@ def _image_ext_from_url(url: str) -> str | None:
 def _image_ext_from_type(content_type: str | None) -> str:
     media_type = (content_type or "").split(";")[0].strip().lower()
     return _IMAGE_TYPES.get(media_type, "img")
+
+
+def _checked_url(url: str, *, clip_id: str, fmt: Format) -> str:
+    """The media URL if httpx can fetch it; else `DecodeError` naming the clip and the field.
+
+    The URL comes from the server's answer, so a broken one is a broken answer: retrying it
+    cannot help, and httpx's own errors (`InvalidURL`, `ValueError`, `UnsupportedProtocol`
+    retried as if transient) would not say which clip it was.
+    """
+    field = {"m4a": "audio_url", "wav": "wav_url", "image": "image_url"}.get(fmt, fmt)
+    problem: str | None = None
+    if len(url) > _MAX_URL_CHARS:
+        problem = f"is {len(url):,} characters long"
+    else:
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError) as error:  # "http://[::1", a surrogate, ...
+            problem = f"cannot be parsed ({error})"
+        else:
+            if parsed.scheme not in ("http", "https"):
+                problem = f"is not an http(s) URL (scheme {parsed.scheme!r})"
+            elif not parsed.host:
+                problem = "has no host"
+            elif any(ch.isspace() for ch in url):
+                # httpx would percent-encode it, even in the host or before the scheme; a
+                # signed link with a raw space is damaged, and a guess could fetch another file.
+                problem = "contains whitespace"
+    if problem is not None:
+        raise DecodeError(f"clip {clip_id}: its {field} {problem}; it cannot be downloaded")
+    return url
+
+
+def _remove_stale_parts(dest: Path, stem: str, *, now: float | None = None) -> None:
+    """Delete hidden ``.<stem>.*.part`` files left in ``dest`` by a killed download.
+
+    Only this target's (same stem) and only stale ones (see `STALE_PART_AGE_S`), so another
+    process writing the same file right now keeps its temporary file.
+    """
+    cutoff = (time.time() if now is None else now) - STALE_PART_AGE_S
+    for part in dest.glob(f".{glob.escape(stem)}.*.part"):
+        with suppress(OSError):  # gone already (another rerun), or not ours to remove
+            if part.is_file() and part.stat().st_mtime < cutoff:
+                part.unlink()
 
 
 def _describe(url: str) -> str:
@@ -300,13 +384,13 @@ def _wrap_transport(exc: httpx.TransportError, endpoint: str) -> TransportError:
 
 
 @asynccontextmanager
-async def _open_mp3(fm: FlowMusic, clip_id: str) -> AsyncIterator[_Body]:
+async def _open_mp3(api: DownloadAPI, clip_id: str) -> AsyncIterator[_Body]:
     """GET /music/download through the API (with the token, like any endpoint call).
 
     Failures to start are not wrapped: the API layer already retried them. Only a body cut off
     midway (caught in _write_atomically) is retried here.
     """
-    async with fm.music.download(clip_id) as stream:
+    async with api.open_mp3(clip_id) as stream:
         yield _Body(
             stream.aiter_bytes(),
             endpoint="GET /music/download",
@@ -318,8 +402,8 @@ async def _open_mp3(fm: FlowMusic, clip_id: str) -> AsyncIterator[_Body]:
 class _Links:
     """The clips' current media URLs; refreshed at most once per file from GET /jobs/{jobid}."""
 
-    def __init__(self, fm: FlowMusic, clips: Sequence[Clip], jobid: str | None) -> None:
-        self._fm = fm
+    def __init__(self, api: DownloadAPI, clips: Sequence[Clip], jobid: str | None) -> None:
+        self._api = api
         self._jobid = jobid
         self.clips = {clip.clip: clip for clip in clips}
 
@@ -336,7 +420,7 @@ class _Links:
             return current  # another file of this job already fetched fresh links
         if self._jobid is None:
             raise error  # nothing to refresh from: pass jobid= when downloading a bare Clip
-        job = await self._fm.jobs.get(self._jobid)
+        job = await self._api.get_job(self._jobid)
         for clip in job.clips:
             if clip.clip in self.clips:
                 self.clips[clip.clip] = clip
@@ -383,19 +467,21 @@ def _write_sidecar(path: Path, sidecar: Sidecar) -> None:
 
 
 async def _fetch_file(
-    fm: FlowMusic, links: _Links, clip: Clip, fmt: Format, dest: Path, stem: str
+    api: DownloadAPI, links: _Links, clip: Clip, fmt: Format, dest: Path, stem: str
 ) -> _Written | None:
     """Download one format of one clip, retrying transient failures; None if it has no URL."""
     url = None if fmt == "mp3" else links.url(clip.clip, fmt)
     if fmt != "mp3" and url is None:
         return None
     refreshed = False
-    delays = backoff_delays(base=_BACKOFF_BASE_S, cap=_BACKOFF_CAP_S, max_tries=_MAX_TRIES)
+    attempts = api.retry_policy.attempts()
     while True:
         try:
-            opener = (
-                _open_mp3(fm, clip.clip) if url is None else _open_media_url(fm._http.client, url)
-            )
+            if url is None:
+                opener = _open_mp3(api, clip.clip)
+            else:
+                url = _checked_url(url, clip_id=clip.clip, fmt=fmt)
+                opener = _open_media_url(api.media_client, url)
             async with opener as body:
                 ext: str = fmt
                 if fmt == "image":
@@ -409,14 +495,14 @@ async def _fetch_file(
             url = await links.refresh(clip.clip, fmt, url, exc.error)
             refreshed = True
         except _Retryable as exc:
-            delay = next(delays, None)
+            delay = attempts.delay()
             if delay is None:
                 raise exc.error from None
             await sleep(delay)
 
 
 async def download(
-    fm: FlowMusic,
+    api: DownloadAPI,
     target: Job | Clip,
     dest: str | os.PathLike[str],
     *,
@@ -429,11 +515,12 @@ async def download(
 
     Each file is named ``<safe title>-<short clip id>.<ext>``; a file already present and
     complete is not downloaded again. Transient failures (5xx, lost connections, short bodies)
-    are retried with backoff; an expired media URL is refreshed once through
-    ``fm.jobs.get(jobid)``. Files are fetched one after another.
+    are retried by the client's `RetryPolicy`; an expired media URL is refreshed once through
+    ``jobs.get(jobid)``. Files are fetched one after another. Temporary files a killed earlier
+    run left for the same clip are removed once stale (`STALE_PART_AGE_S`).
 
     Args:
-        fm: an entered ``FlowMusic`` client.
+        api: what the download needs from an entered client (``FlowMusic.download`` gives it).
         target: a completed ``Job`` (all its clips) or a single ``Clip``.
         dest: the folder to write into; created if missing.
         formats: any of ``"m4a"`` (``audio_url``), ``"wav"`` (``wav_url``), ``"mp3"``
@@ -449,6 +536,7 @@ async def download(
 
     Raises:
         ValidationError: an unknown format, or a job that is not completed.
+        DecodeError: a media URL in the job that is no fetchable http(s) URL (names the clip).
         FlowMusicError: a download that failed for good (the error of its last attempt).
     """
     wanted: list[Format] = []
@@ -476,10 +564,11 @@ async def download(
         email = account_of_id(target.clip)  # a clip id names its account
     folder = Path(dest)
     await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
-    links = _Links(fm, clips, jobid)
+    links = _Links(api, clips, jobid)
     paths: list[Path] = []
     for clip in clips:
         stem = safe_stem(clip.title, clip.clip)
+        await anyio.to_thread.run_sync(_remove_stale_parts, folder, stem)
         sidecar_path = folder / f"{stem}.json"
         previous = _read_sidecar(sidecar_path)
         recorded: dict[str, SidecarFile] = dict(previous.files) if previous else {}
@@ -492,7 +581,7 @@ async def download(
                     recorded[fmt] = SidecarFile(name=candidate, size=size)
                 paths.append(folder / candidate)
                 continue
-            written = await _fetch_file(fm, links, clip, fmt, folder, stem)
+            written = await _fetch_file(api, links, clip, fmt, folder, stem)
             if written is None:
                 continue
             recorded[fmt] = SidecarFile(

@@ -131,8 +131,15 @@ class JobHandle:
                 DeprecationWarning,
                 stacklevel=2,
             )
+            field = "timeout" if deadline is None else "deadline"
             deadline = timeout if deadline is None else deadline
-        until = self._deadline if deadline is None else time.monotonic() + check_seconds(deadline)
+        else:
+            field = "deadline"
+        until = (
+            self._deadline
+            if deadline is None
+            else time.monotonic() + check_seconds(deadline, field)
+        )
         return await self._engine.await_watch(self._watch, deadline=until, email=self.email)
 
     def __await__(self) -> Generator[Any, None, Job]:
@@ -156,12 +163,26 @@ class JobHandle:
         return job if job is not None and job.is_terminal else None
 
 
+# The longest deadline taken: a year. Past that a float deadline loses nothing, but timers
+# overflow (asyncio's call_at with 1e300) and "forever" is what None already means.
+MAX_SECONDS = 365 * 24 * 3600.0
+
+
 def check_seconds(value: object, field: str = "timeout") -> float:
-    """A deadline in seconds: a positive, finite number, refused before anything is sent."""
+    """A deadline in seconds: a positive, finite number, refused before anything is sent.
+
+    ``inf`` is refused too: a paid job waited on forever is a leak, not a choice; the default
+    (None) is `Timing.job_timeout`, and anything up to `MAX_SECONDS` may be given.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(field, f"must be a number of seconds, got {type(value).__name__}")
-    if math.isnan(value) or value <= 0:
-        raise ValidationError(field, f"must be a positive number of seconds, got {value!r}")
+    # Compared before isfinite(), which overflows on a huge int; NaN fails every comparison.
+    if value <= 0 or value > MAX_SECONDS or not math.isfinite(value):
+        raise ValidationError(
+            field,
+            f"must be a positive, finite number of seconds (at most {MAX_SECONDS:g}), "
+            f"got {value!r}",
+        )
     return float(value)
 
 

@@ -502,15 +502,20 @@ class Files(_Namespace):
             kind, params = upload_params(
                 content_type, len(data), email=email, strip_metadata=strip_metadata
             )
-        else:
+        elif isinstance(data_or_path, (str, os.PathLike)):
             path = anyio.Path(data_or_path)
             kind = content_type or guess_content_type(data_or_path)
             try:
                 size = (await path.stat()).st_size
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a NUL or lone surrogate in it
                 raise ValidationError("data_or_path", f"cannot read {str(path)!r}: {exc}") from exc
             kind, params = upload_params(kind, size, email=email, strip_metadata=strip_metadata)
             data = await path.read_bytes()
+        else:
+            raise ValidationError(
+                "data_or_path",
+                f"must be bytes or a file path, got {type(data_or_path).__name__}",
+            )
         return await self._core().request(
             "POST",
             "/files",

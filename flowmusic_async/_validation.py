@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,7 +43,9 @@ __all__ = [
     "account_add_body",
     "account_limit_body",
     "check_email",
+    "check_encodable",
     "check_id",
+    "check_reply_url",
     "download_params",
     "edit_body",
     "guess_content_type",
@@ -320,6 +322,9 @@ def account_add_body(refresh_token: str, *, max_jobs: int | None = None) -> dict
     if not isinstance(refresh_token, str):
         raise ValidationError("refresh_token", "must be a string")
     token = refresh_token.strip()
+    if not token.isascii() or not token.isprintable():
+        # Never quoted: it is a secret, and httpx would otherwise quote it in its own error.
+        raise ValidationError("refresh_token", "must be printable ASCII")
     if len(token) < 10:
         raise ValidationError("refresh_token", f"must be at least 10 characters, got {len(token)}")
     body: dict[str, Any] = {"refresh_token": token}
@@ -402,15 +407,38 @@ def guess_content_type(path: str | os.PathLike[str]) -> str:
 def check_email(field: str, value: object) -> str:
     """An account email: a non-empty string with an ``@``."""
     if not isinstance(value, str) or "@" not in value or value.strip() != value or not value:
-        raise ValidationError(field, f"must be an account email address, got {value!r}")
-    return value
+        raise ValidationError(field, f"must be an account email address, got {_shown(value)}")
+    return check_encodable(field, value)
 
 
 def check_id(field: str, value: object) -> str:
     """An opaque id (jobid, clip id, asset id): a non-blank string."""
     if not isinstance(value, str) or not value.strip():
-        raise ValidationError(field, f"must be a non-empty id string, got {value!r}")
+        raise ValidationError(field, f"must be a non-empty id string, got {_shown(value)}")
+    return check_encodable(field, value)
+
+
+def check_encodable(field: str, value: str) -> str:
+    """Refuse text that cannot be sent: a lone surrogate has no UTF-8 form.
+
+    Such strings come from ``os.fsdecode`` of undecodable file names or from slicing a
+    surrogate pair; left alone they fail much later with a `UnicodeEncodeError` while the
+    request is encoded, or worse halfway through a batch.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValidationError(
+            field, f"contains a lone surrogate ({value[error.start]!r} at index {error.start})"
+        ) from None
     return value
+
+
+def _shown(value: object) -> str:
+    # A value quoted in a message: repr() is safe for any str (it escapes surrogates), but a
+    # caller's huge object should not become a huge message.
+    text = repr(value)
+    return text if len(text) <= 200 else f"{text[:200]}..."
 
 
 def _delivery(*, mode: object, reply_url: object, reply_ref: object) -> dict[str, Any]:
@@ -418,21 +446,39 @@ def _delivery(*, mode: object, reply_url: object, reply_ref: object) -> dict[str
     if mode is not None:
         fields["mode"] = _choice("mode", mode, MODES)
     if reply_url is not None:
-        if not isinstance(reply_url, str) or urlsplit(reply_url).scheme not in ("http", "https"):
-            raise ValidationError("reply_url", f"must be an http(s) URL, got {reply_url!r}")
-        if not urlsplit(reply_url).netloc:
-            raise ValidationError("reply_url", f"has no host: {reply_url!r}")
-        if len(reply_url) > MAX_REPLY_URL:
-            raise ValidationError("reply_url", f"is {len(reply_url)} characters; at most 1024")
+        fields[_WIRE_NAMES["reply_url"]] = check_reply_url("reply_url", reply_url)
         fields[_WIRE_NAMES["reply_url"]] = reply_url
     if reply_ref is not None:
         fields[_WIRE_NAMES["reply_ref"]] = _text("reply_ref", reply_ref, max_len=None)
     return fields
 
 
-def _references(field: str, wire: str, ids: Sequence[str]) -> dict[str, str]:
-    if isinstance(ids, str):  # a lone string is a Sequence too; iterating it sends characters
-        raise ValidationError(field, "must be a list of asset ids, not a single string")
+def check_reply_url(field: str, value: object) -> str:
+    """A callback URL: http(s), with a host, at most 1024 characters, sendable as UTF-8."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be an http(s) URL string, got {type(value).__name__}")
+    check_encodable(field, value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as error:  # "https://[::1" and friends
+        raise ValidationError(field, f"is not a valid URL ({error}): {_shown(value)}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValidationError(field, f"must be an http(s) URL, got {_shown(value)}")
+    if not parts.netloc or not parts.hostname:
+        raise ValidationError(field, f"has no host: {_shown(value)}")
+    if len(value) > MAX_REPLY_URL:
+        raise ValidationError(field, f"is {len(value)} characters; at most {MAX_REPLY_URL}")
+    return value
+
+
+def _references(field: str, wire: str, ids: object) -> dict[str, str]:
+    if ids is None:
+        return {}  # None means "not sent", as for every optional field (see `SongRequest`)
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Collection):
+        # A lone string is a Sequence too (iterating it would send characters); None or a
+        # number is no collection at all. Either way a list of asset ids was meant.
+        raise ValidationError(field, f"must be a list of asset ids, got {type(ids).__name__}")
     ids = list(ids)
     if len(ids) > MAX_REFERENCES:
         raise ValidationError(field, f"at most {MAX_REFERENCES} references, got {len(ids)}")
@@ -456,7 +502,7 @@ def _text(field: str, value: object, *, max_len: int | None, min_len: int = 1) -
         raise ValidationError(field, "must not be empty or blank")
     if max_len is not None and len(value) > max_len:
         raise ValidationError(field, f"at most {max_len:,} characters, got {len(value):,}")
-    return value
+    return check_encodable(field, value)
 
 
 def _choice(field: str, value: object, allowed: Collection[str]) -> str:

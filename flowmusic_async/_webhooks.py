@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ._decode import Undecodable, decode
-from ._errors import FlowMusicError
+from ._errors import FlowMusicError, ValidationError
 from ._models import Job, JobStatus
 from ._reconcile import split_reply_ref
 
@@ -69,7 +69,15 @@ class Webhooks:
 
         Args:
             body: the raw request body, as received.
+
+        Raises:
+            ValidationError: ``body`` is not bytes (a bug in the caller, not a bad callback).
         """
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise ValidationError(
+                "body", f"must be the raw bytes received, got {type(body).__name__}"
+            )
+        body = bytes(body)
         if len(body) > self.max_body:
             return WebhookResult(
                 accepted=False, http_status=413, reason=f"body over {self.max_body} bytes"

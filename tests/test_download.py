@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import cast
 
 import anyio
 import httpx
+import msgspec
 import pytest
 
 from flowmusic_async import _download
 from flowmusic_async._client import FlowMusic
-from flowmusic_async._download import download, safe_stem, short_clip_id
-from flowmusic_async._errors import PermissionDeniedError, TransportError, ValidationError
+from flowmusic_async._download import DownloadAPI, download, safe_stem, short_clip_id
+from flowmusic_async._errors import (
+    DecodeError,
+    PermissionDeniedError,
+    TransportError,
+    ValidationError,
+)
 from flowmusic_async._models import Clip, Job
+from flowmusic_async._resources import DownloadStream
+from flowmusic_async._retry import RetryPolicy
 from flowmusic_async._timing import Timing
 from flowmusic_async.testing import Simulator
 
@@ -115,23 +125,27 @@ class FakeJobs:
         return self.fresh
 
 
-class FakeHttp:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-
-
 class FakeFM:
-    """Just the surface download() uses: _http.client, jobs.get, music.download."""
+    """The whole `DownloadAPI`, and nothing of FlowMusic's private state.
+
+    Three retries (four attempts per file), as the tests below count them.
+    """
 
     def __init__(self, client: httpx.AsyncClient, fresh: Job | None = None) -> None:
-        self._http = FakeHttp(client)
+        self.media_client = client
+        self.retry_policy = RetryPolicy(max_retries=3, base=0.5, cap=8.0)
         self.jobs = FakeJobs(fresh)
         self.music = FakeMusic()
 
+    async def get_job(self, jobid: str) -> Job:
+        return await self.jobs.get(jobid)
 
-def fake_fm(client: httpx.AsyncClient, fresh: Job | None = None) -> FlowMusic:
-    """download() is typed for FlowMusic but reads only `_http`, `jobs` and `music`."""
-    return cast("FlowMusic", FakeFM(client, fresh))
+    def open_mp3(self, clip_id: str) -> AbstractAsyncContextManager[DownloadStream]:
+        return cast("AbstractAsyncContextManager[DownloadStream]", self.music.download(clip_id))
+
+
+def fake_fm(client: httpx.AsyncClient, fresh: Job | None = None) -> DownloadAPI:
+    return FakeFM(client, fresh)
 
 
 @pytest.fixture
@@ -186,9 +200,7 @@ async def test_job_clips_saved_with_predictable_names_and_sidecars(
     """The main job's output: every clip's files under names a user can predict, plus metadata."""
     job = make_job(make_clip(CLIP_A, "Night Drive"), make_clip(CLIP_B, "Night Drive"))
     fake = FakeFM(client)
-    paths = await download(
-        cast("FlowMusic", fake), job, tmp_path / "out", formats=("m4a", "wav", "mp3", "image")
-    )
+    paths = await download(fake, job, tmp_path / "out", formats=("m4a", "wav", "mp3", "image"))
 
     out = tmp_path / "out"
     assert [p.name for p in paths] == [
@@ -250,16 +262,12 @@ async def test_existing_complete_files_are_skipped_without_requests(
 ) -> None:
     """Re-running a finished download must cost nothing: no request, same paths."""
     fake = FakeFM(client)
-    first = await download(
-        cast("FlowMusic", fake), make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image")
-    )
+    first = await download(fake, make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image"))
     media.requests.clear()
     fake.music.downloads.clear()
     sidecar_before = (tmp_path / "Night Drive-0a1b2c3d.json").read_bytes()
 
-    again = await download(
-        cast("FlowMusic", fake), make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image")
-    )
+    again = await download(fake, make_job(), tmp_path, formats=("m4a", "wav", "mp3", "image"))
 
     assert again == first
     assert media.requests == []
@@ -362,7 +370,7 @@ async def test_expired_url_is_refreshed_through_the_job_and_retried(
     media.queue(stale.audio_url, status(403))
     fake = FakeFM(client, fresh=make_job(fresh))
 
-    [path, _] = await download(cast("FlowMusic", fake), make_job(stale), tmp_path)
+    [path, _] = await download(fake, make_job(stale), tmp_path)
 
     assert path.read_bytes() == M4A
     assert fake.jobs.gets == ["job:5555-user:1001-a@example.com-bot:flowmusic"]
@@ -380,7 +388,7 @@ async def test_expired_url_is_refreshed_only_once(
     fake = FakeFM(client, fresh=make_job(fresh))
 
     with pytest.raises(PermissionDeniedError):
-        await download(cast("FlowMusic", fake), make_job(stale), tmp_path)
+        await download(fake, make_job(stale), tmp_path)
 
     assert len(fake.jobs.gets) == 1
     assert leftovers(tmp_path) == []
@@ -507,9 +515,9 @@ async def test_end_to_end_against_the_simulator_with_expired_links(tmp_path: Pat
             job = await fm.generate("lofi beats to test by")
         sim.advance(7200)  # every signed link in `job` is now expired
         polls_before = sim.stats.requests[("GET /jobs/{jobid}", 200)]
-        paths = await download(fm, job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
+        paths = await fm.download(job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
         requests_after_first = sum(sim.stats.requests.values())
-        again = await download(fm, job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
+        again = await fm.download(job, tmp_path, formats=("m4a", "wav", "mp3", "image"))
 
     # One refused link, one job refresh that renewed the links of every clip, nothing repeated.
     assert sim.stats.requests[("GET /_sim/media/{file}", 403)] == 1
@@ -528,3 +536,64 @@ async def test_end_to_end_against_the_simulator_with_expired_links(tmp_path: Pat
     assert sidecar["prompt"] == "lofi beats to test by"
     assert set(sidecar["files"]) == {"m4a", "wav", "mp3", "image"}
     assert leftovers(tmp_path) == sorted(p.name for p in paths)
+
+
+@pytest.mark.parametrize(
+    "bad_url",
+    [
+        "http://[::1",
+        "https://cdn.example/a song.m4a",
+        "https://cdn.example/" + "x" * 20_000 + ".m4a",
+        "ftp://cdn.example/a.m4a",
+        "https:///no-host.m4a",
+    ],
+    ids=["unclosed-ipv6", "space", "over-long", "ftp", "no-host"],
+)
+async def test_unfetchable_media_url_is_a_decode_error_naming_the_clip(
+    tmp_path: Path,
+    client: httpx.AsyncClient,
+    media: Media,
+    download_sleeps: list[float],
+    bad_url: str,
+) -> None:
+    """A broken URL in an answer is a broken answer: typed, named, not retried, nothing sent."""
+    clip = msgspec.structs.replace(make_clip(), audio_url=bad_url)
+
+    with pytest.raises(DecodeError, match=r"clip .*clip:0a1b2c3d.*audio_url") as caught:
+        await download(fake_fm(client), make_job(clip), tmp_path)
+
+    assert "x" * 300 not in str(caught.value)  # the message does not quote a huge URL
+    assert media.requests == []
+    assert download_sleeps == []
+    assert leftovers(tmp_path) == []
+
+
+async def test_rerun_removes_stale_part_files_of_the_same_target_only(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    """A killed download leaves hidden .part files; the rerun must not let them pile up."""
+    stem = safe_stem("Night Drive", CLIP_A)
+    old = time.time() - _download.STALE_PART_AGE_S - 60
+    stale = tmp_path / f".{stem}.k1ll3d.part"
+    stale_sidecar = tmp_path / f".{stem}.s1d3c4r.part"
+    live = tmp_path / f".{stem}.wr1t1ng.part"  # another process is writing it right now
+    other = tmp_path / f".{safe_stem('Other', CLIP_B)}.0ld0ld.part"  # another target's
+    for path in (stale, stale_sidecar, live, other):
+        path.write_bytes(b"half")
+    for path in (stale, stale_sidecar, other):
+        os.utime(path, (old, old))
+
+    await download(fake_fm(client), make_job(make_clip(CLIP_A, "Night Drive")), tmp_path)
+
+    assert not stale.exists()
+    assert not stale_sidecar.exists()
+    assert live.exists()
+    assert other.exists()
+
+
+async def test_flowmusic_download_goes_through_the_download_api_only() -> None:
+    """Modules talk through narrow interfaces: downloads must not reach FlowMusic's privates."""
+    source = Path(_download.__file__).read_text()
+    assert "fm._" not in source
+    assert "._http" not in source
+    assert "_MAX_TRIES" not in source  # one retry mechanism: the client's RetryPolicy
