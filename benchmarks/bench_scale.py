@@ -60,16 +60,61 @@ def prompts(n: int) -> Iterator[str]:
         yield f"bench scale song {i:06d}: warm lo-fi beat, vinyl crackle, 84 bpm"
 
 
-async def client(base_url: str, songs: int, time_scale: float, leave_after: int) -> dict[str, Any]:
+def instrument_httpx(limits: str | None) -> dict[str, int]:
+    """Count what the client asks httpx to send (attempts and their errors, by type), and with
+    `limits` ("MAX,KEEPALIVE[,CAP]") give every httpx.AsyncClient those connection limits and,
+    with CAP, let at most CAP sends into httpx at once (the rest wait in an anyio
+    CapacityLimiter instead of httpcore's pool queue): the experiment behind the Limits and
+    the in-flight cap the library should set."""
+    import anyio
+    import httpx
+
+    counts: dict[str, int] = {"sends": 0}
+    send = httpx.AsyncClient.send
+    parts = [int(x) for x in limits.split(",")] if limits else []
+    cap = anyio.CapacityLimiter(parts[2]) if len(parts) > 2 else None
+
+    async def counted(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> httpx.Response:
+        counts["sends"] += 1
+        try:
+            if cap is None:
+                return await send(self, *args, **kwargs)
+            async with cap:
+                return await send(self, *args, **kwargs)
+        except Exception as exc:
+            name = f"send {type(exc).__name__}"
+            counts[name] = counts.get(name, 0) + 1
+            raise
+
+    httpx.AsyncClient.send = counted  # type: ignore[method-assign]
+    if parts:
+        most, keepalive = parts[:2]
+        init = httpx.AsyncClient.__init__
+
+        def limited(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault(
+                "limits", httpx.Limits(max_connections=most, max_keepalive_connections=keepalive)
+            )
+            init(self, *args, **kwargs)
+
+        httpx.AsyncClient.__init__ = limited  # type: ignore[method-assign]
+    return counts
+
+
+async def client(
+    base_url: str, songs: int, time_scale: float, leave_after: int, limits: str | None = None
+) -> dict[str, Any]:
     import anyio
     import psutil
 
+    counts = instrument_httpx(limits)
     from flowmusic_async import FlowMusic, Timing
 
     proc = psutil.Process()
     gaps: list[tuple[float, float]] = []  # (seconds since the batch started, lateness)
     results: dict[str, float] = {}  # what the caller keeps: jobid -> when it got the record
     failed = 0
+    errors: dict[str, int] = {}  # error type -> count, for the failed outcomes
     out: dict[str, Any] = {}
     async with FlowMusic(token=TOKEN, base_url=base_url, timing=Timing.scaled(time_scale)) as fm:
         gc.collect()
@@ -100,6 +145,8 @@ async def client(base_url: str, songs: int, time_scale: float, leave_after: int)
                         results[outcome.job.jobid] = time.time()
                     else:
                         failed += 1
+                        name = type(outcome.error).__name__
+                        errors[name] = errors.get(name, 0) + 1
                     if leave_after and len(results) + failed >= leave_after:
                         left_at = time.perf_counter()
                         break
@@ -115,6 +162,8 @@ async def client(base_url: str, songs: int, time_scale: float, leave_after: int)
         songs=songs,
         completed=len(results),
         failed=failed,
+        errors=errors,
+        httpx=counts,
         cpu_s=cpu,
         wall_s=exited_at - start,
         rss0_mb=rss0 / 2**20,
@@ -133,7 +182,13 @@ async def client(base_url: str, songs: int, time_scale: float, leave_after: int)
 
 
 def run_once(
-    songs: int, *, time_scale: float, rtt_s: float = 0.0, leave_after: int = 0, seed: int = 7
+    songs: int,
+    *,
+    time_scale: float,
+    rtt_s: float = 0.0,
+    leave_after: int = 0,
+    seed: int = 7,
+    limits: str | None = None,
 ) -> dict[str, Any]:
     """One client run against a fresh simulator: the client's report plus the server's view."""
     workload = Workload(name="scale", songs=songs, accounts=ACCOUNTS)
@@ -146,6 +201,8 @@ def run_once(
         cmd = [sys.executable, "-m", "benchmarks.bench_scale", "--client", sim.base_url,
                "--songs", str(songs), "--time-scale", repr(time_scale),
                "--leave-after", str(leave_after)]  # fmt: skip
+        if limits:
+            cmd += ["--httpx-limits", limits]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
@@ -355,6 +412,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--latency-repeats", type=int, default=3)
     p.add_argument("--only", default="scale,leave,latency", help="comma list of series")
+    p.add_argument(
+        "--httpx-limits",
+        metavar="MAX,KEEPALIVE",
+        help="run the client with these httpx connection limits (default: the library's own)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
@@ -368,7 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.client:
         import anyio
 
-        report = anyio.run(client, ns.client, ns.songs, ns.time_scale, ns.leave_after)
+        report = anyio.run(
+            client, ns.client, ns.songs, ns.time_scale, ns.leave_after, ns.httpx_limits
+        )
         print(json.dumps(report))
         return 0
     from benchmarks import _report
@@ -376,9 +440,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = _report.machine()
     print("\n".join(_report.machine_lines(info)), flush=True)
     only = set(ns.only.split(","))
-    result: dict[str, Any] = {"machine": info, "leave_after": ns.leave_after}
+    result: dict[str, Any] = {
+        "machine": info,
+        "leave_after": ns.leave_after,
+        "httpx_limits": ns.httpx_limits or "library default",
+    }
     if "scale" in only:
-        points = [{"songs": n, "time_scale": ns.time_scale} for n in _ints(ns.sizes)]
+        points = [
+            {"songs": n, "time_scale": ns.time_scale, "limits": ns.httpx_limits}
+            for n in _ints(ns.sizes)
+        ]
         result["scale"] = series("scale", points, ns.repeats)
     if "leave" in only:
         points = [
