@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import statistics
 import subprocess
@@ -297,6 +298,21 @@ def _cell(row: dict[str, Any], key: str, spec: str) -> str:
     return f"{value:{spec}}"
 
 
+def marginal_rss(rows: list[dict[str, Any]]) -> list[tuple[int, int, float]]:
+    """KB of client RSS per extra song between consecutive sizes (what the caller keeps aside):
+    the fixed costs (imports, a slot's worth of tasks, the pool) cancel out."""
+    grown = sorted(
+        (int(r["songs"]), r["rss_end_mb"] - r["rss0_mb"] - r["kept_mb"])
+        for r in rows
+        if r.get("rss_end_mb") is not None
+    )
+    return [
+        (a, b, (gb - ga) * 1024 / (b - a))
+        for (a, ga), (b, gb) in itertools.pairwise(grown)
+        if b > a
+    ]
+
+
 def tables(result: dict[str, Any]) -> list[str]:
     lines = []
     if result.get("scale"):
@@ -313,6 +329,12 @@ def tables(result: dict[str, Any]) -> list[str]:
                 f"{row['duplicates']:>3.0f} | {_cell(row, 'rss_growth_kb_per_song', '.2f'):>18} | "
                 f"{row['rss_peak_mb']:>12.0f} | {_cell(row, 'stall_startup_ms', '.1f'):>18} | "
                 f"{_cell(row, 'stall_max_ms', '.1f'):>18}"
+            )
+        slopes = marginal_rss(result["scale"])
+        if slopes:
+            lines.append(
+                "RSS growth per extra song (the slope between sizes; the target is < 1 KB): "
+                + ", ".join(f"{a:,}->{b:,}: {kb:.2f} KB" for a, b, kb in slopes)
             )
     if result.get("leave"):
         lines += ["", f"leave early: break after {result['leave_after']} outcomes"]
@@ -398,6 +420,17 @@ def chart(path: Path, result: dict[str, Any]) -> str:
     return f"chart: {path}"
 
 
+def calibrate() -> float:
+    """Client CPU ms of one sequential httpx GET on this machine: the unit to read CPU/song in
+    (a shared VM's syscalls can cost several times a quiet laptop's)."""
+    workload = Workload(name="calibrate", songs=1, accounts=ACCOUNTS)
+    with simulator(workload, time_scale=0.01, seed=7) as sim:
+        cmd = [sys.executable, "-m", "benchmarks.bench_pool", "--client", sim.base_url,
+               "--burst", "1", "--rounds", "1", "--config", "[null, null, null]"]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    return float(json.loads(proc.stdout)["sequential_cpu_ms"])
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_scale", description=__doc__)
     p.add_argument("--client", metavar="BASE_URL", help=argparse.SUPPRESS)
@@ -439,11 +472,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     info = _report.machine()
     print("\n".join(_report.machine_lines(info)), flush=True)
+    result_unit = calibrate()
+    print(
+        f"unit: one sequential httpx GET costs {result_unit:.2f} ms of client CPU here", flush=True
+    )
     only = set(ns.only.split(","))
     result: dict[str, Any] = {
         "machine": info,
         "leave_after": ns.leave_after,
         "httpx_limits": ns.httpx_limits or "library default",
+        "sequential_get_cpu_ms": result_unit,
     }
     if "scale" in only:
         points = [
