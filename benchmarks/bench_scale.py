@@ -226,6 +226,7 @@ def run_once(
         "requests": sum(stats.api_requests.values()),
         "requests_by_endpoint": stats.api_requests,
         "responses_429": stats.responses_429,
+        "deletes": _deletes(stats.api_requests),
         "duplicates": stats.duplicate_submissions,
         "notice_p50_s": percentile(notice, 50),
         "notice_p95_s": percentile(notice, 95),
@@ -242,6 +243,11 @@ def run_once(
         row["makespan_s"] = last / time_scale
         row["makespan_over_fifo"] = last / fifo if fifo else None
     return row
+
+
+def _deletes(requests: dict[str, int]) -> int:
+    """DELETE requests: the server-side cancellations of a batch left early."""
+    return sum(n for key, n in requests.items() if key.startswith("DELETE "))
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -324,7 +330,7 @@ def tables(result: dict[str, Any]) -> list[str]:
                      f"{'start stall ms':>18} | {'max stall ms':>18}")  # fmt: skip
         for row in result["scale"]:
             lines.append(
-                f"{row['songs']:>7,} | {_cell(row, 'cpu_ms_per_song', '.2f'):>20} | "
+                f"{int(row['songs']):>7,} | {_cell(row, 'cpu_ms_per_song', '.2f'):>20} | "
                 f"{_cell(row, 'requests_per_song', '.3f'):>10} | {row['responses_429']:>4.0f} | "
                 f"{row['duplicates']:>3.0f} | {_cell(row, 'rss_growth_kb_per_song', '.2f'):>18} | "
                 f"{row['rss_peak_mb']:>12.0f} | {_cell(row, 'stall_startup_ms', '.1f'):>18} | "
@@ -338,18 +344,19 @@ def tables(result: dict[str, Any]) -> list[str]:
             )
     if result.get("leave"):
         lines += ["", f"leave early: break after {result['leave_after']} outcomes"]
-        lines.append(f"{'songs':>7} | {'leave s':>18} | {'start stall ms':>18} | "
-                     f"{'RSS at exit MB':>14}")  # fmt: skip
+        lines.append(f"{'songs':>7} | {'leave s':>18} | {'DELETEs':>7} | "
+                     f"{'start stall ms':>18} | {'RSS at exit MB':>14}")  # fmt: skip
         for row in result["leave"]:
             lines.append(
-                f"{row['songs']:>7,} | {_cell(row, 'leave_s', '.3f'):>18} | "
+                f"{int(row['songs']):>7,} | {_cell(row, 'leave_s', '.3f'):>18} | "
+                f"{row.get('deletes', _deletes(row['requests_by_endpoint'])):>7.0f} | "
                 f"{_cell(row, 'stall_startup_ms', '.1f'):>18} | {row['rss_end_mb']:>14.0f}"
             )
     if result.get("latency"):
         row0 = result["latency"][0]
         lines += [
             "",
-            f"latency: {row0['songs']:,} songs, time scale {row0['time_scale']}, durations in "
+            f"latency: {int(row0['songs']):,} songs, time scale {row0['time_scale']}, durations in "
             "API seconds; target notice p50 <= 2 x RTT + poll_interval (3 s)",
         ]
         lines.append(f"{'RTT s':>6} | {'notice p50 s':>18} | {'notice p95 s':>18} | "
@@ -395,9 +402,17 @@ def chart(path: Path, result: dict[str, Any]) -> str:
         ax.grid(True, alpha=0.3)
 
     plot(axes[0][0], scale, "songs", "cpu_ms_per_song", "client CPU ms per song")
-    plot(axes[0][1], scale, "songs", "rss_growth_kb_per_song", "RSS growth KB per song")
+    plot(axes[0][1], scale, "songs", "rss_growth_kb_per_song", "RSS growth KB per song",
+         label="average over the batch")  # fmt: skip
+    slopes = marginal_rss(scale)
+    if slopes:
+        axes[0][1].plot([b for _, b, _ in slopes], [kb for _, _, kb in slopes], "s-",
+                        label="per extra song (slope from the size before)")  # fmt: skip
     axes[0][1].axhline(1.0, color="red", ls="--", lw=1, label="target 1 KB")
-    plot(axes[0][2], scale + leave, "songs", "stall_startup_ms", "start-up loop stall ms")
+    plot(axes[0][2], scale, "songs", "stall_startup_ms", "start-up loop stall ms",
+         label="full batches")  # fmt: skip
+    plot(axes[0][2], leave, "songs", "stall_startup_ms", "start-up loop stall ms",
+         label="batches left early")  # fmt: skip
     axes[0][2].axhline(50, color="red", ls="--", lw=1, label="target 50 ms")
     plot(axes[1][0], scale, "songs", "notice_p50_s", "notice p50 (API s) vs N, RTT 0")
     plot(axes[1][1], lat, "rtt_s", "notice_p50_s", "notice p50 (API s) vs RTT")
@@ -451,6 +466,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run the client with these httpx connection limits (default: the library's own)",
     )
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--render",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="no run: print the tables and draw the chart of saved results (series merged)",
+    )
     return p.parse_args(argv)
 
 
@@ -467,6 +489,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             client, ns.client, ns.songs, ns.time_scale, ns.leave_after, ns.httpx_limits
         )
         print(json.dumps(report))
+        return 0
+    if ns.render:
+        merged: dict[str, Any] = {}
+        for path in ns.render:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            for key, value in saved.items():
+                if isinstance(value, list) and key in merged:
+                    merged[key] = sorted(merged[key] + value, key=lambda r: r["songs"])
+                else:
+                    merged.setdefault(key, value)
+        print("\n".join(tables(merged)))
+        print(chart(ns.render[0].with_suffix(".png"), merged))
         return 0
     from benchmarks import _report
 
