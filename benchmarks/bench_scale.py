@@ -414,7 +414,13 @@ def chart(path: Path, result: dict[str, Any]) -> str:
     plot(axes[0][2], leave, "songs", "stall_startup_ms", "start-up loop stall ms",
          label="batches left early")  # fmt: skip
     axes[0][2].axhline(50, color="red", ls="--", lw=1, label="target 50 ms")
-    plot(axes[1][0], scale, "songs", "notice_p50_s", "notice p50 (API s) vs N, RTT 0")
+    plot(
+        axes[1][0],
+        scale,
+        "songs",
+        "notice_p50_s",
+        "notice p50 (API s) vs N, RTT 0 (client CPU-bound)",
+    )
     plot(axes[1][1], lat, "rtt_s", "notice_p50_s", "notice p50 (API s) vs RTT")
     if lat:
         rtts = [r["rtt_s"] for r in lat]
