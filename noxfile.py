@@ -151,9 +151,14 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark suite (pass --quick for the short run)."""
+    """The benchmark suite (--quick for the short run); `-- scale|scheduler|pool|decode ...`
+    runs that one benchmark (python -m benchmarks.bench_<name>) with the remaining arguments."""
     session.install("-e", ".", *group("bench"))
-    session.run("python", "-m", "benchmarks", *session.posargs)
+    args = list(session.posargs)
+    if args and args[0] in {"scale", "scheduler", "pool", "decode"}:
+        session.run("python", "-m", f"benchmarks.bench_{args[0]}", *args[1:])
+    else:
+        session.run("python", "-m", "benchmarks", *args)
 
 
 @nox.session

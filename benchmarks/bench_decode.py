@@ -161,11 +161,18 @@ def run_all(*, number: int, repeat: int) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--impl", choices=IMPLEMENTATIONS, required=True)
+    parser.add_argument(
+        "--impl", choices=IMPLEMENTATIONS, help="one implementation, JSON out (default: all)"
+    )
     parser.add_argument("--number", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
     ns = parser.parse_args(argv)
-    print(json.dumps(measure(ns.impl, number=ns.number, repeat=ns.repeat)))
+    if ns.impl:
+        print(json.dumps(measure(ns.impl, number=ns.number, repeat=ns.repeat)))
+        return
+    from benchmarks._report import decode_table
+
+    print("\n".join(decode_table(run_all(number=ns.number, repeat=ns.repeat))))
 
 
 if __name__ == "__main__":

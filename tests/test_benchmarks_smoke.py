@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from benchmarks import bench_decode
@@ -64,3 +67,50 @@ def test_fifo_makespan_and_percentile_on_known_numbers() -> None:
     assert fifo_makespan([0, 0, 0], [3, 2, 2], 2) == 4
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
     assert percentile([], 95) is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "case", ["healthy", "out-402", "out-596", "blocked-pinned", "half-cancelled"]
+)
+async def test_scheduler_benchmark_turns_slots_over_in_every_case(case: str) -> None:
+    """Each case reaches its queue size and hands out every slot it frees (no waiter is lost)."""
+    from benchmarks import bench_scheduler
+
+    result = await bench_scheduler.measure(case, queued=40, turnovers=30)
+    assert result["scheduler_us"] > 0
+    assert result["wall_us"] >= result["scheduler_us"]
+
+
+def test_scale_benchmark_runs_a_batch_and_leaves_one_early(tmp_path: Path) -> None:
+    """The scale benchmark's client and parent agree: every song accounted for, both modes."""
+    from benchmarks import bench_scale
+
+    full = bench_scale.run_once(12, time_scale=0.002, rtt_s=0.5)
+    assert full["completed"] + full["failed"] == 12
+    assert full["duplicates"] == 0
+    assert full["notice_p50_s"] is not None
+    assert full["makespan_over_fifo"] is not None
+    assert full["httpx"]["sends"] >= 24  # a POST and a final GET per song at least
+    left = bench_scale.run_once(200, time_scale=0.002, leave_after=3)
+    assert left["leave_s"] is not None
+    assert left["completed"] + left["failed"] == 3
+    result = {"scale": [bench_scale.median_row([full, full])], "leave": [left], "leave_after": 3}
+    assert any("scale:" in line for line in bench_scale.tables(result))
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert "chart:" in bench_scale.chart(tmp_path / "c.png", result)
+        assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_bounded_naive_variant_completes_a_song() -> None:
+    """The fair baseline (semaphore + httpx Limits) runs end to end against the simulator."""
+    from benchmarks._harness import run_variant, simulator
+    from benchmarks.variants import VARIANTS
+
+    workload = Workload(name="single", songs=2, accounts=(("a@example.com", 1),))
+    with simulator(workload, time_scale=0.002, seed=1) as sim:
+        result = run_variant(VARIANTS["naive_bounded"], sim, workload, time_scale=0.002,
+                             download=False, timeout_s=60)  # fmt: skip
+    assert result.error is None
+    assert result.report is not None
+    assert [s["status"] for s in result.report["songs"]] == ["completed", "completed"]

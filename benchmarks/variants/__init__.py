@@ -8,6 +8,7 @@ Run one by hand with `python -m benchmarks.variants.<name> --base-url URL --toke
 VARIANTS: dict[str, str] = {
     "library": "benchmarks.variants.library",
     "official_script": "benchmarks.variants.official_script",
+    "naive_bounded": "benchmarks.variants.naive_bounded",
     "naive": "benchmarks.variants.naive",
     "sync_pool": "benchmarks.variants.sync_pool",
 }
@@ -15,6 +16,13 @@ VARIANTS: dict[str, str] = {
 DESCRIPTIONS: dict[str, str] = {
     "library": "flowmusic-async (fm.generate_many / fm.generate in a task group)",
     "official_script": "useapi's batch script strategy: submit one by one, then poll each in turn",
-    "naive": "asyncio.gather of every song, one 1 s poll loop per job, fixed 10 s on 429",
+    "naive_bounded": (
+        "the naive client bounded by a semaphore of total-slots songs and httpx Limits of "
+        "total-slots connections (the fair baseline)"
+    ),
+    "naive": (
+        "UNBOUNDED (shows httpcore's pool collapse, not a strategy): asyncio.gather of every "
+        "song, one 1 s poll loop per job, fixed 10 s on 429, httpx default limits"
+    ),
     "sync_pool": "mode=sync, one blocking request per song in a thread pool of total-slots threads",
 }

@@ -1,0 +1,119 @@
+"""httpx pool micro-benchmark: client CPU per request with many requests in flight on one client.
+
+What `Limits` should the library set? Against a simulator in its own process (loopback), one
+`httpx.AsyncClient` sends `--burst` GET /accounts at once (the shape of a batch's start: one
+POST per free slot, 800 on 50 accounts x 16), `--rounds` times, with each configuration of
+`Limits(max_connections, max_keepalive_connections)`, optionally behind an anyio
+`CapacityLimiter` (`cap`) so that requests beyond it wait in anyio, not in httpcore's pool
+queue. Also the sequential cost of one request, as this machine's unit of CPU. Each
+configuration runs in its own process; the figure is client CPU (time.process_time) per request.
+
+`python -m benchmarks.bench_pool`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from benchmarks._harness import TOKEN, simulator
+from benchmarks._workloads import Workload, accounts
+
+# (label, max_connections, max_keepalive_connections, cap); None: httpx's default.
+CONFIGS: tuple[tuple[str, int | None, int | None, int | None], ...] = (
+    ("httpx default (100 / 20)", None, None, None),
+    ("100 / 100", 100, 100, None),
+    ("800 / 800", 800, 800, None),
+    ("64 / 64", 64, 64, None),
+    ("64 / 64, cap 64", 64, 64, 64),
+    ("32 / 32, cap 32", 32, 32, 32),
+    ("16 / 16, cap 16", 16, 16, 16),
+)
+
+
+async def measure(
+    base_url: str, burst: int, rounds: int, most: int | None, keep: int | None, cap: int | None
+) -> dict[str, float]:
+    import anyio
+    import httpx
+
+    kwargs: dict[str, Any] = {}
+    if most is not None:
+        kwargs["limits"] = httpx.Limits(max_connections=most, max_keepalive_connections=keep)
+    limiter = anyio.CapacityLimiter(cap) if cap else None
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120, **kwargs) as c:
+        await c.get("/accounts")
+
+        async def one() -> None:
+            if limiter is None:
+                (await c.get("/accounts")).raise_for_status()
+                return
+            async with limiter:
+                (await c.get("/accounts")).raise_for_status()
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for _ in range(100):
+            await one()
+        sequential = (time.process_time() - cpu0) / 100
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for _ in range(rounds):
+            async with anyio.create_task_group() as tg:
+                for _ in range(burst):
+                    tg.start_soon(one)
+        n = burst * rounds
+        return {
+            "sequential_cpu_ms": sequential * 1000,
+            "burst_cpu_ms": (time.process_time() - cpu0) / n * 1000,
+            "burst_wall_ms": (time.perf_counter() - wall0) / n * 1000,
+        }
+
+
+def run_all(burst: int, rounds: int) -> list[dict[str, Any]]:
+    rows = []
+    workload = Workload(name="pool", songs=1, accounts=accounts(50, (16,)))
+    with simulator(workload, time_scale=0.01, seed=7) as sim:
+        for label, most, keep, cap in CONFIGS:
+            cmd = [sys.executable, "-m", "benchmarks.bench_pool", "--client", sim.base_url,
+                   "--burst", str(burst), "--rounds", str(rounds),
+                   "--config", json.dumps([most, keep, cap])]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+            if proc.returncode != 0:
+                print(f"  {label}: failed {proc.stderr.strip()[-300:]}", file=sys.stderr)
+                continue
+            row = {"config": label, **json.loads(proc.stdout)}
+            print(f"  {label:<26} sequential {row['sequential_cpu_ms']:.2f} ms, "
+                  f"burst {row['burst_cpu_ms']:.2f} ms CPU / {row['burst_wall_ms']:.2f} ms wall "
+                  "per request", flush=True)  # fmt: skip
+            rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--client", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--burst", type=int, default=800)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="also write the rows to this file")
+    ns = parser.parse_args(argv)
+    if ns.client:
+        import anyio
+
+        most, keep, cap = json.loads(ns.config)
+        result = anyio.run(measure, ns.client, ns.burst, ns.rounds, most, keep, cap)
+        print(json.dumps(result))
+        return
+    print(f"httpx pool: {ns.burst} GETs at once x {ns.rounds}, client CPU per request")
+    rows = run_all(ns.burst, ns.rounds)
+    if ns.json:
+        with open(ns.json, "w", encoding="utf-8") as out:
+            json.dump({"burst": ns.burst, "rounds": ns.rounds, "rows": rows}, out, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,555 @@
+"""Scale and network benchmark of `fm.generate_many` on 50 accounts x 16 slots (800 slots).
+
+Each run starts a fresh simulator process and one client process; the client measures only
+itself (CPU with time.process_time, RSS with psutil) and prints one JSON line; the parent adds
+the simulator's own counters (requests, 429s, duplicates, when each job finished).
+
+Three series:
+
+- scale: N songs (1k, 5k, 20k; 100k with --sizes) read lazily from a generator. Client CPU
+  per song, requests per song, 429s, RSS growth per song (RSS at the end minus RSS before the
+  batch, less what the caller itself kept: one jobid and one float per song), start-up stall
+  (the largest lateness of a ticker task that sleeps 5 ms, during the first 2 s of the batch)
+  and the largest lateness over the whole run.
+- leave: the same batch, left after `--leave-after` outcomes (a `break`): the time until
+  `async with fm.generate_many(...)` exits, which includes cancelling the running jobs
+  server-side (bounded by `Timing.cleanup_timeout`). Cheap even at 100k: no song needs to end
+  but the first few.
+- latency: 2,000 songs with every request delayed by an RTT of 0, 0.3, 1 or 2 API seconds
+  (POST /_sim/faults {"latency_s": rtt * time_scale}), at a time scale of 0.1 so that a
+  millisecond of client delay reads as 10 ms of API time, not as a second. Notice p50 (the
+  caller holds the record minus the job ended in the simulator) and the makespan over that of
+  a zero-latency FIFO client with the same durations.
+
+`python -m benchmarks.bench_scale` runs all three; see --help for the knobs. Each figure is the
+median of --repeats runs, with its range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks._harness import TOKEN, BenchError, simulator
+from benchmarks._metrics import fifo_makespan, percentile
+from benchmarks._stats import parse_stats
+from benchmarks._workloads import Workload, accounts
+
+ACCOUNTS = accounts(50, (16,))
+TICK_S = 0.005
+STARTUP_WINDOW_S = 2.0
+RESULTS = Path(__file__).parent / "results"
+
+
+# ----- the client process ----------------------------------------------------------------------
+
+
+def prompts(n: int) -> Iterator[str]:
+    """The requests, generated one by one as the batch reads them (nothing held up front)."""
+    for i in range(n):
+        yield f"bench scale song {i:06d}: warm lo-fi beat, vinyl crackle, 84 bpm"
+
+
+def instrument_httpx(limits: str | None) -> dict[str, int]:
+    """Count what the client asks httpx to send (attempts and their errors, by type), and with
+    `limits` ("MAX,KEEPALIVE[,CAP]") give every httpx.AsyncClient those connection limits and,
+    with CAP, let at most CAP sends into httpx at once (the rest wait in an anyio
+    CapacityLimiter instead of httpcore's pool queue): the experiment behind the Limits and
+    the in-flight cap the library should set."""
+    import anyio
+    import httpx
+
+    counts: dict[str, int] = {"sends": 0}
+    send = httpx.AsyncClient.send
+    parts = [int(x) for x in limits.split(",")] if limits else []
+    cap = anyio.CapacityLimiter(parts[2]) if len(parts) > 2 else None
+
+    async def counted(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> httpx.Response:
+        counts["sends"] += 1
+        try:
+            if cap is None:
+                return await send(self, *args, **kwargs)
+            async with cap:
+                return await send(self, *args, **kwargs)
+        except Exception as exc:
+            name = f"send {type(exc).__name__}"
+            counts[name] = counts.get(name, 0) + 1
+            raise
+
+    httpx.AsyncClient.send = counted  # type: ignore[method-assign]
+    if parts:
+        most, keepalive = parts[:2]
+        init = httpx.AsyncClient.__init__
+
+        def limited(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault(
+                "limits", httpx.Limits(max_connections=most, max_keepalive_connections=keepalive)
+            )
+            init(self, *args, **kwargs)
+
+        httpx.AsyncClient.__init__ = limited  # type: ignore[method-assign]
+    return counts
+
+
+async def client(
+    base_url: str, songs: int, time_scale: float, leave_after: int, limits: str | None = None
+) -> dict[str, Any]:
+    import anyio
+    import psutil
+
+    counts = instrument_httpx(limits)
+    from flowmusic_async import FlowMusic, Timing
+
+    proc = psutil.Process()
+    gaps: list[tuple[float, float]] = []  # (seconds since the batch started, lateness)
+    results: dict[str, float] = {}  # what the caller keeps: jobid -> when it got the record
+    failed = 0
+    errors: dict[str, int] = {}  # error type -> count, for the failed outcomes
+    out: dict[str, Any] = {}
+    async with FlowMusic(token=TOKEN, base_url=base_url, timing=Timing.scaled(time_scale)) as fm:
+        gc.collect()
+        rss0 = proc.memory_info().rss
+        rss_peak = rss0
+        cpu0 = time.process_time()
+        t0 = time.time()
+        start = time.perf_counter()
+
+        async def ticker() -> None:
+            nonlocal rss_peak
+            ticks = 0
+            while True:
+                before = time.perf_counter()
+                await anyio.sleep(TICK_S)
+                now = time.perf_counter()
+                gaps.append((before - start, now - before - TICK_S))
+                ticks += 1
+                if ticks % 50 == 0:
+                    rss_peak = max(rss_peak, proc.memory_info().rss)
+
+        left_at = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            async with fm.generate_many(prompts(songs)) as outcomes:
+                async for outcome in outcomes:
+                    if outcome.job is not None:
+                        results[outcome.job.jobid] = time.time()
+                    else:
+                        failed += 1
+                        name = type(outcome.error).__name__
+                        errors[name] = errors.get(name, 0) + 1
+                    if leave_after and len(results) + failed >= leave_after:
+                        left_at = time.perf_counter()
+                        break
+            exited_at = time.perf_counter()
+            tg.cancel_scope.cancel()
+        cpu = time.process_time() - cpu0
+        rss_end = proc.memory_info().rss
+        rss_peak = max(rss_peak, rss_end)
+    kept = sys.getsizeof(results) + sum(sys.getsizeof(k) + 24 for k in results)
+    startup = [lateness for at, lateness in gaps if at < STARTUP_WINDOW_S]
+    out.update(
+        t0=t0,
+        songs=songs,
+        completed=len(results),
+        failed=failed,
+        errors=errors,
+        httpx=counts,
+        cpu_s=cpu,
+        wall_s=exited_at - start,
+        rss0_mb=rss0 / 2**20,
+        rss_end_mb=rss_end / 2**20,
+        rss_peak_mb=rss_peak / 2**20,
+        kept_mb=kept / 2**20,
+        stall_startup_ms=max(startup, default=0.0) * 1000,
+        stall_max_ms=max((g for _, g in gaps), default=0.0) * 1000,
+        leave_s=(exited_at - left_at) if left_at is not None else None,
+        results=results,
+    )
+    return out
+
+
+# ----- the parent ------------------------------------------------------------------------------
+
+
+def run_once(
+    songs: int,
+    *,
+    time_scale: float,
+    rtt_s: float = 0.0,
+    leave_after: int = 0,
+    seed: int = 7,
+    limits: str | None = None,
+) -> dict[str, Any]:
+    """One client run against a fresh simulator: the client's report plus the server's view."""
+    workload = Workload(name="scale", songs=songs, accounts=ACCOUNTS)
+    with simulator(workload, time_scale=time_scale, seed=seed) as sim:
+        if rtt_s:
+            answer = httpx.post(
+                f"{sim.origin}/_sim/faults", json={"latency_s": rtt_s * time_scale}, timeout=30
+            )
+            answer.raise_for_status()
+        cmd = [sys.executable, "-m", "benchmarks.bench_scale", "--client", sim.base_url,
+               "--songs", str(songs), "--time-scale", repr(time_scale),
+               "--leave-after", str(leave_after)]  # fmt: skip
+        if limits:
+            cmd += ["--httpx-limits", limits]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+            raise BenchError(f"client exited {proc.returncode}: {tail}")
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        if rtt_s:  # the stats request itself should not wait
+            httpx.post(f"{sim.origin}/_sim/faults", json={"latency_s": 0.0}, timeout=30)
+        stats = parse_stats(sim.stats(), time_scale=time_scale)
+    results: dict[str, float] = report.pop("results")
+    jobs = stats.jobs
+    notice = [
+        (results[j] - jobs[j].finished_at) / time_scale
+        for j in results
+        if j in jobs and jobs[j].finished_at
+    ]
+    durations = [job.duration_s * time_scale for job in jobs.values()]
+    row = report | {
+        "rtt_s": rtt_s,
+        "time_scale": time_scale,
+        "requests": sum(stats.api_requests.values()),
+        "requests_by_endpoint": stats.api_requests,
+        "responses_429": stats.responses_429,
+        "deletes": _deletes(stats.api_requests),
+        "duplicates": stats.duplicate_submissions,
+        "notice_p50_s": percentile(notice, 50),
+        "notice_p95_s": percentile(notice, 95),
+    }
+    done = report["completed"] + report["failed"]
+    if done:
+        row["cpu_ms_per_song"] = report["cpu_s"] * 1000 / done
+        row["requests_per_song"] = row["requests"] / done
+        growth = report["rss_end_mb"] - report["rss0_mb"] - report["kept_mb"]
+        row["rss_growth_kb_per_song"] = growth * 1024 / songs
+    if not leave_after and results:
+        last = max(results.values()) - report["t0"]
+        fifo = fifo_makespan([0.0] * len(durations), durations, workload.slots)
+        row["makespan_s"] = last / time_scale
+        row["makespan_over_fifo"] = last / fifo if fifo else None
+    return row
+
+
+def _deletes(requests: dict[str, int]) -> int:
+    """DELETE requests: the server-side cancellations of a batch left early."""
+    return sum(n for key, n in requests.items() if key.startswith("DELETE "))
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric figure as its median over the runs, with [min, max] under `range`."""
+    out: dict[str, Any] = {"runs": len(rows), "range": {}}
+    for key, value in rows[0].items():
+        values = [r.get(key) for r in rows]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            nums = [float(v) for v in values if v is not None]
+            out[key] = statistics.median(nums)
+            out["range"][key] = [min(nums), max(nums)]
+        else:
+            out[key] = value
+    return out
+
+
+def series(
+    label: str, points: list[dict[str, Any]], repeats: int, *, verbose: bool = True
+) -> list[dict[str, Any]]:
+    """Run each point `repeats` times (in turn, so slow moments spread over the points)."""
+    runs: list[list[dict[str, Any]]] = [[] for _ in points]
+    for r in range(repeats):
+        for i, point in enumerate(points):
+            started = time.perf_counter()
+            try:
+                row = run_once(**point)
+            except BenchError as exc:
+                print(f"  {label} {point}: {exc}", file=sys.stderr, flush=True)
+                continue
+            runs[i].append(row)
+            if verbose:
+                print(f"  {label} run {r + 1}/{repeats} {_brief(row)} "
+                      f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+    return [median_row(rs) for rs in runs if rs]
+
+
+def _brief(row: dict[str, Any]) -> str:
+    keys = ("songs", "rtt_s", "cpu_ms_per_song", "requests_per_song", "rss_growth_kb_per_song",
+            "stall_startup_ms", "leave_s", "notice_p50_s", "makespan_over_fifo")  # fmt: skip
+    return " ".join(f"{k}={_fmt(row.get(k))}" for k in keys if row.get(k) is not None)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _cell(row: dict[str, Any], key: str, spec: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    lo, hi = row.get("range", {}).get(key, [value, value])
+    if row.get("runs", 1) > 1 and hi != lo:
+        return f"{value:{spec}} [{lo:{spec}}-{hi:{spec}}]"
+    return f"{value:{spec}}"
+
+
+def marginal_rss(rows: list[dict[str, Any]]) -> list[tuple[int, int, float]]:
+    """KB of client RSS per extra song between consecutive sizes (what the caller keeps aside):
+    the fixed costs (imports, a slot's worth of tasks, the pool) cancel out."""
+    grown = sorted(
+        (int(r["songs"]), r["rss_end_mb"] - r["rss0_mb"] - r["kept_mb"])
+        for r in rows
+        if r.get("rss_end_mb") is not None
+    )
+    return [
+        (a, b, (gb - ga) * 1024 / (b - a))
+        for (a, ga), (b, gb) in itertools.pairwise(grown)
+        if b > a
+    ]
+
+
+def tables(result: dict[str, Any]) -> list[str]:
+    lines = []
+    if result.get("scale"):
+        lines += ["", "scale: generate_many on 50 x 16 slots, time scale "
+                  f"{result['scale'][0]['time_scale']} (median [range] of "
+                  f"{result['scale'][0]['runs']} runs)"]  # fmt: skip
+        lines.append(f"{'songs':>7} | {'CPU ms/song':>20} | {'req/song':>10} | {'429':>4} | "
+                     f"{'dup':>3} | {'RSS KB/song':>18} | {'peak RSS MB':>12} | "
+                     f"{'start stall ms':>18} | {'max stall ms':>18}")  # fmt: skip
+        for row in result["scale"]:
+            lines.append(
+                f"{int(row['songs']):>7,} | {_cell(row, 'cpu_ms_per_song', '.2f'):>20} | "
+                f"{_cell(row, 'requests_per_song', '.3f'):>10} | {row['responses_429']:>4.0f} | "
+                f"{row['duplicates']:>3.0f} | {_cell(row, 'rss_growth_kb_per_song', '.2f'):>18} | "
+                f"{row['rss_peak_mb']:>12.0f} | {_cell(row, 'stall_startup_ms', '.1f'):>18} | "
+                f"{_cell(row, 'stall_max_ms', '.1f'):>18}"
+            )
+        slopes = marginal_rss(result["scale"])
+        if slopes:
+            lines.append(
+                "RSS growth per extra song (the slope between sizes; the target is < 1 KB): "
+                + ", ".join(f"{a:,}->{b:,}: {kb:.2f} KB" for a, b, kb in slopes)
+            )
+    if result.get("leave"):
+        lines += ["", f"leave early: break after {result['leave_after']} outcomes"]
+        lines.append(f"{'songs':>7} | {'leave s':>18} | {'DELETEs':>7} | "
+                     f"{'start stall ms':>18} | {'RSS at exit MB':>14}")  # fmt: skip
+        for row in result["leave"]:
+            lines.append(
+                f"{int(row['songs']):>7,} | {_cell(row, 'leave_s', '.3f'):>18} | "
+                f"{row.get('deletes', _deletes(row['requests_by_endpoint'])):>7.0f} | "
+                f"{_cell(row, 'stall_startup_ms', '.1f'):>18} | {row['rss_end_mb']:>14.0f}"
+            )
+    if result.get("latency"):
+        row0 = result["latency"][0]
+        lines += [
+            "",
+            f"latency: {int(row0['songs']):,} songs, time scale {row0['time_scale']}, durations in "
+            "API seconds; target notice p50 <= 2 x RTT + poll_interval (3 s)",
+        ]
+        lines.append(f"{'RTT s':>6} | {'notice p50 s':>18} | {'notice p95 s':>18} | "
+                     f"{'makespan/FIFO':>20} | {'req/song':>9} | {'CPU ms/song':>12}")  # fmt: skip
+        for row in result["latency"]:
+            lines.append(
+                f"{row['rtt_s']:>6.1f} | {_cell(row, 'notice_p50_s', '.2f'):>18} | "
+                f"{_cell(row, 'notice_p95_s', '.2f'):>18} | "
+                f"{_cell(row, 'makespan_over_fifo', '.3f'):>20} | "
+                f"{row.get('requests_per_song', 0):>9.3f} | {row.get('cpu_ms_per_song', 0):>12.2f}"
+            )
+    return lines
+
+
+def chart(path: Path, result: dict[str, Any]) -> str:
+    """CPU/song, RSS, loop stall and notice p50 against N, and notice p50 against RTT."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "chart skipped: matplotlib is not installed (pip install -e '.[bench]')"
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    scale = result.get("scale", [])
+    leave = result.get("leave", [])
+    lat = result.get("latency", [])
+
+    def plot(ax: Any, rows: list[dict[str, Any]], x: str, y: str, title: str, **kw: Any) -> None:
+        rows = [r for r in rows if r.get(y) is not None]
+        if not rows:
+            ax.set_visible(False)
+            return
+        xs = [r[x] for r in rows]
+        ys = [r[y] for r in rows]
+        err = [
+            [v - r.get("range", {}).get(y, [v, v])[0] for v, r in zip(ys, rows, strict=True)],
+            [r.get("range", {}).get(y, [v, v])[1] - v for v, r in zip(ys, rows, strict=True)],
+        ]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, **kw)
+        ax.set_title(title)
+        ax.set_xlabel(x.replace("_", " "))
+        ax.grid(True, alpha=0.3)
+
+    plot(axes[0][0], scale, "songs", "cpu_ms_per_song", "client CPU ms per song")
+    plot(axes[0][1], scale, "songs", "rss_growth_kb_per_song", "RSS growth KB per song",
+         label="average over the batch")  # fmt: skip
+    slopes = marginal_rss(scale)
+    if slopes:
+        axes[0][1].plot([b for _, b, _ in slopes], [kb for _, _, kb in slopes], "s-",
+                        label="per extra song (slope from the size before)")  # fmt: skip
+    axes[0][1].axhline(1.0, color="red", ls="--", lw=1, label="target 1 KB")
+    plot(axes[0][2], scale, "songs", "stall_startup_ms", "start-up loop stall ms",
+         label="full batches")  # fmt: skip
+    plot(axes[0][2], leave, "songs", "stall_startup_ms", "start-up loop stall ms",
+         label="batches left early")  # fmt: skip
+    axes[0][2].axhline(50, color="red", ls="--", lw=1, label="target 50 ms")
+    plot(
+        axes[1][0],
+        scale,
+        "songs",
+        "notice_p50_s",
+        "notice p50 (API s) vs N, RTT 0 (client CPU-bound)",
+    )
+    plot(axes[1][1], lat, "rtt_s", "notice_p50_s", "notice p50 (API s) vs RTT")
+    if lat:
+        rtts = [r["rtt_s"] for r in lat]
+        axes[1][1].plot(rtts, [2 * r + 3.0 for r in rtts], "r--", lw=1, label="2 x RTT + 3 s")
+    plot(axes[1][2], lat, "rtt_s", "makespan_over_fifo", "makespan / zero-latency FIFO vs RTT")
+    if lat:
+        axes[1][2].axhline(1.1, color="red", ls="--", lw=1, label="target 1.1x")
+    for ax in axes.flat:
+        if ax.get_visible():
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+            if ax.get_xlabel() == "songs":
+                ax.set_xscale("log")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return f"chart: {path}"
+
+
+def calibrate() -> float:
+    """Client CPU ms of one sequential httpx GET on this machine: the unit to read CPU/song in
+    (a shared VM's syscalls can cost several times a quiet laptop's)."""
+    workload = Workload(name="calibrate", songs=1, accounts=ACCOUNTS)
+    with simulator(workload, time_scale=0.01, seed=7) as sim:
+        cmd = [sys.executable, "-m", "benchmarks.bench_pool", "--client", sim.base_url,
+               "--burst", "1", "--rounds", "1", "--config", "[null, null, null]"]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    return float(json.loads(proc.stdout)["sequential_cpu_ms"])
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_scale", description=__doc__)
+    p.add_argument("--client", metavar="BASE_URL", help=argparse.SUPPRESS)
+    p.add_argument("--songs", type=int, default=100, help=argparse.SUPPRESS)
+    p.add_argument("--sizes", default="1000,5000,20000", help="scale series, songs per run")
+    p.add_argument("--leave-sizes", default="1000,5000,20000,100000", help="leave-early series")
+    p.add_argument("--leave-after", type=int, default=100)
+    p.add_argument("--rtts", default="0,0.3,1,2", help="latency series, RTT in API seconds")
+    p.add_argument("--latency-songs", type=int, default=2000)
+    p.add_argument("--time-scale", type=float, default=0.01, help="scale and leave series")
+    p.add_argument("--latency-time-scale", type=float, default=0.1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--latency-repeats", type=int, default=3)
+    p.add_argument("--only", default="scale,leave,latency", help="comma list of series")
+    p.add_argument(
+        "--httpx-limits",
+        metavar="MAX,KEEPALIVE",
+        help="run the client with these httpx connection limits (default: the library's own)",
+    )
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--render",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="no run: print the tables and draw the chart of saved results (series merged)",
+    )
+    return p.parse_args(argv)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = parse_args(argv)
+    if ns.client:
+        import anyio
+
+        report = anyio.run(
+            client, ns.client, ns.songs, ns.time_scale, ns.leave_after, ns.httpx_limits
+        )
+        print(json.dumps(report))
+        return 0
+    if ns.render:
+        merged: dict[str, Any] = {}
+        for path in ns.render:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            for key, value in saved.items():
+                if isinstance(value, list) and key in merged:
+                    merged[key] = sorted(merged[key] + value, key=lambda r: r["songs"])
+                else:
+                    merged.setdefault(key, value)
+        print("\n".join(tables(merged)))
+        print(chart(ns.render[0].with_suffix(".png"), merged))
+        return 0
+    from benchmarks import _report
+
+    info = _report.machine()
+    print("\n".join(_report.machine_lines(info)), flush=True)
+    result_unit = calibrate()
+    print(
+        f"unit: one sequential httpx GET costs {result_unit:.2f} ms of client CPU here", flush=True
+    )
+    only = set(ns.only.split(","))
+    result: dict[str, Any] = {
+        "machine": info,
+        "leave_after": ns.leave_after,
+        "httpx_limits": ns.httpx_limits or "library default",
+        "sequential_get_cpu_ms": result_unit,
+    }
+    if "scale" in only:
+        points = [
+            {"songs": n, "time_scale": ns.time_scale, "limits": ns.httpx_limits}
+            for n in _ints(ns.sizes)
+        ]
+        result["scale"] = series("scale", points, ns.repeats)
+    if "leave" in only:
+        points = [
+            {"songs": n, "time_scale": ns.time_scale, "leave_after": ns.leave_after}
+            for n in _ints(ns.leave_sizes)
+        ]
+        result["leave"] = series("leave", points, ns.repeats)
+    if "latency" in only:
+        points = [
+            {"songs": ns.latency_songs, "time_scale": ns.latency_time_scale, "rtt_s": float(r)}
+            for r in ns.rtts.split(",")
+        ]
+        result["latency"] = series("latency", points, ns.latency_repeats)
+    print("\n".join(tables(result)))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = ns.out / f"{stamp}-scale.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"\nresults: {path}")
+    print(chart(ns.out / f"{stamp}-scale.png", result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
