@@ -58,7 +58,9 @@ UNKNOWN_CAPACITY_TASKS = 32
 # Requests registered in the journal per transaction as the input streams in.
 JOURNAL_CHUNK = 64
 
-Requests = Iterable["str | Mapping[str, Any]"] | AsyncIterable["str | Mapping[str, Any]"]
+# Anything iterable: each item is checked on its own (`check_request`), a bad one becomes its
+# own failed Outcome.
+Requests = Iterable[object] | AsyncIterable[object]
 
 
 class Completed(msgspec.Struct, frozen=True, kw_only=True):

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
 import httpx
 import msgspec
 
@@ -35,7 +36,10 @@ from ._errors import (
 )
 from ._retry import RetryPolicy, sleep
 
-__all__ = ["HttpCore"]
+__all__ = ["IN_FLIGHT", "HttpCore"]
+
+# API requests sent at once; matches the client's connection limit (`CONNECTION_LIMITS`).
+IN_FLIGHT = 64
 
 T = TypeVar("T")
 logger = logging.getLogger("flowmusic_async")
@@ -73,6 +77,7 @@ class HttpCore:
         self._base_url = base_url.rstrip("/")
         self._token = token
         self.policy = policy if policy is not None else RetryPolicy()
+        self._in_flight = anyio.CapacityLimiter(IN_FLIGHT)
 
     def __repr__(self) -> str:
         return f"<HttpCore base_url={self._base_url!r} max_retries={self.policy.max_retries}>"
@@ -250,7 +255,10 @@ class HttpCore:
         stream: bool,
     ) -> httpx.Response:
         try:
-            response = await self._client.send(request, stream=stream)
+            # At most IN_FLIGHT requests reach httpx at once; the rest wait here, in anyio,
+            # rather than in httpcore's pool queue, which it scans on every request.
+            async with self._in_flight:
+                response = await self._client.send(request, stream=stream)
         except httpx.TransportError as exc:
             maybe_sent = not isinstance(exc, _NEVER_SENT)
             raise TransportError(

@@ -117,6 +117,7 @@ class Scheduler:
 
     def __init__(self, *, on_wait: Callable[[], None] = lambda: None) -> None:
         self._accounts: dict[str, _AccountSlots] = {}
+        self._job_accounts: dict[str, _AccountSlots] = {}  # our running job -> its account
         self._any: list[_Waiter] = []  # heap of the waiters that may run on any account
         self._waiting = 0
         self._seq = itertools.count()
@@ -182,6 +183,7 @@ class Scheduler:
             for jobid, since in list(slots.ours.items()):
                 if since < swept_at and jobid not in listed:
                     del slots.ours[jobid]
+                    self._job_accounts.pop(jobid, None)
                     ended.append(jobid)
             # Jobs we cannot name are other processes' (or ours whose POST answer is still on
             # its way: counted twice for a moment, which only ever leaves a slot idle).
@@ -263,14 +265,14 @@ class Scheduler:
         if reserved and slots.reserved > 0:
             slots.reserved -= 1
         slots.ours[jobid] = time.monotonic()
+        self._job_accounts[jobid] = slots
         self._dispatch()
 
     def job_ended(self, jobid: str) -> None:
         """Free the slot of a job that completed, failed or was cancelled."""
-        for slots in self._accounts.values():
-            if slots.ours.pop(jobid, None) is not None:
-                self._dispatch()
-                return
+        slots = self._job_accounts.pop(jobid, None)
+        if slots is not None and slots.ours.pop(jobid, None) is not None:
+            self._dispatch()
 
     def note_full(self, email: str | None, *, hold: float) -> None:
         """A 429 said `email` is full: give it no slot until a later sweep shows room.

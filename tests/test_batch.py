@@ -264,3 +264,21 @@ async def test_a_timed_out_song_is_awaited_again_by_the_next_run(tmp_path: Path)
     assert isinstance(first[0], Failed)
     assert second[0].job.jobid == first[0].error.jobid
     assert sim.stats.jobs_created == 1
+
+
+@pytest.mark.anyio
+async def test_an_async_iterable_of_requests_is_read_as_the_batch_goes() -> None:
+    """A stream of prompts (an async generator) feeds the batch without being read up front."""
+    sim = make_sim(2)
+    read = 0
+
+    async def prompts() -> Any:
+        nonlocal read
+        for i in range(6):
+            read += 1
+            yield f"streamed {i}"
+
+    async with client(sim) as fm:
+        outcomes = await collect(fm, prompts())
+    assert read == 6 and sorted(o.index for o in outcomes) == list(range(6))
+    assert all(o.ok for o in outcomes) and sim.stats.jobs_created == 6
