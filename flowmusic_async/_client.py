@@ -271,9 +271,12 @@ class FlowMusic(JobEditHelpers):
             return
         if self._state == "open":
             self._state = "closing"
-            # The host may already have stopped (the event loop is shutting down).
-            with contextlib.suppress(ClientClosedError):
+            try:
                 self._host.start_soon(self._shut_down, name="close")
+            except ClientClosedError:
+                # The host is not taking work (it never got going, or the event loop is
+                # shutting down): nothing to drain, just make sure it ends.
+                self._host.request_stop()
         await self._host.wait_stopped()
         self._state = "closed"
 

@@ -56,7 +56,11 @@ class ServiceHost:
         ready = anyio.Event()
         self._stop = anyio.Event()
         self._finished = anyio.Event()
-        self._native_task = _spawn(lambda: self._main(ready))
+        try:
+            self._native_task = _spawn(lambda: self._main(ready))
+        except BaseException:
+            self._finished.set()  # nothing to wait for: closing must not hang
+            raise
         await ready.wait()
 
     def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:

@@ -526,3 +526,16 @@ async def test_every_job_gets_exactly_one_terminal_event_under_random_cancellati
             expected = {"completed": "completed", "cancelled": "user_cancelled"}
             assert states[jobid] == expected.get(ends[0].kind, states[jobid])
     assert "running" not in states.values()
+
+
+@pytest.mark.anyio
+async def test_a_client_cancelled_while_opening_closes_without_hanging() -> None:
+    """Cancelled in the middle of open(): the client ends closed, nothing is left running."""
+    sim = make_sim(1, latency=0.0)
+    fm = FlowMusic(token=sim.token, base_url=sim.base_url, transport=sim.transport())
+    with anyio.fail_after(5), anyio.CancelScope() as scope:
+        scope.cancel()  # the first checkpoint inside open() is cancelled
+        await fm.open()
+    with anyio.fail_after(5):
+        await fm.aclose()
+    assert fm.closed
