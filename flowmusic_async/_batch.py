@@ -435,6 +435,12 @@ class GenerateMany:
                 # iteration the driver has already finished and this is a no-op.
                 self._task_group.cancel_scope.cancel()
                 await self._task_group.__aexit__(None, None, None)
+            if self._batch is not None:
+                # POSTs already on their way finish in the client's task group and tell the
+                # journal their jobid: it must still be open when they do.
+                timing = self._engine.timing
+                with anyio.move_on_after(timing.close_timeout, shield=True):
+                    await self._batch.group.wait_settled()
         finally:
             if self._journal is not None and not isinstance(self._journal_arg, Journal):
                 with anyio.CancelScope(shield=True):

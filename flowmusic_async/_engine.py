@@ -295,8 +295,6 @@ class JobEngine:
                 self.events.emit(
                     "failed", client_ref=ref, email=sub.email, attempt=sub.attempt, error=sub.error
                 )
-            for member_of in sub.groups:
-                member_of._discard(sub)
             sub.decided.set()
             if sub.handle is None:
                 sub.settled.set()
@@ -312,6 +310,8 @@ class JobEngine:
                 await self.request_cancel(handle._watch).wait()
         finally:
             sub.settled.set()
+            for member_of in sub.groups:
+                member_of._discard(sub)
 
     async def _place_and_send(self, sub: Submission) -> JobHandle:
         ref = sub.client_ref

@@ -31,11 +31,19 @@ class SubmitGroup:
     def __init__(self) -> None:
         self.stopped: bool = False
         self._members: set[Submission] = set()
+        self._emptied: anyio.Event | None = None
 
     def stop(self, *, cancel_jobs: bool) -> None:
         self.stopped = True
         for member in list(self._members):
             member.abandon(cancel_job=cancel_jobs)
+
+    async def wait_settled(self) -> None:
+        """Wait until every submission of the group has settled: its POST answered, its
+        journal told (`on_accepted` / `on_unsent`), its job cancelled if it had to be."""
+        while self._members:
+            self._emptied = anyio.Event()
+            await self._emptied.wait()
 
     def _add(self, member: Submission) -> None:
         self._members.add(member)
@@ -44,6 +52,8 @@ class SubmitGroup:
 
     def _discard(self, member: Submission) -> None:
         self._members.discard(member)
+        if not self._members and self._emptied is not None:
+            self._emptied.set()
 
 
 class NotSent(Exception):

@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 from flowmusic_async import (
     BatchAborted,
+    Event,
     Failed,
     FlowMusic,
     Journal,
@@ -282,3 +284,26 @@ async def test_an_async_iterable_of_requests_is_read_as_the_batch_goes() -> None
         outcomes = await collect(fm, prompts())
     assert read == 6 and sorted(o.index for o in outcomes) == list(range(6))
     assert all(o.ok for o in outcomes) and sim.stats.jobs_created == 6
+
+
+@pytest.mark.anyio
+async def test_a_post_on_its_way_when_the_batch_is_left_is_journalled_as_submitted(
+    tmp_path: Path,
+) -> None:
+    """The batch closes its journal only after the POSTs already sent have told it their jobid."""
+    sim = make_sim(2)
+    path = tmp_path / "songs.db"
+    async with client(sim) as fm:
+        with anyio.CancelScope() as leave:
+
+            def on_event(event: Event) -> None:
+                if event.kind == "submitting":
+                    sim.faults.latency_s = 0.3  # this POST's answer will take a while
+                    leave.cancel()  # Ctrl-C while it is on its way
+
+            fm.add_event_hook(on_event)
+            await collect(fm, ["on its way"], journal=path)
+    async with await Journal.open(path) as journal:
+        [entry] = await journal.entries()
+    assert sim.stats.jobs_created == 1
+    assert entry.state == "submitted" and entry.jobid in sim.stats.jobs
