@@ -375,11 +375,17 @@ class JobEngine:
                 sub.pre_send = None
 
     async def _place(self, sub: Submission) -> str | None:
-        """Wait for a slot and write ahead; raises `NotSent` if abandoned before the POST."""
+        """Wait for a slot and write ahead; raises `NotSent` if abandoned before the POST.
+
+        A write-ahead record (`on_submitting`) stays announced until the POST's answer says
+        what happened; if the submission is then abandoned before another POST leaves (after a
+        429, say), `on_unsent` withdraws it, so a journal never keeps a "submitting" record
+        for a POST that created nothing.
+        """
         ref = sub.client_ref
         hooks = sub.hooks
         email: str | None = None
-        reserved = announced = False
+        reserved = False
         with anyio.CancelScope() as scope:
             sub.pre_send = scope
             if sub.abandoned or self.closing:
@@ -388,21 +394,22 @@ class JobEngine:
             reserved = True
             self.events.emit("placed", client_ref=ref, email=email, attempt=sub.attempt)
             sub.sent_at = time.time()
-            attempt = SubmitAttempt(
-                client_ref=ref, email=email, sent_at=sub.sent_at, attempt=sub.attempt
-            )
             if hooks.on_submitting is not None and not sub.abandoned:
+                attempt = SubmitAttempt(
+                    client_ref=ref, email=email, sent_at=sub.sent_at, attempt=sub.attempt
+                )
                 # Shielded: a write-ahead record is finished, even if abandoned meanwhile.
                 with anyio.CancelScope(shield=True):
                     await hooks.on_submitting(attempt)
-                announced = True
+                sub.announced = attempt
         sub.pre_send = None
         if scope.cancelled_caught or sub.abandoned or self.closing:
             if reserved:
                 self.scheduler.release(email)
-            if announced and hooks.on_unsent is not None:
+            if sub.announced is not None and hooks.on_unsent is not None:
                 with anyio.CancelScope(shield=True):
-                    await hooks.on_unsent(attempt)
+                    await hooks.on_unsent(sub.announced)
+                sub.announced = None
             raise NotSent
         return email
 

@@ -14,7 +14,7 @@ import anyio
 from ._errors import FlowMusicError
 
 if TYPE_CHECKING:
-    from ._handles import JobHandle, SubmitHooks
+    from ._handles import JobHandle, SubmitAttempt, SubmitHooks
 
 __all__ = ["InFlight", "JobPath", "NotSent", "Submission", "SubmitGroup"]
 
@@ -92,6 +92,8 @@ class Submission:
         self.attempt: int = 0
         self.sent_at: float | None = None  # time.time() of the latest POST
         self.sending: bool = False  # its POST is on the way
+        # The latest write-ahead (`on_submitting`) no answer has settled yet.
+        self.announced: SubmitAttempt | None = None
         self.decided: anyio.Event = anyio.Event()  # handle or error known
         self.settled: anyio.Event = anyio.Event()  # ... and the job cancelled, if it had to be
 
