@@ -307,3 +307,26 @@ async def test_a_post_on_its_way_when_the_batch_is_left_is_journalled_as_submitt
         [entry] = await journal.entries()
     assert sim.stats.jobs_created == 1
     assert entry.state == "submitted" and entry.jobid in sim.stats.jobs
+
+
+@pytest.mark.anyio
+async def test_a_refused_attempt_then_leaving_the_batch_leaves_no_submitting_record(
+    tmp_path: Path,
+) -> None:
+    """A 429 created nothing; if the batch is left before the next POST, the journal says so."""
+    sim = make_sim(1)
+    sim.faults.burst_429 = 1
+    path = tmp_path / "songs.db"
+    async with client(sim) as fm:
+        with anyio.CancelScope() as leave:
+
+            def on_event(event: Event) -> None:
+                if event.kind == "retrying":
+                    leave.cancel()  # Ctrl-C while the job waits to be placed again
+
+            fm.add_event_hook(on_event)
+            await collect(fm, ["refused once"], journal=path)
+    async with await Journal.open(path) as journal:
+        [entry] = await journal.entries()
+    assert sim.stats.jobs_created == 0 and sim.stats.responses_429 == 1
+    assert entry.state == "pending"  # a rerun sends it, with nothing to reconcile
