@@ -425,7 +425,10 @@ class FlowMusic(JobEditHelpers):
         """Generate a song and return the completed job (its clips).
 
         Takes the fields of `SongRequest` as keywords, like `submit`. Cancelling the calling
-        task cancels the job server-side (DELETE /jobs/{jobid}, shielded) and frees its slot.
+        task (an anyio scope, `Task.cancel()`, `asyncio.wait_for`, `asyncio.timeout`) cancels
+        the job server-side and frees its slot: before its POST left nothing is sent; after,
+        the client's own task group sends DELETE /jobs/{jobid}, and this call re-raises the
+        cancellation once that is done (at most `Timing.cleanup_timeout` later).
 
         Args:
             deadline: seconds the job may take from acceptance (default `Timing.job_timeout`);
