@@ -232,8 +232,7 @@ class _Batch:
         except BaseException:
             if handle is not None and self._journal is None and not handle.ended:
                 # Nobody could ever collect it: stop it server-side (bounded, in the client).
-                with anyio.move_on_after(self._engine.timing.cleanup_timeout, shield=True):
-                    await self._engine.request_cancel(handle._watch).wait()
+                await self._engine.cancel_for_departed_caller(handle)
             raise
         if self._journal is not None:
             await self._journal.mark_completed(key, job=job)

@@ -589,6 +589,11 @@ class JobEngine:
         with anyio.move_on_after(self.timing.cleanup_timeout, shield=True):
             await cleanup_done.wait()
 
+    async def cancel_for_departed_caller(self, handle: JobHandle) -> None:
+        """The caller of `handle` is being cancelled: cancel its job server-side, in the
+        client's task group, and wait for that at most `cleanup_timeout` (shielded)."""
+        await self._bounded(self.request_cancel(handle._watch))
+
     async def run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
         """Submit and wait; cancelling the caller cancels the job server-side (bounded).
 
@@ -601,7 +606,7 @@ class JobEngine:
         except BaseException as exc:
             if isinstance(exc, Exception) or handle.ended:
                 raise
-            await self._bounded(self.request_cancel(handle._watch))
+            await self.cancel_for_departed_caller(handle)
             raise
 
     # ----- closing -------------------------------------------------------------------------------
