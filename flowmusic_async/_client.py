@@ -59,6 +59,7 @@ from ._handles import (
 from ._host import ServiceHost
 from ._http import HttpCore
 from ._journal import Journal
+from ._lanes import Lanes, open_lanes
 from ._models import Account, AccountJobs, Clip, Job
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
@@ -72,10 +73,6 @@ __all__ = ["DEFAULT_BASE_URL", "FlowMusic"]
 
 DEFAULT_BASE_URL = "https://api.useapi.net/v1/flowmusic"
 TOKEN_ENV = "USEAPI_TOKEN"
-# Connections to the API kept open and reused. httpx keeps only 20 of 100 alive by default, so
-# under load it closes and reopens connections; 64 of 64 halved the wall time per request at
-# 800 requests in flight (`python -m benchmarks.bench_pool`, docs/benchmarks.md).
-CONNECTION_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64)
 BASE_URL_ENV = "FLOWMUSIC_BASE_URL"
 
 
@@ -170,7 +167,8 @@ class FlowMusic(JobEditHelpers):
         self._events = EventHooks(event_hooks)
         self._state = "new"  # new -> open -> closing -> closed; never reopened
         self._core: HttpCore | None = None
-        self._owned_client: httpx.AsyncClient | None = None
+        self._lanes: tuple[Lanes, ...] = ()  # the API's and the downloads' httpx clients
+        self._media_lanes: Lanes | None = None
         self._host = ServiceHost(on_stop=self._release_resources)
         # Only once every argument is accepted: a refused client never sent, nor registered, it.
         _logs.redact(self._token)
@@ -237,14 +235,12 @@ class FlowMusic(JobEditHelpers):
                 else ClientClosedError("this FlowMusic client is closed; create a new one")
             )
         self._state = "open"
-        if self._user_client is not None:
-            client = self._user_client
-        else:
-            client = self._owned_client = httpx.AsyncClient(
-                transport=self._transport, timeout=self._timeout, limits=CONNECTION_LIMITS
-            )
+        api_lanes, self._media_lanes = open_lanes(
+            user_client=self._user_client, transport=self._transport, timeout=self._timeout
+        )
+        self._lanes = (api_lanes, self._media_lanes)
         self._core = HttpCore(
-            client=client, base_url=self._base_url, token=self._token, policy=self._policy
+            lanes=api_lanes, base_url=self._base_url, token=self._token, policy=self._policy
         )
         try:
             await self._host.start()
@@ -299,12 +295,12 @@ class FlowMusic(JobEditHelpers):
             self._host.request_stop()
 
     async def _release_resources(self) -> None:
-        """The host has stopped: close the httpx client we created."""
+        """The host has stopped: close the httpx clients we created."""
         self._state = "closed"
         self._core = None
-        client, self._owned_client = self._owned_client, None
-        if client is not None:
-            await client.aclose()
+        lanes, self._lanes = self._lanes, ()
+        for each in lanes:
+            await each.aclose()
 
     # ----- the job engine ------------------------------------------------------------------------
 
@@ -907,9 +903,10 @@ class _DownloadAPI:
     def __init__(self, fm: FlowMusic) -> None:
         self._fm = fm
 
-    @property
-    def media_client(self) -> httpx.AsyncClient:
-        return self._fm._require_core().client
+    def media_client(self) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+        self._fm._require_core()  # raises once the client is closed
+        assert self._fm._media_lanes is not None
+        return self._fm._media_lanes.lease()
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -66,12 +66,12 @@ class DownloadAPI(Protocol):
     """What a download needs from a client, and nothing else (``FlowMusic.download`` gives it).
 
     Attributes:
-        media_client: the httpx client media URLs are fetched with (never with the token).
+        media_client: lends the httpx client media URLs are fetched with (never with the
+            token) for one download; a call waits while the downloads' places are all taken.
         retry_policy: the client's one retry policy; each file's transient failures use it.
     """
 
-    @property
-    def media_client(self) -> httpx.AsyncClient: ...
+    def media_client(self) -> AbstractAsyncContextManager[httpx.AsyncClient]: ...
 
     @property
     def retry_policy(self) -> RetryPolicy: ...
@@ -342,8 +342,16 @@ def _flush_to_disk(handle: BinaryIO) -> None:
 
 
 @asynccontextmanager
-async def _open_media_url(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Body]:
+async def _open_media_url(
+    lease: AbstractAsyncContextManager[httpx.AsyncClient], url: str
+) -> AsyncIterator[_Body]:
     """GET a public media URL without credentials; map failures to _Retryable/_Expired."""
+    async with lease as client, _media_body(client, url) as body:
+        yield body
+
+
+@asynccontextmanager
+async def _media_body(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Body]:
     request = client.build_request("GET", url)
     # The token is added per API request, never as a client default; this makes sure of it even
     # if a caller passed an httpx client that carries one.
@@ -481,7 +489,7 @@ async def _fetch_file(
                 opener = _open_mp3(api, clip.clip)
             else:
                 url = _checked_url(url, clip_id=clip.clip, fmt=fmt)
-                opener = _open_media_url(api.media_client, url)
+                opener = _open_media_url(api.media_client(), url)
             async with opener as body:
                 ext: str = fmt
                 if fmt == "image":

@@ -2,9 +2,10 @@
 
 Every API request goes through `HttpCore.request` (JSON answers), `HttpCore.request_empty`
 (204 answers) or `HttpCore.stream` (downloads), and all three share one retry loop,
-`_send_with_retries`, driven by the client's `RetryPolicy`. The ``Authorization`` header is
-added here, per request, never as a default of the shared ``httpx.AsyncClient``: the same
-client fetches public media URLs, which must not receive the token.
+`_send_with_retries`, driven by the client's `RetryPolicy`. Each exchange borrows an httpx
+client from the API `Lanes` (several small connection pools; see `_lanes.py`) for as long as
+it lasts. The ``Authorization`` header is added here, per request, never as a client default:
+a client may also fetch public media URLs, which must not receive the token.
 
 Retries happen only for requests the caller marks ``safe`` (GETs, DELETE /jobs/{jobid},
 POST /accounts in maxJobs-only mode): on a transport error, a 5xx other than 596, a 429
@@ -22,7 +23,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import anyio
 import httpx
 import msgspec
 
@@ -34,12 +34,10 @@ from ._errors import (
     TransportError,
     error_from_response,
 )
+from ._lanes import Lanes
 from ._retry import RetryPolicy, sleep
 
-__all__ = ["IN_FLIGHT", "HttpCore"]
-
-# API requests sent at once; matches the client's connection limit (`CONNECTION_LIMITS`).
-IN_FLIGHT = 64
+__all__ = ["HttpCore"]
 
 T = TypeVar("T")
 logger = logging.getLogger("flowmusic_async")
@@ -59,7 +57,7 @@ class HttpCore:
     Safe to share between tasks: it holds no per-request state.
 
     Args:
-        client: the ``httpx.AsyncClient`` to send through (no base URL or auth of its own needed).
+        lanes: the httpx clients to send through (no base URL or auth of their own needed).
         base_url: the API root, e.g. ``https://api.useapi.net/v1/flowmusic`` (no trailing slash).
         token: the useapi.net API token.
         policy: how safe requests are retried (`RetryPolicy`).
@@ -68,24 +66,23 @@ class HttpCore:
     def __init__(
         self,
         *,
-        client: httpx.AsyncClient,
+        lanes: Lanes,
         base_url: str,
         token: str,
         policy: RetryPolicy | None = None,
     ) -> None:
-        self._client = client
+        self._lanes = lanes
         self._base_url = base_url.rstrip("/")
         self._token = token
         self.policy = policy if policy is not None else RetryPolicy()
-        self._in_flight = anyio.CapacityLimiter(IN_FLIGHT)
 
     def __repr__(self) -> str:
         return f"<HttpCore base_url={self._base_url!r} max_retries={self.policy.max_retries}>"
 
     @property
     def client(self) -> httpx.AsyncClient:
-        """The underlying httpx client; use it for public media URLs (it carries no token)."""
-        return self._client
+        """The first lane's httpx client (it carries no token)."""
+        return self._lanes.first
 
     @property
     def base_url(self) -> str:
@@ -132,7 +129,7 @@ class HttpCore:
         request = self._build(method, path, params, json, content, headers, timeout)
 
         async def attempt() -> T:
-            response = await self._send(request, endpoint, named_email, jobid, stream=False)
+            response = await self._send(request, endpoint, named_email, jobid)
             return self._decode(response, decoder, endpoint, named_email, jobid)
 
         return await self._send_with_retries(attempt, endpoint=endpoint, safe=safe)
@@ -151,7 +148,7 @@ class HttpCore:
         request = self._build(method, path, None, None, None, None, None)
 
         async def attempt() -> None:
-            await self._send(request, endpoint, email, jobid, stream=False)
+            await self._send(request, endpoint, email, jobid)
 
         await self._send_with_retries(attempt, endpoint=endpoint, safe=safe)
 
@@ -167,18 +164,21 @@ class HttpCore:
     ) -> AsyncIterator[httpx.Response]:
         """Open a streaming response (downloads); retried like a safe request until it starts.
 
-        Yields the response with its status already checked and its body not yet read.
+        Yields the response with its status already checked and its body not yet read. One
+        lane is held from the first attempt until the body is closed, retry pauses included
+        (a streamed body keeps its connection busy until then).
         """
         request = self._build(method, path, params, None, None, None, None)
+        async with self._lanes.lease() as client:
 
-        async def attempt() -> httpx.Response:
-            return await self._send(request, endpoint, None, jobid, stream=True)
+            async def attempt() -> httpx.Response:
+                return await self._exchange(client, request, endpoint, None, jobid, stream=True)
 
-        response = await self._send_with_retries(attempt, endpoint=endpoint, safe=True)
-        try:
-            yield response
-        finally:
-            await response.aclose()
+            response = await self._send_with_retries(attempt, endpoint=endpoint, safe=True)
+            try:
+                yield response
+            finally:
+                await response.aclose()
 
     async def _send_with_retries(
         self, attempt: Callable[[], Awaitable[T]], *, endpoint: str, safe: bool
@@ -235,7 +235,7 @@ class HttpCore:
         all_headers = {"Accept": "application/json", **(headers or {})}
         # Per request, not a client default: the same client downloads public media URLs.
         all_headers["Authorization"] = f"Bearer {self._token}"
-        return self._client.build_request(
+        return self._lanes.first.build_request(
             method,
             self._base_url + path,
             params=dict(params) if params else None,
@@ -246,7 +246,15 @@ class HttpCore:
         )
 
     async def _send(
+        self, request: httpx.Request, endpoint: str, named_email: str | None, jobid: str | None
+    ) -> httpx.Response:
+        """One exchange with its body read, on a lane borrowed for just that long."""
+        async with self._lanes.lease() as client:
+            return await self._exchange(client, request, endpoint, named_email, jobid, stream=False)
+
+    async def _exchange(
         self,
+        client: httpx.AsyncClient,
         request: httpx.Request,
         endpoint: str,
         named_email: str | None,
@@ -255,10 +263,7 @@ class HttpCore:
         stream: bool,
     ) -> httpx.Response:
         try:
-            # At most IN_FLIGHT requests reach httpx at once; the rest wait here, in anyio,
-            # rather than in httpcore's pool queue, which it scans on every request.
-            async with self._in_flight:
-                response = await self._client.send(request, stream=stream)
+            response = await client.send(request, stream=stream)
         except httpx.TransportError as exc:
             maybe_sent = not isinstance(exc, _NEVER_SENT)
             raise TransportError(

@@ -376,13 +376,15 @@ class Scheduler:
     def _dispatch(self) -> None:
         """Hand free slots to queued waiters, oldest first.
 
-        Called on every change. Each slot handed out costs a look at the head of each queue
-        (one per account at most), never a walk through the waiters behind them.
+        Called on every change. One look at each account per call, then each slot handed out
+        costs a look at the head of each open account's queue, never a walk through the
+        waiters behind them. Handing out a slot changes only that account, so the list of open
+        accounts is kept up to date rather than rebuilt.
         """
-        while self._waiting:
-            open_accounts = [s for s in self._accounts.values() if s.healthy and s.free > 0]
-            if not open_accounts:
-                return
+        if not self._waiting:
+            return
+        open_accounts = [s for s in self._accounts.values() if s.healthy and s.free > 0]
+        while self._waiting and open_accounts:
             chosen: tuple[_Waiter, _AccountSlots, list[_Waiter]] | None = None
             head = _head(self._any)
             if head is not None:
@@ -400,6 +402,8 @@ class Scheduler:
             waiter.assigned = slots.email
             self._waiting -= 1
             waiter.event.set()
+            if slots.free <= 0:
+                open_accounts.remove(slots)
 
     def _fail_queue(
         self, queue: list[_Waiter], candidates: list[_AccountSlots], email: str | None

@@ -8,7 +8,7 @@ import os
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import cast
 
@@ -132,10 +132,13 @@ class FakeFM:
     """
 
     def __init__(self, client: httpx.AsyncClient, fresh: Job | None = None) -> None:
-        self.media_client = client
+        self.client = client
         self.retry_policy = RetryPolicy(max_retries=3, base=0.5, cap=8.0)
         self.jobs = FakeJobs(fresh)
         self.music = FakeMusic()
+
+    def media_client(self) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        return nullcontext(self.client)
 
     async def get_job(self, jobid: str) -> Job:
         return await self.jobs.get(jobid)

@@ -18,6 +18,7 @@ from flowmusic_async._errors import (
     TransportError,
 )
 from flowmusic_async._http import HttpCore
+from flowmusic_async._lanes import Lanes
 from flowmusic_async._models import JOB_DECODER, JOBS_DECODER
 from flowmusic_async._retry import RetryPolicy
 
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.anyio
 
 
 def _core(api: MockAPI, client: httpx.AsyncClient, **kwargs: Any) -> HttpCore:
-    return HttpCore(client=client, base_url=BASE + "/", token=TOKEN, policy=RetryPolicy(**kwargs))
+    lanes = Lanes.single(client, places=64, owned=False)
+    return HttpCore(lanes=lanes, base_url=BASE + "/", token=TOKEN, policy=RetryPolicy(**kwargs))
 
 
 @pytest.fixture
