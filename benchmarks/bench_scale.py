@@ -103,13 +103,27 @@ def instrument_httpx(limits: str | None) -> dict[str, int]:
 
 
 async def client(
-    base_url: str, songs: int, time_scale: float, leave_after: int, limits: str | None = None
+    base_url: str,
+    songs: int,
+    time_scale: float,
+    leave_after: int,
+    limits: str | None = None,
+    gc_mode: str = "default",
 ) -> dict[str, Any]:
     import anyio
     import psutil
 
     counts = instrument_httpx(limits)
     from flowmusic_async import FlowMusic, Timing
+
+    # How much of the loop's stalls is CPython's cyclic garbage collector: "freeze" moves
+    # everything imported so far out of its reach (what an application may do after start-up),
+    # "off" disables it (the floor; memory then grows with every reference cycle).
+    if gc_mode == "freeze":
+        gc.collect()
+        gc.freeze()
+    elif gc_mode == "off":
+        gc.disable()
 
     proc = psutil.Process()
     gaps: list[tuple[float, float]] = []  # (seconds since the batch started, lateness)
@@ -190,6 +204,7 @@ def run_once(
     leave_after: int = 0,
     seed: int = 7,
     limits: str | None = None,
+    gc_mode: str = "default",
 ) -> dict[str, Any]:
     """One client run against a fresh simulator: the client's report plus the server's view."""
     workload = Workload(name="scale", songs=songs, accounts=ACCOUNTS)
@@ -204,6 +219,8 @@ def run_once(
                "--leave-after", str(leave_after)]  # fmt: skip
         if limits:
             cmd += ["--httpx-limits", limits]
+        if gc_mode != "default":
+            cmd += ["--gc", gc_mode]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
@@ -221,6 +238,7 @@ def run_once(
     ]
     durations = [job.duration_s * time_scale for job in jobs.values()]
     row = report | {
+        "gc_mode": gc_mode,
         "rtt_s": rtt_s,
         "time_scale": time_scale,
         "requests": sum(stats.api_requests.values()),
@@ -341,6 +359,18 @@ def tables(result: dict[str, Any]) -> list[str]:
             lines.append(
                 "RSS growth per extra song (the slope between sizes; the target is < 1 KB): "
                 + ", ".join(f"{a:,}->{b:,}: {kb:.2f} KB" for a, b, kb in slopes)
+            )
+    if result.get("gc"):
+        songs = int(result["gc"][0]["songs"])
+        lines += ["", f"garbage collector: {songs:,} songs, CPython's cyclic GC as is, "
+                  "frozen after imports, off"]  # fmt: skip
+        lines.append(f"{'gc':>8} | {'start stall ms':>18} | {'max stall ms':>18} | "
+                     f"{'CPU ms/song':>18} | {'peak RSS MB':>12}")  # fmt: skip
+        for row in result["gc"]:
+            lines.append(
+                f"{row['gc_mode']:>8} | {_cell(row, 'stall_startup_ms', '.1f'):>18} | "
+                f"{_cell(row, 'stall_max_ms', '.1f'):>18} | "
+                f"{_cell(row, 'cpu_ms_per_song', '.2f'):>18} | {row['rss_peak_mb']:>12.0f}"
             )
     if result.get("leave"):
         lines += ["", f"leave early: break after {result['leave_after']} outcomes"]
@@ -465,7 +495,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-time-scale", type=float, default=0.1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--latency-repeats", type=int, default=3)
-    p.add_argument("--only", default="scale,leave,latency", help="comma list of series")
+    p.add_argument("--only", default="scale,leave,latency", help="comma list of series (and: gc)")
+    p.add_argument("--gc-songs", type=int, default=5000, help="gc series: songs per run")
+    p.add_argument(
+        "--gc",
+        choices=("default", "freeze", "off"),
+        default="default",
+        help="client: CPython's garbage collector as is, frozen after imports, or off",
+    )
     p.add_argument(
         "--httpx-limits",
         metavar="MAX,KEEPALIVE",
@@ -492,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import anyio
 
         report = anyio.run(
-            client, ns.client, ns.songs, ns.time_scale, ns.leave_after, ns.httpx_limits
+            client, ns.client, ns.songs, ns.time_scale, ns.leave_after, ns.httpx_limits, ns.gc
         )
         print(json.dumps(report))
         return 0
@@ -535,6 +572,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in _ints(ns.leave_sizes)
         ]
         result["leave"] = series("leave", points, ns.repeats)
+    if "gc" in only:
+        points = [
+            {"songs": ns.gc_songs, "time_scale": ns.time_scale, "gc_mode": mode}
+            for mode in ("default", "freeze", "off")
+        ]
+        result["gc"] = series("gc", points, ns.repeats)
     if "latency" in only:
         points = [
             {"songs": ns.latency_songs, "time_scale": ns.latency_time_scale, "rtt_s": float(r)}

@@ -44,6 +44,7 @@ from flowmusic_async._errors import (
     ValidationError,
     error_from_response,
 )
+from flowmusic_async._lanes import unlink_body
 from flowmusic_async._models import Clip, Job
 from flowmusic_async._resources import DownloadStream, account_of_id
 from flowmusic_async._retry import RetryPolicy, sleep
@@ -381,6 +382,7 @@ async def _media_body(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Bod
         )
     finally:
         await response.aclose()
+        unlink_body(response)
 
 
 def _wrap_transport(exc: httpx.TransportError, endpoint: str) -> TransportError:

@@ -34,7 +34,7 @@ from ._errors import (
     TransportError,
     error_from_response,
 )
-from ._lanes import Lanes
+from ._lanes import Lanes, unlink_body
 from ._retry import RetryPolicy, sleep
 
 __all__ = ["HttpCore"]
@@ -179,6 +179,7 @@ class HttpCore:
                 yield response
             finally:
                 await response.aclose()
+                unlink_body(response)
 
     async def _send_with_retries(
         self, attempt: Callable[[], Awaitable[T]], *, endpoint: str, safe: bool
@@ -275,6 +276,8 @@ class HttpCore:
                 email=named_email,
             ) from exc
         if response.is_success:
+            if not stream:
+                unlink_body(response)
             return response
         try:
             await response.aread()
@@ -282,6 +285,7 @@ class HttpCore:
             pass  # the status alone still tells what happened
         finally:
             await response.aclose()
+            unlink_body(response)
         raise error_from_response(
             response,
             endpoint=endpoint,

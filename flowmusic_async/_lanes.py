@@ -1,4 +1,4 @@
-"""Several small httpx connection pools ("lanes") instead of one big one.
+"""Several small httpx connection pools ("lanes") instead of one big one; responses freed early.
 
 httpcore's connection pool walks every connection it holds, and every request queued in it,
 each time a request starts or ends, and for each idle connection it asks the socket whether it
@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx
 
-__all__ = ["Lanes", "open_lanes"]
+__all__ = ["Lanes", "open_lanes", "unlink_body"]
 
 
 class Lanes:
@@ -155,3 +155,18 @@ def open_lanes(
         Lanes(make_client, count=API_LANES, per_lane=PER_LANE),
         Lanes(make_client, count=MEDIA_LANES, per_lane=PER_LANE),
     )
+
+
+_READ = httpx.ByteStream(b"")
+
+
+def unlink_body(response: httpx.Response) -> None:
+    """Let reference counting free a response whose body is read and closed.
+
+    httpx links a response and its body stream both ways, so every response is otherwise left
+    to the cyclic garbage collector: about 20 objects per request, whose collections stalled
+    the event loop (a full pass over a busy batch's objects takes tens of milliseconds;
+    docs/benchmarks.md, "Loop stalls"). The body is already in ``response.content``, or was
+    streamed to its reader, so the stream is no longer needed.
+    """
+    response.stream = _READ
