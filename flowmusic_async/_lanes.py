@@ -51,6 +51,7 @@ class Lanes:
         self._count = count
         self._per_lane = per_lane
         self._busy: list[int] = []
+        self._closed = False
         self._places = anyio.CapacityLimiter(count * per_lane)
         self._add_lane()
 
@@ -78,7 +79,8 @@ class Lanes:
             # The limiter guarantees a lane with room: fewer leases than count * per_lane.
             lane = next((i for i, n in enumerate(self._busy) if n < self._per_lane), None)
             if lane is None:
-                lane = self._add_lane()
+                # Closed lanes build nothing new: a late request meets httpx's "client closed".
+                lane = 0 if self._closed else self._add_lane()
             self._busy[lane] += 1
             try:
                 yield self._clients[lane]
@@ -88,9 +90,9 @@ class Lanes:
             self._places.release_on_behalf_of(borrower)
 
     async def aclose(self) -> None:
-        """Close the clients these lanes own."""
-        clients, self._clients = self._clients, []
-        for client in clients if self._owned else ():
+        """Close the clients these lanes own; no lane is added afterwards."""
+        self._closed = True
+        for client in self._clients if self._owned else ():
             await client.aclose()
 
     def _add_lane(self) -> int:

@@ -98,6 +98,16 @@ async def test_a_place_is_given_back_when_the_exchange_fails_or_is_cancelled() -
     await lanes.aclose()
 
 
+async def test_closed_lanes_build_no_new_client() -> None:
+    """A request that outlives `aclose` (a download in another task) must not open a client
+    nobody will close: it gets a closed one, and httpx refuses to send."""
+    lanes, made = _counting_lanes(count=4, per_lane=1)
+    await lanes.aclose()
+    async with lanes.lease() as a, lanes.lease() as b:
+        assert a is b is made[0] and a.is_closed
+    assert len(made) == 1
+
+
 async def test_a_lent_client_is_never_closed() -> None:
     """`single(owned=False)` wraps the caller's client: closing the lanes leaves it open."""
     async with httpx.AsyncClient() as mine:
