@@ -205,8 +205,13 @@ def run_once(
     seed: int = 7,
     limits: str | None = None,
     gc_mode: str = "default",
+    checkout: str | None = None,
 ) -> dict[str, Any]:
-    """One client run against a fresh simulator: the client's report plus the server's view."""
+    """One client run against a fresh simulator: the client's report plus the server's view.
+
+    `checkout`: run the client of another checkout of this repository (its own benchmarks
+    and flowmusic_async, imported from its directory) against the same simulator.
+    """
     workload = Workload(name="scale", songs=songs, accounts=ACCOUNTS)
     with simulator(workload, time_scale=time_scale, seed=seed) as sim:
         if rtt_s:
@@ -221,7 +226,9 @@ def run_once(
             cmd += ["--httpx-limits", limits]
         if gc_mode != "default":
             cmd += ["--gc", gc_mode]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=1800, check=False, cwd=checkout
+        )
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
             raise BenchError(f"client exited {proc.returncode}: {tail}")
@@ -238,6 +245,7 @@ def run_once(
     ]
     durations = [job.duration_s * time_scale for job in jobs.values()]
     row = report | {
+        "checkout": checkout or "this",
         "gc_mode": gc_mode,
         "rtt_s": rtt_s,
         "time_scale": time_scale,
@@ -359,6 +367,22 @@ def tables(result: dict[str, Any]) -> list[str]:
             lines.append(
                 "RSS growth per extra song (the slope between sizes; the target is < 1 KB): "
                 + ", ".join(f"{a:,}->{b:,}: {kb:.2f} KB" for a, b, kb in slopes)
+            )
+    if result.get("compare"):
+        rows = result["compare"]
+        mine = next(r for r in rows if r["checkout"] == "this")
+        lines += ["", f"compare: {int(mine['songs']):,} songs, this checkout and another, "
+                  "interleaved (median [range])"]  # fmt: skip
+        head = (f"{'checkout':>24} | {'CPU ms/song':>20} | {'vs this':>7} | {'req/song':>8} | "
+                f"{'start stall ms':>18} | {'max stall ms':>18}")  # fmt: skip
+        lines.append(head)
+        for row in rows:
+            ratio = row["cpu_ms_per_song"] / mine["cpu_ms_per_song"]
+            lines.append(
+                f"{row['checkout'][-24:]:>24} | {_cell(row, 'cpu_ms_per_song', '.2f'):>20} | "
+                f"{ratio:>6.2f}x | {row['requests_per_song']:>8.3f} | "
+                f"{_cell(row, 'stall_startup_ms', '.1f'):>18} | "
+                f"{_cell(row, 'stall_max_ms', '.1f'):>18}"
             )
     if result.get("gc"):
         songs = int(result["gc"][0]["songs"])
@@ -495,8 +519,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-time-scale", type=float, default=0.1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--latency-repeats", type=int, default=3)
-    p.add_argument("--only", default="scale,leave,latency", help="comma list of series (and: gc)")
+    p.add_argument(
+        "--only", default="scale,leave,latency", help="comma list of series (also: gc, compare)"
+    )
     p.add_argument("--gc-songs", type=int, default=5000, help="gc series: songs per run")
+    p.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        help="compare series: another checkout (e.g. a git worktree of an older commit)",
+    )
     p.add_argument(
         "--gc",
         choices=("default", "freeze", "off"),
@@ -572,6 +603,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in _ints(ns.leave_sizes)
         ]
         result["leave"] = series("leave", points, ns.repeats)
+    if "compare" in only:
+        if not ns.compare_with:
+            raise SystemExit("--only compare needs --compare-with DIR")
+        points = [
+            {"songs": n, "time_scale": ns.time_scale, "checkout": tree}
+            for n in _ints(ns.sizes)[:1]
+            for tree in (None, str(Path(ns.compare_with).resolve()))
+        ]
+        result["compare"] = series("compare", points, ns.repeats)
     if "gc" in only:
         points = [
             {"songs": ns.gc_songs, "time_scale": ns.time_scale, "gc_mode": mode}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from os import PathLike
+from os import PathLike, fspath
 from typing import Any, ClassVar, Literal
 
 import anyio
@@ -343,6 +343,13 @@ class GenerateMany:
             raise ValidationError("concurrency", f"must be an integer >= 1, got {concurrency!r}")
         if timeout is not None:
             check_seconds(timeout)
+        if journal is not None and not isinstance(journal, (str, PathLike, Journal)):
+            raise ValidationError(
+                "journal",
+                f"must be a path or a Journal, got {type(journal).__name__}",
+            )
+        if isinstance(journal, (str, PathLike)) and not str(fspath(journal)).strip():
+            raise ValidationError("journal", "must be a path to a file, got an empty one")
         is_iterable = isinstance(requests, (Iterable, AsyncIterable))
         if not is_iterable or isinstance(requests, (str, bytes)):
             raise ValidationError(

@@ -142,6 +142,17 @@ async def test_bad_batch_concurrency_is_refused(fm: FlowMusic, sent: Counting, b
     assert sent.requests == []
 
 
+@pytest.mark.parametrize("bad", [3, b"journal.db", ["journal.db"], "", "  "], ids=repr)
+async def test_bad_batch_journal_is_refused(fm: FlowMusic, sent: Counting, bad: Any) -> None:
+    """A journal that is not a path or a Journal is refused before anything is sent; an empty
+    path would be SQLite's throwaway database, and the promise to resume would be silently
+    broken."""
+    with pytest.raises(ValidationError) as caught:
+        fm.generate_many(["a song"], journal=bad)
+    assert caught.value.field == "journal"
+    assert sent.requests == []
+
+
 @pytest.mark.parametrize(
     ("field", "kwargs"),
     [

@@ -95,8 +95,19 @@ def test_scale_benchmark_runs_a_batch_and_leaves_one_early(tmp_path: Path) -> No
     left = bench_scale.run_once(200, time_scale=0.002, leave_after=3)
     assert left["leave_s"] is not None
     assert left["completed"] + left["failed"] == 3
-    result = {"scale": [bench_scale.median_row([full, full])], "leave": [left], "leave_after": 3}
-    assert any("scale:" in line for line in bench_scale.tables(result))
+    repo = str(Path(bench_scale.__file__).resolve().parents[1])
+    other = bench_scale.run_once(12, time_scale=0.002, gc_mode="freeze", checkout=repo)
+    assert other["completed"] == 12 and other["gc_mode"] == "freeze"
+    result = {
+        "scale": [bench_scale.median_row([full, full])],
+        "leave": [left],
+        "leave_after": 3,
+        "gc": [other],
+        "compare": [full, other | {"checkout": repo}],
+    }
+    text = bench_scale.tables(result)
+    for title in ("scale:", "leave early:", "garbage collector:", "compare:"):
+        assert any(line.startswith(title) for line in text), title
     if importlib.util.find_spec("matplotlib") is not None:
         assert "chart:" in bench_scale.chart(tmp_path / "c.png", result)
         assert (tmp_path / "c.png").stat().st_size > 0
