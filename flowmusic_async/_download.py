@@ -18,11 +18,11 @@ Transient failures are retried by that one `RetryPolicy`, like every other safe 
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import re
-import tempfile
+import secrets
+import threading
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
@@ -90,10 +90,13 @@ class DownloadAPI(Protocol):
 # httpx would otherwise fail deep in the connection code (or the server with a 414).
 _MAX_URL_CHARS = 16_384
 # A hidden ``.part`` file this old, for the same target, is left by a download that was killed
-# (SIGKILL, power loss: nothing ran its cleanup). A live writer touches its file at every chunk,
-# so an old modification time means nobody is writing it any more. Two processes downloading the
-# same clip into one folder at once stay safe: each one's file is young while it writes.
+# (SIGKILL, power loss: nothing ran its cleanup). A live writer touches its file at least every
+# `WRITE_BATCH_BYTES`, so an old modification time means nobody is writing it any more. Two
+# processes downloading the same clip into one folder at once stay safe: each one's file is
+# young while it writes.
 STALE_PART_AGE_S = 15 * 60
+# Bytes of a body handed to a worker thread to write at once (see `_write_atomically`).
+WRITE_BATCH_BYTES = 1 << 20
 # Statuses a signed media URL answers once its signature has expired.
 _EXPIRED_STATUSES = frozenset({403, 404, 410})
 _MAX_TITLE_CHARS = 80
@@ -219,17 +222,70 @@ def _checked_url(url: str, *, clip_id: str, fmt: Format) -> str:
     return url
 
 
-def _remove_stale_parts(dest: Path, stem: str, *, now: float | None = None) -> None:
+class _StaleParts:
+    """The hidden ``.part`` files killed downloads left, one directory scan per folder.
+
+    Scanning the folder for every clip cost time in proportion to the files already in it (a
+    batch of thousands of songs into one folder made that quadratic). A folder is scanned
+    again once `STALE_PART_AGE_S` has passed, so parts that go stale later are found too.
+    Used from worker threads, hence the lock; a few hundred folders are remembered at most.
+    """
+
+    MAX_FOLDERS = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scanned: dict[str, tuple[float, list[str]]] = {}  # folder -> (when, names)
+
+    def needs_scan(self, dest: Path, now: float) -> bool:
+        scanned = self._scanned.get(str(dest))
+        return scanned is None or now - scanned[0] > STALE_PART_AGE_S
+
+    def scan(self, dest: Path, now: float) -> None:
+        """List the stale parts of ``dest`` (blocking: run it in a worker thread)."""
+        cutoff = now - STALE_PART_AGE_S
+        names: list[str] = []
+        with suppress(OSError), os.scandir(dest) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") and entry.name.endswith(".part"):
+                    with suppress(OSError):  # gone already (another rerun)
+                        if entry.is_file() and entry.stat().st_mtime < cutoff:
+                            names.append(entry.name)
+        with self._lock:
+            self._scanned.pop(str(dest), None)
+            self._scanned[str(dest)] = (now, names)
+            while len(self._scanned) > self.MAX_FOLDERS:
+                del self._scanned[next(iter(self._scanned))]
+
+    def remove(self, dest: Path, stem: str) -> None:
+        """Delete this target's stale parts found by the last scan (usually there are none)."""
+        prefix = f".{stem}."
+        with self._lock:
+            scanned = self._scanned.get(str(dest))
+            if scanned is None:
+                return
+            names = scanned[1]
+            mine = [name for name in names if name.startswith(prefix)]
+            for name in mine:
+                names.remove(name)
+        for name in mine:
+            with suppress(OSError):  # gone already, or not ours to remove
+                os.unlink(os.path.join(dest, name))
+
+
+_stale_parts = _StaleParts()
+
+
+async def _remove_stale_parts(dest: Path, stem: str, *, now: float | None = None) -> None:
     """Delete hidden ``.<stem>.*.part`` files left in ``dest`` by a killed download.
 
     Only this target's (same stem) and only stale ones (see `STALE_PART_AGE_S`), so another
     process writing the same file right now keeps its temporary file.
     """
-    cutoff = (time.time() if now is None else now) - STALE_PART_AGE_S
-    for part in dest.glob(f".{glob.escape(stem)}.*.part"):
-        with suppress(OSError):  # gone already (another rerun), or not ours to remove
-            if part.is_file() and part.stat().st_mtime < cutoff:
-                part.unlink()
+    now = time.time() if now is None else now
+    if _stale_parts.needs_scan(dest, now):
+        await anyio.to_thread.run_sync(_stale_parts.scan, dest, now)
+    _stale_parts.remove(dest, stem)
 
 
 def _describe(url: str) -> str:
@@ -277,40 +333,43 @@ class _Body:
         self.content_length = content_length
 
 
-def _follow_umask(fd: int) -> None:
-    """Give a temporary file the mode an ordinary new file gets (0o666 less the umask).
+def _create_part(dest: Path, stem: str) -> tuple[int, str]:
+    """A new hidden temporary file ``.<stem>.<random>.part`` in ``dest``, open for writing.
 
-    mkstemp creates files 0o600 on purpose, but these become the user's songs, which other
-    users and tools should be able to read exactly when the user's umask says so.
+    Created with mode 0o666, which the kernel narrows by the umask: these become the user's
+    songs, readable by other users and tools exactly when the umask says so (mkstemp's 0o600
+    is meant for secrets). O_EXCL makes the name ours alone.
     """
-    if hasattr(os, "fchmod"):  # not on Windows before 3.13, where modes barely apply
-        os.fchmod(fd, 0o666 & ~_current_umask())
-
-
-def _current_umask() -> int:
-    # Linux shows it without changing it; elsewhere set-and-restore is the only way.
-    with suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = os.path.join(dest, f".{stem}.{secrets.token_hex(4)}.part")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name for {stem!r} in {dest}")
 
 
 async def _write_atomically(dest: Path, stem: str, body: _Body, final_name: str) -> _Written:
     """Stream ``body`` into a temporary file in ``dest`` and rename it to ``final_name``."""
-    fd, temp_name = tempfile.mkstemp(dir=dest, prefix=f".{stem}.", suffix=".part")
-    _follow_umask(fd)
+    fd, temp_name = _create_part(dest, stem)
     handle: BinaryIO = os.fdopen(fd, "wb")
     digest = hashlib.sha256()
     size = 0
+    # Chunks go to a worker thread about a MiB at a time: a thread hop per network chunk
+    # (a few KB) cost more CPU than the writing itself.
+    pending: list[bytes] = []
+    pending_size = 0
     try:
         try:
             async for chunk in body.chunks:
                 digest.update(chunk)
                 size += len(chunk)
-                await anyio.to_thread.run_sync(handle.write, chunk)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= WRITE_BATCH_BYTES:
+                    await anyio.to_thread.run_sync(handle.writelines, pending)
+                    pending, pending_size = [], 0
         except httpx.TransportError as exc:  # the connection was lost mid-body
             raise _Retryable(_wrap_transport(exc, body.endpoint)) from exc
         except TransportError as exc:
@@ -324,10 +383,8 @@ async def _write_atomically(dest: Path, stem: str, body: _Body, final_name: str)
                     endpoint=body.endpoint,
                 )
             )
-        await anyio.to_thread.run_sync(_flush_to_disk, handle)
-        handle.close()
         final = dest / final_name
-        os.replace(temp_name, final)
+        await anyio.to_thread.run_sync(_finish_file, handle, pending, temp_name, final)
     except BaseException:
         # Synchronous on purpose: runs to the end even while the task is being cancelled.
         handle.close()
@@ -337,9 +394,13 @@ async def _write_atomically(dest: Path, stem: str, body: _Body, final_name: str)
     return _Written(path=final, size=size, sha256=digest.hexdigest())
 
 
-def _flush_to_disk(handle: BinaryIO) -> None:
+def _finish_file(handle: BinaryIO, rest: list[bytes], temp_name: str, final: Path) -> None:
+    """Write the last chunks, make the file durable, then give it its final name."""
+    handle.writelines(rest)
     handle.flush()
     os.fsync(handle.fileno())
+    handle.close()
+    os.replace(temp_name, final)
 
 
 @asynccontextmanager
@@ -462,8 +523,7 @@ def _write_sidecar(path: Path, sidecar: Sidecar) -> None:
     with suppress(OSError):
         if path.read_bytes() == data:
             return
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part")
-    _follow_umask(fd)
+    fd, temp_name = _create_part(path.parent, path.stem)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -578,7 +638,7 @@ async def download(
     paths: list[Path] = []
     for clip in clips:
         stem = safe_stem(clip.title, clip.clip)
-        await anyio.to_thread.run_sync(_remove_stale_parts, folder, stem)
+        await _remove_stale_parts(folder, stem)
         sidecar_path = folder / f"{stem}.json"
         previous = _read_sidecar(sidecar_path)
         recorded: dict[str, SidecarFile] = dict(previous.files) if previous else {}

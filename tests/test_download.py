@@ -10,7 +10,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -569,6 +569,66 @@ async def test_unfetchable_media_url_is_a_decode_error_naming_the_clip(
     assert media.requests == []
     assert download_sleeps == []
     assert leftovers(tmp_path) == []
+
+
+async def test_a_big_body_in_small_chunks_costs_few_thread_hops(
+    tmp_path: Path, media: Media, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hop to a worker thread costs CPU: a 3 MiB body arriving in 4 KiB chunks is
+    written a MiB at a time, not 768 times, and still arrives whole."""
+    big = os.urandom(3 * 2**20 + 123)
+    url = make_clip().audio_url
+
+    async def parts() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 4096):
+            yield big[i : i + 4096]
+
+    def chunked(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=parts(), headers={"Content-Type": "audio/mp4"})
+
+    media.queue(str(url), chunked)
+    hops = 0
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    [path] = await download(fake_fm(client), make_job(), tmp_path, sidecar=False)
+
+    assert path.read_bytes() == big
+    assert hops <= 8, hops  # mkdir, a scan for stale parts, 3 batches, the last write + rename
+
+
+async def test_stale_parts_are_found_with_one_scan_per_folder(
+    tmp_path: Path, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scanning the folder once per clip made a batch into one folder quadratic: clips after
+    the first reuse the scan, and a folder is scanned again once parts can have gone stale."""
+    scans: list[str] = []
+    scandir = os.scandir
+
+    def counting(path: Any) -> Any:
+        scans.append(str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(_download.os, "scandir", counting)
+    for i in range(5):
+        clip = make_clip(f"clip:{i:04x}aaaa-user:1001-a@example.com", f"Song {i}")
+        await download(fake_fm(client), make_job(clip), tmp_path, sidecar=False)
+    assert scans.count(str(tmp_path)) == 1
+
+    stem = safe_stem("Song 0", "clip:0000aaaa-user:1001-a@example.com")
+    later = tmp_path / f".{stem}.l4t3r0.part"  # left by a process killed after the scan
+    later.write_bytes(b"half")
+    await _download._remove_stale_parts(tmp_path, stem)
+    assert later.exists()  # young, and not rescanned yet
+    much_later = time.time() + 2 * _download.STALE_PART_AGE_S
+    await _download._remove_stale_parts(tmp_path, stem, now=much_later)
+    assert not later.exists()
+    assert scans.count(str(tmp_path)) == 2
 
 
 async def test_rerun_removes_stale_part_files_of_the_same_target_only(
