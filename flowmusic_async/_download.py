@@ -352,7 +352,9 @@ def _create_part(dest: Path, stem: str) -> tuple[int, str]:
 
 async def _write_atomically(dest: Path, stem: str, body: _Body, final_name: str) -> _Written:
     """Stream ``body`` into a temporary file in ``dest`` and rename it to ``final_name``."""
-    fd, temp_name = _create_part(dest, stem)
+    # Creating a file can take a millisecond or more (a journaling filesystem on a VM): not
+    # on the event loop.
+    fd, temp_name = await anyio.to_thread.run_sync(_create_part, dest, stem)
     handle: BinaryIO = os.fdopen(fd, "wb")
     digest = hashlib.sha256()
     size = 0

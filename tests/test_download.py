@@ -599,7 +599,7 @@ async def test_a_big_body_in_small_chunks_costs_few_thread_hops(
     [path] = await download(fake_fm(client), make_job(), tmp_path, sidecar=False)
 
     assert path.read_bytes() == big
-    assert hops <= 8, hops  # mkdir, a scan for stale parts, 3 batches, the last write + rename
+    assert hops <= 8, hops  # mkdir, stale parts, create, 3 batches, the last write + rename
 
 
 async def test_stale_parts_are_found_with_one_scan_per_folder(
