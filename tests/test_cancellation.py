@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import msgspec
 import pytest
@@ -483,6 +484,51 @@ async def test_leaving_a_batch_early_sends_no_new_paid_post() -> None:
     # One DELETE per job left running (a job may complete just before its DELETE lands).
     cancelled = sum(1 for state in states.values() if state == "user_cancelled")
     assert cancelled <= deletes(sim) <= sim.stats.jobs_created - 1
+
+
+@pytest.mark.anyio
+async def test_leaving_a_batch_cancels_its_jobs_a_chunk_per_turn_of_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hundreds of jobs in progress must not all run their cleanup in one turn of the event
+    loop (a bot sharing it would freeze): with chunks of 4, 16 jobs take at least 4 turns,
+    and every one of them is still cancelled server-side."""
+    import flowmusic_async._batch as batch_module
+    from flowmusic_async._engine import JobEngine
+
+    monkeypatch.setattr(batch_module, "CANCEL_CHUNK", 4)
+    turns = 0
+    asked_at: dict[str, int] = {}  # jobid -> the turn its cancellation was first asked for
+    request_cancel = JobEngine.request_cancel
+
+    def spy(self: JobEngine, watch: Any) -> anyio.Event:
+        asked_at.setdefault(watch.jobid, turns)
+        return request_cancel(self, watch)
+
+    monkeypatch.setattr(JobEngine, "request_cancel", spy)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await anyio.lowlevel.checkpoint()
+            turns += 1
+
+    sim = make_sim(16, latency=0.0)
+    async with served(sim) as url, make_client(sim, url) as fm:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(count_turns)
+            async with fm.generate_many([f"chunked {i}" for i in range(16)]):
+                while sim.stats.jobs_created < 16:
+                    await anyio.sleep(0.01)
+                asked_at.clear()
+                # Leaving before any song can end: 16 jobs in progress.
+            tg.cancel_scope.cancel()
+        states = await server_states(sim)
+    assert len(asked_at) == 16
+    turns_seen = list(asked_at.values())
+    per_turn = [turns_seen.count(turn) for turn in sorted(set(turns_seen))]
+    assert max(per_turn) <= 4 and len(per_turn) >= 4, per_turn
+    assert list(states.values()).count("user_cancelled") == 16
 
 
 @pytest.mark.anyio
