@@ -112,8 +112,13 @@ def run_variant(
     time_scale: float,
     download: bool,
     timeout_s: float,
+    checkout: str | None = None,
 ) -> VariantResult:
-    """Run one variant process against `sim` and collect its report and the simulator's stats."""
+    """Run one variant process against `sim` and collect its report and the simulator's stats.
+
+    `checkout`: run the variant from another checkout of this repository (its own benchmarks
+    and flowmusic_async), e.g. a git worktree of an older commit.
+    """
     cmd = [
         sys.executable, "-m", module,
         "--base-url", sim.base_url, "--token", TOKEN,
@@ -126,8 +131,9 @@ def run_variant(
     error: str | None = None
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
-        )
+            cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False,
+            cwd=checkout,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
         error = f"timed out after {timeout_s:.0f} s"
     else:

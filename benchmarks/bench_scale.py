@@ -369,7 +369,7 @@ def tables(result: dict[str, Any]) -> list[str]:
                 + ", ".join(f"{a:,}->{b:,}: {kb:.2f} KB" for a, b, kb in slopes)
             )
     if result.get("compare"):
-        rows = result["compare"]
+        rows = [r for r in result["compare"] if r.get("leave_s") is None]
         mine = next(r for r in rows if r["checkout"] == "this")
         lines += ["", f"compare: {int(mine['songs']):,} songs, this checkout and another, "
                   "interleaved (median [range])"]  # fmt: skip
@@ -384,6 +384,16 @@ def tables(result: dict[str, Any]) -> list[str]:
                 f"{_cell(row, 'stall_startup_ms', '.1f'):>18} | "
                 f"{_cell(row, 'stall_max_ms', '.1f'):>18}"
             )
+        left = [r for r in result["compare"] if r.get("leave_s") is not None]
+        if left:
+            lines += ["", f"compare, left early after {result['leave_after']} outcomes"]
+            lines.append(f"{'checkout':>24} | {'leave s':>18} | {'DELETEs':>7} | "
+                         f"{'stall of leaving ms':>20}")  # fmt: skip
+            for row in left:
+                lines.append(
+                    f"{row['checkout'][-24:]:>24} | {_cell(row, 'leave_s', '.3f'):>18} | "
+                    f"{row.get('deletes', 0):>7.0f} | {_cell(row, 'stall_startup_ms', '.1f'):>20}"
+                )
     if result.get("gc"):
         songs = int(result["gc"][0]["songs"])
         lines += ["", f"garbage collector: {songs:,} songs, CPython's cyclic GC as is, "
@@ -442,7 +452,8 @@ def chart(path: Path, result: dict[str, Any]) -> str:
     def plot(ax: Any, rows: list[dict[str, Any]], x: str, y: str, title: str, **kw: Any) -> None:
         rows = [r for r in rows if r.get(y) is not None]
         if not rows:
-            ax.set_visible(False)
+            if not ax.has_data():  # a second series on the same axes may be the empty one
+                ax.set_visible(False)
             return
         xs = [r[x] for r in rows]
         ys = [r[y] for r in rows]
@@ -606,9 +617,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "compare" in only:
         if not ns.compare_with:
             raise SystemExit("--only compare needs --compare-with DIR")
+        # Each checkout runs the whole batch, and the same batch left early.
         points = [
-            {"songs": n, "time_scale": ns.time_scale, "checkout": tree}
+            {"songs": n, "time_scale": ns.time_scale, "checkout": tree, "leave_after": leave}
             for n in _ints(ns.sizes)[:1]
+            for leave in (0, ns.leave_after)
             for tree in (None, str(Path(ns.compare_with).resolve()))
         ]
         result["compare"] = series("compare", points, ns.repeats)

@@ -3,7 +3,7 @@
 httpcore's connection pool walks every connection it holds, and every request queued in it,
 each time a request starts or ends, and for each idle connection it asks the socket whether it
 is readable (two syscalls). With the 64 connections a busy batch needs in one pool, that walk
-was 40% of the client's CPU (docs/benchmarks.md, "Where the client's time goes"). Here a
+was 40% of the client's CPU (docs/benchmarks.md, "What changed in this round"). Here a
 request first waits for a free place in anyio (O(1), never in httpcore's queue), then goes to
 the lowest lane with room: each walk sees at most one lane's connections, and under light
 traffic only the first lane has any.

@@ -103,10 +103,11 @@ def test_scale_benchmark_runs_a_batch_and_leaves_one_early(tmp_path: Path) -> No
         "leave": [left],
         "leave_after": 3,
         "gc": [other],
-        "compare": [full, other | {"checkout": repo}],
+        "compare": [full, other | {"checkout": repo}, left],
     }
     text = bench_scale.tables(result)
-    for title in ("scale:", "leave early:", "garbage collector:", "compare:"):
+    titles = ("scale:", "leave early:", "garbage collector:", "compare:", "compare, left early")
+    for title in titles:
         assert any(line.startswith(title) for line in text), title
     if importlib.util.find_spec("matplotlib") is not None:
         assert "chart:" in bench_scale.chart(tmp_path / "c.png", result)
@@ -125,3 +126,31 @@ def test_bounded_naive_variant_completes_a_song() -> None:
     assert result.error is None
     assert result.report is not None
     assert [s["status"] for s in result.report["songs"]] == ["completed", "completed"]
+
+
+def test_a_variant_runs_from_another_checkout(tmp_path: Path) -> None:
+    """--compare-with runs the library variant of another checkout: its own package, imported
+    from its own directory (a copy of this one here; broken on purpose, it must fail)."""
+    import shutil
+
+    from benchmarks._harness import VariantResult, run_variant, simulator
+    from benchmarks.variants import VARIANTS
+
+    repo = Path(__file__).resolve().parents[1]
+    other = tmp_path / "other"
+    for part in ("benchmarks", "flowmusic_async"):
+        shutil.copytree(repo / part, other / part, ignore=shutil.ignore_patterns("__pycache__"))
+    workload = Workload(name="single", songs=1, accounts=(("a@example.com", 1),))
+
+    def run() -> VariantResult:
+        with simulator(workload, time_scale=0.002, seed=1) as sim:
+            return run_variant(VARIANTS["library"], sim, workload, time_scale=0.002,
+                               download=False, timeout_s=60, checkout=str(other))  # fmt: skip
+
+    result = run()
+    assert result.error is None, result.error
+    assert result.report is not None
+    assert [s["status"] for s in result.report["songs"]] == ["completed"]
+    with (other / "flowmusic_async" / "__init__.py").open("a", encoding="utf-8") as init:
+        init.write("\nraise RuntimeError('the other checkout was imported')\n")
+    assert "the other checkout was imported" in (run().error or "")

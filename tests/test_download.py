@@ -614,7 +614,7 @@ async def test_stale_parts_are_found_with_one_scan_per_folder(
         scans.append(str(path))
         return scandir(path)
 
-    monkeypatch.setattr(_download.os, "scandir", counting)
+    monkeypatch.setattr(os, "scandir", counting)
     for i in range(5):
         clip = make_clip(f"clip:{i:04x}aaaa-user:1001-a@example.com", f"Song {i}")
         await download(fake_fm(client), make_job(clip), tmp_path, sidecar=False)
