@@ -491,8 +491,8 @@ async def test_leaving_a_batch_cancels_its_jobs_a_chunk_per_turn_of_the_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Hundreds of jobs in progress must not all run their cleanup in one turn of the event
-    loop (a bot sharing it would freeze): with chunks of 4, 16 jobs take at least 4 turns,
-    and every one of them is still cancelled server-side."""
+    loop (a bot sharing it would freeze): with chunks of 4, 16 jobs take several turns, and
+    every one of them is still cancelled server-side."""
     import flowmusic_async._batch as batch_module
     from flowmusic_async._engine import JobEngine
 
@@ -527,7 +527,10 @@ async def test_leaving_a_batch_cancels_its_jobs_a_chunk_per_turn_of_the_loop(
     assert len(asked_at) == 16
     turns_seen = list(asked_at.values())
     per_turn = [turns_seen.count(turn) for turn in sorted(set(turns_seen))]
-    assert max(per_turn) <= 4 and len(per_turn) >= 4, per_turn
+    # The counter task runs once per turn but may land in the middle of a chunk, so a turn
+    # can see the end of one chunk and the start of the next: at most two chunks' worth.
+    # Without chunks (all 16 in one turn) this read [15, 1].
+    assert max(per_turn) <= 8 and len(per_turn) >= 3, per_turn
     assert list(states.values()).count("user_cancelled") == 16
 
 
