@@ -18,7 +18,6 @@ from flowmusic_async import (
     Failed,
     FlowMusic,
     SongRequest,
-    Timing,
     ValidationError,
 )
 from flowmusic_async.testing import Simulator
@@ -91,12 +90,7 @@ async def test_deprecated_timeout_spelling_is_checked_and_named_too(
 async def test_bad_deadline_on_result_is_refused() -> None:
     """`handle.result(deadline=)` is a public entry point like the others."""
     sim = Simulator(time_scale=0.001, seed=1)
-    async with FlowMusic(
-        token=sim.token,
-        base_url=sim.base_url,
-        transport=sim.transport(),
-        timing=Timing.scaled(0.001),
-    ) as fm:
+    async with sim.client() as fm:
         handle = await fm.submit("a song")
         bad: Any
         for bad in (0, math.nan, math.inf, True, "1"):
@@ -113,11 +107,7 @@ async def test_bad_deadline_on_result_is_refused() -> None:
 async def test_one_bad_batch_request_is_its_own_failed_outcome(bad_request: object) -> None:
     """The docs promise one failure never ends a batch; a bad request used to kill it."""
     sim = Simulator(time_scale=0.001, seed=2)
-    async with FlowMusic(
-        token=sim.token,
-        base_url=sim.base_url,
-        transport=sim.transport(),
-        timing=Timing.scaled(0.001),
+    async with sim.client(
         reply_url="https://hooks.example.com/x",  # the default is merged into every request
     ) as fm:
         outcomes = []

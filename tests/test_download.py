@@ -18,7 +18,6 @@ import msgspec
 import pytest
 
 from flowmusic_async import _download
-from flowmusic_async._client import FlowMusic
 from flowmusic_async._download import DownloadAPI, download, safe_stem, short_clip_id
 from flowmusic_async._errors import (
     DecodeError,
@@ -29,7 +28,6 @@ from flowmusic_async._errors import (
 from flowmusic_async._models import Clip, Job
 from flowmusic_async._resources import DownloadStream
 from flowmusic_async._retry import RetryPolicy
-from flowmusic_async._timing import Timing
 from flowmusic_async.testing import Simulator
 
 pytestmark = pytest.mark.anyio
@@ -508,12 +506,7 @@ async def test_end_to_end_against_the_simulator_with_expired_links(tmp_path: Pat
     # Links live an hour of simulated time (3.6 s real), so a loaded machine cannot see a
     # refreshed link expire again before it is used.
     sim = Simulator(time_scale=0.001, seed=3, media_url_ttl_s=3600.0)
-    async with FlowMusic(
-        token=sim.token,
-        base_url=sim.base_url,
-        transport=sim.transport(),
-        timing=Timing.scaled(0.001),
-    ) as fm:
+    async with sim.client() as fm:
         with anyio.fail_after(10):
             job = await fm.generate("lofi beats to test by")
         sim.advance(7200)  # every signed link in `job` is now expired

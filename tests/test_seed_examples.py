@@ -26,11 +26,9 @@ from flowmusic_async import (
     AllAccountsBusyError,
     AuthenticationError,
     BadRequestError,
-    FlowMusic,
     InsufficientCreditsError,
     Job,
     ModeratedError,
-    Timing,
 )
 from flowmusic_async._errors import error_from_response
 from flowmusic_async._models import JOB_DECODER, Clip
@@ -287,12 +285,7 @@ async def test_music_create_raises_the_pages_422_with_its_job(api: MockAPI, fm: 
 async def test_generate_surfaces_the_refused_jobs_record_from_the_simulator() -> None:
     """Through the engine too, the moderated job's jobid and record reach the caller."""
     sim = _sim(moderate=None, accounts=(SimAccount(email="acct0@example.com"),))
-    async with FlowMusic(
-        token=sim.token,
-        base_url=sim.base_url,
-        transport=sim.transport(),
-        timing=Timing.scaled(0.001),
-    ) as fm:
+    async with sim.client() as fm:
         with pytest.raises(ModeratedError) as caught:
             await fm.generate("[moderate] the model refuses this")
         error = caught.value
