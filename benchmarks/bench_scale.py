@@ -35,7 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -345,23 +345,56 @@ def marginal_rss(rows: list[dict[str, Any]]) -> list[tuple[int, int, float]]:
     ]
 
 
+Row = dict[str, Any]
+# A table column: its title, its width, and how one row's cell reads.
+Column = tuple[str, int, Callable[[Row], str]]
+
+
+def _table(columns: list[Column], rows: list[Row]) -> list[str]:
+    """A header line and one line per row, every cell right-aligned to its column's width."""
+    lines = [" | ".join(f"{title:>{width}}" for title, width, _ in columns)]
+    for row in rows:
+        lines.append(" | ".join(f"{cell(row):>{width}}" for _, width, cell in columns))
+    return lines
+
+
+def _ranged(key: str, spec: str) -> Callable[[Row], str]:
+    """A cell showing the median of `key` and its [min-max] over the runs (see `_cell`)."""
+    return lambda row: _cell(row, key, spec)
+
+
+def _plain(key: str, spec: str) -> Callable[[Row], str]:
+    return lambda row: format(row.get(key, 0), spec)
+
+
+def _songs(row: Row) -> str:
+    return f"{int(row['songs']):,}"
+
+
+def _checkout(row: Row) -> str:
+    return str(row["checkout"])[-24:]
+
+
 def tables(result: dict[str, Any]) -> list[str]:
-    lines = []
+    lines: list[str] = []
     if result.get("scale"):
         lines += ["", "scale: generate_many on 50 x 16 slots, time scale "
                   f"{result['scale'][0]['time_scale']} (median [range] of "
                   f"{result['scale'][0]['runs']} runs)"]  # fmt: skip
-        lines.append(f"{'songs':>7} | {'CPU ms/song':>20} | {'req/song':>10} | {'429':>4} | "
-                     f"{'dup':>3} | {'RSS KB/song':>18} | {'peak RSS MB':>12} | "
-                     f"{'start stall ms':>18} | {'max stall ms':>18}")  # fmt: skip
-        for row in result["scale"]:
-            lines.append(
-                f"{int(row['songs']):>7,} | {_cell(row, 'cpu_ms_per_song', '.2f'):>20} | "
-                f"{_cell(row, 'requests_per_song', '.3f'):>10} | {row['responses_429']:>4.0f} | "
-                f"{row['duplicates']:>3.0f} | {_cell(row, 'rss_growth_kb_per_song', '.2f'):>18} | "
-                f"{row['rss_peak_mb']:>12.0f} | {_cell(row, 'stall_startup_ms', '.1f'):>18} | "
-                f"{_cell(row, 'stall_max_ms', '.1f'):>18}"
-            )
+        lines += _table(
+            [
+                ("songs", 7, _songs),
+                ("CPU ms/song", 20, _ranged("cpu_ms_per_song", ".2f")),
+                ("req/song", 10, _ranged("requests_per_song", ".3f")),
+                ("429", 4, _plain("responses_429", ".0f")),
+                ("dup", 3, _plain("duplicates", ".0f")),
+                ("RSS KB/song", 18, _ranged("rss_growth_kb_per_song", ".2f")),
+                ("peak RSS MB", 12, _plain("rss_peak_mb", ".0f")),
+                ("start stall ms", 18, _ranged("stall_startup_ms", ".1f")),
+                ("max stall ms", 18, _ranged("stall_max_ms", ".1f")),
+            ],
+            result["scale"],
+        )
         slopes = marginal_rss(result["scale"])
         if slopes:
             lines.append(
@@ -373,49 +406,57 @@ def tables(result: dict[str, Any]) -> list[str]:
         mine = next(r for r in rows if r["checkout"] == "this")
         lines += ["", f"compare: {int(mine['songs']):,} songs, this checkout and another, "
                   "interleaved (median [range])"]  # fmt: skip
-        head = (f"{'checkout':>24} | {'CPU ms/song':>20} | {'vs this':>7} | {'req/song':>8} | "
-                f"{'start stall ms':>18} | {'max stall ms':>18}")  # fmt: skip
-        lines.append(head)
-        for row in rows:
-            ratio = row["cpu_ms_per_song"] / mine["cpu_ms_per_song"]
-            lines.append(
-                f"{row['checkout'][-24:]:>24} | {_cell(row, 'cpu_ms_per_song', '.2f'):>20} | "
-                f"{ratio:>6.2f}x | {row['requests_per_song']:>8.3f} | "
-                f"{_cell(row, 'stall_startup_ms', '.1f'):>18} | "
-                f"{_cell(row, 'stall_max_ms', '.1f'):>18}"
-            )
+        lines += _table(
+            [
+                ("checkout", 24, _checkout),
+                ("CPU ms/song", 20, _ranged("cpu_ms_per_song", ".2f")),
+                ("vs this", 7,
+                 lambda r: f"{r['cpu_ms_per_song'] / mine['cpu_ms_per_song']:.2f}x"),
+                ("req/song", 8, _plain("requests_per_song", ".3f")),
+                ("start stall ms", 18, _ranged("stall_startup_ms", ".1f")),
+                ("max stall ms", 18, _ranged("stall_max_ms", ".1f")),
+            ],
+            rows,
+        )  # fmt: skip
         left = [r for r in result["compare"] if r.get("leave_s") is not None]
         if left:
             lines += ["", f"compare, left early after {result['leave_after']} outcomes"]
-            lines.append(f"{'checkout':>24} | {'leave s':>18} | {'DELETEs':>7} | "
-                         f"{'stall of leaving ms':>20}")  # fmt: skip
-            for row in left:
-                lines.append(
-                    f"{row['checkout'][-24:]:>24} | {_cell(row, 'leave_s', '.3f'):>18} | "
-                    f"{row.get('deletes', 0):>7.0f} | {_cell(row, 'stall_startup_ms', '.1f'):>20}"
-                )
+            lines += _table(
+                [
+                    ("checkout", 24, _checkout),
+                    ("leave s", 18, _ranged("leave_s", ".3f")),
+                    ("DELETEs", 7, _plain("deletes", ".0f")),
+                    ("stall of leaving ms", 20, _ranged("stall_startup_ms", ".1f")),
+                ],
+                left,
+            )
     if result.get("gc"):
         songs = int(result["gc"][0]["songs"])
         lines += ["", f"garbage collector: {songs:,} songs, CPython's cyclic GC as is, "
                   "frozen after imports, off"]  # fmt: skip
-        lines.append(f"{'gc':>8} | {'start stall ms':>18} | {'max stall ms':>18} | "
-                     f"{'CPU ms/song':>18} | {'peak RSS MB':>12}")  # fmt: skip
-        for row in result["gc"]:
-            lines.append(
-                f"{row['gc_mode']:>8} | {_cell(row, 'stall_startup_ms', '.1f'):>18} | "
-                f"{_cell(row, 'stall_max_ms', '.1f'):>18} | "
-                f"{_cell(row, 'cpu_ms_per_song', '.2f'):>18} | {row['rss_peak_mb']:>12.0f}"
-            )
+        lines += _table(
+            [
+                ("gc", 8, lambda r: str(r["gc_mode"])),
+                ("start stall ms", 18, _ranged("stall_startup_ms", ".1f")),
+                ("max stall ms", 18, _ranged("stall_max_ms", ".1f")),
+                ("CPU ms/song", 18, _ranged("cpu_ms_per_song", ".2f")),
+                ("peak RSS MB", 12, _plain("rss_peak_mb", ".0f")),
+            ],
+            result["gc"],
+        )
     if result.get("leave"):
         lines += ["", f"leave early: break after {result['leave_after']} outcomes"]
-        lines.append(f"{'songs':>7} | {'leave s':>18} | {'DELETEs':>7} | "
-                     f"{'start stall ms':>18} | {'RSS at exit MB':>14}")  # fmt: skip
-        for row in result["leave"]:
-            lines.append(
-                f"{int(row['songs']):>7,} | {_cell(row, 'leave_s', '.3f'):>18} | "
-                f"{row.get('deletes', _deletes(row['requests_by_endpoint'])):>7.0f} | "
-                f"{_cell(row, 'stall_startup_ms', '.1f'):>18} | {row['rss_end_mb']:>14.0f}"
-            )
+        lines += _table(
+            [
+                ("songs", 7, _songs),
+                ("leave s", 18, _ranged("leave_s", ".3f")),
+                ("DELETEs", 7,
+                 lambda r: f"{r.get('deletes', _deletes(r['requests_by_endpoint'])):.0f}"),
+                ("start stall ms", 18, _ranged("stall_startup_ms", ".1f")),
+                ("RSS at exit MB", 14, _plain("rss_end_mb", ".0f")),
+            ],
+            result["leave"],
+        )  # fmt: skip
     if result.get("latency"):
         row0 = result["latency"][0]
         lines += [
@@ -423,15 +464,17 @@ def tables(result: dict[str, Any]) -> list[str]:
             f"latency: {int(row0['songs']):,} songs, time scale {row0['time_scale']}, durations in "
             "API seconds; target notice p50 <= 2 x RTT + poll_interval (3 s)",
         ]
-        lines.append(f"{'RTT s':>6} | {'notice p50 s':>18} | {'notice p95 s':>18} | "
-                     f"{'makespan/FIFO':>20} | {'req/song':>9} | {'CPU ms/song':>12}")  # fmt: skip
-        for row in result["latency"]:
-            lines.append(
-                f"{row['rtt_s']:>6.1f} | {_cell(row, 'notice_p50_s', '.2f'):>18} | "
-                f"{_cell(row, 'notice_p95_s', '.2f'):>18} | "
-                f"{_cell(row, 'makespan_over_fifo', '.3f'):>20} | "
-                f"{row.get('requests_per_song', 0):>9.3f} | {row.get('cpu_ms_per_song', 0):>12.2f}"
-            )
+        lines += _table(
+            [
+                ("RTT s", 6, _plain("rtt_s", ".1f")),
+                ("notice p50 s", 18, _ranged("notice_p50_s", ".2f")),
+                ("notice p95 s", 18, _ranged("notice_p95_s", ".2f")),
+                ("makespan/FIFO", 20, _ranged("makespan_over_fifo", ".3f")),
+                ("req/song", 9, _plain("requests_per_song", ".3f")),
+                ("CPU ms/song", 12, _plain("cpu_ms_per_song", ".2f")),
+            ],
+            result["latency"],
+        )
     return lines
 
 
