@@ -28,6 +28,21 @@ CREDITS = 1_000_000
 READY_TIMEOUT_S = 30.0
 
 
+def run_json(cmd: list[str], what: str) -> dict[str, Any] | None:
+    """Run one measurement in a fresh interpreter and read the JSON it prints on stdout.
+
+    A failed run is reported on stderr with its last line, named `what`, and gives None: the
+    other measurements of the invocation go on.
+    """
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        print(f"  {what}: failed ({tail[0]})", file=sys.stderr)
+        return None
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
 class BenchError(RuntimeError):
     """A process of the benchmark did not behave (simulator never ready, variant crashed)."""
 

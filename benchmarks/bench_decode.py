@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import timeit
 from collections.abc import Callable
 from typing import Any
+
+from benchmarks._harness import run_json
 
 IMPLEMENTATIONS = ("msgspec", "pydantic", "json")
 
@@ -150,12 +151,9 @@ def run_all(*, number: int, repeat: int) -> dict[str, dict[str, float]]:
     for impl in IMPLEMENTATIONS:
         cmd = [sys.executable, "-m", "benchmarks.bench_decode", "--impl", impl,
                "--number", str(number), "--repeat", str(repeat)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-        if proc.returncode != 0:
-            tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-            print(f"  decode bench {impl}: failed ({tail[0]})", file=sys.stderr)
-            continue
-        out[impl] = json.loads(proc.stdout)
+        result = run_json(cmd, f"decode bench {impl}")
+        if result is not None:
+            out[impl] = result
     return out
 
 

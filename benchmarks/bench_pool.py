@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from typing import Any
 
-from benchmarks._harness import TOKEN, simulator
+from benchmarks._harness import TOKEN, run_json, simulator
 from benchmarks._workloads import Workload, accounts
 
 # (label, max_connections, max_keepalive_connections, cap); None: httpx's default.
@@ -81,11 +80,10 @@ def run_all(burst: int, rounds: int) -> list[dict[str, Any]]:
             cmd = [sys.executable, "-m", "benchmarks.bench_pool", "--client", sim.base_url,
                    "--burst", str(burst), "--rounds", str(rounds),
                    "--config", json.dumps([most, keep, cap])]  # fmt: skip
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-            if proc.returncode != 0:
-                print(f"  {label}: failed {proc.stderr.strip()[-300:]}", file=sys.stderr)
+            result = run_json(cmd, label)
+            if result is None:
                 continue
-            row = {"config": label, **json.loads(proc.stdout)}
+            row = {"config": label, **result}
             print(f"  {label:<26} sequential {row['sequential_cpu_ms']:.2f} ms, "
                   f"burst {row['burst_cpu_ms']:.2f} ms CPU / {row['burst_wall_ms']:.2f} ms wall "
                   "per request", flush=True)  # fmt: skip

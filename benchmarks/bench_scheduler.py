@@ -26,13 +26,14 @@ import argparse
 import gc
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections import deque
 from typing import Any
 
 import anyio
+
+from benchmarks._harness import run_json
 
 CASES = ("healthy", "out-402", "out-596", "blocked-pinned", "half-cancelled")
 SIZES = (1_000, 5_000, 20_000, 50_000)
@@ -131,12 +132,9 @@ def run_all(
         for size in sizes:
             cmd = [sys.executable, "-m", "benchmarks.bench_scheduler", "--one", case,
                    "--queued", str(size), "--turnovers", str(turnovers)]  # fmt: skip
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-            if proc.returncode != 0:
-                tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-                print(f"  scheduler bench {case} {size}: failed ({tail[0]})", file=sys.stderr)
-                continue
-            out.setdefault(case, {})[str(size)] = json.loads(proc.stdout)
+            result = run_json(cmd, f"scheduler bench {case} {size}")
+            if result is not None:
+                out.setdefault(case, {})[str(size)] = result
     return out
 
 
