@@ -170,8 +170,7 @@ class FlowMusic(JobEditHelpers):
         self._events = EventHooks(event_hooks)
         self._state = "new"  # new -> open -> closing -> closed; never reopened
         self._core: HttpCore | None = None
-        self._lanes: tuple[Lanes, ...] = ()  # the API's and the downloads' httpx clients
-        self._media_lanes: Lanes | None = None
+        self._lanes: tuple[Lanes, Lanes] | None = None  # the API's and the downloads' clients
         self._host = ServiceHost(on_stop=self._release_resources)
         # Only once every argument is accepted: a refused client never sent, nor registered, it.
         _logs.redact(self._token)
@@ -238,12 +237,11 @@ class FlowMusic(JobEditHelpers):
                 else ClientClosedError("this FlowMusic client is closed; create a new one")
             )
         self._state = "open"
-        api_lanes, self._media_lanes = open_lanes(
+        self._lanes = open_lanes(
             user_client=self._user_client, transport=self._transport, timeout=self._timeout
         )
-        self._lanes = (api_lanes, self._media_lanes)
         self._core = HttpCore(
-            lanes=api_lanes, base_url=self._base_url, token=self._token, policy=self._policy
+            lanes=self._lanes[0], base_url=self._base_url, token=self._token, policy=self._policy
         )
         try:
             await self._host.start()
@@ -301,8 +299,8 @@ class FlowMusic(JobEditHelpers):
         """The host has stopped: close the httpx clients we created."""
         self._state = "closed"
         self._core = None
-        lanes, self._lanes = self._lanes, ()
-        for each in lanes:
+        lanes, self._lanes = self._lanes, None
+        for each in lanes or ():
             await each.aclose()
 
     # ----- the job engine ------------------------------------------------------------------------
@@ -908,8 +906,8 @@ class _DownloadAPI:
 
     def media_client(self) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
         self._fm._require_core()  # raises once the client is closed
-        assert self._fm._media_lanes is not None
-        return self._fm._media_lanes.lease()
+        assert self._fm._lanes is not None
+        return self._fm._lanes[1].lease()
 
     @property
     def retry_policy(self) -> RetryPolicy:
