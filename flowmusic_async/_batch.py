@@ -21,6 +21,7 @@ they are left running for the next run to collect.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from os import PathLike, fspath
@@ -30,6 +31,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import msgspec
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._engine import JobEngine, SubmitGroup
 from ._errors import (
@@ -49,6 +51,7 @@ from ._models import Job
 from ._reconcile import new_client_ref
 from ._requests import SongRequest, song_request
 from ._validation import music_body
+from ._waiting import Waiting, WaitingRoom
 
 # Requests in progress beyond the slots there are: enough that a slot freed is refilled at once
 # while the next request is read and registered, few enough that memory stays flat.
@@ -175,7 +178,7 @@ class _Batch:
         self,
         engine: JobEngine,
         journal: Journal | None,
-        send: anyio.abc.ObjectSendStream[Outcome],
+        send: MemoryObjectSendStream[Outcome],
         *,
         timeout: float | None,
         retry_failed: bool,
@@ -189,7 +192,13 @@ class _Batch:
         self.group = SubmitGroup()
         self.abort_cause: FlowMusicError | None = None
         self.not_started = 0
-        self.in_progress: set[anyio.CancelScope] = set()  # one per request being run
+        # Requests being submitted, a task each; once accepted they wait in `room`, task-less.
+        self.in_progress: set[anyio.CancelScope] = set()
+        self.room = WaitingRoom(engine, self._ended)
+        self.limiter = anyio.CapacityLimiter(1)  # places for requests in progress (`_feed`)
+        self.open = 0  # requests started whose outcome is not out yet
+        self._all_out: anyio.Event | None = None
+        self.tasks: anyio.abc.TaskGroup | None = None  # the feed's, while it runs
 
     def stop(self) -> None:
         """No new POST leaves for this batch from now on (synchronous: no checkpoint)."""
@@ -207,13 +216,63 @@ class _Batch:
                 scope.cancel()
             await anyio.lowlevel.cancel_shielded_checkpoint()
 
-    async def run_one(self, index: int, params: dict[str, Any], entry: Entry | None) -> None:
+    async def cancel_waiting(self) -> None:
+        """The batch is left: cancel the jobs its accepted requests wait for, server-side, and
+        wait for those DELETEs at most `Timing.cleanup_timeout` (shielded). With a journal the
+        jobs are left running instead, for the next run to collect."""
+        left = self.room.leave()
+        if self._journal is not None:
+            return
+        engine = self._engine
+        cancelling: list[anyio.Event] = []
+        for start in range(0, len(left), CANCEL_CHUNK):
+            for waiting in left[start : start + CANCEL_CHUNK]:
+                if not waiting.handle.ended:
+                    cancelling.append(engine.request_cancel(waiting.handle._watch))
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+        with anyio.move_on_after(engine.timing.cleanup_timeout, shield=True):
+            for done in cancelling:
+                await done.wait()
+
+    def release(self, token: object) -> None:
+        """A request's outcome is out (or it never needed one): give its place back."""
+        self.limiter.release_on_behalf_of(token)
+        self.open -= 1
+        if self.open == 0 and self._all_out is not None:
+            self._all_out.set()
+
+    async def wait_all_out(self) -> None:
+        """Wait until every request started has its outcome out."""
+        if self.open:
+            self._all_out = anyio.Event()
+            await self._all_out.wait()
+
+    async def run_request(
+        self, index: int, params: dict[str, Any], entry: Entry | None, token: object
+    ) -> None:
+        """One request's task: it ends once the job is accepted (or the request has its
+        outcome); the room then holds the request until its job ends."""
+        waits = False
+        try:
+            with anyio.CancelScope() as scope:
+                self.in_progress.add(scope)
+                waits = await self.run_one(index, params, entry, token)
+        finally:
+            self.in_progress.discard(scope)
+            if not waits:
+                self.release(token)
+
+    async def run_one(
+        self, index: int, params: dict[str, Any], entry: Entry | None, token: object
+    ) -> bool:
+        """Run one request up to its job's acceptance; True when it then waits in `room`
+        (which ends it), False when it has its outcome already."""
         key = entry.key if entry is not None else str(index)
         if entry is not None and entry.state == "completed" and entry.job is not None:
             await self._emit(
                 Completed(index=index, key=key, request=params, job=entry.job, resumed=True)
             )
-            return
+            return False
         if entry is not None and entry.state == "failed" and not self._retry_failed:
             error: FlowMusicError
             if entry.job is not None and entry.job.is_failed:
@@ -227,33 +286,58 @@ class _Batch:
             await self._emit(
                 Failed(index=index, key=key, request=params, error=error, resumed=True)
             )
-            return
+            return False
         if self.group.stopped:
             self.not_started += 1
-            return
+            return False
         handle: JobHandle | None = None
         try:
             handle = await self._start(key, params, entry)
-            job = await handle.result()
         except FlowMusicError as error:
-            if self.group.stopped and isinstance(error, ClientClosedError) and handle is None:
+            if self.group.stopped and isinstance(error, ClientClosedError):
                 self.not_started += 1  # stopped before its POST left: nothing to report
-                return
-            if not isinstance(error, (JobTimeout, ClientClosedError)):
-                # A job that timed out, or whose client closed, keeps running: left
-                # "submitted" (or "submitting"), a rerun awaits it again.
-                await self._record_failure(key, error)
-            await self._emit(Failed(index=index, key=key, request=params, error=error))
-            self._maybe_abort(error)
-            return
-        except BaseException:
-            if handle is not None and self._journal is None and not handle.ended:
-                # Nobody could ever collect it: stop it server-side (bounded, in the client).
-                await self._engine.cancel_for_departed_caller(handle)
-            raise
-        if self._journal is not None:
-            await self._journal.mark_completed(key, job=job)
-        await self._emit(Completed(index=index, key=key, request=params, job=job))
+                return False
+            await self._conclude(_outcome(index, key, params, None, error))
+            return False
+        if self.room.park(Waiting(index, key, params, handle, token)):
+            return True
+        if self._journal is None and not handle.ended:
+            # Accepted as the batch was left: nobody could ever collect it.
+            await self._engine.cancel_for_departed_caller(handle)
+        return False
+
+    def _ended(self, waiting: Waiting, job: Job | None, error: FlowMusicError | None) -> None:
+        """The room hands over a request whose job ended (or whose deadline passed)."""
+        outcome = _outcome(waiting.index, waiting.key, waiting.params, job, error)
+        if self._journal is None:
+            # Nothing to write down: the outcome goes out now, in the task that ended the job.
+            self._send_now(outcome)
+            if isinstance(outcome, Failed):
+                self._maybe_abort(outcome.error)
+            self.release(waiting.token)
+        elif self.tasks is not None:
+            self.tasks.start_soon(self._conclude_and_release, outcome, waiting.token)
+        # else: the batch's tasks are gone (it is being torn down); the journal still says
+        # "submitted", so the next run collects the job.
+
+    async def _conclude_and_release(self, outcome: Outcome, token: object) -> None:
+        try:
+            await self._conclude(outcome)
+        finally:
+            self.release(token)
+
+    async def _conclude(self, outcome: Outcome) -> None:
+        """Write a request's end down, then send out its outcome."""
+        if isinstance(outcome, Completed):
+            if self._journal is not None:
+                await self._journal.mark_completed(outcome.key, job=outcome.job)
+        elif not isinstance(outcome.error, (JobTimeout, ClientClosedError)):
+            # A job that timed out, or whose client closed, keeps running: left "submitted"
+            # (or "submitting"), a rerun awaits it again.
+            await self._record_failure(outcome.key, outcome.error)
+        await self._emit(outcome)
+        if isinstance(outcome, Failed):
+            self._maybe_abort(outcome.error)
 
     async def _start(self, key: str, params: dict[str, Any], entry: Entry | None) -> JobHandle:
         """Submit, or pick up where an earlier run stopped; returns the accepted job's handle."""
@@ -327,6 +411,12 @@ class _Batch:
     async def _emit(self, outcome: Outcome) -> None:
         with anyio.CancelScope(shield=True):
             await self._send.send(outcome)
+
+    def _send_now(self, outcome: Outcome) -> None:
+        """`_emit` without a checkpoint (the stream has no bound, so it never blocks)."""
+        # The caller stopped reading: the batch is being left.
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._send.send_nowait(outcome)
 
     def capacity(self, concurrency: int | None) -> int:
         """How many requests may be in progress now."""
@@ -411,45 +501,42 @@ class GenerateMany:
     async def _feed(self, batch: _Batch) -> None:
         """Read requests as slots free up, at most `capacity` of them in progress at once."""
         await self._engine.refresh_accounts()
-        limiter = anyio.CapacityLimiter(batch.capacity(self._concurrency))
+        limiter = batch.limiter
+        limiter.total_tokens = max(1, batch.capacity(self._concurrency))
         seen: dict[str, int] = {}  # occurrences per fingerprint, for the journal's keys
-
-        async def run(
-            index: int, params: dict[str, Any], entry: Entry | None, token: object
-        ) -> None:
-            try:
-                with anyio.CancelScope() as scope:
-                    batch.in_progress.add(scope)
-                    await batch.run_one(index, params, entry)
-            finally:
-                batch.in_progress.discard(scope)
-                limiter.release_on_behalf_of(token)
-
-        async with anyio.create_task_group() as tg:
-            index = 0
-            async for chunk in _chunks(self._requests, JOURNAL_CHUNK):
-                checked = [check_request(request) for request in chunk]
-                entries: list[Entry | None] = [None] * len(checked)
-                if self._journal is not None:
-                    valid = [i for i, (_, error) in enumerate(checked) if error is None]
-                    registered = await self._journal.register(
-                        [checked[i][0] for i in valid], seen=seen, first_index=index
-                    )
-                    for i, known in zip(valid, registered, strict=True):
-                        entries[i] = known
-                for (params, invalid), entry in zip(checked, entries, strict=True):
-                    if invalid is not None:
-                        await batch._emit(
-                            Failed(index=index, key=str(index), request=params, error=invalid)
+        try:
+            async with anyio.create_task_group() as tg:
+                batch.tasks = tg
+                tg.start_soon(batch.room.run_deadlines)
+                index = 0
+                async for chunk in _chunks(self._requests, JOURNAL_CHUNK):
+                    checked = [check_request(request) for request in chunk]
+                    entries: list[Entry | None] = [None] * len(checked)
+                    if self._journal is not None:
+                        valid = [i for i, (_, error) in enumerate(checked) if error is None]
+                        registered = await self._journal.register(
+                            [checked[i][0] for i in valid], seen=seen, first_index=index
                         )
-                    elif batch.group.stopped:
-                        batch.not_started += 1
-                    else:
-                        limiter.total_tokens = max(1, batch.capacity(self._concurrency))
-                        token = object()
-                        await limiter.acquire_on_behalf_of(token)
-                        tg.start_soon(run, index, params, entry, token)
-                    index += 1
+                        for i, known in zip(valid, registered, strict=True):
+                            entries[i] = known
+                    for (params, invalid), entry in zip(checked, entries, strict=True):
+                        if invalid is not None:
+                            await batch._emit(
+                                Failed(index=index, key=str(index), request=params, error=invalid)
+                            )
+                        elif batch.group.stopped:
+                            batch.not_started += 1
+                        else:
+                            limiter.total_tokens = max(1, batch.capacity(self._concurrency))
+                            token = object()
+                            await limiter.acquire_on_behalf_of(token)
+                            batch.open += 1
+                            tg.start_soon(batch.run_request, index, params, entry, token)
+                        index += 1
+                await batch.wait_all_out()
+                batch.room.stop()
+        finally:
+            batch.tasks = None
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
@@ -457,6 +544,7 @@ class GenerateMany:
                 # First, synchronously: no POST of this batch leaves from here on.
                 self._batch.stop()
                 await self._batch.cancel_in_progress()
+                await self._batch.cancel_waiting()
             if self._task_group is not None:
                 # Leaving early stops the batch (see the module docstring); after a full
                 # iteration the driver has already finished and this is a no-op.
@@ -472,6 +560,15 @@ class GenerateMany:
             if self._journal is not None and not isinstance(self._journal_arg, Journal):
                 with anyio.CancelScope(shield=True):
                     await self._journal.close()
+
+
+def _outcome(
+    index: int, key: str, params: dict[str, Any], job: Job | None, error: FlowMusicError | None
+) -> Outcome:
+    if error is not None:
+        return Failed(index=index, key=key, request=params, error=error)
+    assert job is not None
+    return Completed(index=index, key=key, request=params, job=job)
 
 
 # The name `fm.generate_many` returns; kept for code that referred to the class by it.

@@ -38,7 +38,7 @@ from ._errors import (
 from ._events import EventHooks
 from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds
 from ._host import ServiceHost
-from ._models import Job
+from ._models import AccountJobs, Job
 from ._paid_post import JobsAPI, PaidPost, Retry
 from ._poller import Poller, Watch
 from ._reconcile import Reconciler, Verdict, compose_reply_ref, new_client_ref
@@ -117,25 +117,39 @@ class JobEngine:
                 return
             # Due again after the refresh interval, whether this read works or not.
             self._accounts_due = time.monotonic() + self.timing.accounts_refresh
-            try:
-                accounts = await self._api.list_accounts()
-            except AuthenticationError:
-                raise
-            except FlowMusicError as error:
-                logger.warning("GET /accounts failed (%s); placement as before", error)
-                return
             first_load = self.scheduler.loaded_at is None
-            self.scheduler.update_accounts(accounts)
-            if first_load:
-                # Other processes with the same token may already fill slots: count them
-                # before the first placement rather than learn of them from a 429.
-                swept_at = time.monotonic()
+            # Other processes with the same token may already fill slots: the first time, count
+            # them before the first placement rather than learn of them from a 429. Both reads
+            # at once: the first POST waits one round trip, not two.
+            swept_at = time.monotonic()
+            sweep: list[Mapping[str, AccountJobs] | FlowMusicError] = []
+            failed: FlowMusicError | None = None
+            async with anyio.create_task_group() as reads:
+                if first_load:
+                    reads.start_soon(self._read_running, sweep)
                 try:
-                    running = await self._api.list_running()
+                    accounts = await self._api.list_accounts()
                 except FlowMusicError as error:
-                    logger.warning("GET /jobs failed (%s); other processes' jobs unknown", error)
-                    return
-                self.scheduler.reconcile(running, swept_at=swept_at)
+                    failed = error
+                    reads.cancel_scope.cancel()
+            if isinstance(failed, AuthenticationError):
+                raise failed
+            if failed is not None:
+                logger.warning("GET /accounts failed (%s); placement as before", failed)
+                return
+            self.scheduler.update_accounts(accounts)
+            for answer in sweep:
+                if isinstance(answer, FlowMusicError):
+                    logger.warning("GET /jobs failed (%s); other processes' jobs unknown", answer)
+                else:
+                    self.scheduler.reconcile(answer, swept_at=swept_at)
+
+    async def _read_running(self, into: list[Mapping[str, AccountJobs] | FlowMusicError]) -> None:
+        """GET /jobs into `into`: its answer, or the error it ended with."""
+        try:
+            into.append(await self._api.list_running())
+        except FlowMusicError as error:
+            into.append(error)
 
     async def _refresh_accounts_quietly(self) -> None:
         try:
@@ -506,12 +520,16 @@ class JobEngine:
             finally:
                 watch.waiters -= 1
             if not watch.done.is_set():
-                self.poller.forget(watch)
-                self.events.emit(
-                    "timeout", client_ref=watch.client_ref, jobid=watch.jobid, email=email
-                )
-                waited = deadline - watch.added_at
-                raise JobTimeout(watch.jobid, email=email, timeout=waited)
+                raise self.deadline_passed(watch, deadline=deadline, email=email)
+        return self.result_of(watch)
+
+    def result_of(self, watch: Watch) -> Job:
+        """The completed record of an ended watch, or a fresh copy of the error it ended with.
+
+        Raises:
+            JobFailed: the job ended failed (including cancelled).
+            FlowMusicError: what ended the wait (the client closed, the job is unknown, ...).
+        """
         self.poller.forget(watch)
         if watch.error is not None:
             raise copy_for_waiter(watch.error)
@@ -520,6 +538,12 @@ class JobEngine:
         if not job.is_completed:
             raise JobFailed(job)
         return job
+
+    def deadline_passed(self, watch: Watch, *, deadline: float, email: str | None) -> JobTimeout:
+        """The error for a waiter whose deadline passed first (the job is left running)."""
+        self.poller.forget(watch)
+        self.events.emit("timeout", client_ref=watch.client_ref, jobid=watch.jobid, email=email)
+        return JobTimeout(watch.jobid, email=email, timeout=deadline - watch.added_at)
 
     async def fetch_and_settle(self, jobid: str) -> Job:
         """Read a job now (a webhook's hint); if it has ended, wake its waiters at once."""

@@ -73,12 +73,21 @@ class Watch:
         self.cancel_requested = False  # a DELETE was sent: a failed end is our cancellation
         self.cancel_done: anyio.Event | None = None  # set when the DELETE under way is done
         self.cancel_error: FlowMusicError | None = None  # why the last DELETE failed
+        # Called once when the watch ends, in the task that ends it: how a batch waits for
+        # its jobs without a task each (see _waiting.py).
+        self.on_done: list[Callable[[Watch], None]] | None = None
 
     def resolve(self, *, job: Job | None = None, error: FlowMusicError | None = None) -> None:
         if self.done.is_set():
             return
         self.job, self.error = job, error
         self.done.set()
+        callbacks, self.on_done = self.on_done, None
+        for callback in callbacks or ():
+            try:
+                callback(self)
+            except Exception:  # one listener's bug must not keep the others from hearing
+                logger.exception("a listener of job %s failed", self.jobid)
 
 
 class Poller:

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from server_view import server_states
 
 from flowmusic_async import (
     BatchAborted,
@@ -330,3 +331,88 @@ async def test_a_refused_attempt_then_leaving_the_batch_leaves_no_submitting_rec
         [entry] = await journal.entries()
     assert sim.stats.jobs_created == 0 and sim.stats.responses_429 == 1
     assert entry.state == "pending"  # a rerun sends it, with nothing to reconcile
+
+
+# ----- requests waiting for their jobs --------------------------------------------------------
+
+
+def live_coroutines(name: str) -> int:
+    """How many coroutine objects of the function `name` are alive (suspended) now."""
+    import gc
+
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if type(obj).__name__ == "coroutine" and obj.__qualname__.endswith(name)
+    )
+
+
+@pytest.mark.anyio
+async def test_requests_waiting_for_their_jobs_hold_no_task_each() -> None:
+    """A waiting request is a record its job calls back, not a suspended task: 24 songs in
+    progress leave no per-request coroutine alive (a task each made 800 of them the bulk of
+    what the garbage collector walks, and its full passes stalled the loop)."""
+    sim = make_sim(24, scale=0.05)  # songs run 2-7.5 s
+    async with client(sim, scale=0.05) as fm:
+        submitted = 0
+
+        def on_event(event: Event) -> None:
+            nonlocal submitted
+            submitted += event.kind == "submitted"
+
+        fm.add_event_hook(on_event)
+        async with fm.generate_many([f"waiting {i}" for i in range(24)]) as outcomes:
+            while submitted < 24:
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.05)  # the submitting tasks finish their last step
+            assert live_coroutines("_Batch.run_one") == 0
+            assert live_coroutines("_Batch.run_request") == 0
+            results = [outcome async for outcome in outcomes]
+    assert len(results) == 24 and all(o.ok for o in results)
+    assert sim.stats.jobs_created == 24 and sim.stats.responses_429 == 0
+
+
+@pytest.mark.anyio
+async def test_a_batch_deadline_ends_each_late_song_on_time_and_leaves_its_job_running() -> None:
+    """Without a task per request, one timer keeps every deadline: songs that outlive theirs
+    end with JobTimeout (jobid and account named) as the deadline passes, not at the next
+    sweep or when the job ends, and their jobs are neither cancelled nor resent."""
+    sim = make_sim(6, scale=0.05)  # songs run 2-7.5 s, far past the deadline
+    rec: list[Event] = []
+    async with client(sim, scale=0.05) as fm:
+        fm.add_event_hook(rec.append)
+        started = time.monotonic()
+        arrived: list[float] = []
+        async with fm.generate_many([f"late {i}" for i in range(6)], deadline=0.4) as outcomes:
+            results = []
+            async for outcome in outcomes:
+                arrived.append(time.monotonic() - started)
+                results.append(outcome)
+        jobs = {o.error.jobid: o.error.email for o in results if isinstance(o, Failed)}
+        states = await server_states(sim)
+    assert [type(o.error).__name__ for o in results] == ["JobTimeout"] * 6
+    assert all(email and email.startswith("batch0@") for email in jobs.values())
+    assert set(states.values()) == {"running"} and sim.stats.jobs_created == 6
+    assert max(arrived) < 1.5, arrived  # the deadline (0.4 s after acceptance), not the songs
+    assert sum(e.kind == "timeout" for e in rec) == 6
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_under_trio_a_batch_completes_and_leaving_it_cancels_the_waiting_jobs() -> None:
+    """The waiting room uses only anyio: under trio a batch completes, and leaving one early
+    cancels the jobs its requests wait for, server-side."""
+    sim = make_sim(4, 4)
+    async with client(sim) as fm:
+        done = await collect(fm, [f"trio batch {i}" for i in range(10)])
+        assert sorted(o.index for o in done) == list(range(10)) and all(o.ok for o in done)
+        before = sim.stats.jobs_created
+        async with fm.generate_many([f"trio left {i}" for i in range(8)]) as outcomes:
+            while sim.stats.jobs_created < before + 8:
+                await anyio.sleep(0.005)
+            async for _first in outcomes:
+                break
+        states = await server_states(sim)
+    left = list(states.values())[10:]  # the second batch's jobs, in creation order
+    assert len(left) == 8 and sim.stats.responses_429 == 0
+    assert "running" not in left and "user_cancelled" in left

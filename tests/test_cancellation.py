@@ -18,9 +18,9 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import httpx
 import msgspec
 import pytest
+from server_view import server_states
 
 from flowmusic_async import (
     ClientClosedError,
@@ -78,22 +78,6 @@ class Recorder:
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.events]
-
-
-async def server_states(sim: Simulator) -> dict[str, str]:
-    """jobid -> "running" / "completed" / the failure code, read from the simulator itself."""
-    states: dict[str, str] = {}
-    async with httpx.AsyncClient(transport=sim.transport(), base_url=sim.base_url) as http:
-        headers = {"Authorization": f"Bearer {sim.token}"}
-        for jobid in sim.stats.jobs:
-            record = (await http.get(f"/jobs/{jobid}", headers=headers)).json()
-            if record["status"] == "pending":
-                states[jobid] = "running"
-            elif record["status"] == "completed":
-                states[jobid] = "completed"
-            else:
-                states[jobid] = record["error"]["code"]
-    return states
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
