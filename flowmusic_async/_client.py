@@ -95,7 +95,7 @@ class FlowMusic(JobEditHelpers):
             the song is rendered. (A job's own deadline is `deadline=` on `generate` et al.)
         transport: an httpx transport (tests: ``httpx.MockTransport`` or the simulator's).
         http_client: an ``httpx.AsyncClient`` to use instead of creating our own; never closed
-            here, and its limits are yours (at most 64 API requests and 32 downloads go
+            here, and its limits are yours (at most 128 API requests and 32 downloads go
             through it at once). Without it the client uses small connection pools of its own
             (see docs/architecture.md, `_lanes.py`).
         max_retries: retries for requests that are safe to repeat (never for paid POSTs).
