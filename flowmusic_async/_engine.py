@@ -110,6 +110,8 @@ class JobEngine:
         A 401 is raised (nothing can work); other failures keep the last known list (or, if
         there never was one, leave placement to the server) until the next try.
         """
+        if not force and time.monotonic() < self._accounts_due:
+            return  # the common case, checked before the lock: taking it costs a task step
         if self._accounts_lock is None:
             self._accounts_lock = anyio.Lock()
         async with self._accounts_lock:

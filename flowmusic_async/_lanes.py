@@ -22,7 +22,19 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx
 
-__all__ = ["Lanes", "open_lanes", "unlink_body"]
+__all__ = ["Lanes", "open_lanes", "take_place", "unlink_body"]
+
+
+async def take_place(limiter: anyio.CapacityLimiter, borrower: object) -> None:
+    """Take a place of `limiter` for `borrower`, waiting only if none is free.
+
+    anyio's `acquire_on_behalf_of` yields to the event loop even when a place is free: a task
+    step per request for nothing, and in a busy batch those steps crowd every turn of the loop.
+    """
+    try:
+        limiter.acquire_on_behalf_of_nowait(borrower)
+    except anyio.WouldBlock:
+        await limiter.acquire_on_behalf_of(borrower)
 
 
 class Lanes:
@@ -74,7 +86,7 @@ class Lanes:
     async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
         """Wait for a free place, then lend the lowest lane with room until the block ends."""
         borrower = object()  # a token per lease: one task may hold several in turn
-        await self._places.acquire_on_behalf_of(borrower)
+        await take_place(self._places, borrower)
         try:
             # The limiter guarantees a lane with room: fewer leases than count * per_lane.
             lane = next((i for i, n in enumerate(self._busy) if n < self._per_lane), None)

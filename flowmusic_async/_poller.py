@@ -33,6 +33,7 @@ from ._errors import (
     PermissionDeniedError,
 )
 from ._events import EventHooks
+from ._lanes import take_place
 from ._models import AccountJobs, Job
 from ._scheduler import Scheduler
 from ._timing import Timing
@@ -299,10 +300,14 @@ class Poller:
         self._fetches.start_soon(self._fetch, watch)
 
     async def _fetch(self, watch: Watch) -> None:
-        assert self._fetch_limiter is not None
+        limiter = self._fetch_limiter
+        assert limiter is not None
         try:
-            async with self._fetch_limiter:
+            await take_place(limiter, watch)
+            try:
                 job = await self._get_job(watch.jobid)
+            finally:
+                limiter.release_on_behalf_of(watch)
         except (NotFoundError, PermissionDeniedError) as error:
             # 404: unknown or expired; 403: another user's job. Neither will ever change.
             self._scheduler.job_ended(watch.jobid)

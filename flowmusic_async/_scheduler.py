@@ -235,8 +235,9 @@ class Scheduler:
         heapq.heappush(self._accounts[email].pinned if email is not None else self._any, waiter)
         self._waiting += 1
         self._dispatch()
-        if not waiter.event.is_set():
-            self._on_wait()
+        if waiter.event.is_set():  # a free slot: taken without a task step
+            return self._handed(waiter)
+        self._on_wait()
         try:
             await waiter.event.wait()
         except BaseException:
@@ -246,6 +247,10 @@ class Scheduler:
             elif waiter.assigned is not None:
                 self.release(waiter.assigned)
             raise
+        return self._handed(waiter)
+
+    @staticmethod
+    def _handed(waiter: _Waiter) -> str | None:
         if waiter.error is not None:
             raise waiter.error
         return waiter.assigned

@@ -18,7 +18,7 @@ from mock_api import TOKEN
 
 from flowmusic_async import FlowMusic
 from flowmusic_async._client import _DownloadAPI
-from flowmusic_async._lanes import API_LANES, PER_LANE, Lanes, open_lanes
+from flowmusic_async._lanes import API_LANES, PER_LANE, Lanes, open_lanes, take_place
 
 pytestmark = pytest.mark.anyio
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
@@ -181,3 +181,31 @@ async def test_downloads_do_not_wait_behind_api_requests() -> None:
                 answer = await client.get("https://cdn.example/clip.m4a")
         assert answer.content == b"audio"
         release.set()
+
+
+async def test_a_free_place_is_taken_without_yielding_and_a_full_one_waits_its_turn() -> None:
+    """anyio's limiter yields to the loop even when a place is free: a task step per request
+    for nothing, which crowded every turn of a busy batch's loop. `take_place` does not."""
+    limiter = anyio.CapacityLimiter(1)
+    first, second = object(), object()
+    others_ran: list[str] = []
+    holders: list[object] = []
+
+    async def other() -> None:
+        others_ran.append("other")
+
+    async def wait_for_place() -> None:
+        await take_place(limiter, second)
+        holders.append(second)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        await take_place(limiter, first)
+        assert others_ran == []  # no turn of the loop was given away
+        tg.start_soon(wait_for_place)
+        await anyio.wait_all_tasks_blocked()
+        assert holders == [] and others_ran == ["other"]  # full: it waits
+        limiter.release_on_behalf_of(first)
+        await anyio.wait_all_tasks_blocked()
+        assert holders == [second]
+    limiter.release_on_behalf_of(second)

@@ -57,6 +57,24 @@ async def test_slots_are_handed_out_in_request_order_and_never_beyond_max_jobs()
 
 
 @pytest.mark.anyio
+async def test_a_free_slot_is_taken_without_yielding_to_the_loop() -> None:
+    """A batch takes hundreds of free slots at its start; a task step for each one crowded
+    every turn of the loop. With room on an account, acquire() returns without a checkpoint."""
+    scheduler = Scheduler()
+    scheduler.update_accounts(accounts(a=2))
+    others_ran: list[str] = []
+
+    async def other() -> None:
+        others_ran.append("other")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        assert await scheduler.acquire() == "a@x.com"
+        assert others_ran == []  # no turn of the loop was given away
+    assert others_ran == ["other"] and scheduler.snapshot()["a@x.com"].in_flight == 1
+
+
+@pytest.mark.anyio
 async def test_a_cancelled_waiter_gives_its_slot_back() -> None:
     """Cancelling a submission while it waits must not leak a reservation."""
     scheduler = Scheduler()
