@@ -151,11 +151,11 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark suite (--quick for the short run); `-- scale|scheduler|pool|decode ...`
+    """The benchmark suite (--quick for the short run); `-- scale|scheduler|pool|decode|objects`
     runs that one benchmark (python -m benchmarks.bench_<name>) with the remaining arguments."""
     session.install("-e", ".", *group("bench"))
     args = list(session.posargs)
-    if args and args[0] in {"scale", "scheduler", "pool", "decode"}:
+    if args and args[0] in {"scale", "scheduler", "pool", "decode", "objects"}:
         session.run("python", "-m", f"benchmarks.bench_{args[0]}", *args[1:])
     else:
         session.run("python", "-m", "benchmarks", *args)
