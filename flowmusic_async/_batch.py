@@ -50,6 +50,7 @@ from ._journal import Entry, Journal
 from ._models import Job
 from ._reconcile import new_client_ref
 from ._requests import SongRequest, song_request
+from ._submission import InFlight
 from ._validation import music_body
 from ._waiting import Waiting, WaitingRoom
 
@@ -196,8 +197,7 @@ class _Batch:
         self.in_progress: set[anyio.CancelScope] = set()
         self.room = WaitingRoom(engine, self._ended)
         self.limiter = anyio.CapacityLimiter(1)  # places for requests in progress (`_feed`)
-        self.open = 0  # requests started whose outcome is not out yet
-        self._all_out: anyio.Event | None = None
+        self.open = InFlight()  # requests started whose outcome is not out yet
         self.tasks: anyio.abc.TaskGroup | None = None  # the feed's, while it runs
 
     def stop(self) -> None:
@@ -237,15 +237,7 @@ class _Batch:
     def release(self, token: object) -> None:
         """A request's outcome is out (or it never needed one): give its place back."""
         self.limiter.release_on_behalf_of(token)
-        self.open -= 1
-        if self.open == 0 and self._all_out is not None:
-            self._all_out.set()
-
-    async def wait_all_out(self) -> None:
-        """Wait until every request started has its outcome out."""
-        if self.open:
-            self._all_out = anyio.Event()
-            await self._all_out.wait()
+        self.open.exit()
 
     async def run_request(
         self, index: int, params: dict[str, Any], entry: Entry | None, token: object
@@ -530,10 +522,10 @@ class GenerateMany:
                             limiter.total_tokens = max(1, batch.capacity(self._concurrency))
                             token = object()
                             await limiter.acquire_on_behalf_of(token)
-                            batch.open += 1
+                            batch.open.enter()
                             tg.start_soon(batch.run_request, index, params, entry, token)
                         index += 1
-                await batch.wait_all_out()
+                await batch.open.wait_idle()  # every request started has its outcome out
                 batch.room.stop()
         finally:
             batch.tasks = None

@@ -106,7 +106,8 @@ class Submission:
 
 
 class InFlight:
-    """Counts work that closing the client waits for: POSTs on their way, DELETEs."""
+    """A count of work under way, and a wait until it is back to zero: closing the client waits
+    for POSTs on their way and DELETEs, a batch for its requests' outcomes."""
 
     def __init__(self) -> None:
         self.count = 0
