@@ -15,6 +15,7 @@ what keeps a full set of places from waiting on itself.
 
 from __future__ import annotations
 
+import sys
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -33,8 +34,15 @@ async def take_place(limiter: anyio.CapacityLimiter, borrower: object) -> None:
     """
     try:
         limiter.acquire_on_behalf_of_nowait(borrower)
-    except anyio.WouldBlock:
+    except _would_block():
         await limiter.acquire_on_behalf_of(borrower)
+
+
+def _would_block() -> tuple[type[BaseException], ...]:
+    """What a full limiter raises: under trio, anyio 4.6 (our lowest) lets trio's own
+    `WouldBlock` through instead of its own."""
+    trio = sys.modules.get("trio")
+    return (anyio.WouldBlock,) if trio is None else (anyio.WouldBlock, trio.WouldBlock)
 
 
 class Lanes:

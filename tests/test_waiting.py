@@ -86,7 +86,8 @@ async def test_the_deadline_heap_drops_requests_that_ended() -> None:
     assert len(ends) == 491
 
 
-def test_a_request_parked_after_the_room_was_left_is_refused() -> None:
+@pytest.mark.anyio
+async def test_a_request_parked_after_the_room_was_left_is_refused() -> None:
     """The batch was left: nothing would ever hand it over, so its caller must deal with it."""
     room, ends = room_and_ends()
     first = waiting("first", deadline_in=60)
@@ -97,7 +98,8 @@ def test_a_request_parked_after_the_room_was_left_is_refused() -> None:
     assert ends == []  # a left request is the leaver's: its end is not handed over
 
 
-def test_a_listener_that_raises_does_not_keep_the_others_from_hearing(
+@pytest.mark.anyio
+async def test_a_listener_that_raises_does_not_keep_the_others_from_hearing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     heard: list[str] = []
