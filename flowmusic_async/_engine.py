@@ -124,33 +124,39 @@ class JobEngine:
             # them before the first placement rather than learn of them from a 429. Both reads
             # at once: the first POST waits one round trip, not two.
             swept_at = time.monotonic()
-            sweep: list[Mapping[str, AccountJobs] | FlowMusicError] = []
-            failed: FlowMusicError | None = None
+            # Errors are kept and raised after the task group, so that they reach the caller
+            # as themselves, not wrapped in an ExceptionGroup.
+            sweep: list[Mapping[str, AccountJobs] | Exception] = []
+            failed: Exception | None = None
             async with anyio.create_task_group() as reads:
                 if first_load:
                     reads.start_soon(self._read_running, sweep)
                 try:
                     accounts = await self._api.list_accounts()
-                except FlowMusicError as error:
+                except Exception as error:
                     failed = error
                     reads.cancel_scope.cancel()
-            if isinstance(failed, AuthenticationError):
-                raise failed
             if failed is not None:
+                if isinstance(failed, AuthenticationError) or not isinstance(
+                    failed, FlowMusicError
+                ):
+                    raise failed
                 logger.warning("GET /accounts failed (%s); placement as before", failed)
                 return
             self.scheduler.update_accounts(accounts)
             for answer in sweep:
                 if isinstance(answer, FlowMusicError):
                     logger.warning("GET /jobs failed (%s); other processes' jobs unknown", answer)
+                elif isinstance(answer, Exception):
+                    raise answer
                 else:
                     self.scheduler.reconcile(answer, swept_at=swept_at)
 
-    async def _read_running(self, into: list[Mapping[str, AccountJobs] | FlowMusicError]) -> None:
+    async def _read_running(self, into: list[Mapping[str, AccountJobs] | Exception]) -> None:
         """GET /jobs into `into`: its answer, or the error it ended with."""
         try:
             into.append(await self._api.list_running())
-        except FlowMusicError as error:
+        except Exception as error:
             into.append(error)
 
     async def _refresh_accounts_quietly(self) -> None:

@@ -9,8 +9,10 @@ import anyio
 import httpx
 import msgspec
 import pytest
+from mock_api import TOKEN
 
 from flowmusic_async import (
+    AuthenticationError,
     ClientClosedError,
     Event,
     FlowMusic,
@@ -449,3 +451,35 @@ async def test_without_the_running_list_jobs_are_read_one_by_one() -> None:
     assert count(sim, "GET /jobs", 200) == 0
     assert count(sim, "GET /jobs/{jobid}", 200) >= 4
     assert sim.stats.responses_429 == 0
+
+
+@pytest.mark.anyio
+async def test_the_first_two_reads_run_at_once_and_their_errors_reach_the_caller_as_such() -> None:
+    """The first GET /accounts and GET /jobs are read together (one round trip before the
+    first POST); a 401 still reaches the caller as AuthenticationError and a bug as its own
+    exception, not wrapped in the ExceptionGroup of the task group that runs the two reads."""
+    in_flight = 0
+    most = 0
+
+    async def slow_ok(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await anyio.sleep(0.05)
+        in_flight -= 1
+        return httpx.Response(200, json={})  # no accounts, no running jobs
+
+    async with FlowMusic(token=TOKEN, transport=httpx.MockTransport(slow_ok)) as fm:
+        await fm._engine.refresh_accounts()
+    assert most == 2  # both reads were on their way at once
+
+    def unauthorized(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": "Unauthorized"})
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug in a transport")
+
+    for handler, expected in ((unauthorized, AuthenticationError), (broken, RuntimeError)):
+        async with FlowMusic(token=TOKEN, transport=httpx.MockTransport(handler)) as fm:
+            with pytest.raises(expected):
+                await fm._engine.refresh_accounts()
