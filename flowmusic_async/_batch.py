@@ -61,9 +61,9 @@ SPARE_TASKS = 16
 UNKNOWN_CAPACITY_TASKS = 32
 # Requests registered in the journal per transaction as the input streams in.
 JOURNAL_CHUNK = 64
-# Requests in progress cancelled per turn of the event loop when a batch is left early: each
-# one's cleanup (its DELETE handed to the client) is a task step, and 800 of them in one turn
-# froze the loop for 0.1-0.2 s (`python -m benchmarks.bench_scale --only leave`).
+# Jobs of a batch left early whose DELETE is asked for per turn of the event loop: each DELETE
+# is a task step, and 800 of them in one turn froze the loop for 0.1-0.2 s
+# (`python -m benchmarks.bench_scale --only leave`).
 CANCEL_CHUNK = 64
 
 # Anything iterable: each item is checked on its own (`check_request`), a bad one becomes its
@@ -204,35 +204,23 @@ class _Batch:
         """No new POST leaves for this batch from now on (synchronous: no checkpoint)."""
         self.group.stop(cancel_jobs=self._journal is None)
 
-    async def cancel_in_progress(self) -> None:
-        """Cancel the requests in progress, `CANCEL_CHUNK` per turn of the loop (see there).
+    def cancel_in_progress(self) -> None:
+        """Cancel the requests still being submitted (call `stop` first: nothing of the batch
+        is sent any more). Synchronous: a few hundred at most, the rest wait in `room`."""
+        for scope in list(self.in_progress):
+            scope.cancel()
 
-        Call `stop` first: nothing of the batch is sent while this runs. Each turn is a
-        shielded checkpoint, so a caller cancelled meanwhile still cancels them all.
-        """
-        scopes = list(self.in_progress)
-        for start in range(0, len(scopes), CANCEL_CHUNK):
-            for scope in scopes[start : start + CANCEL_CHUNK]:
-                scope.cancel()
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-
-    async def cancel_waiting(self) -> None:
-        """The batch is left: cancel the jobs its accepted requests wait for, server-side, and
-        wait for those DELETEs at most `Timing.cleanup_timeout` (shielded). With a journal the
-        jobs are left running instead, for the next run to collect."""
+    def cancel_waiting(self) -> anyio.Event | None:
+        """The batch is left: have the client cancel, server-side, the jobs its accepted
+        requests wait for (`CANCEL_CHUNK` DELETEs per turn of the loop); returns the event
+        set when they are done. With a journal the jobs are left running instead, for the
+        next run to collect (None). Synchronous: a second cancellation of the caller cannot
+        stop it before every job is handed over."""
         left = self.room.leave()
         if self._journal is not None:
-            return
-        engine = self._engine
-        cancelling: list[anyio.Event] = []
-        for start in range(0, len(left), CANCEL_CHUNK):
-            for waiting in left[start : start + CANCEL_CHUNK]:
-                if not waiting.handle.ended:
-                    cancelling.append(engine.request_cancel(waiting.handle._watch))
-            await anyio.lowlevel.cancel_shielded_checkpoint()
-        with anyio.move_on_after(engine.timing.cleanup_timeout, shield=True):
-            for done in cancelling:
-                await done.wait()
+            return None
+        running = [waiting.handle._watch for waiting in left if not waiting.handle.ended]
+        return self._engine.cancel_all(running, per_turn=CANCEL_CHUNK) if running else None
 
     def release(self, token: object) -> None:
         """A request's outcome is out (or it never needed one): give its place back."""
@@ -532,11 +520,14 @@ class GenerateMany:
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
+            cancelling: anyio.Event | None = None
             if self._batch is not None:
-                # First, synchronously: no POST of this batch leaves from here on.
+                # First, synchronously (a second Task.cancel() may come at any checkpoint): no
+                # POST of this batch leaves from here on, the running jobs are handed to the
+                # client to cancel, and the requests being submitted are cancelled.
                 self._batch.stop()
-                await self._batch.cancel_in_progress()
-                await self._batch.cancel_waiting()
+                cancelling = self._batch.cancel_waiting()
+                self._batch.cancel_in_progress()
             if self._task_group is not None:
                 # Leaving early stops the batch (see the module docstring); after a full
                 # iteration the driver has already finished and this is a no-op.
@@ -548,6 +539,8 @@ class GenerateMany:
                 timing = self._engine.timing
                 with anyio.move_on_after(timing.close_timeout, shield=True):
                     await self._batch.group.wait_settled()
+            if cancelling is not None:
+                await self._engine.bounded(cancelling)  # at most `Timing.cleanup_timeout`
         finally:
             if self._journal is not None and not isinstance(self._journal_arg, Journal):
                 with anyio.CancelScope(shield=True):

@@ -252,7 +252,7 @@ class JobEngine:
         try:
             await sub.decided.wait()
         except BaseException:
-            await self._bounded(self.abandon(sub))
+            await self.bounded(self.abandon(sub))
             raise
         return self.accepted(sub)
 
@@ -580,6 +580,36 @@ class JobEngine:
         self._in_flight.enter()  # left by _cancel
         return done
 
+    def cancel_all(self, watches: list[Watch], *, per_turn: int) -> anyio.Event:
+        """Cancel these jobs server-side from the client's task group, asking for `per_turn`
+        DELETEs per turn of the event loop (hundreds in one turn froze it); returns the event
+        set once every DELETE is done.
+
+        Called synchronously, so a caller cancelled again right after (a second
+        `Task.cancel()` pierces anyio's shields) cannot stop it half-way.
+        """
+        done = anyio.Event()
+        try:
+            self._host.start_soon(self._cancel_all, watches, done, per_turn, name="cancel jobs")
+        except ClientClosedError as error:
+            logger.warning("%d job(s) left running: %s", len(watches), error)
+            done.set()
+            return done
+        self._in_flight.enter()  # left by _cancel_all: closing waits for these DELETEs too
+        return done
+
+    async def _cancel_all(self, watches: list[Watch], done: anyio.Event, per_turn: int) -> None:
+        try:
+            cancelling: list[anyio.Event] = []
+            for start in range(0, len(watches), per_turn):
+                cancelling += [self.request_cancel(w) for w in watches[start : start + per_turn]]
+                await anyio.lowlevel.checkpoint()
+            for cancelled in cancelling:
+                await cancelled.wait()
+        finally:
+            done.set()
+            self._in_flight.exit()
+
     async def _cancel(self, watch: Watch, done: anyio.Event) -> None:
         try:
             watch.cancel_requested = True
@@ -616,7 +646,7 @@ class JobEngine:
         """How many submissions wait for a slot ahead of `sub` (None when it is not waiting)."""
         return self.scheduler.position(sub)
 
-    async def _bounded(self, cleanup_done: anyio.Event) -> None:
+    async def bounded(self, cleanup_done: anyio.Event) -> None:
         """Wait, shielded, at most `cleanup_timeout` for a cleanup running in the task group."""
         with anyio.move_on_after(self.timing.cleanup_timeout, shield=True):
             await cleanup_done.wait()
@@ -624,7 +654,7 @@ class JobEngine:
     async def cancel_for_departed_caller(self, handle: JobHandle) -> None:
         """The caller of `handle` is being cancelled: cancel its job server-side, in the
         client's task group, and wait for that at most `cleanup_timeout` (shielded)."""
-        await self._bounded(self.request_cancel(handle._watch))
+        await self.bounded(self.request_cancel(handle._watch))
 
     async def run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
         """Submit and wait; cancelling the caller cancels the job server-side (bounded).

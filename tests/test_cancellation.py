@@ -519,6 +519,31 @@ async def test_leaving_a_batch_cancels_its_jobs_a_chunk_per_turn_of_the_loop(
 
 
 @pytest.mark.anyio
+async def test_a_batch_whose_task_is_cancelled_twice_still_cancels_every_running_job() -> None:
+    """A second Task.cancel() pierces anyio's shields at the next checkpoint, so leaving a
+    batch hands its running jobs to the client before any: none is left running. (When the
+    DELETEs were asked for after a checkpoint, all 8 jobs here ran on, paid and unwatched.)"""
+    sim = make_sim(8, latency=0.0)
+    async with served(sim) as url, make_client(sim, url) as fm:
+
+        async def consume() -> None:
+            async with fm.generate_many([f"cancelled twice {i}" for i in range(30)]) as outcomes:
+                async for _outcome in outcomes:
+                    pass
+
+        task = native_task(consume())
+        await until(lambda: sim.stats.jobs_created >= 8)
+        task.cancel()
+        await asyncio.sleep(0)  # the first cancellation reaches the batch's exit
+        task.cancel()
+        assert isinstance(await cancelled_result(task), asyncio.CancelledError)
+        await until(lambda: deletes(sim) >= sim.stats.jobs_created - 1)
+        states = await server_states(sim)
+    assert "running" not in states.values(), states
+    assert list(states.values()).count("user_cancelled") >= sim.stats.jobs_created - 1
+
+
+@pytest.mark.anyio
 async def test_every_job_gets_exactly_one_terminal_event_under_random_cancellation() -> None:
     """60 songs, about half cancelled at random moments (anyio scopes and Task.cancel)."""
     sim = make_sim(8, 8, latency=0.0)
