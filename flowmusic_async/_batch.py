@@ -479,44 +479,48 @@ class GenerateMany:
         return run
 
     async def _feed(self, batch: _Batch) -> None:
-        """Read requests as slots free up, at most `capacity` of them in progress at once."""
+        """Run the batch: its requests in the feed's task group, its deadlines beside them."""
         await self._engine.refresh_accounts()
-        limiter = batch.limiter
-        limiter.total_tokens = max(1, batch.capacity(self._concurrency))
-        seen: dict[str, int] = {}  # occurrences per fingerprint, for the journal's keys
+        batch.limiter.total_tokens = max(1, batch.capacity(self._concurrency))
         try:
             async with anyio.create_task_group() as tg:
                 batch.tasks = tg
                 tg.start_soon(batch.room.run_deadlines)
-                index = 0
-                async for chunk in _chunks(self._requests, JOURNAL_CHUNK):
-                    checked = [check_request(request) for request in chunk]
-                    entries: list[Entry | None] = [None] * len(checked)
-                    if self._journal is not None:
-                        valid = [i for i, (_, error) in enumerate(checked) if error is None]
-                        registered = await self._journal.register(
-                            [checked[i][0] for i in valid], seen=seen, first_index=index
-                        )
-                        for i, known in zip(valid, registered, strict=True):
-                            entries[i] = known
-                    for (params, invalid), entry in zip(checked, entries, strict=True):
-                        if invalid is not None:
-                            await batch._emit(
-                                Failed(index=index, key=str(index), request=params, error=invalid)
-                            )
-                        elif batch.group.stopped:
-                            batch.not_started += 1
-                        else:
-                            limiter.total_tokens = max(1, batch.capacity(self._concurrency))
-                            token = object()
-                            await limiter.acquire_on_behalf_of(token)
-                            batch.open.enter()
-                            tg.start_soon(batch.run_request, index, params, entry, token)
-                        index += 1
+                await self._start_requests(batch, tg)
                 await batch.open.wait_idle()  # every request started has its outcome out
                 batch.room.stop()
         finally:
             batch.tasks = None
+
+    async def _start_requests(self, batch: _Batch, tg: anyio.abc.TaskGroup) -> None:
+        """Read requests as slots free up, at most `capacity` of them in progress at once."""
+        limiter = batch.limiter
+        seen: dict[str, int] = {}  # occurrences per fingerprint, for the journal's keys
+        index = 0
+        async for chunk in _chunks(self._requests, JOURNAL_CHUNK):
+            checked = [check_request(request) for request in chunk]
+            entries: list[Entry | None] = [None] * len(checked)
+            if self._journal is not None:
+                valid = [i for i, (_, error) in enumerate(checked) if error is None]
+                registered = await self._journal.register(
+                    [checked[i][0] for i in valid], seen=seen, first_index=index
+                )
+                for i, known in zip(valid, registered, strict=True):
+                    entries[i] = known
+            for (params, invalid), entry in zip(checked, entries, strict=True):
+                if invalid is not None:
+                    await batch._emit(
+                        Failed(index=index, key=str(index), request=params, error=invalid)
+                    )
+                elif batch.group.stopped:
+                    batch.not_started += 1
+                else:
+                    limiter.total_tokens = max(1, batch.capacity(self._concurrency))
+                    token = object()
+                    await limiter.acquire_on_behalf_of(token)
+                    batch.open.enter()
+                    tg.start_soon(batch.run_request, index, params, entry, token)
+                index += 1
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:

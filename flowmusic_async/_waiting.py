@@ -113,7 +113,7 @@ class WaitingRoom:
 
     async def run_deadlines(self) -> None:
         """End each request whose deadline passes first with `JobTimeout` (the job runs on)."""
-        while not (self._stopped and not self._members):
+        while True:
             self._wake = anyio.Event()
             now = time.monotonic()
             while self._deadlines and (
