@@ -51,6 +51,15 @@ GetJob = Callable[[str], Awaitable[Job]]
 # more connections than the API can reasonably be asked to serve.
 FETCH_CONCURRENCY = 64
 
+# A sweep's own bookkeeping (the listing reconciled against every watch and slot) may take at
+# most 1/SWEEP_WORK_RATIO of the time between sweeps; past that the interval is stretched,
+# up to SWEEP_STRETCH_MAX x `poll_interval`. At the real API's timing this never happens (800
+# jobs are about a millisecond every 3 s). It does when time is compressed: a simulator at
+# 1/100 of real time makes `poll_interval` 30 ms, and a loop that sweeps 800 jobs every 30 ms
+# spends a fifth of itself on sweeps that find few new ends (benchmarks/bench_scale.py).
+SWEEP_WORK_RATIO = 100
+SWEEP_STRETCH_MAX = 4
+
 
 class Watch:
     """One pending job and whoever waits for it."""
@@ -117,6 +126,7 @@ class Poller:
         self._fetches: anyio.abc.TaskGroup | None = None
         self.left_running: list[Watch] = []  # watches still pending when the poller closed
         self._fetch_limiter: anyio.CapacityLimiter | None = None
+        self._sweep_work: list[float] = []  # seconds of bookkeeping of the last sweeps
 
     # ----- watching ------------------------------------------------------------------------------
 
@@ -230,7 +240,8 @@ class Poller:
             next_sweep = started + self._interval() * (1 + jitter)
 
     def _interval(self) -> float:
-        """The time to the next sweep: `poll_interval`, or the slow safety interval while
+        """The time to the next sweep: `poll_interval` (stretched if sweeping would take more
+        than its share of the loop, see SWEEP_WORK_RATIO), or the slow safety interval while
         every pending job will call back its `replyUrl` and no submission waits for a slot
         (webhook-only mode: the callbacks, verified by `fm.webhooks.handle`, end the waits)."""
         webhook_only = (
@@ -238,7 +249,13 @@ class Poller:
             and all(watch.webhook for watch in self._watches.values())
             and not self._scheduler.waiting
         )
-        return self._timing.webhook_sweep_interval if webhook_only else self._timing.poll_interval
+        if webhook_only:
+            return self._timing.webhook_sweep_interval
+        base = self._timing.poll_interval
+        # The least of the last few sweeps: one garbage collection landing in a sweep must
+        # not stretch the next interval.
+        work = min(self._sweep_work, default=0.0)
+        return min(max(base, work * SWEEP_WORK_RATIO), base * SWEEP_STRETCH_MAX)
 
     def _busy(self) -> bool:
         return bool(self._watches or self._scheduler.our_jobs() or self._scheduler.waiting)
@@ -266,6 +283,7 @@ class Poller:
         running = await self._sweep()
         if running is not None:
             self._sweep_unavailable = False
+            work_from = time.perf_counter()
             self._scheduler.reconcile(running, swept_at=swept_at)
             listed = {job.jobid for jobs in running.values() for job in jobs.jobs}
             for watch in list(self._watches.values()):
@@ -273,6 +291,7 @@ class Poller:
                 left = watch.added_at < swept_at and watch.jobid not in listed
                 if left or watch.check_directly:
                     self._start_fetch(watch)
+            self._sweep_work = [*self._sweep_work[-2:], time.perf_counter() - work_from]
         else:
             # Fallback: read each job that is old enough to have finished.
             self._scheduler.forget_external()

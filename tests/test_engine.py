@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -158,6 +159,36 @@ async def test_waiting_costs_one_sweep_per_interval_not_one_request_per_job() ->
     # Everything else is one POST and one GET /accounts now and then: nothing per job per tick.
     total = sum(sim.stats.requests.values())
     assert total <= 40 + per_job_reads + sweeps + count(sim, "GET /accounts")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("bookkeeping_s", [0.0, 0.004])
+async def test_sweeps_are_spaced_out_when_their_bookkeeping_would_fill_the_loop(
+    bookkeeping_s: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep may take 1/100 of the time between sweeps: 4 ms of reconciling stretches a
+    25 ms interval to its cap of 4 x 25 ms; cheap sweeps keep the interval as configured."""
+    sim = make_sim(4, scale=0.05)  # a song lasts 2 s or more: pending for the whole window
+    timing = msgspec.structs.replace(
+        Timing.scaled(0.05), poll_interval=0.025, poll_jitter=0.0, first_check_after=0.0
+    )
+    async with client(sim, timing=timing) as fm:
+        reconcile = fm._engine.scheduler.reconcile
+
+        def slow_reconcile(*args: Any, **kwargs: Any) -> None:
+            time.sleep(bookkeeping_s)  # blocks the loop, as a sweep of many jobs does
+            reconcile(*args, **kwargs)
+
+        monkeypatch.setattr(fm._engine.scheduler, "reconcile", slow_reconcile)
+        handle = await fm.submit("a long wait")
+        before = count(sim, "GET /jobs")
+        await anyio.sleep(1.0)
+        sweeps = count(sim, "GET /jobs") - before
+        await handle.cancel()
+    if bookkeeping_s:
+        assert 6 <= sweeps <= 12  # every ~0.1 s (capped: 100 x 4 ms would be 0.4 s)
+    else:
+        assert sweeps >= 25  # every ~25 ms
 
 
 @pytest.mark.anyio
