@@ -61,8 +61,9 @@ def prompts(n: int) -> Iterator[str]:
         yield f"bench scale song {i:06d}: warm lo-fi beat, vinyl crackle, 84 bpm"
 
 
-def instrument_httpx(limits: str | None) -> dict[str, int]:
-    """Count what the client asks httpx to send (attempts and their errors, by type), and with
+def instrument_httpx(limits: str | None, deletes: list[float] | None = None) -> dict[str, int]:
+    """Count what the client asks httpx to send (attempts and their errors, by type), note in
+    `deletes` when each DELETE's answer arrived (perf_counter), and with
     `limits` ("MAX,KEEPALIVE[,CAP]") give every httpx.AsyncClient those connection limits and,
     with CAP, let at most CAP sends into httpx at once (the rest wait in an anyio
     CapacityLimiter instead of httpcore's pool queue): the experiment behind the Limits and
@@ -86,6 +87,10 @@ def instrument_httpx(limits: str | None) -> dict[str, int]:
             name = f"send {type(exc).__name__}"
             counts[name] = counts.get(name, 0) + 1
             raise
+        finally:
+            request = args[0] if args else kwargs.get("request")
+            if deletes is not None and getattr(request, "method", None) == "DELETE":
+                deletes.append(time.perf_counter())
 
     httpx.AsyncClient.send = counted  # type: ignore[method-assign]
     if parts:
@@ -113,7 +118,8 @@ async def client(
     import anyio
     import psutil
 
-    counts = instrument_httpx(limits)
+    deletes: list[float] = []  # when each DELETE's answer arrived
+    counts = instrument_httpx(limits, deletes)
     from flowmusic_async import FlowMusic, Timing
 
     # How much of the loop's stalls is CPython's cyclic garbage collector: "freeze" moves
@@ -188,9 +194,18 @@ async def client(
         stall_startup_ms=max(startup, default=0.0) * 1000,
         stall_max_ms=max((g for _, g in gaps), default=0.0) * 1000,
         leave_s=(exited_at - left_at) if left_at is not None else None,
+        # Leaving, split: from the break to the last DELETE's answer (the cleanup), and from
+        # there to the exit (what leaving costs beyond the cleanup).
+        **(_leave_split(left_at, exited_at, deletes) if left_at is not None else {}),
         results=results,
     )
     return out
+
+
+def _leave_split(left_at: float, exited_at: float, deletes: list[float]) -> dict[str, float]:
+    answered = [at for at in deletes if at >= left_at]
+    last = max(answered, default=left_at)
+    return {"deletes_done_s": last - left_at, "after_deletes_s": max(0.0, exited_at - last)}
 
 
 # ----- the parent ------------------------------------------------------------------------------
@@ -426,6 +441,8 @@ def tables(result: dict[str, Any]) -> list[str]:
                     ("checkout", 24, _checkout),
                     ("leave s", 18, _ranged("leave_s", ".3f")),
                     ("DELETEs", 7, _plain("deletes", ".0f")),
+                    ("last DELETE answered s", 22, _ranged("deletes_done_s", ".3f")),
+                    ("then returned s", 18, _ranged("after_deletes_s", ".3f")),
                     ("stall of leaving ms", 20, _ranged("stall_startup_ms", ".1f")),
                 ],
                 left,
@@ -452,6 +469,8 @@ def tables(result: dict[str, Any]) -> list[str]:
                 ("leave s", 18, _ranged("leave_s", ".3f")),
                 ("DELETEs", 7,
                  lambda r: f"{r.get('deletes', _deletes(r['requests_by_endpoint'])):.0f}"),
+                ("last DELETE answered s", 22, _ranged("deletes_done_s", ".3f")),
+                ("then returned s", 18, _ranged("after_deletes_s", ".3f")),
                 ("start stall ms", 18, _ranged("stall_startup_ms", ".1f")),
                 ("RSS at exit MB", 14, _plain("rss_end_mb", ".0f")),
             ],

@@ -559,23 +559,27 @@ class JobEngine:
         self._settle_if_ended(job)
         return job
 
-    def request_cancel(self, watch: Watch) -> anyio.Event:
-        """Cancel `watch`'s job server-side, in the client's task group; returns its done event.
+    def request_cancel(self, watch: Watch, *, answered: anyio.Event | None = None) -> anyio.Event:
+        """Cancel `watch`'s job server-side, in the client's task group; returns its done event,
+        set once the DELETE is answered and the final record read (or that read failed).
 
         A second request while the first runs shares its event; after a failed DELETE, a new
-        request tries again.
+        request tries again. `answered`, for a new request, is set as soon as the DELETE is
+        answered, before the record is read.
         """
         if watch.cancel_done is not None:
             return watch.cancel_done
         done = watch.cancel_done = anyio.Event()
         watch.cancel_error = None
         try:
-            self._host.start_soon(self._cancel, watch, done, name=f"cancel {watch.jobid}")
+            self._host.start_soon(self._cancel, watch, done, answered, name=f"cancel {watch.jobid}")
         except ClientClosedError as error:
             logger.warning("job %s left running: %s", watch.jobid, error)
             watch.cancel_error = error
             watch.cancel_done = None
             done.set()
+            if answered is not None:
+                answered.set()
             return done
         self._in_flight.enter()  # left by _cancel
         return done
@@ -583,7 +587,8 @@ class JobEngine:
     def cancel_all(self, watches: list[Watch], *, per_turn: int) -> anyio.Event:
         """Cancel these jobs server-side from the client's task group, asking for `per_turn`
         DELETEs per turn of the event loop (hundreds in one turn froze it); returns the event
-        set once every DELETE is done.
+        set once every DELETE is answered. The final records are read after that, still in
+        the client's task group: whoever left these jobs does not wait for them.
 
         Called synchronously, so a caller cancelled again right after (a second
         `Task.cancel()` pierces anyio's shields) cannot stop it half-way.
@@ -602,7 +607,12 @@ class JobEngine:
         try:
             cancelling: list[anyio.Event] = []
             for start in range(0, len(watches), per_turn):
-                cancelling += [self.request_cancel(w) for w in watches[start : start + per_turn]]
+                for watch in watches[start : start + per_turn]:
+                    if watch.cancel_done is not None:  # a DELETE under way: wait for all of it
+                        cancelling.append(watch.cancel_done)
+                    else:
+                        cancelling.append(answered := anyio.Event())
+                        self.request_cancel(watch, answered=answered)
                 await anyio.lowlevel.checkpoint()
             for cancelled in cancelling:
                 await cancelled.wait()
@@ -610,7 +620,9 @@ class JobEngine:
             done.set()
             self._in_flight.exit()
 
-    async def _cancel(self, watch: Watch, done: anyio.Event) -> None:
+    async def _cancel(
+        self, watch: Watch, done: anyio.Event, answered: anyio.Event | None = None
+    ) -> None:
         try:
             watch.cancel_requested = True
             try:
@@ -633,12 +645,16 @@ class JobEngine:
                 )
                 return
             self.scheduler.job_ended(watch.jobid)
+            if answered is not None:
+                answered.set()
             try:
                 job = await self._api.get_job(watch.jobid)
             except FlowMusicError:
                 return  # the poller settles the job when its record can be read
             self._settle_if_ended(job)  # still pending: the record lags; the poller settles it
         finally:
+            if answered is not None:
+                answered.set()
             done.set()
             self._in_flight.exit()
 

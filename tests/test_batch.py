@@ -416,3 +416,52 @@ async def test_under_trio_a_batch_completes_and_leaving_it_cancels_the_waiting_j
     left = list(states.values())[10:]  # the second batch's jobs, in creation order
     assert len(left) == 8 and sim.stats.responses_429 == 0
     assert "running" not in left and "user_cancelled" in left
+
+
+class _SlowRecordsAfterDeletes(httpx.AsyncBaseTransport):
+    """The simulator's transport, with each job record read after a DELETE taking 1 s."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.deleted: set[str] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        jobid = path.rsplit("/jobs/", 1)[-1] if "/jobs/" in path else None
+        if request.method == "DELETE" and jobid is not None:
+            self.deleted.add(jobid)
+        elif request.method == "GET" and jobid in self.deleted:
+            await anyio.sleep(1.0)
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.anyio
+async def test_leaving_a_batch_waits_for_the_deletes_not_for_the_records_read_after_them() -> None:
+    """The jobs of a batch left early are cancelled before leaving returns; their final
+    records (read after each DELETE, to settle the jobs) are not waited for: the caller has
+    left, and 300 jobs' reads cost ~0.7 s more (benchmarks/bench_scale.py --only leave)."""
+    sim = make_sim(8)
+    transport = _SlowRecordsAfterDeletes(sim.transport())
+    seen: list[Event] = []
+    fm = FlowMusic(
+        token=sim.token,
+        base_url=sim.base_url,
+        transport=transport,
+        timing=Timing.scaled(SCALE),
+        event_hooks=[seen.append],
+    )
+    async with fm:
+        async with fm.generate_many([f"left early {i}" for i in range(8)]):
+            while sim.stats.jobs_created < 8:
+                await anyio.sleep(0.01)
+            # Leaving before any song can end (40 s x 0.002 = 80 ms): 8 jobs in progress.
+            left_at = time.perf_counter()
+        leaving_took = time.perf_counter() - left_at
+        states = await server_states(sim)
+        assert (
+            list(states.values()).count("user_cancelled") == 8
+        )  # cancelled before leaving returned
+        assert leaving_took < 0.5
+        assert [e.kind for e in seen].count("cancelled") == 0  # the records are still being read
+    # Closing the client waits for the reads: every job settled as cancelled.
+    assert [e.kind for e in seen].count("cancelled") == 8
