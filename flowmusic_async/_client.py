@@ -59,7 +59,7 @@ from ._handles import (
 from ._host import ServiceHost
 from ._http import HttpCore
 from ._journal import Journal
-from ._lanes import Lanes, open_lanes
+from ._lanes import Lanes, PlaceAhead, open_lanes
 from ._models import Account, AccountJobs, Clip, Job
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
@@ -874,13 +874,17 @@ def _is_loopback(host: str) -> bool:
 
 
 class _EngineAPI:
-    """The engine's view of the API (`JobsAPI`): five calls over the client's namespaces."""
+    """The engine's view of the API (`JobsAPI`): its calls over the client's namespaces."""
 
     def __init__(self, fm: FlowMusic) -> None:
         self._fm = fm
 
     async def create_job(self, path: JobPath, body: Mapping[str, Any]) -> Job:
         return await self._fm.music.send_job(path, dict(body))
+
+    def place_ahead(self) -> PlaceAhead:
+        assert self._fm._lanes is not None
+        return self._fm._lanes[0].place_ahead()
 
     async def list_running(self) -> Mapping[str, AccountJobs]:
         return await self._fm.jobs.list()

@@ -38,6 +38,7 @@ from ._errors import (
 from ._events import EventHooks
 from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds
 from ._host import ServiceHost
+from ._lanes import PlaceAhead
 from ._models import AccountJobs, Job
 from ._paid_post import JobsAPI, PaidPost, Retry
 from ._poller import Poller, Watch
@@ -346,7 +347,8 @@ class JobEngine:
         self.events.emit("queued", client_ref=ref, email=account)
         while True:
             sub.attempt += 1
-            email = sub.email = await self._place(sub)
+            email, place = await self._place(sub)
+            sub.email = email
             # No checkpoint between the last look at `abandoned` and the POST leaving.
             self.events.emit("submitting", client_ref=ref, email=email, attempt=sub.attempt)
             self._in_flight.enter()
@@ -381,6 +383,7 @@ class JobEngine:
                 sub.sending = False
                 raise
             finally:
+                place.give_back()
                 self._in_flight.exit()
             sub.sending = False
             if delay is None or time.monotonic() + delay > give_up_at:
@@ -396,8 +399,13 @@ class JobEngine:
                     await sleep(delay)
                 sub.pre_send = None
 
-    async def _place(self, sub: Submission) -> str | None:
-        """Wait for a slot and write ahead; raises `NotSent` if abandoned before the POST.
+    async def _place(self, sub: Submission) -> tuple[str | None, PlaceAhead]:
+        """Wait for a slot, write ahead, and wait for a place among the API requests in flight;
+        raises `NotSent` if abandoned before the POST.
+
+        The place is taken here, where abandoning still stops everything: a POST queued
+        behind other requests has not left, and must not leave once its caller is gone. It is
+        the caller's to give back (`PlaceAhead.give_back`) once the POST is done.
 
         A write-ahead record (`on_submitting`) stays announced until the POST's answer says
         what happened; if the submission is then abandoned before another POST leaves (after a
@@ -408,6 +416,7 @@ class JobEngine:
         hooks = sub.hooks
         email: str | None = None
         reserved = False
+        place = self._api.place_ahead()
         with anyio.CancelScope() as scope:
             sub.pre_send = scope
             if sub.abandoned or self.closing:
@@ -424,8 +433,10 @@ class JobEngine:
                 with anyio.CancelScope(shield=True):
                     await hooks.on_submitting(attempt)
                 sub.announced = attempt
+            await place.take()
         sub.pre_send = None
         if scope.cancelled_caught or sub.abandoned or self.closing:
+            place.give_back()
             if reserved:
                 self.scheduler.release(email)
             if sub.announced is not None and hooks.on_unsent is not None:
@@ -433,7 +444,7 @@ class JobEngine:
                     await hooks.on_unsent(sub.announced)
                 sub.announced = None
             raise NotSent
-        return email
+        return email, place
 
     def _accept(
         self, job: Job, *, placed: str | None, client_ref: str, timeout: float, webhook: bool

@@ -25,11 +25,12 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 import anyio
 import httpx
 
-__all__ = ["Lanes", "Window", "open_lanes", "take_place", "unlink_body"]
+__all__ = ["Lanes", "PlaceAhead", "Window", "open_lanes", "take_place", "unlink_body"]
 
 
 async def take_place(limiter: anyio.CapacityLimiter, borrower: object) -> None:
@@ -49,6 +50,48 @@ def _would_block() -> tuple[type[BaseException], ...]:
     `WouldBlock` through instead of its own."""
     trio = sys.modules.get("trio")
     return (anyio.WouldBlock,) if trio is None else (anyio.WouldBlock, trio.WouldBlock)
+
+
+class PlaceAhead:
+    """A place among the requests in flight, taken before the request that will use it.
+
+    A paid POST takes its place while it can still be abandoned (`JobEngine._place`): a POST
+    waiting for a place has not left, and once its caller is gone it must never leave. The
+    next `lease` of the same lanes in the same task then uses this place instead of taking
+    one; `give_back` returns it if no lease did.
+    """
+
+    __slots__ = ("_borrower", "_held", "_lanes")
+
+    def __init__(self, lanes: Lanes) -> None:
+        self._lanes = lanes
+        self._borrower = object()
+        self._held = False
+
+    async def take(self) -> None:
+        """Wait for a free place and keep it for this task's next request."""
+        await take_place(self._lanes._places, self._borrower)
+        self._held = True
+        _place_ahead.set(self)
+
+    def give_back(self) -> None:
+        """Return the place if no request used it (a lease that did gives it back itself)."""
+        _place_ahead.set(None)
+        if self._held:
+            self._held = False
+            self._lanes._places.release_on_behalf_of(self._borrower)
+
+    def _hand_over(self, lanes: Lanes) -> object | None:
+        """The borrower of this place for a lease of `lanes`, once; None if it cannot serve."""
+        if lanes is not self._lanes or not self._held:
+            return None
+        self._held = False
+        _place_ahead.set(None)
+        return self._borrower
+
+
+# The place this task took ahead for its next request (see PlaceAhead).
+_place_ahead: ContextVar[PlaceAhead | None] = ContextVar("flowmusic_place_ahead", default=None)
 
 
 class Window:
@@ -140,6 +183,10 @@ class Lanes:
         """Requests carried at once now (fewer than `places` while the latency is low)."""
         return int(self._places.total_tokens)
 
+    def place_ahead(self) -> PlaceAhead:
+        """A place to take before a request that must not leave once abandoned (a paid POST)."""
+        return PlaceAhead(self)
+
     @property
     def first(self) -> httpx.AsyncClient:
         """The first lane's client; requests are built with it."""
@@ -153,8 +200,11 @@ class Lanes:
             timed: the lease's duration is a request's latency, for the `Window`. False for a
                 streamed body, which lasts as long as its reader takes.
         """
-        borrower = object()  # a token per lease: one task may hold several in turn
-        await take_place(self._places, borrower)
+        ahead = _place_ahead.get()
+        borrower = ahead._hand_over(self) if ahead is not None else None
+        if borrower is None:
+            borrower = object()  # a token per lease: one task may hold several in turn
+            await take_place(self._places, borrower)
         taken = time.perf_counter()
         try:
             # The limiter guarantees a lane with room: fewer leases than count * per_lane.

@@ -32,6 +32,7 @@ from ._errors import (
     TransportError,
 )
 from ._events import EventHooks
+from ._lanes import PlaceAhead
 from ._models import Account, AccountJobs, Job
 from ._reconcile import Reconciler, Verdict
 from ._retry import Attempts
@@ -46,6 +47,9 @@ class JobsAPI(Protocol):
 
     async def create_job(self, path: JobPath, body: Mapping[str, Any]) -> Job:
         """POST /music or /music/edit once (never retried)."""
+
+    def place_ahead(self) -> PlaceAhead:
+        """A place among the requests in flight, for the next `create_job` of this task."""
 
     async def list_running(self) -> Mapping[str, AccountJobs]:
         """GET /jobs."""

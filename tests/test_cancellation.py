@@ -597,3 +597,47 @@ async def test_a_client_cancelled_while_opening_closes_without_hanging() -> None
     with anyio.fail_after(5):
         await fm.aclose()
     assert fm.closed
+
+
+@pytest.mark.anyio
+async def test_a_post_still_waiting_for_a_connection_when_its_caller_leaves_is_not_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A submission that has its slot but waits for a free place among the API requests in
+    flight has not sent anything: its caller leaving must keep it from ever leaving (a POST
+    sent then is paid for a job nobody wants, and DELETE refunds nothing)."""
+    import httpx
+
+    sim = make_sim(4, latency=0.0)
+    release = anyio.Event()
+    rec = Recorder()
+    inner_send = httpx.AsyncClient.send
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+        if request.method == "GET" and request.url.path.endswith("/jobs/job:held"):
+            await release.wait()  # holds its place among the requests in flight
+        return await inner_send(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+
+    async def held_read(fm: FlowMusic) -> None:
+        with contextlib.suppress(Exception):
+            await fm.jobs.get("job:held")
+
+    async with served(sim) as url, make_client(sim, url, event_hooks=[rec]) as fm:
+        await fm.generate("warm up")  # the accounts read, before every place is taken
+        rec.events.clear()
+        async with anyio.create_task_group() as tg:
+            for _ in range(200):  # more than every place: the rest queue behind them
+                tg.start_soon(held_read, fm)
+            await anyio.sleep(0.05)
+            async with anyio.create_task_group() as caller:
+                caller.start_soon(fm.generate, "queued behind the reads")
+                await rec.first("placed")  # it has its slot; its POST waits for a place
+                await anyio.sleep(0.05)
+                caller.cancel_scope.cancel()  # the caller leaves
+            release.set()
+        await anyio.sleep(0.2)
+    assert "submitting" not in rec.kinds()  # "on its way" only once it has its place
+    assert rec.kinds().count("cancelled") == 1  # its outcome: nothing was paid
+    assert sim.stats.jobs_created == 1  # the warm-up's: the queued POST never left

@@ -258,3 +258,27 @@ async def test_a_free_place_is_taken_without_yielding_and_a_full_one_waits_its_t
         await anyio.wait_all_tasks_blocked()
         assert holders == [second]
     limiter.release_on_behalf_of(second)
+
+
+@BACKENDS
+async def test_a_place_taken_ahead_serves_the_next_lease_of_its_task_once() -> None:
+    """A paid POST takes its place before it is on its way (while it can still be abandoned):
+    the request then uses that place rather than a second one, and a place nobody used is
+    given back."""
+    lanes, _ = _counting_lanes(count=1, per_lane=2)
+    ahead = lanes.place_ahead()
+    await ahead.take()
+    assert lanes._places.borrowed_tokens == 1
+    async with lanes.lease():
+        assert lanes._places.borrowed_tokens == 1  # the place taken ahead, not a new one
+        async with lanes.lease():  # a second request of the task takes a place of its own
+            assert lanes._places.borrowed_tokens == 2
+    ahead.give_back()  # the lease gave it back already
+    assert lanes._places.borrowed_tokens == 0
+    unused = lanes.place_ahead()
+    await unused.take()
+    unused.give_back()
+    assert lanes._places.borrowed_tokens == 0
+    async with lanes.lease():  # no place ahead left over for it
+        assert lanes._places.borrowed_tokens == 1
+    await lanes.aclose()
