@@ -169,7 +169,7 @@ class HttpCore:
         (a streamed body keeps its connection busy until then).
         """
         request = self._build(method, path, params, None, None, None, None)
-        async with self._lanes.lease(timed=False) as client:
+        async with self._lanes.lease() as client:
 
             async def attempt() -> httpx.Response:
                 return await self._exchange(client, request, endpoint, None, jobid, stream=True)

@@ -10,18 +10,13 @@ traffic only the first lane has any.
 
 A lease is held for the whole exchange, body included, so a streamed download counts until
 it is closed. Leases are not nested (no caller holds one while asking for another), which is
-what keeps a full set of places from waiting on itself.
-
-How many of the places are open follows the latency the API's requests see (`Window`): all of
-them on a slow network, where requests in flight are what keeps a batch moving, and few on a
-fast one, where more would only pile answers up in the event loop.
+what keeps a full set of places from waiting on itself; a place taken ahead (`PlaceAhead`, a
+paid POST's) is the one its request's lease then uses, not a second one.
 """
 
 from __future__ import annotations
 
-import math
 import sys
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,7 +25,7 @@ from contextvars import ContextVar
 import anyio
 import httpx
 
-__all__ = ["Lanes", "PlaceAhead", "Window", "open_lanes", "take_place", "unlink_body"]
+__all__ = ["Lanes", "PlaceAhead", "open_lanes", "take_place", "unlink_body"]
 
 
 async def take_place(limiter: anyio.CapacityLimiter, borrower: object) -> None:
@@ -94,42 +89,6 @@ class PlaceAhead:
 _place_ahead: ContextVar[PlaceAhead | None] = ContextVar("flowmusic_place_ahead", default=None)
 
 
-class Window:
-    """How many requests to keep in flight, from the time requests take (Little's law).
-
-    A client turns over at most `MOST_REQUESTS_PER_SECOND` requests (about 1.5 ms of CPU
-    each, one core); at a latency of L seconds, more than that many x L in flight cannot be
-    used. The extra ones only make their answers arrive together: each turn of the event loop
-    then handles dozens of them, and every other task of the application (a bot's heartbeat)
-    waits that long. Measured: a saturated batch on a loopback simulator, 128 requests in
-    flight, start-up stall 23-54 ms, 16 in flight 19-34 ms (docs/benchmarks.md); on a 2 s
-    round trip all 128 places are what bounds how fast the first POSTs of a batch leave.
-
-    The latency is each lease's duration, smoothed like TCP's round-trip estimate (1/8 of
-    each new sample). Before the first request ends every place is open.
-    """
-
-    MOST_REQUESTS_PER_SECOND = 640  # 128 places at 0.2 s
-    FEWEST = 16
-    WEIGHT = 1 / 8
-
-    def __init__(self, limiter: anyio.CapacityLimiter, most: int) -> None:
-        self._limiter = limiter
-        self._most = most
-        self._fewest = min(self.FEWEST, most)
-        self.latency: float | None = None
-
-    def observe(self, seconds: float) -> None:
-        """One request took `seconds`: follow it with the number of open places."""
-        latency = self.latency
-        latency = seconds if latency is None else latency + (seconds - latency) * self.WEIGHT
-        self.latency = latency
-        wanted = math.ceil(latency * self.MOST_REQUESTS_PER_SECOND)
-        wanted = min(max(wanted, self._fewest), self._most)
-        if wanted != self._limiter.total_tokens:
-            self._limiter.total_tokens = wanted  # lowered: leases out now end as they would
-
-
 class Lanes:
     """Up to `count` httpx clients of `per_lane` connections each: the first one now (the first
     httpx client of a process pays for httpx's lazy imports, ~0.1 s, which belongs in `open`
@@ -140,8 +99,6 @@ class Lanes:
         count: how many lanes at most.
         per_lane: requests one lane carries at once (its connection limit).
         owned: close the clients in `aclose` (False for a client lent by the caller).
-        follow_latency: open only as many places as the latency calls for (`Window`); the
-            API's lanes do, the media downloads' (long streamed bodies) do not.
     """
 
     def __init__(
@@ -151,7 +108,6 @@ class Lanes:
         count: int,
         per_lane: int,
         owned: bool = True,
-        follow_latency: bool = False,
     ) -> None:
         self._make_client = make_client
         self._owned = owned
@@ -161,27 +117,17 @@ class Lanes:
         self._busy: list[int] = []
         self._closed = False
         self._places = anyio.CapacityLimiter(count * per_lane)
-        self.window = Window(self._places, count * per_lane) if follow_latency else None
         self._add_lane()
 
     @classmethod
-    def single(
-        cls, client: httpx.AsyncClient, *, places: int, owned: bool, follow_latency: bool = False
-    ) -> Lanes:
+    def single(cls, client: httpx.AsyncClient, *, places: int, owned: bool) -> Lanes:
         """One lane over one client: the caller's, or ours over a transport it gave us."""
-        return cls(
-            lambda: client, count=1, per_lane=places, owned=owned, follow_latency=follow_latency
-        )
+        return cls(lambda: client, count=1, per_lane=places, owned=owned)
 
     @property
     def places(self) -> int:
-        """Requests carried at once, over all lanes, at most."""
+        """Requests carried at once, over all lanes."""
         return self._count * self._per_lane
-
-    @property
-    def open_places(self) -> int:
-        """Requests carried at once now (fewer than `places` while the latency is low)."""
-        return int(self._places.total_tokens)
 
     def place_ahead(self) -> PlaceAhead:
         """A place to take before a request that must not leave once abandoned (a paid POST)."""
@@ -193,19 +139,14 @@ class Lanes:
         return self._clients[0]
 
     @asynccontextmanager
-    async def lease(self, *, timed: bool = True) -> AsyncIterator[httpx.AsyncClient]:
-        """Wait for a free place, then lend the lowest lane with room until the block ends.
-
-        Args:
-            timed: the lease's duration is a request's latency, for the `Window`. False for a
-                streamed body, which lasts as long as its reader takes.
-        """
+    async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
+        """Wait for a free place (or use the one this task took ahead, see `PlaceAhead`), then
+        lend the lowest lane with room until the block ends."""
         ahead = _place_ahead.get()
         borrower = ahead._hand_over(self) if ahead is not None else None
         if borrower is None:
             borrower = object()  # a token per lease: one task may hold several in turn
             await take_place(self._places, borrower)
-        taken = time.perf_counter()
         try:
             # The limiter guarantees a lane with room: fewer leases than count * per_lane.
             lane = next((i for i, n in enumerate(self._busy) if n < self._per_lane), None)
@@ -219,8 +160,6 @@ class Lanes:
                 self._busy[lane] -= 1
         finally:
             self._places.release_on_behalf_of(borrower)
-            if self.window is not None and timed:
-                self.window.observe(time.perf_counter() - taken)
 
     async def aclose(self) -> None:
         """Close the clients these lanes own; no lane is added afterwards."""
@@ -239,8 +178,7 @@ class Lanes:
 # 7.1-7.5 (3,000 songs, 800 slots, one run of each interleaved, twice; docs/benchmarks.md).
 # 128 rather than 64 places: the first POSTs of a batch fill every free slot at once, and on a
 # slow network they are bound by round trips (800 POSTs at 2 s each: 25 s at 64 in flight, 12.5
-# at 128); on a fast network fewer of them are open (`Window`). Media downloads get lanes of
-# their own, so files never hold up a sweep or a POST.
+# at 128). Media downloads get lanes of their own, so files never hold up a sweep or a POST.
 PER_LANE = 2
 API_LANES = 64
 MEDIA_LANES = 16
@@ -260,7 +198,7 @@ def open_lanes(
     api_places, media_places = API_LANES * PER_LANE, MEDIA_LANES * PER_LANE
     if user_client is not None:
         return (
-            Lanes.single(user_client, places=api_places, owned=False, follow_latency=True),
+            Lanes.single(user_client, places=api_places, owned=False),
             Lanes.single(user_client, places=media_places, owned=False),
         )
     if transport is not None:
@@ -271,7 +209,7 @@ def open_lanes(
             limits=httpx.Limits(max_connections=both, max_keepalive_connections=both),
         )
         return (
-            Lanes.single(client, places=api_places, owned=True, follow_latency=True),
+            Lanes.single(client, places=api_places, owned=True),
             Lanes.single(client, places=media_places, owned=False),  # closed with the API's
         )
     # Every connection is kept alive: httpx's default keeps 20 of 100, and under load it
@@ -289,7 +227,7 @@ def open_lanes(
         )
 
     return (
-        Lanes(make_client, count=API_LANES, per_lane=PER_LANE, follow_latency=True),
+        Lanes(make_client, count=API_LANES, per_lane=PER_LANE),
         Lanes(make_client, count=MEDIA_LANES, per_lane=PER_LANE),
     )
 

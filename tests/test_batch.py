@@ -440,21 +440,21 @@ async def test_leaving_a_batch_waits_for_the_deletes_not_for_the_records_read_af
     """The jobs of a batch left early are cancelled before leaving returns; their final
     records (read after each DELETE, to settle the jobs) are not waited for: the caller has
     left, and 300 jobs' reads cost ~0.7 s more (benchmarks/bench_scale.py --only leave)."""
-    sim = make_sim(8)
+    sim = make_sim(8, scale=0.01)  # songs of 0.4-1.5 s: none ends before it is cancelled
     transport = _SlowRecordsAfterDeletes(sim.transport())
     seen: list[Event] = []
     fm = FlowMusic(
         token=sim.token,
         base_url=sim.base_url,
         transport=transport,
-        timing=Timing.scaled(SCALE),
+        timing=Timing.scaled(0.01),
         event_hooks=[seen.append],
     )
     async with fm:
         async with fm.generate_many([f"left early {i}" for i in range(8)]):
             while sim.stats.jobs_created < 8:
                 await anyio.sleep(0.01)
-            # Leaving before any song can end (40 s x 0.002 = 80 ms): 8 jobs in progress.
+            # Leaving before any song can end (40 s x 0.01 = 0.4 s): 8 jobs in progress.
             left_at = time.perf_counter()
         leaving_took = time.perf_counter() - left_at
         states = await server_states(sim)

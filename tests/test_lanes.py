@@ -18,7 +18,7 @@ from mock_api import TOKEN
 
 from flowmusic_async import FlowMusic
 from flowmusic_async._client import _DownloadAPI
-from flowmusic_async._lanes import API_LANES, PER_LANE, Lanes, Window, open_lanes, take_place
+from flowmusic_async._lanes import API_LANES, PER_LANE, Lanes, open_lanes, take_place
 
 pytestmark = pytest.mark.anyio
 BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
@@ -159,55 +159,6 @@ async def test_at_most_128_api_requests_reach_the_transport_at_once() -> None:
         await anyio.sleep(0.05)
         assert now == most == API_LANES * PER_LANE
         release.set()
-
-
-def test_the_window_opens_as_many_places_as_the_latency_calls_for() -> None:
-    """Little's law: 640 requests/s x latency places, at least 16, at most all of them; the
-    latency smoothed (1/8 of each sample), so one slow request does not open every place."""
-    limiter = anyio.CapacityLimiter(128)
-    window = Window(limiter, 128)
-    window.observe(0.002)  # loopback
-    assert limiter.total_tokens == 16
-    window.observe(0.5)  # one slow answer among fast ones
-    assert 16 < limiter.total_tokens < 128
-    for _ in range(40):
-        window.observe(0.1)  # 0.1 s each: 64 places carry 640 requests/s
-    assert limiter.total_tokens == 64
-    for _ in range(40):
-        window.observe(2.0)
-    assert limiter.total_tokens == 128
-
-
-@pytest.mark.parametrize("server_seconds, first_wave_expected", [(0.005, 16), (0.3, 128)])
-async def test_a_burst_has_few_requests_in_flight_on_a_fast_server_and_all_on_a_slow_one(
-    server_seconds: float, first_wave_expected: int
-) -> None:
-    """After a few requests have shown the latency, a burst of 300 sends 16 at once at 5 ms
-    an answer (more would only queue their answers in the loop), all 128 at 0.3 s."""
-    now = most = 0
-    first_wave: int | None = None  # requests in flight when the burst's first one ends
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal now, most, first_wave
-        now += 1
-        most = max(most, now)
-        await anyio.sleep(server_seconds)
-        if first_wave is None and most > 1:
-            first_wave = most
-        now -= 1
-        return httpx.Response(200, json={})
-
-    fm = FlowMusic(token=TOKEN, transport=httpx.MockTransport(handler))
-    async with fm:
-        for _ in range(3):
-            await fm.jobs.list()
-        assert most == 1 and first_wave is None
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as tg:
-                for _ in range(300):
-                    tg.start_soon(fm.jobs.list)
-    assert first_wave == first_wave_expected
-    assert most <= API_LANES * PER_LANE
 
 
 async def test_downloads_do_not_wait_behind_api_requests() -> None:
