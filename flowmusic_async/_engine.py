@@ -330,7 +330,7 @@ class JobEngine:
                     except Exception:
                         logger.exception("on_accepted for job %s failed", handle.jobid)
             if handle is not None and sub.cancel_job and not handle.ended:
-                await self.request_cancel(handle._watch).wait()
+                await self.cancel_answered(handle._watch).wait()
         finally:
             sub.settled.set()
             for member_of in sub.groups:
@@ -595,6 +595,16 @@ class JobEngine:
         self._in_flight.enter()  # left by _cancel
         return done
 
+    def cancel_answered(self, watch: Watch) -> anyio.Event:
+        """`request_cancel` for a caller that has left: the event is set once the DELETE is
+        answered (the job's record is read after that, in the client's task group, and
+        closing waits for it). A DELETE already under way is waited for whole."""
+        if watch.cancel_done is not None:
+            return watch.cancel_done
+        answered = anyio.Event()
+        self.request_cancel(watch, answered=answered)
+        return answered
+
     def cancel_all(self, watches: list[Watch], *, per_turn: int) -> anyio.Event:
         """Cancel these jobs server-side from the client's task group, asking for `per_turn`
         DELETEs per turn of the event loop (hundreds in one turn froze it); returns the event
@@ -618,12 +628,8 @@ class JobEngine:
         try:
             cancelling: list[anyio.Event] = []
             for start in range(0, len(watches), per_turn):
-                for watch in watches[start : start + per_turn]:
-                    if watch.cancel_done is not None:  # a DELETE under way: wait for all of it
-                        cancelling.append(watch.cancel_done)
-                    else:
-                        cancelling.append(answered := anyio.Event())
-                        self.request_cancel(watch, answered=answered)
+                chunk = watches[start : start + per_turn]
+                cancelling += [self.cancel_answered(watch) for watch in chunk]
                 await anyio.lowlevel.checkpoint()
             for cancelled in cancelling:
                 await cancelled.wait()
@@ -681,7 +687,7 @@ class JobEngine:
     async def cancel_for_departed_caller(self, handle: JobHandle) -> None:
         """The caller of `handle` is being cancelled: cancel its job server-side, in the
         client's task group, and wait for that at most `cleanup_timeout` (shielded)."""
-        await self.bounded(self.request_cancel(handle._watch))
+        await self.bounded(self.cancel_answered(handle._watch))
 
     async def run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
         """Submit and wait; cancelling the caller cancels the job server-side (bounded).
