@@ -481,7 +481,6 @@ class GenerateMany:
     async def _feed(self, batch: _Batch) -> None:
         """Run the batch: its requests in the feed's task group, its deadlines beside them."""
         await self._engine.refresh_accounts()
-        batch.limiter.total_tokens = max(1, batch.capacity(self._concurrency))
         try:
             async with anyio.create_task_group() as tg:
                 batch.tasks = tg

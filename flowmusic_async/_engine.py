@@ -570,27 +570,27 @@ class JobEngine:
         self._settle_if_ended(job)
         return job
 
-    def request_cancel(self, watch: Watch, *, answered: anyio.Event | None = None) -> anyio.Event:
+    def request_cancel(self, watch: Watch) -> anyio.Event:
         """Cancel `watch`'s job server-side, in the client's task group; returns its done event,
         set once the DELETE is answered and the final record read (or that read failed).
+        `watch.cancel_answered` is set as soon as the DELETE is answered.
 
-        A second request while the first runs shares its event; after a failed DELETE, a new
-        request tries again. `answered`, for a new request, is set as soon as the DELETE is
-        answered, before the record is read.
+        A second request while the first runs shares its events; after a failed DELETE, a new
+        request tries again.
         """
         if watch.cancel_done is not None:
             return watch.cancel_done
         done = watch.cancel_done = anyio.Event()
+        answered = watch.cancel_answered = anyio.Event()
         watch.cancel_error = None
         try:
             self._host.start_soon(self._cancel, watch, done, answered, name=f"cancel {watch.jobid}")
         except ClientClosedError as error:
             logger.warning("job %s left running: %s", watch.jobid, error)
             watch.cancel_error = error
-            watch.cancel_done = None
+            watch.cancel_done = watch.cancel_answered = None
+            answered.set()
             done.set()
-            if answered is not None:
-                answered.set()
             return done
         self._in_flight.enter()  # left by _cancel
         return done
@@ -598,12 +598,9 @@ class JobEngine:
     def cancel_answered(self, watch: Watch) -> anyio.Event:
         """`request_cancel` for a caller that has left: the event is set once the DELETE is
         answered (the job's record is read after that, in the client's task group, and
-        closing waits for it). A DELETE already under way is waited for whole."""
-        if watch.cancel_done is not None:
-            return watch.cancel_done
-        answered = anyio.Event()
-        self.request_cancel(watch, answered=answered)
-        return answered
+        closing waits for it)."""
+        done = self.request_cancel(watch)
+        return watch.cancel_answered or done  # None only when the DELETE could not start
 
     def cancel_all(self, watches: list[Watch], *, per_turn: int) -> anyio.Event:
         """Cancel these jobs server-side from the client's task group, asking for `per_turn`
@@ -637,9 +634,7 @@ class JobEngine:
             done.set()
             self._in_flight.exit()
 
-    async def _cancel(
-        self, watch: Watch, done: anyio.Event, answered: anyio.Event | None = None
-    ) -> None:
+    async def _cancel(self, watch: Watch, done: anyio.Event, answered: anyio.Event) -> None:
         try:
             watch.cancel_requested = True
             try:
@@ -649,7 +644,7 @@ class JobEngine:
                 # job may run on (the poller still watches it while the client is open).
                 watch.cancel_requested = False
                 watch.cancel_error = error
-                watch.cancel_done = None
+                watch.cancel_done = watch.cancel_answered = None
                 logger.warning(
                     "DELETE /jobs/%s failed: %s; the job may still be running", watch.jobid, error
                 )
@@ -662,16 +657,14 @@ class JobEngine:
                 )
                 return
             self.scheduler.job_ended(watch.jobid)
-            if answered is not None:
-                answered.set()
+            answered.set()
             try:
                 job = await self._api.get_job(watch.jobid)
             except FlowMusicError:
                 return  # the poller settles the job when its record can be read
             self._settle_if_ended(job)  # still pending: the record lags; the poller settles it
         finally:
-            if answered is not None:
-                answered.set()
+            answered.set()
             done.set()
             self._in_flight.exit()
 

@@ -82,6 +82,8 @@ class Watch:
         self.webhook = False  # the job calls back a replyUrl when it ends
         self.cancel_requested = False  # a DELETE was sent: a failed end is our cancellation
         self.cancel_done: anyio.Event | None = None  # set when the DELETE under way is done
+        # ... and this one as soon as that DELETE is answered, before the record is read.
+        self.cancel_answered: anyio.Event | None = None
         self.cancel_error: FlowMusicError | None = None  # why the last DELETE failed
         # Called once when the watch ends, in the task that ends it: how a batch waits for
         # its jobs without a task each (see _waiting.py).

@@ -485,9 +485,9 @@ async def test_leaving_a_batch_cancels_its_jobs_a_chunk_per_turn_of_the_loop(
     asked_at: dict[str, int] = {}  # jobid -> the turn its cancellation was first asked for
     request_cancel = JobEngine.request_cancel
 
-    def spy(self: JobEngine, watch: Any, **kwargs: Any) -> anyio.Event:
+    def spy(self: JobEngine, watch: Any) -> anyio.Event:
         asked_at.setdefault(watch.jobid, turns)
-        return request_cancel(self, watch, **kwargs)
+        return request_cancel(self, watch)
 
     monkeypatch.setattr(JobEngine, "request_cancel", spy)
 
