@@ -629,7 +629,8 @@ class JobEngine:
                 cancelling += [self.cancel_answered(watch) for watch in chunk]
                 await anyio.lowlevel.checkpoint()
             for cancelled in cancelling:
-                await cancelled.wait()
+                if not cancelled.is_set():  # waiting on a set event still costs a turn
+                    await cancelled.wait()
         finally:
             done.set()
             self._in_flight.exit()
