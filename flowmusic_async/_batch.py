@@ -45,7 +45,7 @@ from ._errors import (
     NoAccountAvailable,
     ValidationError,
 )
-from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds
+from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds, watch_of
 from ._journal import Entry, Journal
 from ._models import Job
 from ._reconcile import new_client_ref
@@ -219,7 +219,7 @@ class _Batch:
         left = self.room.leave()
         if self._journal is not None:
             return None
-        running = [waiting.handle._watch for waiting in left if not waiting.handle.ended]
+        running = [watch_of(waiting.handle) for waiting in left if not waiting.handle.ended]
         return self._engine.cancel_all(running, per_turn=CANCEL_CHUNK) if running else None
 
     def release(self, token: object) -> None:

@@ -36,7 +36,7 @@ from ._errors import (
     copy_for_waiter,
 )
 from ._events import EventHooks
-from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds
+from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds, watch_of
 from ._host import ServiceHost
 from ._lanes import PlaceAhead
 from ._models import AccountJobs, Job
@@ -270,7 +270,7 @@ class JobEngine:
         sub.abandon(cancel_job=cancel_job)
         handle = sub.handle
         if cancel_job and sub.settled.is_set() and handle is not None and not handle.ended:
-            return self.request_cancel(handle._watch)
+            return self.request_cancel(watch_of(handle))
         return sub.settled
 
     async def _run_submission(self, sub: Submission) -> None:
@@ -330,7 +330,7 @@ class JobEngine:
                     except Exception:
                         logger.exception("on_accepted for job %s failed", handle.jobid)
             if handle is not None and sub.cancel_job and not handle.ended:
-                await self.cancel_answered(handle._watch).wait()
+                await self.cancel_answered(watch_of(handle)).wait()
         finally:
             sub.settled.set()
             for member_of in sub.groups:
@@ -681,7 +681,7 @@ class JobEngine:
     async def cancel_for_departed_caller(self, handle: JobHandle) -> None:
         """The caller of `handle` is being cancelled: cancel its job server-side, in the
         client's task group, and wait for that at most `cleanup_timeout` (shielded)."""
-        await self.bounded(self.cancel_answered(handle._watch))
+        await self.bounded(self.cancel_answered(watch_of(handle)))
 
     async def run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
         """Submit and wait; cancelling the caller cancels the job server-side (bounded).

@@ -32,6 +32,8 @@ __all__ = [
     "SubmitAttempt",
     "SubmitHooks",
     "check_seconds",
+    "deadline_of",
+    "watch_of",
 ]
 
 
@@ -189,6 +191,17 @@ def check_seconds(value: object, field: str = "timeout") -> float:
 QueuedState = Literal["queued", "submitting", "accepted", "done", "failed", "cancelled"]
 
 
+def watch_of(handle: JobHandle) -> Watch:
+    """The poller's watch behind `handle`: how the engine, a batch and its waiting room reach
+    the job's state without reading the handle's private attributes."""
+    return handle._watch
+
+
+def deadline_of(handle: JobHandle) -> float:
+    """When `handle`'s default wait ends (`time.monotonic()`), counted from its acceptance."""
+    return handle._deadline
+
+
 class QueuedJob:
     """A submission returned at once, before a slot is free (`fm.submit_nowait`).
 
@@ -213,7 +226,7 @@ class QueuedJob:
         done (it ended), failed (it was refused or could not be sent), cancelled."""
         sub = self._sub
         if sub.handle is not None:
-            if sub.handle._watch.cancel_requested:
+            if watch_of(sub.handle).cancel_requested:
                 return "cancelled"
             return "done" if sub.handle.done else "accepted"
         if sub.decided.is_set():
@@ -255,6 +268,6 @@ class QueuedJob:
         """
         sub = self._sub
         if sub.decided.is_set() and sub.handle is not None:
-            await self._engine.request_cancel(sub.handle._watch).wait()
+            await self._engine.request_cancel(watch_of(sub.handle)).wait()
             return
         await self._engine.abandon(sub).wait()

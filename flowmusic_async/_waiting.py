@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._errors import FlowMusicError
+from ._handles import deadline_of, watch_of
 from ._models import Job
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class WaitingRoom:
         """
         if self._left:
             return False
-        watch = waiting.handle._watch
+        watch = watch_of(waiting.handle)
         if watch.done.is_set():  # ended before it could be parked (a sync answer, say)
             self._end(waiting, watch)
             return True
@@ -91,7 +92,7 @@ class WaitingRoom:
         if watch.on_done is None:
             watch.on_done = []
         watch.on_done.append(waiting)
-        deadline = waiting.handle._deadline
+        deadline = deadline_of(waiting.handle)
         if not self._deadlines or deadline < self._deadlines[0][0]:
             self._wake.set()  # the timer sleeps for a later one
         heapq.heappush(self._deadlines, (deadline, waiting.seq))
@@ -122,7 +123,7 @@ class WaitingRoom:
                 deadline, seq = heapq.heappop(self._deadlines)
                 waiting = self._members.pop(seq, None)
                 if waiting is not None:
-                    watch = waiting.handle._watch
+                    watch = watch_of(waiting.handle)
                     error = self._engine.deadline_passed(
                         watch, deadline=deadline, email=waiting.handle.email
                     )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from types import SimpleNamespace
 from typing import Any, cast
 
 import anyio
 import pytest
 
 from flowmusic_async import FlowMusicError, JobTimeout
+from flowmusic_async._handles import JobHandle, watch_of
 from flowmusic_async._models import Job
 from flowmusic_async._poller import Watch
 from flowmusic_async._waiting import Waiting, WaitingRoom
@@ -28,10 +27,10 @@ class FakeEngine:
 
 def waiting(jobid: str, *, deadline_in: float) -> Waiting:
     watch = Watch(jobid, "a@example.com", owned=True, check_from=0.0)
-    handle = SimpleNamespace(
-        _watch=watch, _deadline=time.monotonic() + deadline_in, email="a@example.com"
+    handle = JobHandle(
+        cast(Any, FakeEngine()), watch, email="a@example.com", client_ref=None, timeout=deadline_in
     )
-    return Waiting(0, jobid, {"prompt": jobid}, cast(Any, handle), token=object())
+    return Waiting(0, jobid, {"prompt": jobid}, handle, token=object())
 
 
 def room_and_ends() -> tuple[WaitingRoom, list[tuple[str, str]]]:
@@ -55,10 +54,10 @@ async def test_each_request_is_handed_over_once_by_its_job_or_its_deadline() -> 
         tg.start_soon(room.run_deadlines)
         for w in (late, early, ended):  # parked in another order than their deadlines
             assert room.park(w)
-        ended.handle._watch.resolve(error=FlowMusicError("failed", jobid="ended"))
+        watch_of(ended.handle).resolve(error=FlowMusicError("failed", jobid="ended"))
         assert ends == [("ended", "FlowMusicError")]
         await anyio.sleep(0.3)
-        late.handle._watch.resolve(error=FlowMusicError("failed late", jobid="late"))  # too late
+        watch_of(late.handle).resolve(error=FlowMusicError("failed late", jobid="late"))  # too late
         room.stop()  # empty now: the timer returns and the task group closes
     assert ends == [
         ("ended", "FlowMusicError"),
@@ -78,7 +77,7 @@ async def test_the_deadline_heap_drops_requests_that_ended() -> None:
         for w in parked:
             room.park(w)
         for w in parked[:490]:
-            w.handle._watch.resolve(error=FlowMusicError("failed", jobid=w.key))
+            watch_of(w.handle).resolve(error=FlowMusicError("failed", jobid=w.key))
         room.park(waiting("earliest", deadline_in=0.01))  # wakes the timer, which compacts
         await anyio.sleep(0.1)
         assert len(room) == 10 and len(room._deadlines) <= 2 * 10 + 64
@@ -94,7 +93,7 @@ async def test_a_request_parked_after_the_room_was_left_is_refused() -> None:
     assert room.park(first)
     assert room.leave() == [first]
     assert not room.park(waiting("late", deadline_in=60))
-    first.handle._watch.resolve(error=FlowMusicError("failed", jobid="first"))
+    watch_of(first.handle).resolve(error=FlowMusicError("failed", jobid="first"))
     assert ends == []  # a left request is the leaver's: its end is not handed over
 
 
