@@ -490,11 +490,11 @@ async def test_leaving_a_batch_takes_a_few_turns_of_the_loop_once_its_deletes_an
     when it was already set: 400 jobs, 1 s on a busy loop (benchmarks/bench_scale.py --only
     leave, "then returned s")."""
     jobs = 160
-    sim = make_sim(*[16] * (jobs // 16), scale=0.01)  # no song ends before it is cancelled
+    sim = make_sim(*[16] * (jobs // 16), scale=0.05)  # songs of 2-7.5 s: all still running
     turns = [0]
     transport = _CountsTurnsAtDeletes(sim.transport(), turns)
     fm = FlowMusic(
-        token=sim.token, base_url=sim.base_url, transport=transport, timing=Timing.scaled(0.01)
+        token=sim.token, base_url=sim.base_url, transport=transport, timing=Timing.scaled(0.05)
     )
 
     async def count_turns() -> None:
