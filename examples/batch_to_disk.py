@@ -18,12 +18,12 @@ import csv
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flowmusic_async import FlowMusic, Outcome, Timing
+from flowmusic_async import DownloadFormat, FlowMusic, Outcome, Timing
 from flowmusic_async.testing import SimAccount, Simulator
 
 
@@ -48,7 +48,7 @@ async def run_batch(
     *,
     out: Path,
     journal: Path,
-    formats: tuple[str, ...] = ("m4a",),
+    formats: tuple[DownloadFormat, ...] = ("m4a",),
     progress: Progress | None = None,
 ) -> list[Outcome]:
     """Generate every request and download each song as soon as it is done.
@@ -111,12 +111,27 @@ async def open_client(simulate: bool) -> AsyncIterator[FlowMusic]:
         yield fm
 
 
+def parse_formats(text: str) -> tuple[DownloadFormat, ...]:
+    """`--formats m4a,wav` as the library's format names; an unknown one is a usage error."""
+    known: dict[str, DownloadFormat] = {name: name for name in get_args(DownloadFormat)}
+    try:
+        return tuple(known[name.strip()] for name in text.split(","))
+    except KeyError as exc:
+        choices = ", ".join(known)
+        raise argparse.ArgumentTypeError(f"unknown format {exc}; choose from {choices}") from None
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", type=Path)
     parser.add_argument("--out", type=Path, default=Path("songs"))
     parser.add_argument("--journal", type=Path, default=Path("songs.db"))
-    parser.add_argument("--formats", default="m4a", help="comma-separated: m4a,wav,mp3,image")
+    parser.add_argument(
+        "--formats",
+        type=parse_formats,
+        default="m4a",
+        help="comma-separated: m4a,wav,mp3,image",
+    )
     parser.add_argument("--simulate", action="store_true", help="use the embedded simulator")
     args = parser.parse_args(argv)
 
@@ -127,7 +142,7 @@ async def main(argv: list[str] | None = None) -> int:
             requests,
             out=args.out,
             journal=args.journal,
-            formats=tuple(args.formats.split(",")),
+            formats=args.formats,
         )
     failed = sum(not outcome.ok for outcome in outcomes)
     print(f"{len(outcomes) - failed} songs in {args.out}, {failed} failed")

@@ -328,6 +328,22 @@ def test_batch_to_disk_command_line_on_the_embedded_simulator(
     assert sidecar["prompt"] == "song 0, dream pop"
 
 
+def test_batch_to_disk_refuses_an_unknown_format_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo in --formats is a usage error naming the choices, not songs paid for and then
+    a failed download."""
+    monkeypatch.chdir(tmp_path)  # where the default journal and song folder would go
+    batch = load("batch_to_disk")
+    write_csv(tmp_path / "prompts.csv", 2)
+    argv = [str(tmp_path / "prompts.csv"), "--simulate", "--formats", "m4a,flac"]
+    with pytest.raises(SystemExit) as exit_:
+        anyio.run(batch.main, argv)
+    assert exit_.value.code == 2
+    assert "unknown format 'flac'; choose from m4a, wav, mp3, image" in capsys.readouterr().err
+    assert not (tmp_path / "songs.db").exists() and not (tmp_path / "songs").exists()
+
+
 # ----- trio_batch.py -------------------------------------------------------------------------
 
 
