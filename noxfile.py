@@ -95,11 +95,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package, the examples and the tests (tests/typing has its own
-    session)."""
-    session.install("-e", TESTED, *group("typecheck", "test"))
+    """mypy --strict on the package, the examples, the benchmarks and the tests (tests/typing
+    has its own session)."""
+    session.install("-e", TESTED, *group("typecheck", "test", "bench"))
     session.run("mypy", "--strict", "flowmusic_async")
     session.run("mypy", "--strict", "examples")  # what users copy must pass their checkers
+    session.run("mypy", "--strict", "benchmarks")
     session.run(
         "mypy",
         "--strict",

@@ -114,7 +114,7 @@ COLUMNS = (
 def workload_table(workload: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
     """One workload: a header line, then one row per variant with ratios against `library`."""
     base = rows.get("library", {}).get("metrics") or {}
-    first = next((r["metrics"] for r in rows.values() if r.get("metrics")), {})
+    first: dict[str, Any] = next((r["metrics"] for r in rows.values() if r.get("metrics")), {})
     lines = [
         f"{workload['name']}: {workload['songs']} songs, {len(workload['accounts'])} accounts, "
         f"{workload['slots']} slots"

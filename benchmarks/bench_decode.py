@@ -14,6 +14,7 @@ rounds of `number` decodes, reported per decode. The parent prints ratios agains
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import timeit
@@ -139,7 +140,7 @@ def measure(impl: str, *, number: int, repeat: int) -> dict[str, float]:
     results: dict[str, float] = {}
     for name, payload in PAYLOADS.items():
         decode(payload)  # warm up (and fail loudly on a shape mismatch before timing)
-        timer = timeit.Timer(lambda payload=payload: decode(payload))
+        timer = timeit.Timer(functools.partial(decode, payload))
         best = min(timer.repeat(repeat=repeat, number=number))
         results[name] = best / number * 1e6
     return results

@@ -259,7 +259,7 @@ def run_once(
         if j in jobs and jobs[j].finished_at
     ]
     durations = [job.duration_s * time_scale for job in jobs.values()]
-    row = report | {
+    row: dict[str, Any] = report | {
         "checkout": checkout or "this",
         "gc_mode": gc_mode,
         "rtt_s": rtt_s,
