@@ -99,7 +99,7 @@ async def generate(ctx: Context) -> ExitCode:
     args = ctx.args
     params = _music_params(args)
     async with ctx.client() as fm, _one_song(ctx, fm) as progress:
-        job = await fm.generate(args.prompt, timeout=args.timeout, **params)
+        job = await fm.generate(args.prompt, deadline=args.timeout, **params)
         files = await fm.download(job, args.out, formats=args.formats) if args.out else []
         progress.on_outcome(True, resumed=False, text=f"ok: {job.jobid}")
     _render.job(ctx.out, job, files=files)
@@ -156,7 +156,7 @@ async def wait(ctx: Context) -> ExitCode:
 
         async def one(jobid: str) -> None:
             try:
-                job = await fm.wait(jobid, timeout=args.timeout)
+                job = await fm.wait(jobid, deadline=args.timeout)
             except FlowMusicError as error:
                 results[jobid] = error
                 progress.on_outcome(False, resumed=False, text=f"failed: {jobid}", jobid=jobid)
@@ -252,7 +252,7 @@ async def edit(ctx: Context) -> ExitCode:
             targets = list(record.clips)
         else:
             async with _one_song(ctx, fm) as progress:
-                record = await fm.edit(args.operation, args.clip, timeout=args.timeout, **params)
+                record = await fm.edit(args.operation, args.clip, deadline=args.timeout, **params)
                 progress.on_outcome(True, resumed=False, text=f"ok: {record.jobid}")
             targets = [record]
         files: list[Path] = []

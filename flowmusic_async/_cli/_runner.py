@@ -201,7 +201,7 @@ async def run_batch(
                 requests,
                 journal=journal,
                 concurrency=concurrency,
-                timeout=song_timeout,
+                deadline=song_timeout,
                 retry_failed=retry_failed,
             ) as outcomes:
                 async for outcome in outcomes:
