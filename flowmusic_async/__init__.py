@@ -22,6 +22,8 @@ from ._errors import (
     InsufficientCreditsError,
     JobFailed,
     JobTimeout,
+    JournalError,
+    JournalInUse,
     ModeratedError,
     NoAccountAvailable,
     NotFoundError,
@@ -33,12 +35,13 @@ from ._errors import (
     SubmissionUncertain,
     TransportError,
     ValidationError,
+    WrongEventLoopError,
 )
 from ._events import Event, EventHook, EventKind
 from ._handles import JobHandle, OnSubmitting, QueuedJob, QueuedState, SubmitAttempt
 from ._journal import Entry as JournalEntry
 from ._journal import EntryState as JournalEntryState
-from ._journal import Journal, JournalError
+from ._journal import Journal
 from ._models import (
     Account,
     AccountJobs,
@@ -120,6 +123,7 @@ __all__ = [
     "JournalEntry",
     "JournalEntryState",
     "JournalError",
+    "JournalInUse",
     "LibraryClip",
     "Lyrics",
     "Mode",
@@ -153,5 +157,6 @@ __all__ = [
     "ValidationError",
     "WebhookResult",
     "Webhooks",
+    "WrongEventLoopError",
     "__version__",
 ]

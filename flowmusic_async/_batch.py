@@ -4,8 +4,9 @@
 yields an `Outcome` as each one finishes, in completion order. Requests queue in the
 scheduler's FIFO, so every free slot on every account is used and none is overrun. One
 failure, including a request that is not valid, never ends the batch: it becomes that
-request's failed `Outcome`. Only a 401 (nothing can work) or running out of funded accounts
-stops it, after the jobs already running have been collected, with `BatchAborted`.
+request's failed `Outcome`. Only what no request can get past stops it, after the jobs
+already running have been collected, with `BatchAborted`: a 401, no account left that can
+take jobs (402 or 596 on every one), or a journal that cannot be written (a full disk).
 
 Requests are read as the batch goes (any iterable or async iterable: a generator over a file
 of a million lines works), and at most about as many are in progress as there are slots, so
@@ -14,9 +15,13 @@ memory and start-up time do not grow with the size of the batch.
 With a journal, every step is written down before it is taken, so running the same batch
 again resumes it: completed requests are not redone, submitted ones are awaited by jobid,
 and a POST interrupted mid-flight is reconciled by its client reference before anything is
-paid again. Leaving the context early stops the batch at once: no new POST leaves from that
-moment, and the jobs still running are cancelled server-side, except with a journal, where
-they are left running for the next run to collect.
+paid again. A request that ends without a job and without being paid for (refused for its
+account, never sent) is not recorded as failed: a rerun sends it. One batch at a time may use
+a journal (`Journal.run`): a second one is refused with `JournalInUse` before it sends
+anything. Leaving the context early stops the batch at once: no new POST leaves from that
+moment, and the jobs still running are cancelled server-side (which frees their slots but
+does not refund them), except with a journal, where they are left running for the next run to
+collect.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._engine import JobEngine, SubmitGroup
 from ._errors import (
+    AccountError,
     AuthenticationError,
     BatchAborted,
     ClientClosedError,
@@ -42,7 +48,11 @@ from ._errors import (
     InsufficientCreditsError,
     JobFailed,
     JobTimeout,
+    JournalError,
     NoAccountAvailable,
+    NotFoundError,
+    RateLimitError,
+    TransportError,
     ValidationError,
 )
 from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds, watch_of
@@ -193,6 +203,9 @@ class _Batch:
         self.group = SubmitGroup()
         self.abort_cause: FlowMusicError | None = None
         self.not_started = 0
+        # Accepted jobs whose jobid the journal could not write down (a full disk): reported
+        # with BatchAborted, since no rerun can find them.
+        self.unrecorded: dict[str, str | None] = {}
         # Requests being submitted, a task each; once accepted they wait in `room`, task-less.
         self.in_progress: set[anyio.CancelScope] = set()
         self.room = WaitingRoom(engine, self._ended)
@@ -291,9 +304,9 @@ class _Batch:
         outcome = _outcome(waiting.index, waiting.key, waiting.params, job, error)
         if self._journal is None:
             # Nothing to write down: the outcome goes out now, in the task that ended the job.
-            self._send_now(outcome)
             if isinstance(outcome, Failed):
                 self._maybe_abort(outcome.error)
+            self._send_now(outcome)
             self.release(waiting.token)
         elif self.tasks is not None:
             self.tasks.start_soon(self._conclude_and_release, outcome, waiting.token)
@@ -307,17 +320,41 @@ class _Batch:
             self.release(token)
 
     async def _conclude(self, outcome: Outcome) -> None:
-        """Write a request's end down, then send out its outcome."""
-        if isinstance(outcome, Completed):
-            if self._journal is not None:
-                await self._journal.mark_completed(outcome.key, job=outcome.job)
-        elif not isinstance(outcome.error, (JobTimeout, ClientClosedError)):
-            # A job that timed out, or whose client closed, keeps running: left "submitted"
-            # (or "submitting"), a rerun awaits it again.
-            await self._record_failure(outcome.key, outcome.error)
-        await self._emit(outcome)
+        """Write a request's end down, then send out its outcome.
+
+        A request that ended unpaid for a reason of the moment (its account, the API, the
+        batch stopping) goes back to pending, not failed, so that a rerun sends it; once the
+        batch is aborted it counts among those not started instead of having an outcome.
+        """
         if isinstance(outcome, Failed):
             self._maybe_abort(outcome.error)
+            if _unpaid_for_now(outcome.error):
+                if not isinstance(outcome.error, JournalError):  # else the entry is unchanged
+                    await self._journal_write(self._mark_unsent, outcome.key)
+                if self.abort_cause is not None:
+                    self.not_started += 1
+                    return
+            elif not isinstance(outcome.error, (JobTimeout, ClientClosedError)):
+                # A job that timed out, or whose client closed, keeps running: left
+                # "submitted" (or "submitting"), a rerun awaits it again.
+                await self._journal_write(self._record_failure, outcome.key, outcome.error)
+        elif self._journal is not None:
+            await self._journal_write(self._journal.mark_completed, outcome.key, job=outcome.job)
+        await self._emit(outcome)
+
+    async def _journal_write(self, write: Any, *args: Any, **kwargs: Any) -> bool:
+        """One journal write; a `JournalError` stops the batch (nothing new is placed) instead
+        of ending it untyped. False when the write failed."""
+        try:
+            await write(*args, **kwargs)
+        except JournalError as error:
+            self._abort(error)
+            return False
+        return True
+
+    async def _mark_unsent(self, key: str) -> None:
+        if self._journal is not None:
+            await self._journal.mark_unsent(key)
 
     async def _start(self, key: str, params: dict[str, Any], entry: Entry | None) -> JobHandle:
         """Submit, or pick up where an earlier run stopped; returns the accepted job's handle."""
@@ -337,21 +374,34 @@ class _Batch:
                 timeout=self._timeout,
             )
             if recovered is not None:
-                await self._mark_submitted(key, recovered)
+                if not await self._journal_write(self._mark_submitted, key, recovered):
+                    self.unrecorded[recovered.jobid] = recovered.email
                 return recovered
 
         async def write_ahead(attempt: SubmitAttempt) -> None:
             if journal is not None:
-                await journal.mark_submitting(
-                    key, client_ref=attempt.client_ref, email=attempt.email, sent_at=attempt.sent_at
-                )
+                if journal.problem is not None:
+                    # The disk filled: the reserve went to the jobs already paid for; pay
+                    # for nothing more that could not be written down.
+                    raise JournalError(str(journal.problem), path=journal.path, disk_full=True)
+                try:
+                    await journal.mark_submitting(
+                        key,
+                        client_ref=attempt.client_ref,
+                        email=attempt.email,
+                        sent_at=attempt.sent_at,
+                    )
+                except JournalError as error:
+                    self._abort(error)  # at once: no other request may try to write ahead
+                    raise
 
         async def unsent(attempt: SubmitAttempt) -> None:
             if journal is not None:
                 await journal.mark_unsent(key)
 
         async def accepted(handle: JobHandle) -> None:
-            await self._mark_submitted(key, handle)
+            if not await self._journal_write(self._mark_submitted, key, handle):
+                self.unrecorded[handle.jobid] = handle.email
 
         return await engine.submit(
             "/music",
@@ -378,13 +428,16 @@ class _Batch:
             await self._journal.mark_failed(key, error=error)
 
     def _maybe_abort(self, error: FlowMusicError) -> None:
-        if self.abort_cause is not None:
-            return
-        no_funded_account = isinstance(
-            error, (InsufficientCreditsError, NoAccountAvailable)
+        """Stop the batch on an error no other request can get past."""
+        no_account_left = isinstance(
+            error, (InsufficientCreditsError, AccountError, NoAccountAvailable)
         ) and not any(usage.healthy for usage in self._engine.scheduler.snapshot().values())
-        if isinstance(error, AuthenticationError) or no_funded_account:
-            self.abort_cause = error
+        if isinstance(error, (AuthenticationError, JournalError)) or no_account_left:
+            self._abort(error)
+
+    def _abort(self, cause: FlowMusicError) -> None:
+        if self.abort_cause is None:
+            self.abort_cause = cause
             # Jobs already running are still collected; nothing new is sent.
             self.group.stop(cancel_jobs=False)
 
@@ -451,12 +504,20 @@ class GenerateMany:
         self._retry_failed = retry_failed
         self._task_group: anyio.abc.TaskGroup | None = None
         self._batch: _Batch | None = None
+        self._journal_run = contextlib.AsyncExitStack()  # holds `Journal.run` while running
 
     async def __aenter__(self) -> BatchRun:
         if isinstance(self._journal_arg, Journal):
             self._journal = self._journal_arg
         elif self._journal_arg is not None:
             self._journal = await Journal.open(self._journal_arg)
+        if self._journal is not None:
+            # One batch at a time on a journal (two would pay twice for its pending entries).
+            try:
+                await self._journal_run.enter_async_context(self._journal.run())
+            except BaseException:
+                await self._close_journal()
+                raise
         send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
         run = BatchRun(receive)
         batch = self._batch = _Batch(
@@ -471,7 +532,11 @@ class GenerateMany:
             async with send:
                 await self._feed(batch)
             if batch.abort_cause is not None:
-                run.aborted = BatchAborted(batch.abort_cause, not_started=batch.not_started)
+                run.aborted = BatchAborted(
+                    batch.abort_cause,
+                    not_started=batch.not_started,
+                    unrecorded=tuple(batch.unrecorded.items()),
+                )
 
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
@@ -545,9 +610,40 @@ class GenerateMany:
             if cancelling is not None:
                 await self._engine.bounded(cancelling)  # at most `Timing.cleanup_timeout`
         finally:
-            if self._journal is not None and not isinstance(self._journal_arg, Journal):
-                with anyio.CancelScope(shield=True):
-                    await self._journal.close()
+            with anyio.CancelScope(shield=True):
+                await self._journal_run.aclose()
+            await self._close_journal()
+
+    async def _close_journal(self) -> None:
+        """Close the journal if this batch opened it (a `Journal` given is the caller's)."""
+        if self._journal is not None and not isinstance(self._journal_arg, Journal):
+            with anyio.CancelScope(shield=True):
+                await self._journal.close()
+
+
+def _unpaid_for_now(error: FlowMusicError) -> bool:
+    """The request ended without a job, and so unpaid, for a reason of the moment rather than
+    of its own (which a rerun would meet again: a 400, a 422): its account, the API, the
+    journal, the batch or client stopping before its POST left."""
+    if isinstance(error, TransportError):
+        return not error.maybe_sent
+    if isinstance(error, ClientClosedError):
+        return error.jobid is None
+    return (
+        isinstance(
+            error,
+            (
+                RateLimitError,
+                InsufficientCreditsError,
+                AccountError,
+                AuthenticationError,
+                NoAccountAvailable,
+                NotFoundError,
+                JournalError,
+            ),
+        )
+        and error.jobid is None
+    )
 
 
 def _outcome(

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import httpx
 import msgspec
 
@@ -45,6 +46,7 @@ from ._errors import (
     FlowMusicError,
     TransportError,
     ValidationError,
+    WrongEventLoopError,
     remember_secret,
 )
 from ._events import EventHook, EventHooks
@@ -169,6 +171,8 @@ class FlowMusic(JobEditHelpers):
         _warn_if_real_timing_on_loopback(self._base_url, self._timing)
         self._events = EventHooks(event_hooks)
         self._state = "new"  # new -> open -> closing -> closed; never reopened
+        # (pid, event loop token) of the open: the client is used there and nowhere else.
+        self._opened_in: tuple[int, object] = (os.getpid(), None)
         self._core: HttpCore | None = None
         self._lanes: tuple[Lanes, Lanes] | None = None  # the API's and the downloads' clients
         self._host = ServiceHost(on_stop=self._release_resources)
@@ -219,7 +223,28 @@ class FlowMusic(JobEditHelpers):
             raise ClientClosedError("use `async with FlowMusic(...) as fm:` before calling the API")
         if self._core is None:
             raise ClientClosedError("this FlowMusic client is closed; create a new one")
+        self._check_same_loop()
         return self._core
+
+    def _check_same_loop(self) -> None:
+        """Refuse, before anything is sent, a use from another process or event loop.
+
+        The client's connections, task group and poller live in the event loop that opened
+        it; from another loop a POST would leave and be paid, then its bookkeeping fail.
+        """
+        pid, token = self._opened_in
+        if os.getpid() != pid:
+            raise WrongEventLoopError(
+                "this FlowMusic client was opened in process "
+                f"{pid} and is used in process {os.getpid()} (after fork()); nothing was sent. "
+                "Open a new client in each process"
+            )
+        if _loop_token() != token:
+            raise WrongEventLoopError(
+                "this FlowMusic client was opened in another event loop (or thread) than the "
+                "one using it; nothing was sent. Open one client per event loop, in the loop "
+                "that uses it (e.g. in the same test fixture or worker)"
+            )
 
     async def open(self) -> FlowMusic:
         """Open the client: the httpx client, the background task group, the poller.
@@ -237,6 +262,7 @@ class FlowMusic(JobEditHelpers):
                 else ClientClosedError("this FlowMusic client is closed; create a new one")
             )
         self._state = "open"
+        self._opened_in = (os.getpid(), _loop_token())
         self._lanes = open_lanes(
             user_client=self._user_client, transport=self._transport, timeout=self._timeout
         )
@@ -266,6 +292,8 @@ class FlowMusic(JobEditHelpers):
         if self._state == "new":
             self._state = "closed"
             return
+        if self._state != "closed":
+            self._check_same_loop()
         if self._state == "open":
             self._state = "closing"
             try:
@@ -334,7 +362,8 @@ class FlowMusic(JobEditHelpers):
                 `reply_url` defaults to the client's.
             deadline: seconds the job may take from acceptance (default `Timing.job_timeout`).
             client_ref: the reference for reconciling this submission (a journal's); default new.
-            on_submitting: awaited before each POST with what is about to be sent.
+            on_submitting: awaited before each POST with what is about to be sent; if it
+                raises, nothing is sent and the submission fails with a `FlowMusicError`.
             timeout: deprecated spelling of `deadline`.
 
         Raises:
@@ -862,6 +891,14 @@ def _warn_if_real_timing_on_loopback(base_url: str, timing: Timing) -> None:
             timing.first_check_after,
             timing.poll_interval,
         )
+
+
+def _loop_token() -> object:
+    """The running event loop (asyncio's loop, trio's token); None outside of one."""
+    try:
+        return anyio.lowlevel.current_token()
+    except Exception:  # no async library is running in this thread
+        return None
 
 
 def _is_loopback(host: str) -> bool:

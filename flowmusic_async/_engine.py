@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -51,6 +51,8 @@ from ._timing import Timing
 logger = logging.getLogger("flowmusic_async")
 
 __all__ = ["JobEngine", "JobHandle", "JobPath", "SubmitAttempt", "SubmitGroup", "SubmitHooks"]
+
+_HookArg = TypeVar("_HookArg")
 
 
 class JobEngine:
@@ -361,6 +363,7 @@ class JobEngine:
                     pinned=account is not None,
                     ref=ref,
                     sent_at=sub.sent_at or time.time(),
+                    sent_mono=sub.sent_mono,
                     after_429=after_429,
                     after_failure=after_failure,
                 )
@@ -417,32 +420,46 @@ class JobEngine:
         email: str | None = None
         reserved = False
         place = self._api.place_ahead()
-        with anyio.CancelScope() as scope:
-            sub.pre_send = scope
-            if sub.abandoned or self.closing:
-                scope.cancel()
-            email = await self.scheduler.acquire(sub.account, owner=sub, ticket=sub.ticket)
-            reserved = True
-            self.events.emit("placed", client_ref=ref, email=email, attempt=sub.attempt)
-            sub.sent_at = time.time()
-            if hooks.on_submitting is not None and not sub.abandoned:
-                attempt = SubmitAttempt(
-                    client_ref=ref, email=email, sent_at=sub.sent_at, attempt=sub.attempt
-                )
-                # Shielded: a write-ahead record is finished, even if abandoned meanwhile.
-                with anyio.CancelScope(shield=True):
-                    await hooks.on_submitting(attempt)
-                sub.announced = attempt
-            await place.take()
-        sub.pre_send = None
-        if scope.cancelled_caught or sub.abandoned or self.closing:
-            place.give_back()
-            if reserved:
-                self.scheduler.release(email)
-            if sub.announced is not None and hooks.on_unsent is not None:
-                with anyio.CancelScope(shield=True):
-                    await hooks.on_unsent(sub.announced)
-                sub.announced = None
+        try:
+            with anyio.CancelScope() as scope:
+                sub.pre_send = scope
+                if sub.abandoned or self.closing:
+                    scope.cancel()
+                email = await self.scheduler.acquire(sub.account, owner=sub, ticket=sub.ticket)
+                reserved = True
+                self.events.emit("placed", client_ref=ref, email=email, attempt=sub.attempt)
+                sub.sent_at = time.time()
+                sub.sent_mono = time.monotonic()
+                if hooks.on_submitting is not None and not sub.abandoned:
+                    attempt = SubmitAttempt(
+                        client_ref=ref, email=email, sent_at=sub.sent_at, attempt=sub.attempt
+                    )
+                    # Shielded: a write-ahead record is finished, even if abandoned meanwhile.
+                    with anyio.CancelScope(shield=True):
+                        await _run_hook("on_submitting", hooks.on_submitting, attempt)
+                    sub.announced = attempt
+                await place.take()
+            stopped = scope.cancelled_caught or sub.abandoned or self.closing
+        except BaseException:
+            # A hook that raised (user code, a journal on a full disk) or the client stopping:
+            # nothing was sent, and what was reserved for the POST goes back, or the account
+            # would count a slot taken forever.
+            stopped = True
+            raise
+        finally:
+            sub.pre_send = None
+            if stopped:
+                place.give_back()
+                if reserved:
+                    self.scheduler.release(email)
+                announced, sub.announced = sub.announced, None
+                if announced is not None and hooks.on_unsent is not None:
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await _run_hook("on_unsent", hooks.on_unsent, announced)
+                        except FlowMusicError:
+                            logger.exception("withdrawing the write-ahead of %s failed", ref)
+        if stopped:
             raise NotSent
         return email, place
 
@@ -746,3 +763,14 @@ class JobEngine:
                 len(self.left_running),
                 ", ".join(jobid for jobid, _ in self.left_running),
             )
+
+
+async def _run_hook(name: str, hook: Callable[[_HookArg], Awaitable[None]], arg: _HookArg) -> None:
+    """Await a submission hook; an exception of its own becomes a typed error saying that
+    nothing was sent (a `FlowMusicError`, such as a journal's `JournalError`, stays itself)."""
+    try:
+        await hook(arg)
+    except FlowMusicError:
+        raise
+    except Exception as error:
+        raise FlowMusicError(f"the {name} hook raised {error!r}; nothing was sent") from error

@@ -32,7 +32,12 @@ message, repr or log line ever contains the API token::
     ├── JobTimeout                  a deadline passed while the job ran (the job keeps running)
     ├── SubmissionUncertain         a paid POST whose outcome cannot be decided; check by hand
     ├── NoAccountAvailable          no configured account can take the job (engine)
-    └── BatchAborted                a batch stopped early; ``cause``, ``not_started`` (engine)
+    ├── WrongEventLoopError         the client is used from another event loop, thread or a
+    │                               forked process than the one it was opened in; nothing sent
+    ├── JournalError                a journal file cannot be used or written; ``path``
+    │   └── JournalInUse                another batch holds the journal; ``holder``
+    └── BatchAborted                a batch stopped early; ``cause``, ``not_started``,
+                                    ``unrecorded`` (jobs its journal could not write down)
 
 `error_from_response` is the single status -> exception mapping; nothing else picks a class
 from a status code.
@@ -67,6 +72,8 @@ __all__ = [
     "InsufficientCreditsError",
     "JobFailed",
     "JobTimeout",
+    "JournalError",
+    "JournalInUse",
     "ModeratedError",
     "NoAccountAvailable",
     "NotFoundError",
@@ -78,6 +85,7 @@ __all__ = [
     "SubmissionUncertain",
     "TransportError",
     "ValidationError",
+    "WrongEventLoopError",
     "copy_for_waiter",
     "error_from_response",
     "redact",
@@ -398,17 +406,78 @@ class NoAccountAvailable(FlowMusicError):
     """No configured account can take the job: all are in error state, out of credits, or gone."""
 
 
+class WrongEventLoopError(FlowMusicError):
+    """The client was used from another event loop (or thread), or in a child process after
+    ``fork()``, than the one that opened it; refused before anything was sent.
+
+    A client's connections, task group and poller belong to the event loop that opened it.
+    Open one client per event loop (per process): e.g. in the test fixture or the worker
+    that uses it.
+    """
+
+
+class JournalError(FlowMusicError):
+    """A journal file cannot be used: it cannot be opened or written (a missing or read-only
+    folder, a full disk, a lock held too long), it is not a journal, it has a newer schema, or
+    the journal is closed.
+
+    Attributes:
+        path: the journal file.
+        disk_full: the write failed because the disk (or the user's quota) is full.
+    """
+
+    def __init__(self, message: str, *, path: str, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.path = path
+        self.disk_full = disk_full
+
+
+class JournalInUse(JournalError):
+    """Another batch, in this process or another, is using the journal; nothing was sent.
+
+    Attributes:
+        holder: what the holder wrote into the lock file (its pid, host and start time), or
+            None if it could not be read.
+    """
+
+    def __init__(self, path: str, holder: str | None) -> None:
+        who = f"by {holder}" if holder else "by another batch"
+        super().__init__(
+            f"journal {path} is in use {who}; nothing was sent. Wait for that run to finish "
+            "(or stop it), or give this batch a journal of its own",
+            path=path,
+        )
+        self.holder = holder
+
+
 class BatchAborted(FlowMusicError):
-    """A batch stopped early on an error no retry can fix (e.g. 401, or 402 on every account).
+    """A batch stopped early on an error no retry can fix (e.g. 401, 402 or 596 on every
+    account, an unreachable API, a journal that cannot be written).
 
     Attributes:
         cause: the error that stopped the batch (also ``__cause__`` when raised ``from`` it).
-        not_started: how many requests of the batch were never sent.
+        not_started: how many requests of the batch were never sent (nothing was paid for
+            them; with a journal, a rerun sends them).
+        unrecorded: (jobid, email) of the jobs accepted for this batch that its journal could
+            not write down: they are paid, and this is the only record of them.
     """
 
-    def __init__(self, cause: FlowMusicError, *, not_started: int = 0) -> None:
+    def __init__(
+        self,
+        cause: FlowMusicError,
+        *,
+        not_started: int = 0,
+        unrecorded: tuple[tuple[str, str | None], ...] = (),
+    ) -> None:
+        message = f"batch stopped: {cause} ({not_started} request(s) not started)"
+        if unrecorded:
+            jobids = ", ".join(jobid for jobid, _ in unrecorded)
+            message += (
+                f"; {len(unrecorded)} paid job(s) the journal could not record (collect them "
+                f"with `flowmusic wait JOBID` or fm.wait(jobid)): {jobids}"
+            )
         super().__init__(
-            f"batch stopped: {cause} ({not_started} request(s) not started)",
+            message,
             status=cause.status,
             endpoint=cause.endpoint,
             server_message=cause.server_message,
@@ -416,6 +485,7 @@ class BatchAborted(FlowMusicError):
         )
         self.cause = cause
         self.not_started = not_started
+        self.unrecorded = unrecorded
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

@@ -1,17 +1,22 @@
 """Events: what the engine tells observers (progress bars, metrics, logs) as jobs move along.
 
 Hooks are plain callables run inline on the event loop, so they must be quick; a hook that
-raises is logged and ignored, because an observer must never break the work it observes.
+raises is logged and ignored, because an observer must never break the work it observes. An
+``async def`` hook is refused when it is registered: called inline it would only make a
+coroutine that nobody awaits, and the observer would silently see nothing.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
+
+from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ._errors import FlowMusicError
@@ -67,9 +72,27 @@ class EventHooks:
     """The registered hooks; `emit` builds the Event once and hands it to each."""
 
     def __init__(self, hooks: Iterable[EventHook] = ()) -> None:
-        self._hooks: list[EventHook] = list(hooks)
+        self._hooks: list[EventHook] = []
+        for hook in hooks:
+            self.add(hook)
 
     def add(self, hook: EventHook) -> None:
+        """Register `hook`.
+
+        Raises:
+            ConfigurationError: `hook` is not callable, or is an ``async def`` function.
+        """
+        if not callable(hook):
+            raise ConfigurationError(f"an event hook must be callable, got {type(hook).__name__}")
+        if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(
+            getattr(hook, "__call__", None)  # noqa: B004 (an object whose __call__ is async)
+        ):
+            raise ConfigurationError(
+                f"event hook {getattr(hook, '__qualname__', hook)!r} is an async function; "
+                "event hooks are called inline and must be plain functions. To do async work "
+                "per event, hand the event to a task of yours, e.g. through "
+                "anyio.create_memory_object_stream and send_nowait"
+            )
         self._hooks.append(hook)
 
     def emit(self, kind: EventKind, **fields: Any) -> None:

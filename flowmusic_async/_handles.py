@@ -57,7 +57,10 @@ class SubmitHooks(msgspec.Struct, frozen=True, kw_only=True):
     """What a journal (or any caller) needs told about a submission, and how to stop it.
 
     The callbacks run in the client's own task group, shielded, so they complete even if the
-    caller is gone. An exception in one is logged; it never loses the job.
+    caller is gone. An exception in `on_submitting` stops the submission before its POST
+    leaves (nothing is paid; its slot and place are given back) and is what the caller gets,
+    as a `FlowMusicError` (wrapping any other exception); one in the others is logged and never
+    loses the job.
 
     Args:
         on_submitting: before each POST, with what is about to be sent (write it down first).

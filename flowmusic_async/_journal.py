@@ -15,14 +15,26 @@ disk. One connection (``check_same_thread=False``) is shared and every use of it
 ``anyio.Lock``; a ``Journal`` may therefore be shared by any number of tasks in one event loop.
 WAL mode with ``synchronous=NORMAL`` keeps every committed write across a killed process (a power
 cut may lose the last few commits, which the reconcile step tolerates).
+
+One batch at a time: a batch holds `Journal.run` (a `RunLock` on ``<journal>.lock``) while it
+runs, so a second batch on the same file, in this process or another, is refused with
+`JournalInUse` before it sends anything. While it holds it, a reserve file
+(``<journal>.reserve``, `RESERVE_BYTES`) keeps room on the disk: when a write meets a full
+disk, the reserve is deleted and the write tried once more, so the steps of the jobs already
+paid for (their jobids, their results) still reach the journal; `problem` then says the disk
+is full, and the batch stops placing new work. Every failure to read or write is a
+`JournalError` naming the file. See docs/concepts/journal.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +44,8 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from flowmusic_async._errors import FlowMusicError
+from flowmusic_async._errors import JournalError
+from flowmusic_async._journal_lock import RunLock
 from flowmusic_async._models import JOB_DECODER, Job
 from flowmusic_async._requests import DELIVERY_FIELDS, SongRequest
 
@@ -45,6 +58,10 @@ EntryState = Literal["pending", "submitting", "submitted", "completed", "failed"
 SCHEMA_VERSION = 1
 # "FMJ1" as an int: marks the file as ours, so a random SQLite database is not mistaken for one.
 APPLICATION_ID = 0x464D4A31
+# Room kept on the journal's disk while a batch runs. A step is a page or three of the WAL
+# (4 KiB each; a completed job's record a few KiB more): 2 MiB records a few hundred steps, the
+# jobs in flight when the disk filled.
+RESERVE_BYTES = 2 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE entries (
@@ -70,14 +87,8 @@ _COLUMNS = (
 )
 
 _T = TypeVar("_T")
-
-
-class JournalError(FlowMusicError):
-    """The journal file cannot be used: not a journal, a newer schema, or the journal is closed."""
-
-    def __init__(self, message: str, *, path: str) -> None:
-        super().__init__(message)
-        self.path = path
+# SQLite's result code for "database or disk is full" (sqlite3.SQLITE_FULL from Python 3.11).
+_SQLITE_FULL = 13
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,9 +159,23 @@ def _row_to_entry(row: tuple[Any, ...]) -> Entry:
 
 def _connect(path: str) -> sqlite3.Connection:
     """Open (creating if needed) and check the database; runs in a worker thread."""
-    # isolation_level=None: no implicit transactions; each statement commits on its own and the
-    # multi-row writes below open their own BEGIN IMMEDIATE.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise JournalError(f"cannot open journal {path}: folder {folder} does not exist", path=path)
+    if os.path.isfile(path) and os.path.getsize(path) == 0 and not _has_wal(path):
+        # SQLite would take an empty file for a new journal and start afresh, silently.
+        warnings.warn(
+            f"journal {path} is empty (0 bytes): its history is gone, so this batch starts "
+            "afresh and does not know the jobs an earlier run submitted",
+            UserWarning,
+            stacklevel=2,
+        )
+    try:
+        # isolation_level=None: no implicit transactions; each statement commits on its own and
+        # the multi-row writes below open their own BEGIN IMMEDIATE.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise _journal_error(path, "open", exc) from None
     try:
         # IMMEDIATE: two processes opening a new file at once must not both create the schema.
         conn.execute("BEGIN IMMEDIATE")
@@ -180,13 +205,63 @@ def _connect(path: str) -> sqlite3.Connection:
         # Set only once the file is known to be ours, so a foreign database is left untouched.
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.Error as exc:
         conn.close()
-        raise JournalError(f"{path} cannot be used as a journal: {exc}", path=path) from exc
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            raise JournalError(f"{path} cannot be used as a journal: {exc}", path=path) from None
+        raise _journal_error(path, "open", exc) from None
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _has_wal(path: str) -> bool:
+    wal = path + "-wal"
+    return os.path.isfile(wal) and os.path.getsize(wal) > 0
+
+
+def _is_disk_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return bool(code & 0xFF == _SQLITE_FULL)
+    return "full" in str(exc)
+
+
+def _journal_error(path: str, doing: str, exc: sqlite3.Error) -> JournalError:
+    """A `JournalError` naming the file and what failed; the cause's text, but not the cause
+    itself (a sqlite3 error carries nothing more, and keeping it would print its traceback)."""
+    full = _is_disk_full(exc)
+    hint = ""
+    if full:
+        hint = " (free some space on that disk, then run the batch again to resume)"
+    elif "unable to open" in str(exc) or "readonly" in str(exc):
+        hint = " (is its folder writable?)"
+    elif "locked" in str(exc):
+        hint = " (another program holds a lock on it)"
+    return JournalError(f"journal {path}: {doing} failed: {exc}{hint}", path=path, disk_full=full)
+
+
+def _drop_reserve_and_unlock(reserve: str, lock: RunLock) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(reserve)
+    lock.__exit__(None, None, None)
+
+
+def _make_reserve(path: str) -> bool:
+    """Write `RESERVE_BYTES` of real blocks at `path` (a sparse file would free nothing)."""
+    try:
+        with open(path, "wb") as file:
+            chunk = bytes(64 * 1024)
+            for _ in range(RESERVE_BYTES // len(chunk)):
+                file.write(chunk)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return False
+    return True
 
 
 class Journal:
@@ -203,6 +278,8 @@ class Journal:
         self._conn: sqlite3.Connection | None = conn
         self._path = path
         self._lock = anyio.Lock()
+        self._reserve: str | None = None  # the reserve file, while a batch runs and it exists
+        self.problem: JournalError | None = None
 
     @classmethod
     async def open(cls, path: str | PathLike[str]) -> Journal:
@@ -218,6 +295,27 @@ class Journal:
     @property
     def path(self) -> str:
         return self._path
+
+    @contextlib.asynccontextmanager
+    async def run(self) -> AsyncIterator[None]:
+        """Held by a batch while it uses the journal: the run lock and the disk reserve.
+
+        Raises:
+            JournalInUse: another batch holds it (in this process or another); nothing is sent.
+            JournalError: the lock file cannot be created beside the journal.
+        """
+        lock = RunLock(self._path)
+        reserve = self._path + ".reserve"
+        await anyio.to_thread.run_sync(lock.__enter__)
+        try:
+            self._reserve = (
+                reserve if await anyio.to_thread.run_sync(_make_reserve, reserve) else None
+            )
+            yield
+        finally:
+            self._reserve = None
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_drop_reserve_and_unlock, reserve, lock)
 
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else "open"
@@ -250,8 +348,27 @@ class Journal:
                 conn = self._conn
                 if conn is None:
                     raise JournalError(f"journal {self._path} is closed", path=self._path)
-                result = await anyio.to_thread.run_sync(work, conn)
+                result = await anyio.to_thread.run_sync(self._attempt, work, conn)
         return result
+
+    def _attempt(self, work: Callable[[sqlite3.Connection], _T], conn: sqlite3.Connection) -> _T:
+        """`work` in the worker thread; on a full disk, once more after freeing the reserve."""
+        try:
+            return work(conn)
+        except sqlite3.Error as exc:
+            full = _is_disk_full(exc)
+            error = _journal_error(self._path, "using it", exc)
+            if full and self.problem is None:
+                self.problem = error
+            reserve, self._reserve = self._reserve, None
+            if not full or reserve is None:
+                raise error from None
+        with contextlib.suppress(OSError):
+            os.unlink(reserve)
+        try:
+            return work(conn)
+        except sqlite3.Error as exc:
+            raise _journal_error(self._path, "using it", exc) from None
 
     async def register(
         self,
@@ -324,13 +441,17 @@ class Journal:
 
         return await self._run(work)
 
-    async def _update(self, key: str, assignments: str, values: tuple[Any, ...]) -> None:
+    async def _update(
+        self,
+        key: str,
+        assignments: str,
+        values: tuple[Any, ...],
+        *,
+        only_from: str = "state != 'completed'",
+    ) -> None:
         # A completed entry is final: it records a paid song, so no later step (a late failure
         # report, a retry decided before completion was seen) may overwrite it.
-        sql = (
-            f"UPDATE entries SET {assignments}, updated_at = ? "
-            "WHERE key = ? AND state != 'completed'"
-        )
+        sql = f"UPDATE entries SET {assignments}, updated_at = ? WHERE key = ? AND {only_from}"
 
         def work(conn: sqlite3.Connection) -> None:
             cursor = conn.execute(sql, (*values, time.time(), key))
@@ -356,8 +477,15 @@ class Journal:
         )
 
     async def mark_unsent(self, key: str) -> None:
-        """Undo `mark_submitting`: the POST was stopped before it left, nothing was created."""
-        await self._update(key, "state = 'pending', client_ref = NULL, sent_at = NULL", ())
+        """Undo `mark_submitting`: no job was created (the POST was stopped before it left, or
+        refused), so a rerun sends it. Only a ``submitting`` entry changes: one that got as far
+        as a jobid keeps it."""
+        await self._update(
+            key,
+            "state = 'pending', client_ref = NULL, sent_at = NULL",
+            (),
+            only_from="state = 'submitting'",
+        )
 
     async def mark_submitted(self, key: str, *, jobid: str, email: str) -> None:
         """Record that the server accepted the job: from now on it can be polled by ``jobid``."""

@@ -104,6 +104,7 @@ class PaidPost:
         pinned: bool,
         ref: str,
         sent_at: float,
+        sent_mono: float | None,
         after_429: Attempts,
         after_failure: Attempts,
     ) -> Job:
@@ -150,7 +151,7 @@ class PaidPost:
                 error,
                 email,
                 ref,
-                sent_at,
+                (sent_at, sent_mono),
                 after_failure,
                 # Our own timeout: the server may still be working on the request and create
                 # the job after we look, so not finding it proves nothing.
@@ -159,9 +160,13 @@ class PaidPost:
         except DecodeError as error:
             if error.jobid:  # a 2xx with a jobid: the job exists even if the body is odd
                 return await self._api.get_job(error.jobid)
-            return await self._settle_unknown(path, error, email, ref, sent_at, after_failure)
+            return await self._settle_unknown(
+                path, error, email, ref, (sent_at, sent_mono), after_failure
+            )
         except ServerError as error:
-            return await self._settle_unknown(path, error, email, ref, sent_at, after_failure)
+            return await self._settle_unknown(
+                path, error, email, ref, (sent_at, sent_mono), after_failure
+            )
 
     async def _settle_unknown(
         self,
@@ -169,13 +174,19 @@ class PaidPost:
         error: FlowMusicError,
         email: str | None,
         ref: str,
-        sent_at: float,
+        sent: tuple[float, float | None],
         after_failure: Attempts,
         *,
         absence_proves: bool = True,
     ) -> Job:
-        """The POST may have created a job: adopt it, resend if provably not, else give up."""
-        verdict = await self._reconciler.reconcile(ref, email=email, sent_at=sent_at)
+        """The POST may have created a job: adopt it, resend if provably not, else give up.
+
+        `sent`: when the POST left, by the wall clock and the monotonic one.
+        """
+        sent_at, sent_mono = sent
+        verdict = await self._reconciler.reconcile(
+            ref, email=email, sent_at=sent_at, sent_mono=sent_mono
+        )
         if isinstance(verdict, Job):
             self._events.emit(
                 "reconciled",

@@ -83,22 +83,31 @@ class Reconciler:
         self._refs_seen: dict[str, str | None] = {}
 
     async def reconcile(
-        self, client_ref: str, *, email: str | None, sent_at: float
+        self, client_ref: str, *, email: str | None, sent_at: float, sent_mono: float | None = None
     ) -> Job | Verdict:
         """The job record when found; else `Verdict.ABSENT` if provably none, else `UNDECIDED`.
 
         Two looks, `reconcile_delay` apart, cover a request the server was still finishing.
+        "Provably none" needs the POST to be younger than `Timing.min_job_seconds` at the last
+        look, measured on the monotonic clock when the POST left this process: a wall clock
+        stepped back (NTP, a resumed VM) would make an old POST look young, and resending it
+        would pay twice.
 
         Args:
             client_ref: the reference the POST carried.
             email: the account it was sent to (None: look at every account).
             sent_at: `time.time()` when the POST was sent.
+            sent_mono: `time.monotonic()` when it was sent, if by this process; None for a
+                POST found in a journal after a restart, whose age is then taken from the wall
+                clock, conservatively (a negative age proves nothing).
         """
-        look_started = time.time()
+        look_started = time.monotonic()
+        look_started_wall = time.time()
         for look in range(2):
             if look:
                 await sleep(self._timing.reconcile_delay)
-            look_started = time.time()
+            look_started = time.monotonic()
+            look_started_wall = time.time()
             try:
                 job = await self._find(await self._list_running(), client_ref, email)
             except FlowMusicError as error:
@@ -106,7 +115,13 @@ class Reconciler:
                 return Verdict.UNDECIDED
             if job is not None:
                 return job
-        if look_started - sent_at < self._timing.min_job_seconds:
+        if sent_mono is not None:
+            age = look_started - sent_mono
+        else:
+            age = look_started_wall - sent_at
+            if age < 0:
+                return Verdict.UNDECIDED  # the wall clock went back since: its age is unknown
+        if age < self._timing.min_job_seconds:
             return Verdict.ABSENT
         return Verdict.UNDECIDED
 

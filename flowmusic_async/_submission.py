@@ -90,7 +90,8 @@ class Submission:
         self.error: FlowMusicError | None = None
         self.email: str | None = None  # the account of the latest attempt
         self.attempt: int = 0
-        self.sent_at: float | None = None  # time.time() of the latest POST
+        self.sent_at: float | None = None  # time.time() of the latest POST (for a journal)
+        self.sent_mono: float | None = None  # time.monotonic() of it (for durations)
         self.sending: bool = False  # its POST is on the way
         # The latest write-ahead (`on_submitting`) no answer has settled yet.
         self.announced: SubmitAttempt | None = None

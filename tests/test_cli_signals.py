@@ -137,13 +137,12 @@ def _engine_cancels(server: Server, expected: int) -> None:
 def test_interrupted_batch_reports_every_accepted_job_and_how_to_recover(
     server: Server, tmp_path: Path, signum: int, code: int
 ) -> None:
-    """Without a journal: each accepted job is reported cancelled or still running (as the
-    simulator confirms), the untouched songs as not started, and `flowmusic wait` as the way
-    to collect what runs."""
+    """Without a journal (--no-journal): each accepted job is reported cancelled or still
+    running (as the simulator confirms), the untouched songs as not started, and
+    `flowmusic wait` as the way to collect what runs."""
     (tmp_path / "p.txt").write_text("".join(f"song {i}\n" for i in range(6)))
-    cli = _start_cli(
-        server, "--time-scale", SCALE, "batch", "p.txt", "--progress", "plain", cwd=tmp_path
-    )
+    argv = ["--time-scale", SCALE, "batch", "p.txt", "--no-journal", "--progress", "plain"]
+    cli = _start_cli(server, *argv, cwd=tmp_path)
     jobids, _, stderr = _interrupt_after(cli, 3, signum)
     assert cli.returncode == code, stderr
     assert f"flowmusic: interrupted by {signal.Signals(signum).name}" in stderr
@@ -196,6 +195,36 @@ def test_sigterm_with_a_journal_leaves_jobs_for_the_rerun_it_prints(
     assert server.stats()["jobs_created"] == 5  # nothing paid twice
     assert rerun.returncode == 0, rerun.stderr
     assert summary["ok"] == 5
+
+
+def test_a_batch_journals_by_default_so_ctrl_c_keeps_every_paid_song(
+    server: Server, tmp_path: Path
+) -> None:
+    """Without --journal, Ctrl-C used to cancel every running job, and the API refunds no
+    cancelled job: the songs were paid and never delivered. Now the batch journals beside its
+    output folder (named on its first line), the paid jobs stay running, and the same command
+    run again collects them: one job per song in all."""
+    (tmp_path / "p.txt").write_text("".join(f"song {i}\n" for i in range(5)))
+    argv = ["--time-scale", SCALE, "--json", "batch", "p.txt", "--out", "songs"]
+    cli = _start_cli(server, *argv, "--progress", "plain", cwd=tmp_path)
+    jobids, _, stderr = _interrupt_after(cli, 3, signal.SIGINT)
+    assert cli.returncode == 130, stderr
+    assert stderr.splitlines()[0].startswith("journal: songs.journal.db")
+    assert (tmp_path / "songs.journal.db").is_file()
+    assert server.deletes() == 0  # nothing paid was thrown away
+    assert sorted(_report_section(stderr, "still running")) == sorted(jobids)
+
+    rerun = subprocess.run(
+        [sys.executable, "-m", "flowmusic_async", "--token", TOKEN, *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**_env(), "FLOWMUSIC_BASE_URL": server.base_url},
+        timeout=60,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout.splitlines()[-1])["ok"] == 5
+    assert server.stats()["jobs_created"] == 5  # each song paid once over both runs
 
 
 @pytest.mark.parametrize(

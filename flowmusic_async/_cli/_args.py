@@ -317,13 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="override detection by extension and content",
     )
     _add_download_options(batch, out_default=None, formats_default="m4a")
-    batch.add_argument(
-        "--journal", metavar="PATH", help="SQLite journal: run again with the same file to resume"
+    journal = batch.add_mutually_exclusive_group()
+    journal.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="SQLite journal: run again with the same file to resume (default: beside the "
+        "--out folder, else beside the prompts file, named on the first line of output)",
+    )
+    journal.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="keep no journal: an interrupted run then cancels its running jobs, and the API "
+        "does not refund them",
     )
     batch.add_argument(
         "--retry-failed",
         action="store_true",
-        help="with --journal: submit again the songs that failed last time",
+        help="submit again the songs that failed in an earlier run of the journal",
     )
     batch.add_argument(
         "--concurrency",

@@ -126,7 +126,12 @@ async def batch(ctx: Context) -> ExitCode:
     args = ctx.args
     items = read_batch_file(args.file, input_format=args.input_format)
     ctx.interrupt.total = len(items)
-    ctx.interrupt.journal = args.journal
+    journal = None if args.no_journal else args.journal or default_journal(args.file, args.out)
+    if journal is not None:
+        # Paid jobs of an interrupted run stay running for the rerun to collect, rather than
+        # being cancelled (which frees their slots but refunds nothing).
+        ctx.out.note(f"journal: {journal} (run the same command again to resume)")
+    ctx.interrupt.journal = journal
     async with ctx.client() as fm:
         summary = await run_batch(
             fm,
@@ -136,7 +141,7 @@ async def batch(ctx: Context) -> ExitCode:
             timing=ctx.timing,
             dest=args.out,
             formats=args.formats,
-            journal=args.journal,
+            journal=journal,
             retry_failed=args.retry_failed,
             concurrency=args.concurrency,
             song_timeout=args.timeout,
@@ -145,6 +150,21 @@ async def batch(ctx: Context) -> ExitCode:
         ctx.out.json(summary.to_json())
     print_summary(ctx.out, summary, dest=args.out)
     return summary.exit_code
+
+
+def default_journal(prompts: str, out: str | None) -> str:
+    """Where `flowmusic batch` journals unless told otherwise: beside the output folder
+    (``songs`` -> ``songs.journal.db``), else beside the prompts file, else (prompts from
+    standard input) in the current folder. The same command finds the same journal again."""
+    if out:
+        folder = Path(out)
+        if not folder.name:  # ".": name the folder by its real name
+            folder = folder.resolve()
+        if folder.name:
+            return str(folder.with_name(folder.name + ".journal.db"))
+    if prompts != "-":
+        return prompts + ".journal.db"
+    return "flowmusic-batch.journal.db"
 
 
 async def wait(ctx: Context) -> ExitCode:
