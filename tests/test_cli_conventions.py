@@ -132,9 +132,11 @@ async def test_json_is_accepted_before_or_after_the_subcommand_and_its_action(cl
 
 @pytest.mark.anyio
 async def test_batch_dash_reads_prompts_from_stdin(
-    cli: Any, monkeypatch: pytest.MonkeyPatch
+    cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """`generate-prompts | flowmusic batch -` needs no temporary file."""
+    """`generate-prompts | flowmusic batch -` needs no temporary file (its journal goes in
+    the current folder)."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.stdin", io.StringIO("first song\n# a comment\nsecond song\n"))
     result = await cli("--json", "batch", "-", "--progress", "off")
     assert result.code == 0, result.stderr
@@ -143,6 +145,7 @@ async def test_batch_dash_reads_prompts_from_stdin(
         "first song",
         "second song",
     ]
+    assert (tmp_path / "flowmusic-batch.journal.db").is_file()
 
 
 @pytest.mark.anyio
