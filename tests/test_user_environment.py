@@ -7,6 +7,8 @@ on disk, not by what the client believes.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import sqlite3
 import subprocess
@@ -37,6 +39,7 @@ from flowmusic_async import (
     Timing,
     WrongEventLoopError,
 )
+from flowmusic_async._cli import run as run_cli
 from flowmusic_async._reconcile import Reconciler, Verdict
 from flowmusic_async.testing import SimAccount, Simulator
 
@@ -312,6 +315,47 @@ async def test_a_full_disk_stops_the_batch_typed_and_the_rerun_pays_nothing_twic
     assert all(isinstance(o, Completed) for o in again) and len(again) == 40
     assert sim.stats.jobs_created == 40  # each song paid exactly once over both runs
     assert sim.stats.duplicate_submissions == 0
+
+
+class _FillsTheDiskAtTheFirstPost(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport, disk: Path) -> None:
+        self.inner = inner
+        self.disk = disk
+        self.filled = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method == "POST" and not self.filled:
+            self.filled = True
+            _fill(self.disk)
+        return response
+
+
+@pytest.mark.anyio
+async def test_the_cli_batch_on_a_disk_that_fills_says_so_and_names_what_was_paid(
+    small_disk: Path,
+) -> None:
+    """The CLI used to print a 152-line traceback and forget the jobs it was given."""
+    sim = make_sim(2)
+    prompts = small_disk.parent / "prompts.txt"
+    prompts.write_text("".join(f"cli full {i}\n" for i in range(10)))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv = ["--token", sim.token, "--base-url", sim.base_url, "--time-scale", str(SCALE)]
+    argv += ["--json", "batch", str(prompts), "--journal", str(small_disk / "j.db")]
+    transport = _FillsTheDiskAtTheFirstPost(sim.transport(), small_disk)
+    async with sim:
+        code = await run_cli(
+            [*argv, "--progress", "off"], transport=transport, stdout=stdout, stderr=stderr
+        )
+    said = stderr.getvalue()
+    assert code != 0 and "Traceback" not in said, said
+    lines = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    aborted = lines[-1]["aborted"]
+    assert "full" in aborted["message"] and str(small_disk / "j.db") in aborted["message"]
+    assert sim.stats.jobs_created >= 1
+    delivered = {line.get("jobid") for line in lines if line["type"] == "outcome"}
+    for jobid in sim.stats.jobs:  # every paid job is delivered or named
+        assert jobid in delivered or jobid in aborted["message"]
 
 
 async def _journalled(path: Path) -> list[str]:

@@ -292,4 +292,6 @@ def print_summary(
         line += f"; {len(summary.files)} files in {dest}"
     out.line(line)
     if summary.aborted is not None:
-        out.error(f"batch stopped: {summary.aborted} ({summary.not_started} songs not started)")
+        # Its message names the cause, the songs not started and any paid job the journal
+        # could not record (to collect with `flowmusic wait`).
+        out.error(str(summary.aborted))
