@@ -269,8 +269,10 @@ class Journal:
 
     Open with ``await Journal.open(path)`` (or ``async with await Journal.open(path) as j``).
     Every write is committed before its method returns, and runs shielded from cancellation,
-    so a cancelled task never leaves a step unrecorded. Safe to share between tasks of one event
-    loop. After ``close()`` every method raises ``JournalError``.
+    so a cancelled task never leaves a step unrecorded. Its methods are safe to call from any
+    task of one event loop, but one batch at a time may run on a journal file (`run`): a second
+    `generate_many` on the same file or object is refused with `JournalInUse`. After
+    ``close()`` every method raises ``JournalError``.
     """
 
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
