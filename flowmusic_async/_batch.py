@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from os import PathLike, fspath
 from typing import Any, ClassVar, Literal
 
@@ -342,7 +342,9 @@ class _Batch:
             await self._journal_write(self._journal.mark_completed, outcome.key, job=outcome.job)
         await self._emit(outcome)
 
-    async def _journal_write(self, write: Any, *args: Any, **kwargs: Any) -> bool:
+    async def _journal_write(
+        self, write: Callable[..., Awaitable[None]], *args: Any, **kwargs: Any
+    ) -> bool:
         """One journal write; a `JournalError` stops the batch (nothing new is placed) instead
         of ending it untyped. False when the write failed."""
         try:
