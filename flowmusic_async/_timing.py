@@ -2,11 +2,25 @@
 
 Every duration the engine uses comes from one `Timing`, so a test or a benchmark that runs the
 simulator at `time_scale=0.01` passes `Timing.scaled(0.01)` and the whole engine speeds up in step.
+A client given no `timing=` reads the scale from ``FLOWMUSIC_TIME_SCALE`` (`Timing.from_env`).
 """
 
 from __future__ import annotations
 
+import math
+import os
+
 import msgspec
+
+from ._errors import ConfigurationError
+
+TIME_SCALE_ENV = "FLOWMUSIC_TIME_SCALE"
+
+# A job's record is judged to have run on a faster clock than ours only when its own
+# timestamps span more than this many times the real seconds we saw pass (plus a margin for
+# the POST's round trip): a mismatch of 2x or less is not worth a warning.
+_CLOCK_RATIO = 2.0
+_CLOCK_MARGIN_S = 5.0
 
 # A fraction, and two bounds on real network round trips (a DELETE, a POST's answer), which a
 # simulator's clock does not make any faster.
@@ -82,3 +96,47 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
             if name not in _UNSCALED
         }
         return cls(**fields)
+
+    @classmethod
+    def from_env(cls) -> Timing:
+        """The default timing, scaled by ``FLOWMUSIC_TIME_SCALE`` when it is set.
+
+        What a client uses when it is given no `timing=`: exporting the variable that
+        ``flowmusic simulate --time-scale 0.01`` prints makes every client in the shell match
+        that simulator.
+
+        Raises:
+            ConfigurationError: the variable is set but is not a number > 0.
+        """
+        raw = os.environ.get(TIME_SCALE_ENV, "").strip()
+        if not raw:
+            return cls()
+        try:
+            factor = float(raw)
+        except ValueError:
+            factor = math.nan
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ConfigurationError(
+                f"{TIME_SCALE_ENV} must be a number > 0 (a simulator's time scale, e.g. 0.01; "
+                f"unset for the real API), got {raw!r}"
+            )
+        return cls() if factor == 1.0 else cls.scaled(factor)
+
+    def scale(self) -> float:
+        """The time scale this timing was made for: 1 for the real API, f for `scaled(f)`."""
+        return self.min_job_seconds / Timing().min_job_seconds
+
+    def too_slow_for(self, *, server_seconds: float, observed_seconds: float) -> float | None:
+        """The server's time scale (at most), when this timing is clearly too slow for it.
+
+        `server_seconds` is how long a job ran by the server's own timestamps (`completed_at`
+        minus `created_at`); `observed_seconds` the real time from its acceptance to our read
+        of its final record. A server whose jobs span far more of its own seconds than of ours
+        runs a compressed clock (a simulator at a time scale below 1); if this timing is
+        scaled for a clock more than twice slower, every job is noticed late. None otherwise,
+        including at the real API, whose jobs never outrun the real clock.
+        """
+        if server_seconds <= _CLOCK_RATIO * observed_seconds + _CLOCK_MARGIN_S:
+            return None
+        server_scale = observed_seconds / server_seconds  # an upper bound: we noticed late
+        return server_scale if self.scale() > _CLOCK_RATIO * server_scale else None

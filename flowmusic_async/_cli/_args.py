@@ -176,7 +176,7 @@ def _add_global_options(
         type=positive_float,
         metavar="SCALE",
         help_text="scale the client's waits (polling, backoff) to match a simulator started "
-        "with the same --time-scale (default: 1, the real API)",
+        "with the same --time-scale (default: $FLOWMUSIC_TIME_SCALE, else 1, the real API)",
         top_default=None,
     )
     add(
@@ -427,7 +427,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse a command line; argparse exits with code 2 on bad usage.
 
     Refuses global options a command would ignore (`flowmusic --token T demo`), and fills in
-    the defaults of those left unset: progress "auto" (or "off" with --quiet), time scale 1.
+    the defaults of those left unset: progress "auto" (or "off" with --quiet). The time scale
+    stays None when not given: the client then reads FLOWMUSIC_TIME_SCALE.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -444,6 +445,4 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--verbose and --quiet cannot be used together")
     if args.progress is None:
         args.progress = "off" if args.quiet else "auto"
-    if args.time_scale is None:
-        args.time_scale = 1.0
     return args

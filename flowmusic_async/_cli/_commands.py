@@ -44,8 +44,13 @@ class Context:
 
     @property
     def timing(self) -> Timing:
-        """The client's timing: the real API's, or scaled to match a simulator."""
+        """The client's timing: --time-scale, else FLOWMUSIC_TIME_SCALE, else the real API's.
+
+        Raises ConfigurationError (exit 2, naming the variable) for an invalid variable.
+        """
         scale = self.args.time_scale
+        if scale is None:
+            return Timing.from_env()
         return Timing() if scale == 1.0 else Timing.scaled(scale)
 
     def client(self) -> FlowMusic:
