@@ -740,9 +740,13 @@ class JobEngine:
             )
         self.poller.close()
         if self.left_running:
+            jobids = [jobid for jobid, _ in self.left_running]
             logger.warning(
                 "closing with %d job(s) still running, left running (they are paid; resume "
                 "with fm.wait(jobid)): %s",
-                len(self.left_running),
-                ", ".join(jobid for jobid, _ in self.left_running),
+                len(jobids),
+                ", ".join(jobids),
+                # The record says which jobs, for a front end that reports them its own way
+                # (the CLI's interrupt report; its users have no `fm` to call).
+                extra={"left_running": jobids},
             )

@@ -246,7 +246,9 @@ def _report(outcome: Outcome, item: BatchItem) -> SongReport:
 def _outcome_text(report: SongReport) -> str:
     where = f"line {report.line}"
     if report.ok:
-        took = f" in {seconds(report.duration_s)}" if report.duration_s is not None else ""
+        took = ""
+        if report.duration_s is not None:  # the API's clock (simulated on a simulator)
+            took = f", rendered in {seconds(report.duration_s)} (API clock)"
         again = " (from the journal)" if report.resumed else ""
         return f"ok      {where}: {short(report.prompt)}{took}{again}"
     reason = f"{type(report.error).__name__}: {report.error}" if report.error else "failed"
@@ -270,7 +272,7 @@ def print_summary(
         rows = [r for r in rows if not r.ok]
     if rows:
         out.table(
-            ("line", "prompt", "result", "account", "gen time", "files / error"),
+            ("line", "prompt", "result", "account", "gen time (API)", "files / error"),
             [
                 (
                     r.line,
@@ -286,7 +288,7 @@ def print_summary(
         )
     line = (
         f"{summary.total} songs: {summary.ok} ok, {summary.failed} failed"
-        f" in {summary.makespan_s:.1f}s"
+        f" in {summary.makespan_s:.1f}s (wall clock)"
     )
     if summary.files:
         line += f"; {len(summary.files)} files in {dest}"
