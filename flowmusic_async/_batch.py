@@ -43,6 +43,7 @@ from ._errors import (
     JobFailed,
     JobTimeout,
     NoAccountAvailable,
+    TransportError,
     ValidationError,
 )
 from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds, watch_of
@@ -383,7 +384,9 @@ class _Batch:
         no_funded_account = isinstance(
             error, (InsufficientCreditsError, NoAccountAvailable)
         ) and not any(usage.healthy for usage in self._engine.scheduler.snapshot().values())
-        if isinstance(error, AuthenticationError) or no_funded_account:
+        # An API this client has never reached (a wrong URL) fails every request alike.
+        never_reached = isinstance(error, TransportError) and error.never_reached
+        if isinstance(error, AuthenticationError) or no_funded_account or never_reached:
             self.abort_cause = error
             # Jobs already running are still collected; nothing new is sent.
             self.group.stop(cancel_jobs=False)
@@ -469,7 +472,14 @@ class GenerateMany:
 
         async def drive() -> None:
             async with send:
-                await self._feed(batch)
+                try:
+                    await self._feed(batch)
+                except FlowMusicError as error:
+                    # Met before any request started (a 401, an API never reached): the same
+                    # stop as mid-batch, not an exception group out of the task group.
+                    batch._maybe_abort(error)
+                    if batch.abort_cause is not error:
+                        raise
             if batch.abort_cause is not None:
                 run.aborted = BatchAborted(batch.abort_cause, not_started=batch.not_started)
 

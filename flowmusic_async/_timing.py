@@ -22,9 +22,9 @@ TIME_SCALE_ENV = "FLOWMUSIC_TIME_SCALE"
 _CLOCK_RATIO = 2.0
 _CLOCK_MARGIN_S = 5.0
 
-# A fraction, and two bounds on real network round trips (a DELETE, a POST's answer), which a
-# simulator's clock does not make any faster.
-_UNSCALED = frozenset({"poll_jitter", "cleanup_timeout", "close_timeout"})
+# A fraction, and bounds on real network round trips (a DELETE, a POST's answer, the first
+# connection to a server), which a simulator's clock does not make any faster.
+_UNSCALED = frozenset({"poll_jitter", "cleanup_timeout", "close_timeout", "first_contact_budget"})
 
 
 class Timing(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,7 +50,13 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
         reconcile_delay: pause before the second look when reconciling a lost POST, to let a
             request the server was still processing show up.
         connect_budget: how long connections may keep failing (the request never leaves)
-            before a request gives up with `TransportError` naming the host.
+            before a request gives up with `TransportError` naming the host, once the client
+            has had an answer from the API (an outage).
+        first_contact_budget: the same, before the client has ever had an answer from the API
+            (at most `connect_budget`): then a connection that cannot be opened is most likely
+            a wrong URL, port or host, so the request gives up within seconds, with an error
+            naming the URL and the cause (`TransportError.never_reached`). Not scaled: it
+            bounds real connection attempts.
         cleanup_timeout: how long a cancelled caller waits for its cleanup (the DELETE of its
             job) before its cancellation is re-raised; the cleanup itself goes on in the client.
         close_timeout: how long closing the client waits for work in flight (paid POSTs whose
@@ -73,6 +79,8 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
     retry_base: float = 0.5
     reconcile_delay: float = 2.0
     connect_budget: float = 30.0
+    # 4 s of retries, so that a command against a wrong URL ends within 5 s all told.
+    first_contact_budget: float = 4.0
     cleanup_timeout: float = 5.0
     close_timeout: float = 15.0
     webhook_sweep_interval: float = 60.0
@@ -81,8 +89,9 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
     def scaled(cls, factor: float) -> Timing:
         """The default timing with every duration multiplied by `factor`.
 
-        The jitter stays a fraction, and `cleanup_timeout` and `close_timeout` stay as they
-        are: they bound real round trips, which a faster simulated clock does not shorten.
+        The jitter stays a fraction, and `cleanup_timeout`, `close_timeout` and
+        `first_contact_budget` stay as they are: they bound real round trips, which a faster
+        simulated clock does not shorten.
 
         Args:
             factor: the simulator's time scale, e.g. 0.01 when a 100 s song takes 1 s.

@@ -208,7 +208,9 @@ async def run_batch(
                     downloads.start_soon(finish, outcome, progress)
         except BatchAborted as exc:
             aborted = exc
-            not_started = getattr(exc, "not_started", 0)
+            # Every request started has its outcome; the library cannot count the rest when
+            # the batch stopped before reading them (a 401 or an API never reached).
+            not_started = max(getattr(exc, "not_started", 0), len(items) - len(reports))
     reports.sort(key=lambda r: r.index)
     return BatchSummary(
         reports=reports,
@@ -294,4 +296,5 @@ def print_summary(
         line += f"; {len(summary.files)} files in {dest}"
     out.line(line)
     if summary.aborted is not None:
-        out.error(f"batch stopped: {summary.aborted} ({summary.not_started} songs not started)")
+        cause = getattr(summary.aborted, "cause", summary.aborted)  # its own text says "stopped"
+        out.error(f"batch stopped: {cause} ({summary.not_started} songs not started)")
