@@ -84,6 +84,8 @@ class WebhookDispatcher:
             # (`http://[::1`), a bad IDNA host a UnicodeError (`http://xn--a.com/`), a port
             # out of range an ExceptionGroup from the connection pool (`http://[::1]:99999/`).
             stats.webhooks_failed += 1
-            _log.warning("webhook for %s not delivered to %r: %s", job.jobid, job.reply_url, exc)
+            inner = getattr(exc, "exceptions", None)  # a group says only "unhandled errors"
+            reason = inner[0] if inner else exc
+            _log.warning("webhook for %s not delivered to %r: %s", job.jobid, job.reply_url, reason)
         else:
             stats.webhooks_delivered += 1
