@@ -5,8 +5,9 @@ yields an `Outcome` as each one finishes, in completion order. Requests queue in
 scheduler's FIFO, so every free slot on every account is used and none is overrun. One
 failure, including a request that is not valid, never ends the batch: it becomes that
 request's failed `Outcome`. Only what no request can get past stops it, after the jobs
-already running have been collected, with `BatchAborted`: a 401, no account left that can
-take jobs (402 or 596 on every one), or a journal that cannot be written (a full disk).
+already running have been collected, with `BatchAborted`: a 401, an API never reached (a
+wrong URL), no account left that can take jobs (402 or 596 on every one), or a journal that
+cannot be written (a full disk).
 
 Requests are read as the batch goes (any iterable or async iterable: a generator over a file
 of a million lines works), and at most about as many are in progress as there are slots, so
@@ -434,7 +435,13 @@ class _Batch:
         no_account_left = isinstance(
             error, (InsufficientCreditsError, AccountError, NoAccountAvailable)
         ) and not any(usage.healthy for usage in self._engine.scheduler.snapshot().values())
-        if isinstance(error, (AuthenticationError, JournalError)) or no_account_left:
+        # An API this client has never reached (a wrong URL) fails every request alike.
+        never_reached = isinstance(error, TransportError) and error.never_reached
+        if (
+            isinstance(error, (AuthenticationError, JournalError))
+            or no_account_left
+            or never_reached
+        ):
             self._abort(error)
 
     def _abort(self, cause: FlowMusicError) -> None:
@@ -532,7 +539,14 @@ class GenerateMany:
 
         async def drive() -> None:
             async with send:
-                await self._feed(batch)
+                try:
+                    await self._feed(batch)
+                except FlowMusicError as error:
+                    # Met before any request started (a 401, an API never reached): the same
+                    # stop as mid-batch, not an exception group out of the task group.
+                    batch._maybe_abort(error)
+                    if batch.abort_cause is not error:
+                        raise
             if batch.abort_cause is not None:
                 run.aborted = BatchAborted(
                     batch.abort_cause,

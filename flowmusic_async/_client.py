@@ -90,8 +90,6 @@ class FlowMusic(JobEditHelpers):
         token: the useapi.net API token; defaults to the ``USEAPI_TOKEN`` environment variable.
         base_url: the API root; defaults to the ``FLOWMUSIC_BASE_URL`` environment variable,
             else the real API. ``http://`` is allowed only for loopback hosts (simulators).
-            A loopback URL with the real API's `timing` logs a warning: a simulator's fast
-            songs would still be looked at only on the real schedule.
         http_timeout: seconds for each HTTP connect/read/write/pool, or an ``httpx.Timeout``;
             sync-mode job calls read for at least 300 s because the server answers only when
             the song is rendered. (A job's own deadline is `deadline=` on `generate` et al.)
@@ -102,7 +100,9 @@ class FlowMusic(JobEditHelpers):
             (see docs/architecture.md, `_lanes.py`).
         max_retries: retries for requests that are safe to repeat (never for paid POSTs).
         timing: how often to poll and how long jobs take (`Timing`); `Timing.scaled(f)` for a
-            simulator running at time scale f.
+            simulator running at time scale f. Default: `Timing.from_env()`, the real API's,
+            scaled by the ``FLOWMUSIC_TIME_SCALE`` environment variable when it is set. When
+            jobs end on a much faster clock than the timing's, one warning says so.
         event_hooks: callables receiving an `Event` for each step of each job.
         reply_url: the callback URL for jobs submitted without one (see `fm.webhooks`).
         timeout: deprecated spelling of `http_timeout`.
@@ -111,7 +111,8 @@ class FlowMusic(JobEditHelpers):
     on stderr; see `flowmusic_async._logs`.
 
     Raises:
-        ConfigurationError: no token, an http:// URL to a remote host, or conflicting options.
+        ConfigurationError: no token, an http:// URL to a remote host, conflicting options, or
+            an invalid ``FLOWMUSIC_TIME_SCALE``.
     """
 
     music: Music
@@ -166,9 +167,8 @@ class FlowMusic(JobEditHelpers):
         self._max_retries = max_retries
         self._transport = transport
         self._user_client = http_client
-        self._timing = timing if timing is not None else Timing()
+        self._timing = timing if timing is not None else Timing.from_env()
         self._policy = RetryPolicy.from_timing(self._timing, max_retries=max_retries)
-        _warn_if_real_timing_on_loopback(self._base_url, self._timing)
         self._events = EventHooks(event_hooks)
         self._state = "new"  # new -> open -> closing -> closed; never reopened
         # (pid, event loop token) of the open: the client is used there and nowhere else.
@@ -875,22 +875,6 @@ def _check_base_url(base_url: object) -> str:
             "travel unencrypted. Use https://, or http:// only for localhost/127.0.0.1/::1"
         )
     return base_url.rstrip("/")
-
-
-def _warn_if_real_timing_on_loopback(base_url: str, timing: Timing) -> None:
-    # A loopback URL is almost always a simulator, which usually runs at a time scale well
-    # below 1; with the real API's schedule its 1-second songs would still take 20 s or more.
-    host = urlsplit(base_url).hostname or ""
-    if _is_loopback(host) and timing.first_check_after >= Timing().first_check_after:
-        _logs.logger.warning(
-            "base_url %s is a loopback address (a simulator?) but timing is the real API's: "
-            "each job is first looked at %g s after it is accepted, then every %g s, however "
-            "fast the simulator runs. Pass timing=Timing.scaled(TIME_SCALE) with the "
-            "simulator's time scale (CLI: --time-scale), or use sim.client().",
-            base_url,
-            timing.first_check_after,
-            timing.poll_interval,
-        )
 
 
 def _loop_token() -> object:

@@ -33,6 +33,7 @@ from ._errors import (
     JobFailed,
     JobTimeout,
     SubmissionUncertain,
+    TransportError,
     copy_for_waiter,
 )
 from ._events import EventHooks
@@ -110,8 +111,9 @@ class JobEngine:
 
         The first time, GET /jobs too, to count jobs that other processes already run.
 
-        A 401 is raised (nothing can work); other failures keep the last known list (or, if
-        there never was one, leave placement to the server) until the next try.
+        A 401, and an API never reached (`TransportError.never_reached`), are raised (nothing
+        can work); other failures keep the last known list (or, if there never was one, leave
+        placement to the server) until the next try.
         """
         if not force and time.monotonic() < self._accounts_due:
             return  # the common case, checked before the lock: taking it costs a task step
@@ -140,8 +142,13 @@ class JobEngine:
                     failed = error
                     reads.cancel_scope.cancel()
             if failed is not None:
-                if isinstance(failed, AuthenticationError) or not isinstance(
-                    failed, FlowMusicError
+                # Nothing works without the token, nor with an API never reached (a wrong URL):
+                # raised at once, rather than warned about and then met again by the POST.
+                never_reached = isinstance(failed, TransportError) and failed.never_reached
+                if (
+                    isinstance(failed, AuthenticationError)
+                    or never_reached
+                    or not isinstance(failed, FlowMusicError)
                 ):
                     raise failed
                 logger.warning("GET /accounts failed (%s); placement as before", failed)
@@ -757,11 +764,15 @@ class JobEngine:
             )
         self.poller.close()
         if self.left_running:
+            jobids = [jobid for jobid, _ in self.left_running]
             logger.warning(
                 "closing with %d job(s) still running, left running (they are paid; resume "
                 "with fm.wait(jobid)): %s",
-                len(self.left_running),
-                ", ".join(jobid for jobid, _ in self.left_running),
+                len(jobids),
+                ", ".join(jobids),
+                # The record says which jobs, for a front end that reports them its own way
+                # (the CLI's interrupt report; its users have no `fm` to call).
+                extra={"left_running": jobids},
             )
 
 

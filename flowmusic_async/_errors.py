@@ -209,6 +209,9 @@ class TransportError(FlowMusicError):
         maybe_sent: False when the server certainly never saw the request (connection refused,
             connect timeout, pool timeout); True when it may have, so a paid POST may have
             created a job.
+        never_reached: True when the client gave up on a connection to an API that has never
+            answered it (`Timing.first_contact_budget`): most likely a wrong URL, port or
+            host, so nothing else this client tries will work either (a batch stops).
     """
 
     def __init__(
@@ -219,9 +222,11 @@ class TransportError(FlowMusicError):
         endpoint: str | None = None,
         jobid: str | None = None,
         email: str | None = None,
+        never_reached: bool = False,
     ) -> None:
         super().__init__(message, endpoint=endpoint, jobid=jobid, email=email)
         self.maybe_sent = maybe_sent
+        self.never_reached = never_reached
 
 
 class DecodeError(FlowMusicError):

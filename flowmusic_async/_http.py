@@ -19,6 +19,7 @@ decision belongs to the engine, which can reconcile before resubmitting.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -210,7 +211,27 @@ class HttpCore:
                 await sleep(delay)
 
     def unreachable(self, error: FlowMusicError, tries: int) -> TransportError:
-        """The error that ends a request whose connection never opened; it names the host."""
+        """The error that ends a request whose connection never opened; it names the host.
+
+        Before the API has ever answered this client, it names the whole URL and the cause
+        in one line (a wrong URL, port or host is the likely reason) and is not logged: the
+        caller gets it, and a warning per request would only repeat it.
+        """
+        contact = self.policy.contact
+        if not contact.made:
+            budget = self.policy.budget()  # 0 once an earlier request gave up
+            contact.give_up()
+            first = min(self.policy.first_contact_budget, self.policy.connect_budget)
+            tried = f"{tries} attempt(s) in {budget:g} s" if budget else f"no answer in {first:g} s"
+            return TransportError(
+                f"cannot reach the API at {self._base_url}: {_cause(error)} "
+                f"({tried}; check base_url / FLOWMUSIC_BASE_URL)",
+                maybe_sent=False,
+                endpoint=error.endpoint,
+                jobid=error.jobid,
+                email=error.email,
+                never_reached=True,
+            )
         host = httpx.URL(self._base_url).host
         logger.warning(
             "%s: cannot reach %s after %d attempt(s); giving up", error.endpoint, host, tries
@@ -265,6 +286,7 @@ class HttpCore:
     ) -> httpx.Response:
         try:
             response = await client.send(request, stream=stream)
+            self.policy.contact.note()  # any answer: from now on a failure is an outage
         except httpx.TransportError as exc:
             maybe_sent = not isinstance(exc, _NEVER_SENT)
             raise TransportError(
@@ -313,6 +335,24 @@ class HttpCore:
                 jobid=found,
                 email=named_email,
             ) from exc
+
+
+def _cause(error: BaseException) -> str:
+    """Why a connection could not be opened, in a few words (the innermost OS error's)."""
+    root = error
+    for _ in range(20):  # chains are short; the bound only guards against a cycle
+        group = getattr(root, "exceptions", None)  # trio reports connect failures in a group
+        inner = root.__cause__ or root.__context__ or (group[0] if group else None)
+        if not isinstance(inner, BaseException):
+            break
+        root = inner
+    if isinstance(root, ConnectionRefusedError):
+        return "connection refused (is anything listening on that port?)"
+    if isinstance(root, socket.gaierror):
+        return f"host name not found ({root.strerror or root})"
+    if isinstance(root, (TimeoutError, httpx.TimeoutException)):
+        return "the connection timed out"
+    return f"{type(root).__name__}: {root}"
 
 
 def _is_transient(error: APIStatusError) -> bool:

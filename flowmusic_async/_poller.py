@@ -21,6 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import anyio
@@ -64,10 +65,13 @@ SWEEP_STRETCH_MAX = 4
 class Watch:
     """One pending job and whoever waits for it."""
 
-    def __init__(self, jobid: str, email: str | None, *, owned: bool, check_from: float) -> None:
+    def __init__(
+        self, jobid: str, email: str | None, *, owned: bool, check_from: float, fresh: bool = False
+    ) -> None:
         self.jobid = jobid
         self.email = email
         self.added_at: float = time.monotonic()
+        self.fresh = fresh  # accepted just now: `added_at` is (about) when the job began
         self.check_from = check_from  # the job cannot have ended before this (monotonic)
         self.done: anyio.Event = anyio.Event()
         self.job: Job | None = None
@@ -129,6 +133,7 @@ class Poller:
         self.left_running: list[Watch] = []  # watches still pending when the poller closed
         self._fetch_limiter: anyio.CapacityLimiter | None = None
         self._sweep_work: list[float] = []  # seconds of bookkeeping of the last sweeps
+        self._timing_warned = False  # the "timing does not match the server's clock" line
 
     # ----- watching ------------------------------------------------------------------------------
 
@@ -156,7 +161,7 @@ class Poller:
             check_from = time.monotonic()
             if fresh:
                 check_from += self._timing.first_check_after
-            watch = Watch(jobid, email, owned=owned, check_from=check_from)
+            watch = Watch(jobid, email, owned=owned, check_from=check_from, fresh=fresh)
             watch.client_ref = client_ref
             if self._closed:
                 self.left_running.append(watch)
@@ -346,11 +351,42 @@ class Poller:
             watch.fetching = False
         if job.is_terminal:
             self._scheduler.job_ended(watch.jobid)
+            self._check_clock(watch, job)
             self._finish(watch, job=job)
         else:
             # Still pending although no longer listed (listing lag, or a sync job): read it
             # directly next time instead of trusting the sweep.
             watch.check_directly = True
+
+    def _check_clock(self, watch: Watch, job: Job) -> None:
+        """Warn once, in one line, when jobs end on a much faster clock than our timing's.
+
+        Only a poll can tell: a job's own timestamps against the real time we saw pass. So a
+        client that never polls (`jobs list`, a wrong token) never warns, and a simulator at
+        the time scale the client's timing was made for never does either.
+        """
+        if self._timing_warned or not watch.fresh:
+            return
+        server_seconds = _seconds_between(job.created_at, job.completed_at)
+        if server_seconds is None:
+            return
+        observed = time.monotonic() - watch.added_at
+        server_scale = self._timing.too_slow_for(
+            server_seconds=server_seconds, observed_seconds=observed
+        )
+        if server_scale is None:
+            return
+        self._timing_warned = True
+        logger.warning(
+            "timing too slow for this server: job %s ran %.0f s by its clock in %.1f s of ours; "
+            "set FLOWMUSIC_TIME_SCALE (or timing=Timing.scaled(x)) to its time scale, "
+            "%.2g or less (now %g)",
+            watch.jobid,
+            server_seconds,
+            observed,
+            server_scale,
+            self._timing.scale(),
+        )
 
     def _finish(
         self, watch: Watch, *, job: Job | None = None, error: FlowMusicError | None = None
@@ -382,6 +418,18 @@ def _closed_error(watch: Watch) -> ClientClosedError:
         jobid=watch.jobid,
         email=watch.email,
     )
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one API timestamp to another (ISO 8601), or None when either is unreadable."""
+    if not start or not end:
+        return None
+    try:
+        began = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        ended = datetime.fromisoformat(end.replace("Z", "+00:00"))
+        return (ended - began).total_seconds()
+    except (ValueError, TypeError):  # a server's odd timestamp must not break a poll
+        return None
 
 
 def _failure_code(job: Job) -> str | None:

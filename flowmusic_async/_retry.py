@@ -14,7 +14,9 @@ Three rules, the same everywhere:
   cannot park us for hours);
 - connection failures (the request never left) are retried for at most ``connect_budget``
   seconds of consecutive failure, then given up with a message naming the host: an
-  unreachable API must fail in seconds, not hang until a job deadline.
+  unreachable API must fail in seconds, not hang until a job deadline. Until the client has
+  had any answer from the API (`Contact`), the shorter ``first_contact_budget`` applies: a
+  server never reached is most likely a wrong URL, not an outage worth waiting out.
 
 Sleeping goes through anyio so the library runs under trio as well as asyncio.
 """
@@ -36,9 +38,36 @@ import msgspec
 if TYPE_CHECKING:
     from ._timing import Timing
 
-__all__ = ["Attempts", "RetryPolicy", "backoff_delays", "parse_retry_after", "sleep"]
+__all__ = ["Attempts", "Contact", "RetryPolicy", "backoff_delays", "parse_retry_after", "sleep"]
 
 logger = logging.getLogger("flowmusic_async")
+
+
+class Contact:
+    """Whether a client has ever had an answer from the API (any status, even an error).
+
+    One per client (inside its `RetryPolicy`), shared by every request. Once the API has
+    answered, a connection that fails is an outage, not a wrong address. Once a request has
+    given up on a first contact (`given_up`), later ones try once without retrying until an
+    answer arrives: a wrong URL costs one `first_contact_budget`, not one per request.
+    """
+
+    __slots__ = ("given_up", "made")
+
+    def __init__(self) -> None:
+        self.made = False
+        self.given_up = False
+
+    def __repr__(self) -> str:
+        return f"<Contact made={self.made} given_up={self.given_up}>"
+
+    def note(self) -> None:
+        """An answer arrived."""
+        self.made = True
+
+    def give_up(self) -> None:
+        """A request ran out of `first_contact_budget` without an answer."""
+        self.given_up = True
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,6 +79,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         cap: the longest backoff delay.
         retry_after_cap: the longest ``Retry-After`` honoured.
         connect_budget: seconds of consecutive connection failures tolerated before giving up.
+        first_contact_budget: the same while `contact` says the API has never answered (the
+            smaller of the two applies).
+        contact: whether the API has answered this client yet; one per policy.
     """
 
     max_retries: int = 4
@@ -57,6 +89,16 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     cap: float = 30.0
     retry_after_cap: float = 60.0
     connect_budget: float = 30.0
+    first_contact_budget: float = 4.0
+    contact: Contact = msgspec.field(default_factory=Contact)
+
+    def budget(self) -> float:
+        """Seconds of consecutive connection failures to tolerate now."""
+        if self.contact.made:
+            return self.connect_budget
+        if self.contact.given_up:
+            return 0.0
+        return min(self.first_contact_budget, self.connect_budget)
 
     @classmethod
     def from_timing(cls, timing: Timing, *, max_retries: int) -> RetryPolicy:
@@ -67,6 +109,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
             cap=timing.backoff_cap,
             retry_after_cap=timing.backoff_cap,
             connect_budget=timing.connect_budget,
+            first_contact_budget=timing.first_contact_budget,
         )
 
     def attempts(self, *, max_retries: int | None = -1, base: float | None = None) -> Attempts:
@@ -100,10 +143,11 @@ class Attempts:
                 ``connect_budget`` in time rather than against ``max_retries``).
         """
         now = time.monotonic()
+        budget = self._policy.budget()
         if never_sent:
             if self._failing_since is None:
                 self._failing_since = now
-            elif now - self._failing_since >= self._policy.connect_budget:
+            if now - self._failing_since >= budget:
                 return None
         else:
             self._failing_since = None
@@ -116,7 +160,7 @@ class Attempts:
             wait = min(retry_after, self._policy.retry_after_cap)
         if never_sent and self._failing_since is not None:
             # Never sleep past the budget: the last try lands just before it runs out.
-            left = self._failing_since + self._policy.connect_budget - now
+            left = self._failing_since + budget - now
             wait = max(0.0, min(wait, left))
         return wait
 

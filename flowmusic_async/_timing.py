@@ -2,15 +2,29 @@
 
 Every duration the engine uses comes from one `Timing`, so a test or a benchmark that runs the
 simulator at `time_scale=0.01` passes `Timing.scaled(0.01)` and the whole engine speeds up in step.
+A client given no `timing=` reads the scale from ``FLOWMUSIC_TIME_SCALE`` (`Timing.from_env`).
 """
 
 from __future__ import annotations
 
+import math
+import os
+
 import msgspec
 
-# A fraction, and two bounds on real network round trips (a DELETE, a POST's answer), which a
-# simulator's clock does not make any faster.
-_UNSCALED = frozenset({"poll_jitter", "cleanup_timeout", "close_timeout"})
+from ._errors import ConfigurationError
+
+TIME_SCALE_ENV = "FLOWMUSIC_TIME_SCALE"
+
+# A job's record is judged to have run on a faster clock than ours only when its own
+# timestamps span more than this many times the real seconds we saw pass (plus a margin for
+# the POST's round trip): a mismatch of 2x or less is not worth a warning.
+_CLOCK_RATIO = 2.0
+_CLOCK_MARGIN_S = 5.0
+
+# A fraction, and bounds on real network round trips (a DELETE, a POST's answer, the first
+# connection to a server), which a simulator's clock does not make any faster.
+_UNSCALED = frozenset({"poll_jitter", "cleanup_timeout", "close_timeout", "first_contact_budget"})
 
 
 class Timing(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,7 +50,13 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
         reconcile_delay: pause before the second look when reconciling a lost POST, to let a
             request the server was still processing show up.
         connect_budget: how long connections may keep failing (the request never leaves)
-            before a request gives up with `TransportError` naming the host.
+            before a request gives up with `TransportError` naming the host, once the client
+            has had an answer from the API (an outage).
+        first_contact_budget: the same, before the client has ever had an answer from the API
+            (at most `connect_budget`): then a connection that cannot be opened is most likely
+            a wrong URL, port or host, so the request gives up within seconds, with an error
+            naming the URL and the cause (`TransportError.never_reached`). Not scaled: it
+            bounds real connection attempts.
         cleanup_timeout: how long a cancelled caller waits for its cleanup (the DELETE of its
             job) before its cancellation is re-raised; the cleanup itself goes on in the client.
         close_timeout: how long closing the client waits for work in flight (paid POSTs whose
@@ -59,6 +79,8 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
     retry_base: float = 0.5
     reconcile_delay: float = 2.0
     connect_budget: float = 30.0
+    # 4 s of retries, so that a command against a wrong URL ends within 5 s all told.
+    first_contact_budget: float = 4.0
     cleanup_timeout: float = 5.0
     close_timeout: float = 15.0
     webhook_sweep_interval: float = 60.0
@@ -67,8 +89,9 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
     def scaled(cls, factor: float) -> Timing:
         """The default timing with every duration multiplied by `factor`.
 
-        The jitter stays a fraction, and `cleanup_timeout` and `close_timeout` stay as they
-        are: they bound real round trips, which a faster simulated clock does not shorten.
+        The jitter stays a fraction, and `cleanup_timeout`, `close_timeout` and
+        `first_contact_budget` stay as they are: they bound real round trips, which a faster
+        simulated clock does not shorten.
 
         Args:
             factor: the simulator's time scale, e.g. 0.01 when a 100 s song takes 1 s.
@@ -82,3 +105,47 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
             if name not in _UNSCALED
         }
         return cls(**fields)
+
+    @classmethod
+    def from_env(cls) -> Timing:
+        """The default timing, scaled by ``FLOWMUSIC_TIME_SCALE`` when it is set.
+
+        What a client uses when it is given no `timing=`: exporting the variable that
+        ``flowmusic simulate --time-scale 0.01`` prints makes every client in the shell match
+        that simulator.
+
+        Raises:
+            ConfigurationError: the variable is set but is not a number > 0.
+        """
+        raw = os.environ.get(TIME_SCALE_ENV, "").strip()
+        if not raw:
+            return cls()
+        try:
+            factor = float(raw)
+        except ValueError:
+            factor = math.nan
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ConfigurationError(
+                f"{TIME_SCALE_ENV} must be a number > 0 (a simulator's time scale, e.g. 0.01; "
+                f"unset for the real API), got {raw!r}"
+            )
+        return cls() if factor == 1.0 else cls.scaled(factor)
+
+    def scale(self) -> float:
+        """The time scale this timing was made for: 1 for the real API, f for `scaled(f)`."""
+        return self.min_job_seconds / Timing().min_job_seconds
+
+    def too_slow_for(self, *, server_seconds: float, observed_seconds: float) -> float | None:
+        """The server's time scale (at most), when this timing is clearly too slow for it.
+
+        `server_seconds` is how long a job ran by the server's own timestamps (`completed_at`
+        minus `created_at`); `observed_seconds` the real time from its acceptance to our read
+        of its final record. A server whose jobs span far more of its own seconds than of ours
+        runs a compressed clock (a simulator at a time scale below 1); if this timing is
+        scaled for a clock more than twice slower, every job is noticed late. None otherwise,
+        including at the real API, whose jobs never outrun the real clock.
+        """
+        if server_seconds <= _CLOCK_RATIO * observed_seconds + _CLOCK_MARGIN_S:
+            return None
+        server_scale = observed_seconds / server_seconds  # an upper bound: we noticed late
+        return server_scale if self.scale() > _CLOCK_RATIO * server_scale else None

@@ -68,7 +68,9 @@ async def test_every_request_ends_in_exactly_one_outcome() -> None:
     assert sorted(o.index for o in outcomes) == list(range(len(requests)))
     by_index = {o.index: o for o in outcomes}
     assert all(by_index[i].ok for i in range(8))
-    assert type(by_index[8].error).__name__ == "ModeratedError"
+    # A moderated prompt is accepted, renders, then fails (moderation_reject), as on the API.
+    assert type(by_index[8].error).__name__ == "JobFailed"
+    assert getattr(by_index[8].error, "code", None) == "moderation_reject"
     assert isinstance(by_index[9].error, ValidationError) and by_index[9].error.field == "lyrics"
     assert isinstance(by_index[10].error, ValidationError) and by_index[10].error.field == "bogus"
     assert sim.stats.responses_429 == 0

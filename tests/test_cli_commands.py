@@ -142,7 +142,7 @@ async def test_batch_json_lines_one_per_outcome_and_exit_1_on_a_failure(
     assert sorted(doc["line"] for doc in outcomes) == [1, 2, 3]
     failed = [doc for doc in outcomes if not doc["ok"]]
     assert [doc["line"] for doc in failed] == [2]
-    assert failed[0]["error"]["type"] == "ModeratedError"
+    assert failed[0]["error"]["type"] == "JobFailed"  # moderated: rendered, then failed
     assert lines[-1]["type"] == "summary"
     assert lines[-1]["ok"] == 2 and lines[-1]["failed"] == 1 and lines[-1]["exit_code"] == 1
     written = [Path(p) for doc in outcomes for p in doc["files"]]

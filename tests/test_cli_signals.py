@@ -246,3 +246,22 @@ def test_interrupted_generate_reports_its_job(
     if running:
         assert f"flowmusic wait {jobid} --out DIR" in stderr
     _engine_cancels(server, expected=1)
+
+
+def test_the_interrupt_report_is_the_only_list_of_jobids_and_cites_the_cli(
+    server: Server, tmp_path: Path
+) -> None:
+    """No library WARNING repeats every jobid left running, citing the library's fm.wait().
+
+    The report below it already lists each job, with `flowmusic wait` (or the rerun command)
+    as the way to collect them; a CLI user has no `fm` to call.
+    """
+    (tmp_path / "p.txt").write_text("".join(f"song {i}\n" for i in range(5)))
+    argv = ["--time-scale", SCALE, "batch", "p.txt", "--journal", "j.db", "--progress", "plain"]
+    cli = _start_cli(server, *argv, cwd=tmp_path)
+    jobids, _, stderr = _interrupt_after(cli, 3, signal.SIGINT)
+    assert cli.returncode == 130, stderr
+    assert "fm.wait" not in stderr
+    warnings = [line for line in stderr.splitlines() if "WARNING" in line]
+    assert not [line for line in warnings if JOBID.search(line)], warnings
+    assert sorted(_report_section(stderr, "still running")) == sorted(jobids)

@@ -524,7 +524,7 @@ async def test_end_to_end_against_the_simulator_with_expired_links(tmp_path: Pat
     assert len(paths) == 5 * len(job.clips) and job.clips
     by_suffix = {p.suffix: p.read_bytes() for p in paths}
     assert by_suffix[".wav"][:4] == b"RIFF"
-    assert by_suffix[".png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert by_suffix[".jpg"][:3] == b"\xff\xd8\xff"  # the simulator's cover art is a JPEG
     assert by_suffix[".mp3"][:3] == b"ID3"
     assert by_suffix[".m4a"][4:8] == b"ftyp"
     sidecar = json.loads(paths[4].read_text())

@@ -20,7 +20,6 @@ from flowmusic_async import (
     InsufficientCreditsError,
     JobFailed,
     JobTimeout,
-    ModeratedError,
     SubmissionUncertain,
     Timing,
 )
@@ -193,14 +192,20 @@ async def test_sweeps_are_spaced_out_when_their_bookkeeping_would_fill_the_loop(
 
 @pytest.mark.anyio
 async def test_a_moderated_prompt_is_final_and_sent_once() -> None:
-    """422 is never retried: the prompt must change, and each try would be another request."""
+    """A refusal is never retried: the prompt must change, and each try would be another song.
+
+    In async mode (the engine's) the POST is accepted and the job renders, then ends failed
+    with moderation_reject, so the refusal arrives from a poll as JobFailed with the record.
+    """
     sim = make_sim(2)
     seen: list[Event] = []
     async with client(sim, event_hooks=[seen.append]) as fm:
-        with pytest.raises(ModeratedError):
+        with pytest.raises(JobFailed) as caught:
             await fm.generate("[moderate] something the model refuses")
-    assert count(sim, "POST /music") == 1
-    assert seen[-1].kind == "failed" and isinstance(seen[-1].error, ModeratedError)
+    assert caught.value.code == "moderation_reject"
+    assert caught.value.job.status == "failed" and caught.value.jobid == caught.value.job.jobid
+    assert count(sim, "POST /music") == 1 and count(sim, "POST /music", 201) == 1
+    assert seen[-1].kind == "failed" and seen[-1].detail == "moderation_reject"
     assert seen[-1].client_ref == seen[0].client_ref  # observers can close that submission
 
 
@@ -465,7 +470,7 @@ async def test_the_token_never_reaches_the_logs(caplog: pytest.LogCaptureFixture
     caplog.set_level("DEBUG")
     async with client(sim) as fm:
         await generate_all(fm, [f"logged {i}" for i in range(6)])
-        with pytest.raises(ModeratedError):
+        with pytest.raises(JobFailed):
             await fm.generate("[moderate] logged refusal")
         assert sim.token not in repr(fm)
     assert caplog.records  # the run did log (httpx, retries), so the check below means something

@@ -135,11 +135,15 @@ async def test_discord_cancel_button_cancels_the_job_server_side(
 
 @pytest.mark.anyio
 async def test_discord_song_command_reports_a_refused_prompt(flowmusic_client: FlowMusic) -> None:
-    """A moderated prompt is answered in the channel, not lost in a log."""
+    """A moderated prompt is answered in the channel, not lost in a log.
+
+    The job is accepted, renders, then ends failed (moderation_reject), as on the API.
+    """
     bot = load("discord_bot")
     interaction = FakeInteraction(user_id=1)
     await bot.song_command(flowmusic_client).callback(interaction, prompt="[moderate] no")
-    assert interaction.sent[0]["content"].startswith("Could not start that song")
+    final = interaction.message.edits[-1]["content"]
+    assert final.startswith("That failed") and "moderation_reject" in final
 
 
 # --8<-- [end:discord]

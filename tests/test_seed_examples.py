@@ -28,6 +28,7 @@ from flowmusic_async import (
     BadRequestError,
     InsufficientCreditsError,
     Job,
+    JobFailed,
     ModeratedError,
 )
 from flowmusic_async._errors import error_from_response
@@ -283,11 +284,22 @@ async def test_music_create_raises_the_pages_422_with_its_job(api: MockAPI, fm: 
 
 @pytest.mark.anyio
 async def test_generate_surfaces_the_refused_jobs_record_from_the_simulator() -> None:
-    """Through the engine too, the moderated job's jobid and record reach the caller."""
+    """Through the engine too, the moderated job's jobid and record reach the caller.
+
+    The engine posts in async mode: the POST is accepted (201), the job renders, then ends
+    failed, so the refusal arrives from a poll as JobFailed with the failed record; in sync
+    mode the page's 422 (ModeratedError with the record) comes after the render time.
+    """
     sim = _sim(moderate=None, accounts=(SimAccount(email="acct0@example.com"),))
     async with sim.client() as fm:
-        with pytest.raises(ModeratedError) as caught:
+        started = sim.clock.now()
+        with pytest.raises(ModeratedError) as refused:
+            await fm.music.create("[moderate] the model refuses this", mode="sync")
+        assert sim.clock.now() - started >= 40  # the model rendered before it refused
+        assert refused.value.job is not None and refused.value.job.is_failed
+        with pytest.raises(JobFailed) as caught:
             await fm.generate("[moderate] the model refuses this")
+        assert sim.stats.requests[("POST /music", 201)] == 1  # accepted: failed from a poll
         error = caught.value
         assert error.job is not None and error.jobid == error.job.jobid
         assert error.email == "acct0@example.com" and error.job.email == "acct0@example.com"

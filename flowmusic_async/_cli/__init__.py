@@ -30,7 +30,7 @@ from .._errors import FlowMusicError
 from ._args import TOKEN_ENV, parse_args
 from ._commands import COMMANDS, Command, Context
 from ._exit import CommandError, ExitCode, exit_code_for
-from ._interrupt import Interrupt, report
+from ._interrupt import Interrupt, left_running_in_cli_words, report
 from ._output import Output
 
 __all__ = ["main", "run"]
@@ -124,7 +124,7 @@ async def run(
     interrupt.command = args.command
     ctx = Context(args=args, out=out, transport=transport, interrupt=interrupt)
     try:
-        with _logging(out, args.verbose, args.quiet):
+        with _logging(out, args.verbose, args.quiet), left_running_in_cli_words(interrupt):
             code = int(await _command(args.command)(ctx))
     except BaseException as exc:
         error = _unwrap(exc)

@@ -9,9 +9,11 @@ subparser's default. `flowmusic --help` lists them once; a subcommand's help lis
 from __future__ import annotations
 
 import argparse
+import difflib
 import platform
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import __version__
 from ._exit import EPILOG, SUB_EPILOG
@@ -121,6 +123,56 @@ _OPTION_FLAGS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the messages a newcomer needs.
+
+    Abbreviations are off (`--time-sc` is not `--time-scale`: a typo must be named, not
+    guessed). A command that needs an action (`jobs`, `accounts`) lists them when none is
+    given. An unknown option before the command (`--time-scael 0.05 generate`) is named as
+    such, rather than its value being reported as an invalid command.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.action_names: tuple[str, ...] = ()  # set on `jobs` and `accounts`
+        self.argv: list[str] = []  # the command line being parsed (top-level parser only)
+
+    def error(self, message: str) -> NoReturn:
+        if self.action_names and "required: ACTION" in message:
+            message = (
+                f"which action? one of {', '.join(self.action_names)} "
+                f"(e.g. `{self.prog} {self.action_names[0]}`; `{self.prog} --help` for all)"
+            )
+        elif message.startswith("argument COMMAND: invalid choice:"):
+            message = self._unknown_option_before(message)
+        elif message.startswith("unrecognized arguments:"):
+            message += self._did_you_mean(message.split(":", 1)[1].split())
+        super().error(message)
+
+    def _did_you_mean(self, tokens: list[str]) -> str:
+        """A hint for a mistyped global option (the only options this parser knows)."""
+        for token in tokens:
+            if token.startswith("--"):
+                known = [flag for flag in self._option_string_actions if flag.startswith("--")]
+                close = difflib.get_close_matches(token.split("=", 1)[0], known, n=1)
+                return f" (did you mean {close[0]}?)" if close else ""
+        return ""
+
+    def _unknown_option_before(self, message: str) -> str:
+        """`--typo VALUE COMMAND`: argparse took VALUE for the command; name the typo instead."""
+        for index, token in enumerate(self.argv[1:], start=1):
+            previous = self.argv[index - 1]
+            if token.startswith("-") or not previous.startswith("-"):
+                continue
+            name = previous.split("=", 1)[0]
+            # A subclass reading its own base's table of option strings.
+            if name in self._option_string_actions:
+                break  # a known option: VALUE really is a bad command
+            return f"unrecognized option {name}{self._did_you_mean([name])}"
+        return message
+
+
 def _add_global_options(
     parser: argparse.ArgumentParser, *, top: bool, only: Sequence[str] = GLOBAL_OPTIONS
 ) -> None:
@@ -176,7 +228,7 @@ def _add_global_options(
         type=positive_float,
         metavar="SCALE",
         help_text="scale the client's waits (polling, backoff) to match a simulator started "
-        "with the same --time-scale (default: 1, the real API)",
+        "with the same --time-scale (default: $FLOWMUSIC_TIME_SCALE, else 1, the real API)",
         top_default=None,
     )
     add(
@@ -262,7 +314,7 @@ def _add_timeout(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full `flowmusic` parser."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flowmusic",
         description="Generate songs with useapi.net's Flow Music API (Google Lyria).",
         epilog=EPILOG,
@@ -345,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = command("jobs", "running jobs: list, get, cancel")
     jobs_sub = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _set_action_names(jobs, ("list", "get", "cancel"))
     action(jobs_sub, "list", "running jobs per account")
     action(jobs_sub, "get", "one job record").add_argument("jobid")
     action(jobs_sub, "cancel", "cancel a running job (credits are not refunded)").add_argument(
@@ -362,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         "accounts", "Flow Music accounts: list, get, usage, add, set-max-jobs, delete"
     )
     acc_sub = accounts.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _set_action_names(accounts, ("list", "get", "usage", "add", "set-max-jobs", "delete"))
     action(acc_sub, "list", "configured accounts")
     action(acc_sub, "get", "one account, with live balances").add_argument("email")
     action(acc_sub, "usage", "credit usage of an account").add_argument("email")
@@ -433,13 +487,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _set_action_names(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    assert isinstance(parser, _Parser)  # every subparser is one (argparse copies the class)
+    parser.action_names = names
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse a command line; argparse exits with code 2 on bad usage.
 
     Refuses global options a command would ignore (`flowmusic --token T demo`), and fills in
-    the defaults of those left unset: progress "auto" (or "off" with --quiet), time scale 1.
+    the defaults of those left unset: progress "auto" (or "off" with --quiet). The time scale
+    stays None when not given: the client then reads FLOWMUSIC_TIME_SCALE.
     """
     parser = build_parser()
+    assert isinstance(parser, _Parser)
+    parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     local = _LOCAL_ONLY.get(args.command)
     if local is not None:
@@ -454,6 +516,4 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--verbose and --quiet cannot be used together")
     if args.progress is None:
         args.progress = "off" if args.quiet else "auto"
-    if args.time_scale is None:
-        args.time_scale = 1.0
     return args

@@ -44,8 +44,13 @@ class Context:
 
     @property
     def timing(self) -> Timing:
-        """The client's timing: the real API's, or scaled to match a simulator."""
+        """The client's timing: --time-scale, else FLOWMUSIC_TIME_SCALE, else the real API's.
+
+        Raises ConfigurationError (exit 2, naming the variable) for an invalid variable.
+        """
         scale = self.args.time_scale
+        if scale is None:
+            return Timing.from_env()
         return Timing() if scale == 1.0 else Timing.scaled(scale)
 
     def client(self) -> FlowMusic:
@@ -286,6 +291,7 @@ async def edit(ctx: Context) -> ExitCode:
 async def download(ctx: Context) -> ExitCode:
     """A job's clips (by jobid) or one clip (by clip id) into --out."""
     args = ctx.args
+    _check_download_id(args.id)
     async with ctx.client() as fm:
         if args.id.startswith("job:"):
             job = await fm.jobs.get(args.id)
@@ -306,6 +312,22 @@ async def download(ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
+def _check_download_id(some_id: str) -> None:
+    """Refuse, before anything is sent, an id that is a mistyped jobid.
+
+    Anything not starting with 'job:' is looked up as a clip (ids are otherwise opaque), so a
+    mistyped jobid (`jbo:...`, `Job:...`) used to be searched for as a clip, and the error
+    spoke of clips and libraries to someone who had pasted a jobid.
+    """
+    if some_id.startswith("job:") or "-clip:" in some_id:
+        return
+    if "job" in some_id.lower() or some_id.endswith("-bot:flowmusic"):
+        raise CommandError(
+            f"{some_id!r} is not a jobid: a jobid starts with 'job:' "
+            "(job:<uuid>-user:<id>-<email>-bot:flowmusic); check it for a typo"
+        )
+
+
 async def _find_clip(fm: FlowMusic, clip_id: str, *, needs_urls: bool) -> Clip:
     """A Clip for a bare clip id. m4a, wav and image need the clip's public URLs, which only
     the library listing (GET /music) has, so the clip's account is searched for it."""
@@ -322,6 +344,12 @@ async def _find_clip(fm: FlowMusic, clip_id: str, *, needs_urls: bool) -> Clip:
                 wav_url=found.wav_url,
                 image_url=found.image_url,
             )
+    if "-clip:" not in clip_id:  # not shaped like a clip id either: say what ids look like
+        raise CommandError(
+            f"{clip_id!r} is neither a jobid (job:<uuid>-...-bot:flowmusic) nor a clip id in "
+            "the library (user:<id>-<email>-clip:<uuid>); check it for a typo",
+            code=ExitCode.FAILED,
+        )
     raise CommandError(
         f"clip {clip_id} is not in its account's library, so only mp3 can be fetched by id "
         "(--formats mp3), or download by jobid",

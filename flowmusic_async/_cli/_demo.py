@@ -214,11 +214,13 @@ def _announce(
     ctx.out.line(f"Flow Music simulator listening on {base_url}")
     ctx.out.line(f"  accounts:   {', '.join(f'{e} (maxJobs {n})' for e, n in accounts)}")
     ctx.out.line(f"  time scale: {scale:g}")
-    ctx.out.line("Point a client at it (the library and the CLI read both variables):")
+    ctx.out.line("Point a client at it (the library and the CLI read these variables):")
     ctx.out.line(f"  export USEAPI_TOKEN='{sim.token}'")
     ctx.out.line(f"  export FLOWMUSIC_BASE_URL='{base_url}'")
-    flag = "" if scale == 1.0 else f" --time-scale {scale:g}"
-    ctx.out.line(f"  flowmusic{flag} generate 'lo-fi piano'")
+    # The client's waits must match the simulator's clock, or a 1-second song is noticed
+    # only at the real API's first look (20 s). At scale 1 the default timing is right.
+    ctx.out.line(f"  export FLOWMUSIC_TIME_SCALE='{scale:g}'")
+    ctx.out.line("  flowmusic generate 'lo-fi piano'")
     ctx.out.line("Press Ctrl-C to stop.")
 
 

@@ -46,6 +46,7 @@ environment:
   USEAPI_TOKEN        the API token (or --token); never printed
   FLOWMUSIC_BASE_URL  the API root (or --base-url), e.g. a `flowmusic simulate` address
   FLOWMUSIC_LOG       debug or info: the library's log on stderr (like -vv / -v)
+  FLOWMUSIC_TIME_SCALE  a simulator's time scale (or --time-scale), e.g. 0.01
 """
 
 SUB_EPILOG = """\

@@ -9,9 +9,11 @@ and songs never sent. `report` turns that into lines for people (stderr) and a J
 
 from __future__ import annotations
 
+import logging
 import shlex
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .._errors import ClientClosedError
@@ -96,6 +98,44 @@ class Interrupt:
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.TERMINATED if self.signum == signal.SIGTERM else ExitCode.INTERRUPTED
+
+
+class _LeftRunningInCliWords(logging.Filter):
+    """The library's "closing with N job(s) still running" warning, as the CLI says it.
+
+    Interrupted, the report lists every such job with `flowmusic wait`, so the warning is
+    dropped. Otherwise it is put in one short line: the count, up to three jobids, and the CLI
+    command that collects them (the library's wording cites `fm.wait`, which a CLI user has not
+    got, and lists every jobid).
+    """
+
+    def __init__(self, interrupt: Interrupt) -> None:
+        super().__init__()
+        self._interrupt = interrupt
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        jobids = getattr(record, "left_running", None)
+        if not isinstance(jobids, list):
+            return True
+        if self._interrupt.signum is not None:
+            return False
+        shown = " ".join(shlex.quote(str(j)) for j in jobids[:3])
+        more = f" (and {len(jobids) - 3} more)" if len(jobids) > 3 else ""
+        record.msg = "%s left running (paid); collect with: flowmusic wait %s%s --out DIR"
+        record.args = (_songs(len(jobids)), shown, more)
+        return True
+
+
+@contextmanager
+def left_running_in_cli_words(interrupt: Interrupt) -> Iterator[None]:
+    """Apply `_LeftRunningInCliWords` to the library's log for the length of a CLI run."""
+    logger = logging.getLogger("flowmusic_async")
+    words = _LeftRunningInCliWords(interrupt)
+    logger.addFilter(words)
+    try:
+        yield
+    finally:
+        logger.removeFilter(words)
 
 
 def rerun_command(argv: Sequence[str]) -> str:

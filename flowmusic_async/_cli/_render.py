@@ -22,7 +22,9 @@ def job(out: Output, record: Job | Stems, *, files: Sequence[Path] = ()) -> None
     if record.email:
         head += f"  on {record.email}"
     if record.duration_ms is not None:
-        head += f"  in {record.duration_ms / 1000:.1f}s"
+        # The API's own generation time: simulated seconds on a simulator, so labelled apart
+        # from the wall-clock times the CLI measures itself.
+        head += f"  rendered in {record.duration_ms / 1000:.1f}s (API clock)"
     out.line(head)
     error = getattr(record, "error", None)
     if error is not None:

@@ -208,7 +208,9 @@ async def run_batch(
                     downloads.start_soon(finish, outcome, progress)
         except BatchAborted as exc:
             aborted = exc
-            not_started = getattr(exc, "not_started", 0)
+            # Every request started has its outcome; the library cannot count the rest when
+            # the batch stopped before reading them (a 401 or an API never reached).
+            not_started = max(getattr(exc, "not_started", 0), len(items) - len(reports))
     reports.sort(key=lambda r: r.index)
     return BatchSummary(
         reports=reports,
@@ -246,7 +248,9 @@ def _report(outcome: Outcome, item: BatchItem) -> SongReport:
 def _outcome_text(report: SongReport) -> str:
     where = f"line {report.line}"
     if report.ok:
-        took = f" in {seconds(report.duration_s)}" if report.duration_s is not None else ""
+        took = ""
+        if report.duration_s is not None:  # the API's clock (simulated on a simulator)
+            took = f", rendered in {seconds(report.duration_s)} (API clock)"
         again = " (from the journal)" if report.resumed else ""
         return f"ok      {where}: {short(report.prompt)}{took}{again}"
     reason = f"{type(report.error).__name__}: {report.error}" if report.error else "failed"
@@ -270,7 +274,7 @@ def print_summary(
         rows = [r for r in rows if not r.ok]
     if rows:
         out.table(
-            ("line", "prompt", "result", "account", "gen time", "files / error"),
+            ("line", "prompt", "result", "account", "gen time (API)", "files / error"),
             [
                 (
                     r.line,
@@ -286,12 +290,19 @@ def print_summary(
         )
     line = (
         f"{summary.total} songs: {summary.ok} ok, {summary.failed} failed"
-        f" in {summary.makespan_s:.1f}s"
+        f" in {summary.makespan_s:.1f}s (wall clock)"
     )
     if summary.files:
         line += f"; {len(summary.files)} files in {dest}"
     out.line(line)
     if summary.aborted is not None:
-        # Its message names the cause, the songs not started and any paid job the journal
-        # could not record (to collect with `flowmusic wait`).
-        out.error(str(summary.aborted))
+        aborted = summary.aborted
+        cause = getattr(aborted, "cause", aborted)  # its own text says "stopped"
+        line = f"batch stopped: {cause} ({summary.not_started} songs not started)"
+        unrecorded = getattr(aborted, "unrecorded", ())
+        if unrecorded:  # paid jobs no journal knows: the report is their only record
+            line += (
+                f"; {len(unrecorded)} paid job(s) the journal could not record, collect them "
+                "with `flowmusic wait JOBID`: " + ", ".join(jobid for jobid, _ in unrecorded)
+            )
+        out.error(line)

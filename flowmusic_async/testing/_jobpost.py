@@ -20,21 +20,20 @@ def burst_gate(ctx: Ctx, *, named: bool) -> None:
 
 
 def moderated(ctx: Ctx, *texts: object) -> bool:
-    """True when moderation declines one of the texts (the job is then refused at once)."""
+    """True when moderation declines one of the texts (the job renders, then ends failed)."""
     return any(isinstance(text, str) and ctx.world.moderate(text) for text in texts)
 
 
 async def answer(ctx: Ctx, job: Job, mode: str) -> Response:
     """201 + pending record (async), or hold until the job ends and answer 200 (sync).
 
-    A job moderation failed answers 422 with its failed record as the body, as the POST /music
-    page shows: at once when the prompt was refused at submission (either mode), or at the end
-    of a sync job that failed by moderation while rendering. Other failures of a sync job (a
-    cancel) answer 200 with the failed record (open question 2).
+    A moderated job is accepted like any other: async answers 201 and the job later ends
+    `failed` with `moderation_reject`; sync answers, after the render time, 422 with the failed
+    record as the body, as the POST /music page shows (its record has 28 s between
+    `created_at` and `completed_at`: the model rendered, then produced no audio). Other
+    failures of a sync job (a cancel) answer 200 with the failed record (open question 2).
     """
     world = ctx.world
-    if job.refused:
-        raise _moderation_answer(ctx, job)
     if ctx.dice.chance(world.faults.lost_response_rate):
         world.stats.lost_responses += 1
         raise ConnectionDropped

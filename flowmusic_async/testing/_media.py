@@ -1,4 +1,4 @@
-"""Tiny but real media bytes (WAV, PNG, m4a-ish, mp3-ish) and signed media URLs."""
+"""Tiny but real media bytes (WAV, PNG, JPEG, m4a-ish, mp3-ish) and signed media URLs."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ CONTENT_TYPES = {
     "m4a": "audio/mp4",
     "mp3": "audio/mpeg",
     "png": "image/png",
+    "jpg": "image/jpeg",
 }
 
 
@@ -50,6 +51,34 @@ def png() -> bytes:
 
 
 @functools.lru_cache(maxsize=1)
+def jpeg() -> bytes:
+    """A valid baseline JPEG: one 8x8 grey block (cover art, as the real API's `.jpg`).
+
+    The smallest complete file: one quantisation table, one one-code Huffman table each for
+    DC and AC, and a scan of two bits (DC difference 0, end of block), padded with ones.
+    """
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+    quant = b"\x00" + bytes([1] * 64)
+    frame = struct.pack(">BHHB", 8, 8, 8, 1) + b"\x01\x11\x00"  # 8-bit, 8x8, one component
+    one_code = bytes([1] + [0] * 15) + b"\x00"  # one code of length 1, for symbol 0
+    huffman = b"\x00" + one_code + b"\x10" + one_code  # DC table 0, AC table 0
+    scan = b"\x01\x01\x00\x00\x3f\x00"  # one component, tables 0/0, full spectrum
+    return (
+        b"\xff\xd8"
+        + segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+        + segment(0xDB, quant)
+        + segment(0xC0, frame)
+        + segment(0xC4, huffman)
+        + segment(0xDA, scan)
+        + b"\x3f"
+        + b"\xff\xd9"
+    )
+
+
+@functools.lru_cache(maxsize=1)
 def m4a() -> bytes:
     """Bytes that start like an MPEG-4 audio file (an ftyp box), not a playable one."""
     ftyp = struct.pack(">I4s4sI", 24, b"ftyp", b"M4A ", 0) + b"M4A mp42"
@@ -70,6 +99,8 @@ def media_bytes(ext: str, seed: int) -> bytes:
         return wav(220 + seed % 660)
     if ext == "png":
         return png()
+    if ext == "jpg":
+        return jpeg()
     if ext == "mp3":
         return mp3()
     return m4a()

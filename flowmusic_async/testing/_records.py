@@ -22,7 +22,7 @@ def clip_record(clip: ClipRec, origin: str, media: MediaSigner) -> dict[str, Any
         "created_at": iso(clip.ready),
         "audio_url": media.url(origin, clip.name, "m4a"),
         "wav_url": media.url(origin, clip.name, "wav"),
-        "image_url": media.url(origin, clip.name, "png"),
+        "image_url": media.url(origin, clip.name, "jpg"),  # JPEG cover art, as on the seed
     }
 
 

@@ -13,7 +13,7 @@ from ._context import Ctx
 from ._jobpost import answer, burst_gate, moderated
 from ._params import ANY, FLOAT, INT, STR, Field, body_fields, coerce, validate
 from ._records import job_record
-from ._routes_music import MODELS, MODES, SONG_SECONDS
+from ._routes_music import INSTRUMENTAL, MODELS, MODES, SONG_SECONDS
 from ._state import ClipDraft, ClipRec, Job, Stems
 from ._wire import Response, bad_request
 
@@ -147,7 +147,11 @@ def _check_and_draft(op: str, src: ClipRec, body: dict[str, Any]) -> Any:
                 title=body.get("title") or f"{src.title or _content.title(rng)}{suffix}",
                 duration_s=length,
                 lyrics=lyrics,
-                lyrics_timing=_content.lyrics_timing(lyrics, length) if lyrics else None,
+                lyrics_timing=(
+                    _content.lyrics_timing(lyrics, length)
+                    if lyrics and lyrics != INSTRUMENTAL
+                    else None
+                ),
                 seed=body.get("seed", rng.randrange(2**31)),
                 prompt=body.get("prompt", src.prompt),
             )

@@ -20,6 +20,7 @@ SONG_SECONDS = (40.0, 150.0)
 LYRICS_SECONDS = (10.0, 30.0)
 MODELS = ("lyria-3.5", "lyria-3-pro")
 MODES = ("sync", "async")
+INSTRUMENTAL = "[Instrumental]"  # an instrumental clip's lyrics
 REF_IMAGES = tuple(f"refImage{i}" for i in range(1, 11))
 REF_AUDIOS = tuple(f"refAudio{i}" for i in range(1, 11))
 
@@ -87,15 +88,19 @@ def _ref_account(ctx: Ctx, body: dict[str, Any]) -> str | None:
 
 
 def song_clips(rng: random.Random, body: dict[str, Any]) -> list[ClipDraft]:
-    """Up to two clips; vocal ones carry lyrics (given or model-written) and their timing."""
+    """Up to two clips; vocal ones carry lyrics (given or model-written) and their timing.
+
+    Instrumental clips carry `lyrics: "[Instrumental]"` and no timing, as the POST /music
+    page's model says ("[Instrumental]" for instrumentals).
+    """
     # Open question 29: instrumental together with lyrics is accepted; instrumental wins.
     vocal = not body.get("instrumental", False)
     count = 2 if rng.random() < 0.9 else 1
     drafts = []
     for _ in range(count):
         duration = rng.uniform(90.0, 200.0)
-        words = (body.get("lyrics") or _content.lyrics(rng)) if vocal else None
-        timing = _content.lyrics_timing(words, duration) if words else None
+        words = (body.get("lyrics") or _content.lyrics(rng)) if vocal else INSTRUMENTAL
+        timing = _content.lyrics_timing(words, duration) if vocal else None
         drafts.append(
             ClipDraft(
                 title=_content.title(rng),

@@ -29,7 +29,7 @@ IN_PROCESS_BASE_URL = "http://localhost/v1/flowmusic"
 
 
 def default_moderate(prompt: str) -> bool:
-    """The default moderation rule: a prompt containing "[moderate]" is refused (422 + record)."""
+    """The default moderation rule: a prompt containing "[moderate]" is refused."""
     return "[moderate]" in prompt
 
 
@@ -45,8 +45,10 @@ class Simulator:
         tokens: accepted API tokens; the user id is parsed from "user:<uid>-...".
         time_scale: real seconds per simulated second (0.01: a 40-150 s song takes 0.4-1.5 s).
         seed: makes durations, titles, ids and failures reproducible.
-        moderate: prompt -> refuse? A refused song (or edit) answers 422 with its failed job
-            record, as the POST /music page shows. Default: the prompt contains "[moderate]".
+        moderate: prompt -> refuse? A refused song (or edit) renders, then ends failed with
+            "moderation_reject": async answers 201 first; sync answers 422 with the failed
+            record after the render, as the POST /music page shows. Default: the prompt
+            contains "[moderate]".
         job_failure_rate: share of accepted jobs that end failed (error.code "moderation_reject");
             a sync one answers 422 with the record at its end.
         song_credits: credits spent per accepted song (and extend/replace/cover/remix).

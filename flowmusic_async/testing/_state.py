@@ -138,7 +138,7 @@ class Job:
     reply_ref: str | None = None
     cancelled_at: float | None = None
     webhook_sent: bool = False
-    refused: bool = False  # moderated at submission: failed at once, nothing charged
+    refused: bool = False  # declined by moderation: renders, then ends failed; nothing charged
 
     def end_time(self) -> float:
         return self.cancelled_at if self.cancelled_at is not None else self.ends
@@ -214,6 +214,7 @@ class World:
         self._rng = random.Random(f"world:{seed}")
         self._job_count = 0
         self._seen_bodies: set[bytes] = set()
+        self._errors_tripped: set[str] = set()  # accounts `account_error_after` has broken
         for acct in accounts:
             self.add_account(acct)
 
@@ -252,6 +253,24 @@ class World:
         self.refresh_emails[token] = cfg.email
         self.library.setdefault(cfg.email, [])
         return acct
+
+    def trip_account_errors(self) -> None:
+        """Fault `account_error_after`: an account that has accepted N jobs turns to error state.
+
+        Checked after every accepted job and before every request is answered, so N = 0 means
+        at once (before any job), not after the first. It fires once per account: re-adding
+        the account (POST /accounts) heals it for good, as the real API's re-add does.
+        """
+        limits = self.faults.account_error_after
+        if not limits:
+            return
+        for email, limit in limits.items():
+            acct = self.accounts.get(email)
+            if acct is None or email in self._errors_tripped or acct.accepted < limit:
+                continue
+            self._errors_tripped.add(email)
+            if acct.error is None:
+                acct.error = TOKEN_ERROR
 
     def account(self, email: str) -> AccountState:
         acct = self.accounts.get(email)
@@ -354,18 +373,20 @@ class World:
     ) -> Job:
         """Accept a job: spend credits, take a slot, fix its duration, outcome and clips.
 
-        `refused`: moderation declined the prompt at submission; the job is recorded (so its
-        jobid can be read back) already failed, without a slot, a charge or clips.
+        `refused`: moderation declines the prompt. As on the POST /music page's 422 record
+        (28 s between `created_at` and `completed_at`), the model renders for a song's time,
+        holding its slot (open question 6), then ends `failed` with `moderation_reject` and no
+        clips. Nothing is charged and it is not counted as an accepted job: whether a
+        declined render costs credits is not documented (open question 12), and a refusal
+        must not look like a paid duplicate.
         """
         self._job_count += 1
         rng = random.Random(f"{self.seed}:job:{self._job_count}")
         now = self.clock.now()
         ends = now + rng.uniform(*duration)
         failure = None
-        if refused:
-            ends, in_slot = now, False
-            failure = (MODERATION_CODE, MODERATION_MESSAGE)
-        elif in_slot and rng.random() < self.job_failure_rate:
+        # A refusal draws no failure roll, so the jobs after it keep their seeded draws.
+        if refused or (in_slot and rng.random() < self.job_failure_rate):
             failure = (MODERATION_CODE, MODERATION_MESSAGE)
         jobid = f"job:{self.new_uuid(rng)}-user:{uid}-{acct.email}-bot:flowmusic"
         job = Job(
@@ -388,7 +409,8 @@ class World:
         self.jobs[jobid] = job
         if in_slot:
             acct.active[jobid] = job
-            self._account_job(acct, job, cost, now)
+            if not refused:
+                self._account_job(acct, job, cost, now)
         if not refused:  # a refusal is not an accepted job, nor a paid duplicate
             self.stats.jobs[jobid] = JobTimes(
                 created=time.time(), finished=self.clock.wall_at(ends)
@@ -407,9 +429,7 @@ class World:
             self.stats.peak_running.get(acct.email, 0), running
         )
         acct.accepted += 1
-        limit = self.faults.account_error_after.get(acct.email)
-        if limit is not None and acct.accepted >= limit and acct.error is None:
-            acct.error = TOKEN_ERROR
+        self.trip_account_errors()
         if cost > 0:
             acct.credits -= cost
             title = job.clips[0].title if job.clips else str(job.request.get("prompt", ""))[:40]

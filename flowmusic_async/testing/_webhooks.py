@@ -2,13 +2,16 @@
 
 Jobs end lazily (nothing ticks), so this keeps a heap of end times and sleeps until the next one;
 a cancel or a clock jump rings the world's bell and it looks again. One attempt per job, no
-signature, no retries (open question 10).
+signature, no retries (open question 10). A callback that cannot be delivered (refused, timed
+out, or a `replyUrl` httpx cannot even parse, such as `http://[::1`) is counted in
+`stats.webhooks_failed` and logged, never raised: one caller's bad URL must not stop the API.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 
 import anyio
@@ -19,6 +22,8 @@ from anyio.abc import TaskGroup, TaskStatus
 from ._media import MediaSigner
 from ._records import job_record
 from ._state import Job, World
+
+_log = logging.getLogger("flowmusic_async.testing")
 
 
 class WebhookDispatcher:
@@ -74,7 +79,13 @@ class WebhookDispatcher:
                 content=msgspec.json.encode(record),
                 headers={"content-type": "application/json"},
             )
-        except httpx.HTTPError:
+        except Exception as exc:  # whatever a caller's URL makes httpx raise
+            # Not only httpx.HTTPError: a URL that does not parse raises httpx.InvalidURL
+            # (`http://[::1`), a bad IDNA host a UnicodeError (`http://xn--a.com/`), a port
+            # out of range an ExceptionGroup from the connection pool (`http://[::1]:99999/`).
             stats.webhooks_failed += 1
+            inner = getattr(exc, "exceptions", None)  # a group says only "unhandled errors"
+            reason = inner[0] if inner else exc
+            _log.warning("webhook for %s not delivered to %r: %s", job.jobid, job.reply_url, reason)
         else:
             stats.webhooks_delivered += 1

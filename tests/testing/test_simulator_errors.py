@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -123,27 +124,69 @@ async def test_413_upload_over_cap(http: httpx.AsyncClient) -> None:
     _error(await http.post("/files", content=big, headers={"content-type": "image/png"}), 413)
 
 
-async def test_422_moderation(sim: Simulator, http: httpx.AsyncClient) -> None:
-    """A refused song is 422 with its failed job record, nothing charged; lyrics 422 differs."""
+def _seconds_between(record: dict[str, Any]) -> float:
+    created = datetime.fromisoformat(record["created_at"].replace("Z", "+00:00"))
+    completed = datetime.fromisoformat(record["completed_at"].replace("Z", "+00:00"))
+    return (completed - created).total_seconds()
+
+
+MODERATION_ERROR = {
+    "code": "moderation_reject",
+    "message": "the model declined to generate audio for this prompt",
+}
+
+
+async def test_moderated_async_song_is_accepted_then_fails_after_a_render(
+    sim: Simulator, http: httpx.AsyncClient
+) -> None:
+    """Async mode: 201, the job renders (holding its slot), then ends failed, nothing charged.
+
+    The POST /music page's 422 record shows 28 s between created_at and completed_at: the
+    model rendered, then produced no audio. A client learns of the refusal from a poll.
+    """
     before = (await http.get("/accounts/alpha%40example.com")).json()["credits_remaining"]
-    for mode in ("async", "sync"):
-        body = {"prompt": "bad [moderate] idea", "mode": mode}
-        r = await http.post("/music", json=body)
-        assert r.status_code == 422
-        record = r.json()
-        assert record["status"] == "failed" and record["email"] == "alpha@example.com"
-        assert record["error"] == {
-            "code": "moderation_reject",
-            "message": "the model declined to generate audio for this prompt",
-        }
-        assert record["request"] == body and "clips" not in record
-        assert record["completed_at"] and record["jobid"].startswith("job:")
-        # The jobid it names can be read back, and says the same.
-        assert (await http.get(f"/jobs/{record['jobid']}")).json() == record
+    body = {"prompt": "bad [moderate] idea", "mode": "async"}
+    r = await http.post("/music", json=body)
+    assert r.status_code == 201
+    assert r.json()["status"] == "pending" and r.json()["request"] == body
+    jobid = r.json()["jobid"]
+    assert (await http.get(f"/jobs/{jobid}")).json()["status"] == "pending"
+    assert (await http.get("/jobs")).json()["alpha@example.com"]["running"] == 1
+    sim.advance(200)
+    record = (await http.get(f"/jobs/{jobid}")).json()
+    assert record["status"] == "failed" and record["error"] == MODERATION_ERROR
+    assert record["request"] == body and "clips" not in record
+    assert _seconds_between(record) >= 40  # a song's render time (40-150 s)
+    after = (await http.get("/accounts/alpha%40example.com")).json()["credits_remaining"]
+    assert after == before
+    assert sim.stats.jobs_created == 0 and sim.stats.duplicate_submissions == 0
+
+
+async def test_moderated_sync_song_answers_422_with_its_record_after_the_render(
+    sim: Simulator, http: httpx.AsyncClient
+) -> None:
+    """Sync mode: the 422 (body: the failed record) comes when the render ends, not at once."""
+    before = (await http.get("/accounts/alpha%40example.com")).json()["credits_remaining"]
+    body = {"prompt": "bad [moderate] idea", "mode": "sync"}
+    started = sim.clock.now()
+    r = await http.post("/music", json=body)
+    assert r.status_code == 422
+    assert sim.clock.now() - started >= 40  # held for the render (simulated seconds)
+    record = r.json()
+    assert record["status"] == "failed" and record["email"] == "alpha@example.com"
+    assert record["error"] == MODERATION_ERROR
+    assert record["request"] == body and "clips" not in record
+    assert _seconds_between(record) >= 40 and record["jobid"].startswith("job:")
+    # The jobid it names can be read back, and says the same.
+    assert (await http.get(f"/jobs/{record['jobid']}")).json() == record
     assert sim.stats.jobs_created == 0 and sim.stats.duplicate_submissions == 0
     after = (await http.get("/accounts/alpha%40example.com")).json()["credits_remaining"]
     assert after == before
-    assert (await http.get("/jobs")).json() == {}  # a refusal never holds a slot
+    assert (await http.get("/jobs")).json() == {}  # the slot is free once the render ended
+
+
+async def test_422_lyrics_and_c2pa_upload(http: httpx.AsyncClient) -> None:
+    """The lyrics agent's 422 has its own body; an AI-provenance upload kept as is is 422."""
     r = await http.post("/music/lyrics", json={"prompt": "[moderate] words"})
     assert r.status_code == 422
     body = r.json()
@@ -161,14 +204,17 @@ async def test_422_moderation(sim: Simulator, http: httpx.AsyncClient) -> None:
 async def test_422_moderated_edit_is_its_failed_job_record(
     sim: Simulator, http: httpx.AsyncClient, finished_song: Any
 ) -> None:
-    """A refused edit answers like a song: its failed record, with the operation."""
+    """A refused sync edit answers like a song: after its render, its failed record."""
     clip = (await finished_song(http, sim))["clips"][0]["clip"]
-    body = {"operation": "cover", "clip": clip, "instruction": "[moderate]", "mode": "async"}
+    body = {"operation": "cover", "clip": clip, "instruction": "[moderate]", "mode": "sync"}
     r = await http.post("/music/edit", json=body)
     assert r.status_code == 422
     record = r.json()
     assert record["operation"] == "cover" and record["status"] == "failed"
     assert record["error"]["code"] == "moderation_reject"
+    async_body = {**body, "mode": "async"}
+    r = await http.post("/music/edit", json=async_body)
+    assert r.status_code == 201 and r.json()["operation"] == "cover"
 
 
 async def test_429_named_account_full_with_retry_after(make_sim: Any, connect: Any) -> None:

@@ -97,6 +97,24 @@ async def test_account_error_after_turns_account_596(make_sim: Any, connect: Any
         assert "refresh token rejected" in r.json()["error"]
 
 
+async def test_account_error_after_zero_breaks_the_account_at_once(
+    make_sim: Any, connect: Any
+) -> None:
+    """account_error_after = 0: the account answers 596 before accepting any job.
+
+    It used to accept one job first, the same as 1.
+    """
+    sim = make_sim(faults=Faults(account_error_after={"alpha@example.com": 0}))
+    async with connect(sim) as http:
+        r = await http.post("/music", json={**ASYNC_SONG, "email": "alpha@example.com"})
+        assert r.status_code == 596
+        assert sim.stats.jobs_created == 0
+        # Re-adding the account heals it for good (the fault fires once).
+        token = sim.world.accounts["alpha@example.com"].refresh_token
+        assert (await http.post("/accounts", json={"refresh_token": token})).status_code == 200
+        assert (await http.post("/music", json=ASYNC_SONG)).status_code == 201
+
+
 async def test_lost_response_creates_job_then_drops(
     sim: Simulator, http: httpx.AsyncClient
 ) -> None:

@@ -44,8 +44,10 @@ async def _full_life(http: httpx.AsyncClient, sim: Simulator) -> None:
     assert size == len(wav.content) - 8 and channels == 1 and rate > 0
     m4a = await http.get(clip["audio_url"])
     assert m4a.content[4:8] == b"ftyp"
-    png = await http.get(clip["image_url"])
-    assert png.content.startswith(b"\x89PNG")
+    assert clip["image_url"].split("?")[0].endswith(".jpg")  # as on the seed page
+    jpeg = await http.get(clip["image_url"])
+    assert jpeg.headers["content-type"] == "image/jpeg"
+    assert jpeg.content.startswith(b"\xff\xd8\xff") and jpeg.content.endswith(b"\xff\xd9")
     mp3 = await http.get("/music/download", params={"id": jobid})
     assert mp3.headers["content-type"] == "audio/mpeg" and mp3.content.startswith(b"ID3")
     assert f'filename="{clip["clip"]}.mp3"' in mp3.headers["content-disposition"]
@@ -92,7 +94,9 @@ async def test_sync_mode_at_small_time_scale(sim: Simulator, http: httpx.AsyncCl
     assert r.status_code == 200
     record = r.json()
     assert record["status"] == "completed"
-    assert all(c["lyrics"] is None and c["lyrics_timing"] is None for c in record["clips"])
+    # The POST /music page's model: lyrics are "[Instrumental]" for instrumentals.
+    clips = record["clips"]
+    assert all(c["lyrics"] == "[Instrumental]" and c["lyrics_timing"] is None for c in clips)
 
 
 async def test_cancel_frees_slot_keeps_credits_and_is_idempotent(
@@ -208,3 +212,37 @@ async def test_webhook_posts_record_with_reply_ref(make_sim: Any, connect: Any) 
     assert received[0]["replyRef"] == "batch-7"
     assert received[0]["request"]["replyUrl"] == "https://hooks.test/x"
     assert sim.stats.webhooks_delivered == 1
+
+
+async def test_a_webhook_that_cannot_be_delivered_is_counted_never_fatal(
+    make_sim: Any, connect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replyUrl httpx cannot even use is logged and counted; the simulator keeps serving.
+
+    `http://[::1` raised httpx.InvalidURL (not an httpx.HTTPError) out of the webhook sender,
+    which took `async with sim:` (and `flowmusic simulate`) down when the job ended.
+    """
+    bad_urls = ["http://[::1", "http://xn--a.com/", "http://exa\u2028mple.com/"]
+    delivered = anyio.Event()
+
+    def hook(request: httpx.Request) -> httpx.Response:
+        delivered.set()
+        return httpx.Response(204)
+
+    caplog.set_level("WARNING", logger="flowmusic_async.testing")
+    sim = make_sim(webhook_transport=httpx.MockTransport(hook))
+    async with sim, connect(sim) as http:
+        for url in bad_urls:
+            r = await http.post("/music", json={"prompt": "x", "mode": "async", "replyUrl": url})
+            assert r.status_code == 201
+        sim.advance(151)  # every bad webhook is due now
+        good = {"prompt": "y", "mode": "async", "replyUrl": "https://hooks.test/ok"}
+        assert (await http.post("/music", json=good)).status_code == 201
+        sim.advance(151)
+        with anyio.fail_after(5):
+            await delivered.wait()  # the sender outlived the bad ones
+        assert (await http.get("/jobs")).status_code == 200
+    assert sim.stats.webhooks_failed == len(bad_urls)
+    assert sim.stats.webhooks_delivered == 1
+    failures = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(failures) == len(bad_urls)
