@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -226,13 +227,14 @@ async def test_a_batch_whose_token_is_refused_stops_with_batch_aborted_not_a_gro
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the CLI runs on asyncio
 async def test_cli_commands_against_a_wrong_port_fail_in_seconds_with_one_line(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The most common first mistake: the default timing, a closed port, under 5 s, no WARNING.
 
     `generate`, `jobs list` and a 16-song `batch` side by side (each waits its 4 s).
     """
     monkeypatch.delenv("FLOWMUSIC_TIME_SCALE", raising=False)
+    monkeypatch.chdir(tmp_path)  # the batch's default journal goes in the current folder
     monkeypatch.setattr("sys.stdin", io.StringIO("".join(f"song {i}\n" for i in range(16))))
     base_url = f"http://127.0.0.1:{closed_port()}/v1/flowmusic"
     results: dict[str, tuple[int, str, str, float]] = {}
@@ -254,7 +256,10 @@ async def test_cli_commands_against_a_wrong_port_fail_in_seconds_with_one_line(
     for name, (code, stdout, stderr, took) in results.items():
         assert took < 5, name
         assert code == 1, (name, stderr)
-        [error] = stderr.splitlines()  # one line, no WARNING before it
+        lines = stderr.splitlines()
+        if name == "batch":  # a batch names its journal first
+            assert lines.pop(0).startswith("journal: ")
+        [error] = lines  # one line, no WARNING before it
         assert error.startswith("flowmusic: error: ")
         assert f"cannot reach the API at {base_url}: connection refused" in error
         assert "FAILED" not in stdout
