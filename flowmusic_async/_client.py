@@ -36,6 +36,7 @@ import msgspec
 
 from . import _download, _logs
 from ._batch import GenerateMany
+from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
 from ._download import Format
 from ._edits import JobEditHelpers
 from ._engine import JobEngine, JobPath
@@ -92,7 +93,9 @@ class FlowMusic(JobEditHelpers):
             songs would still be looked at only on the real schedule.
         http_timeout: seconds for each HTTP connect/read/write/pool, or an ``httpx.Timeout``;
             sync-mode job calls read for at least 300 s because the server answers only when
-            the song is rendered. (A job's own deadline is `deadline=` on `generate` et al.)
+            the song is rendered. Each attempt of an API request must also end, body
+            included, within 3x its longest timeout (`RequestTimeout` otherwise; a media file
+            within 20x). (A job's own deadline is `deadline=` on `generate` et al.)
         transport: an httpx transport (tests: ``httpx.MockTransport`` or the simulator's).
         http_client: an ``httpx.AsyncClient`` to use instead of creating our own; never closed
             here, and its limits are yours (at most 128 API requests and 32 downloads go
@@ -104,6 +107,9 @@ class FlowMusic(JobEditHelpers):
         event_hooks: callables receiving an `Event` for each step of each job.
         reply_url: the callback URL for jobs submitted without one (see `fm.webhooks`).
         timeout: deprecated spelling of `http_timeout`.
+        max_response_bytes: the cap on an API answer's body, decoded size counted while it
+            streams (`ResponseTooLarge` beyond it); 4 MiB by default.
+        max_download_bytes: the cap on one downloaded media file; 2 GiB by default.
 
     ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records
     on stderr; see `flowmusic_async._logs`.
@@ -136,6 +142,8 @@ class FlowMusic(JobEditHelpers):
         event_hooks: Iterable[EventHook] = (),
         reply_url: str | None = None,
         timeout: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
     ) -> None:
         _logs.configure_from_env()
         self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
@@ -159,6 +167,13 @@ class FlowMusic(JobEditHelpers):
             except ValidationError as error:
                 raise ConfigurationError(str(error)) from None
         event_hooks = _check_hooks(event_hooks)
+        for name, cap in (
+            ("max_response_bytes", max_response_bytes),
+            ("max_download_bytes", max_download_bytes),
+        ):
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ConfigurationError(f"{name} must be an integer >= 1, got {cap!r}")
+        self._max_bytes = (max_response_bytes, max_download_bytes)
         self._reply_url = reply_url
         self._timeout = _check_http_timeout(http_timeout)
         self._max_retries = max_retries
@@ -241,7 +256,13 @@ class FlowMusic(JobEditHelpers):
             user_client=self._user_client, transport=self._transport, timeout=self._timeout
         )
         self._core = HttpCore(
-            lanes=self._lanes[0], base_url=self._base_url, token=self._token, policy=self._policy
+            lanes=self._lanes[0],
+            base_url=self._base_url,
+            token=self._token,
+            policy=self._policy,
+            timeout=self._timeout,
+            max_response_bytes=self._max_bytes[0],
+            max_download_bytes=self._max_bytes[1],
         )
         try:
             await self._host.start()
@@ -916,6 +937,10 @@ class _DownloadAPI:
     @property
     def retry_policy(self) -> RetryPolicy:
         return self._fm._policy
+
+    @property
+    def max_download_bytes(self) -> int:
+        return self._fm._max_bytes[1]
 
     async def get_job(self, jobid: str) -> Job:
         return await self._fm.jobs.get(jobid)

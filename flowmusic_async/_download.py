@@ -36,12 +36,16 @@ import anyio.to_thread
 import httpx
 import msgspec
 
+from flowmusic_async._bodies import iter_body, read_body
 from flowmusic_async._errors import (
+    HTTPX_ERRORS,
     DecodeError,
     FlowMusicError,
+    RedirectError,
     ServerError,
     TransportError,
     ValidationError,
+    error_from_httpx,
     error_from_response,
 )
 from flowmusic_async._lanes import unlink_body
@@ -70,12 +74,18 @@ class DownloadAPI(Protocol):
         media_client: lends the httpx client media URLs are fetched with (never with the
             token) for one download; a call waits while the downloads' places are all taken.
         retry_policy: the client's one retry policy; each file's transient failures use it.
+        max_download_bytes: the client's cap on one media file.
     """
 
     def media_client(self) -> AbstractAsyncContextManager[httpx.AsyncClient]: ...
 
     @property
     def retry_policy(self) -> RetryPolicy: ...
+
+    @property
+    def max_download_bytes(self) -> int:
+        """The cap on one media file's decoded bytes (`ResponseTooLarge` beyond it)."""
+        ...
 
     async def get_job(self, jobid: str) -> Job:
         """GET /jobs/{jobid}: the job again, for fresh media links."""
@@ -99,6 +109,8 @@ STALE_PART_AGE_S = 15 * 60
 WRITE_BATCH_BYTES = 1 << 20
 # Statuses a signed media URL answers once its signature has expired.
 _EXPIRED_STATUSES = frozenset({403, 404, 410})
+# An error page of a CDN is a few KB; only its first bytes are read.
+_MAX_ERROR_BODY = 64 * 1024
 _MAX_TITLE_CHARS = 80
 # Names are limited in bytes (255 on most filesystems); 80 four-byte characters would not fit.
 _MAX_TITLE_BYTES = 160
@@ -372,9 +384,9 @@ async def _write_atomically(dest: Path, stem: str, body: _Body, final_name: str)
                 if pending_size >= WRITE_BATCH_BYTES:
                     await anyio.to_thread.run_sync(handle.writelines, pending)
                     pending, pending_size = [], 0
-        except httpx.TransportError as exc:  # the connection was lost mid-body
-            raise _Retryable(_wrap_transport(exc, body.endpoint)) from exc
-        except TransportError as exc:
+        except RedirectError:
+            raise
+        except TransportError as exc:  # the connection was lost mid-body
             raise _Retryable(exc) from exc
         if body.content_length is not None and size != body.content_length:
             raise _Retryable(
@@ -406,16 +418,17 @@ def _finish_file(handle: BinaryIO, rest: list[bytes], temp_name: str, final: Pat
 
 
 @asynccontextmanager
-async def _open_media_url(
-    lease: AbstractAsyncContextManager[httpx.AsyncClient], url: str
-) -> AsyncIterator[_Body]:
+async def _open_media_url(api: DownloadAPI, url: str) -> AsyncIterator[_Body]:
     """GET a public media URL without credentials; map failures to _Retryable/_Expired."""
-    async with lease as client, _media_body(client, url) as body:
+    async with (
+        api.media_client() as client,
+        _media_body(client, url, limit=api.max_download_bytes) as body,
+    ):
         yield body
 
 
 @asynccontextmanager
-async def _media_body(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Body]:
+async def _media_body(client: httpx.AsyncClient, url: str, *, limit: int) -> AsyncIterator[_Body]:
     request = client.build_request("GET", url)
     # The token is added per API request, never as a client default; this makes sure of it even
     # if a caller passed an httpx client that carries one.
@@ -423,12 +436,22 @@ async def _media_body(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Bod
     endpoint = _describe(url)
     try:
         response = await client.send(request, stream=True, auth=None, follow_redirects=True)
-    except httpx.TransportError as exc:
-        raise _Retryable(_wrap_transport(exc, endpoint)) from exc
+    except HTTPX_ERRORS as exc:
+        error = error_from_httpx(exc, endpoint=endpoint)
+        if type(error) is TransportError:  # a lost connection; not a refused redirect
+            raise _Retryable(error) from exc
+        raise error from exc
     try:
         if response.status_code != 200:
-            await response.aread()
-            error = error_from_response(response, endpoint=endpoint)
+            try:
+                # Its status says what happened; a body over the cap or cut off is dropped.
+                text = await read_body(
+                    response, limit=_MAX_ERROR_BODY, option="max_response_bytes", endpoint=endpoint
+                )
+            except FlowMusicError:
+                text = b""
+            answer = (response.status_code, response.headers, text)
+            error = error_from_response(answer, endpoint=endpoint)
             if response.status_code in _EXPIRED_STATUSES:
                 raise _Expired(error)
             if isinstance(error, ServerError):
@@ -437,7 +460,7 @@ async def _media_body(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Bod
         length = response.headers.get("Content-Length")
         encoded = response.headers.get("Content-Encoding", "identity") != "identity"
         yield _Body(
-            response.aiter_bytes(),
+            iter_body(response, limit=limit, option="max_download_bytes", endpoint=endpoint),
             endpoint=endpoint,
             content_type=response.headers.get("Content-Type"),
             # A compressed body's length says nothing about the decoded bytes we count.
@@ -446,14 +469,6 @@ async def _media_body(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Bod
     finally:
         await response.aclose()
         unlink_body(response)
-
-
-def _wrap_transport(exc: httpx.TransportError, endpoint: str) -> TransportError:
-    error = TransportError(
-        f"{endpoint}: {type(exc).__name__}: {exc}", maybe_sent=True, endpoint=endpoint
-    )
-    error.__cause__ = exc  # raised later, away from this except block; keep the real cause
-    return error
 
 
 @asynccontextmanager
@@ -553,7 +568,7 @@ async def _fetch_file(
                 opener = _open_mp3(api, clip.clip)
             else:
                 url = _checked_url(url, clip_id=clip.clip, fmt=fmt)
-                opener = _open_media_url(api.media_client(), url)
+                opener = _open_media_url(api, url)
             async with opener as body:
                 ext: str = fmt
                 if fmt == "image":
