@@ -58,7 +58,7 @@ from ._handles import (
     check_seconds,
 )
 from ._host import ServiceHost
-from ._http import HttpCore
+from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
 from ._lanes import Lanes, PlaceAhead, open_lanes
 from ._models import Account, AccountJobs, Clip, Job
@@ -736,6 +736,7 @@ class FlowMusic(JobEditHelpers):
         sidecar: bool = True,
         jobid: str | None = None,
         prompt: str | None = None,
+        deadline: float | None = None,
     ) -> list[Path]:
         """Save a job's clips (or one clip) to `dest`; see `flowmusic_async._download.download`.
 
@@ -746,7 +747,11 @@ class FlowMusic(JobEditHelpers):
             sidecar: also write a JSON sidecar of metadata per clip.
             jobid: for a bare clip, the job it came from (to refresh expired URLs).
             prompt: recorded in the sidecar.
+            deadline: seconds the whole call may take (`RequestTimeout` after it; files not
+                finished are not left behind). Without it each file's attempt is still
+                bounded, by 20x ``http_timeout``.
         """
+        deadline = _deadline(deadline, None)
         self._require_core()
         return await _download.download(
             _DownloadAPI(self),
@@ -756,6 +761,7 @@ class FlowMusic(JobEditHelpers):
             sidecar=sidecar,
             jobid=jobid,
             prompt=prompt,
+            deadline=deadline,
         )
 
     def add_event_hook(self, hook: EventHook) -> None:
@@ -941,6 +947,10 @@ class _DownloadAPI:
     @property
     def max_download_bytes(self) -> int:
         return self._fm._max_bytes[1]
+
+    @property
+    def media_deadline(self) -> float | None:
+        return request_deadline(self._fm._timeout, MEDIA_DEADLINE_FACTOR)
 
     async def get_job(self, jobid: str) -> Job:
         return await self._fm.jobs.get(jobid)

@@ -19,6 +19,7 @@ Transient failures are retried by that one `RetryPolicy`, like every other safe 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import secrets
@@ -42,6 +43,7 @@ from flowmusic_async._errors import (
     DecodeError,
     FlowMusicError,
     RedirectError,
+    RequestTimeout,
     ServerError,
     TransportError,
     ValidationError,
@@ -75,6 +77,7 @@ class DownloadAPI(Protocol):
             token) for one download; a call waits while the downloads' places are all taken.
         retry_policy: the client's one retry policy; each file's transient failures use it.
         max_download_bytes: the client's cap on one media file.
+        media_deadline: the overall deadline of one attempt at one file.
     """
 
     def media_client(self) -> AbstractAsyncContextManager[httpx.AsyncClient]: ...
@@ -85,6 +88,11 @@ class DownloadAPI(Protocol):
     @property
     def max_download_bytes(self) -> int:
         """The cap on one media file's decoded bytes (`ResponseTooLarge` beyond it)."""
+        ...
+
+    @property
+    def media_deadline(self) -> float | None:
+        """Seconds one attempt at one file may take, body included (None: no limit)."""
         ...
 
     async def get_job(self, jobid: str) -> Job:
@@ -492,7 +500,7 @@ class _Links:
 
     def __init__(self, api: DownloadAPI, clips: Sequence[Clip], jobid: str | None) -> None:
         self._api = api
-        self._jobid = jobid
+        self.jobid = jobid
         self.clips = {clip.clip: clip for clip in clips}
 
     def url(self, clip_id: str, fmt: Format) -> str | None:
@@ -506,9 +514,9 @@ class _Links:
         current = self.url(clip_id, fmt)
         if current is not None and current != stale_url:
             return current  # another file of this job already fetched fresh links
-        if self._jobid is None:
+        if self.jobid is None:
             raise error  # nothing to refresh from: pass jobid= when downloading a bare Clip
-        job = await self._api.get_job(self._jobid)
+        job = await self._api.get_job(self.jobid)
         for clip in job.clips:
             if clip.clip in self.clips:
                 self.clips[clip.clip] = clip
@@ -569,13 +577,24 @@ async def _fetch_file(
             else:
                 url = _checked_url(url, clip_id=clip.clip, fmt=fmt)
                 opener = _open_media_url(api, url)
-            async with opener as body:
-                ext: str = fmt
-                if fmt == "image":
-                    ext = (url and _image_ext_from_url(url)) or _image_ext_from_type(
-                        body.content_type
-                    )
-                return await _write_atomically(dest, stem, body, f"{stem}.{ext}")
+            limit = api.media_deadline
+            with anyio.move_on_after(math.inf if limit is None else limit):
+                async with opener as body:
+                    ext: str = fmt
+                    if fmt == "image":
+                        ext = (url and _image_ext_from_url(url)) or _image_ext_from_type(
+                            body.content_type
+                        )
+                    return await _write_atomically(dest, stem, body, f"{stem}.{ext}")
+            assert limit is not None  # only the deadline ends the block without a result
+            what = "GET /music/download" if url is None else _describe(url)
+            raise RequestTimeout(
+                f"{what}: clip {clip.clip} ({fmt}) not downloaded within {limit:g} s (one "
+                "attempt's deadline, 20x http_timeout)",
+                deadline=limit,
+                endpoint=what,
+                jobid=links.jobid,
+            )
         except _Expired as exc:
             if refreshed or url is None:
                 raise exc.error from None
@@ -597,6 +616,7 @@ async def download(
     sidecar: bool = True,
     jobid: str | None = None,
     prompt: str | None = None,
+    deadline: float | None = None,
 ) -> list[Path]:
     """Save every clip of a completed job (or one clip) into ``dest``; return the paths.
 
@@ -617,6 +637,9 @@ async def download(
             seed, duration, email, jobid, clip id and the files written (name, size, sha256).
         jobid: for a bare ``Clip``, the job it came from, so expired URLs can be refreshed.
         prompt: recorded in the sidecar; defaults to the job's echoed ``request["prompt"]``.
+        deadline: seconds the whole call may take; a file not finished by then is not left
+            behind (files already finished stay). None: each attempt at each file is still
+            bounded by ``api.media_deadline``.
 
     Returns:
         The media files written or already present, then each clip's sidecar, clip by clip.
@@ -624,8 +647,34 @@ async def download(
     Raises:
         ValidationError: an unknown format, or a job that is not completed.
         DecodeError: a media URL in the job that is no fetchable http(s) URL (names the clip).
+        ResponseTooLarge: a file over ``api.max_download_bytes``.
+        RequestTimeout: `deadline` passed, or one attempt at a file ran past its deadline.
+        RedirectError: a media URL redirects in a loop, or to a URL that is not http(s).
         FlowMusicError: a download that failed for good (the error of its last attempt).
     """
+    if deadline is None:
+        return await _download_all(api, target, dest, formats, sidecar, jobid, prompt)
+    with anyio.move_on_after(deadline):
+        return await _download_all(api, target, dest, formats, sidecar, jobid, prompt)
+    what = f"job {target.jobid}" if isinstance(target, Job) else f"clip {target.clip}"
+    raise RequestTimeout(
+        f"download of {what}: not finished within its deadline of {deadline:g} s",
+        deadline=deadline,
+        endpoint="download",
+        jobid=target.jobid if isinstance(target, Job) else jobid,
+    )
+
+
+async def _download_all(
+    api: DownloadAPI,
+    target: Job | Clip,
+    dest: str | os.PathLike[str],
+    formats: Sequence[str],
+    sidecar: bool,
+    jobid: str | None,
+    prompt: str | None,
+) -> list[Path]:
+    """`download` without its overall deadline."""
     wanted: list[Format] = []
     for name in formats:
         if name not in FORMATS:

@@ -54,6 +54,7 @@ from ._lanes import Lanes, unlink_body
 from ._retry import RetryPolicy, sleep
 
 __all__ = [
+    "MEDIA_DEADLINE_FACTOR",
     "DEFAULT_MAX_DOWNLOAD_BYTES",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "HttpCore",
@@ -67,19 +68,22 @@ logger = logging.getLogger("flowmusic_async")
 # httpx's read timeout restarts with every byte, so a server dripping one byte a second never
 # trips it. 3x: a slow but honest answer still fits, a drip does not last forever.
 DEADLINE_FACTOR = 3.0
+# A media file may take this many times the longest httpx timeout per attempt (10 minutes at
+# the default 30 s): a long wav over a slow link fits, a drip does not last forever.
+MEDIA_DEADLINE_FACTOR = 20.0
 # What API requests accept: encodings this module decodes with the cap applied per step.
 _ACCEPT_ENCODING = "gzip, deflate"
 
 
-def request_deadline(timeout: httpx.Timeout) -> float | None:
-    """The overall deadline of one attempt with this timeout: `DEADLINE_FACTOR` times its
-    longest finite value (connect, read, write or pool); None when every value is None."""
+def request_deadline(timeout: httpx.Timeout, factor: float = DEADLINE_FACTOR) -> float | None:
+    """The overall deadline of one attempt with this timeout: `factor` times its longest
+    finite value (connect, read, write or pool); None when every value is None."""
     values = [
         value
         for value in (timeout.connect, timeout.read, timeout.write, timeout.pool)
         if value is not None and math.isfinite(value)
     ]
-    return DEADLINE_FACTOR * max(values) if values else None
+    return factor * max(values) if values else None
 
 
 class HttpCore:

@@ -134,6 +134,7 @@ class FakeFM:
         self.client = client
         self.retry_policy = RetryPolicy(max_retries=3, base=0.5, cap=8.0)
         self.max_download_bytes = DEFAULT_MAX_DOWNLOAD_BYTES
+        self.media_deadline: float | None = None
         self.jobs = FakeJobs(fresh)
         self.music = FakeMusic()
 

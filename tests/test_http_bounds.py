@@ -18,7 +18,7 @@ from mock_api import TOKEN
 from raw_server import RawServer, head
 
 from flowmusic_async import FlowMusic, Timing
-from flowmusic_async._errors import DecodeError, ResponseTooLarge
+from flowmusic_async._errors import DecodeError, RequestTimeout, ResponseTooLarge
 from flowmusic_async._models import Clip, Job
 
 pytestmark = pytest.mark.anyio
@@ -250,3 +250,76 @@ def test_caps_must_be_positive_integers(value: object) -> None:
     for option in ("max_response_bytes", "max_download_bytes"):
         with pytest.raises(ConfigurationError, match=option):
             FlowMusic(token=TOKEN, **{option: value})  # type: ignore[arg-type]
+
+
+def dripping(server: RawServer, *, content_type: str = "application/json"):  # type: ignore[no-untyped-def]
+    """An answer whose body comes one byte a second: never a read timeout, never an end."""
+
+    def behave(conn: socket.socket, _head: bytes) -> None:
+        server.send(conn, head(Content_Type=content_type, Content_Length="1000000"))
+        while not server.stopping.wait(1.0):
+            server.send(conn, b" ")
+
+    return behave
+
+
+async def test_an_api_request_ends_at_its_overall_deadline_with_a_typed_timeout() -> None:
+    """httpx's read timeout restarts with every byte: a drip must still end, typed, in time."""
+    server = RawServer(lambda conn, h: behave(conn, h))
+    behave = dripping(server)
+    with server.running():
+        async with client(server.url, http_timeout=1.6) as fm:
+            started = anyio.current_time()
+            with anyio.fail_after(20), pytest.raises(RequestTimeout) as caught:
+                await fm.jobs.get(JOBID)
+            took = anyio.current_time() - started
+    error = caught.value
+    assert error.deadline == pytest.approx(3 * 1.6)  # documented: 3x http_timeout
+    assert error.endpoint == "GET /jobs/{jobid}"
+    assert error.jobid == JOBID
+    assert error.maybe_sent
+    assert "GET /jobs/{jobid}" in str(error) and "4.8 s" in str(error)
+    assert 4.8 <= took < 10
+    assert len(server.requests) == 1  # a bound exceeded is final, not retried
+
+
+async def test_a_download_ends_at_its_deadline_and_leaves_no_partial_file(
+    tmp_path: Path,
+) -> None:
+    """download(deadline=) bounds the whole call, whatever the server's pace."""
+    server = RawServer(lambda conn, h: behave(conn, h))
+    behave = dripping(server, content_type="audio/mp4")
+    with server.running():
+        async with client(server.url, http_timeout=1.6) as fm:
+            job = _media_job(f"{server.url}/a.m4a?sig=1")
+            with anyio.fail_after(20), pytest.raises(RequestTimeout) as caught:
+                await fm.download(job, tmp_path, deadline=2.0)
+    assert caught.value.deadline == 2.0
+    assert caught.value.jobid == JOBID
+    assert f"job {JOBID}" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_deadline_is_checked_like_a_job_deadline() -> None:
+    """A deadline that cannot work is refused before anything is sent."""
+    from flowmusic_async import ValidationError
+
+    async def main() -> None:
+        def handler(request: httpx.Request) -> httpx.Response:
+            raise AssertionError("nothing may be sent")
+
+        async with FlowMusic(token=TOKEN, transport=httpx.MockTransport(handler)) as fm:
+            with pytest.raises(ValidationError, match="deadline"):
+                await fm.download(_media_job("https://cdn.example/a.m4a"), ".", deadline=-1)
+
+    anyio.run(main)
+
+
+def test_each_deadline_derives_from_the_timeout_it_bounds() -> None:
+    """The documented rule: 3x the longest timeout per API attempt, 20x per media file."""
+    from flowmusic_async._http import MEDIA_DEADLINE_FACTOR, request_deadline
+
+    assert request_deadline(httpx.Timeout(30.0)) == 90.0
+    assert request_deadline(httpx.Timeout(5.0, read=300.0)) == 900.0  # sync-mode POSTs
+    assert request_deadline(httpx.Timeout(None)) is None
+    assert request_deadline(httpx.Timeout(30.0), MEDIA_DEADLINE_FACTOR) == 600.0
