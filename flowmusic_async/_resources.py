@@ -42,6 +42,7 @@ from ._models import (
     Stems,
     Usage,
 )
+from ._names import safe_file_name
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Mode, Model, SongRequest
 from ._validation import (
     account_add_body,
@@ -115,8 +116,13 @@ class DownloadStream:
 
     @property
     def filename(self) -> str | None:
-        """The file name from ``Content-Disposition`` (``<clip>.mp3``), if the server sent one."""
-        return _disposition_filename(self._response.headers.get("content-disposition", ""))
+        """The file name from ``Content-Disposition`` (``<clip>.mp3``), if the server sent one.
+
+        Reduced to a safe base name (`safe_file_name`): a server's ``../../x.mp3`` comes back
+        as ``x.mp3``, so joining it to a folder stays in that folder.
+        """
+        header = self._response.headers.get("content-disposition", "")
+        return safe_file_name(_disposition_filename(header))
 
     @property
     def content_type(self) -> str | None:
