@@ -323,3 +323,67 @@ def test_each_deadline_derives_from_the_timeout_it_bounds() -> None:
     assert request_deadline(httpx.Timeout(5.0, read=300.0)) == 900.0  # sync-mode POSTs
     assert request_deadline(httpx.Timeout(None)) is None
     assert request_deadline(httpx.Timeout(30.0), MEDIA_DEADLINE_FACTOR) == 600.0
+
+
+class _DrippingPost(httpx.AsyncBaseTransport):
+    """The simulator, except that POST /music's answer (the job is created) drips forever."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.dripped = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method != "POST" or not request.url.path.endswith("/music"):
+            return response
+        await response.aread()
+        outer = self
+
+        class Drip(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                while True:
+                    await anyio.sleep(0.05)
+                    outer.dripped += 1
+                    yield b" "
+
+        return httpx.Response(
+            response.status_code, headers={"Content-Type": "application/json"}, stream=Drip()
+        )
+
+
+@pytest.mark.parametrize("time_scale", [0.05, 0.002])
+async def test_a_paid_post_past_its_deadline_is_reconciled_not_paid_twice(
+    time_scale: float,
+) -> None:
+    """The answer of a POST that created a job never ends: the deadline ends the wait, and the
+    engine looks for the job it paid for instead of sending the POST again. Still running
+    (0.05): found and followed to the end. Already finished when looked for (0.002): not in
+    the running list, which proves nothing after our own timeout: SubmissionUncertain."""
+    from flowmusic_async import SubmissionUncertain
+    from flowmusic_async.testing import SimAccount, Simulator
+
+    sim = Simulator(
+        accounts=(SimAccount(email="a@example.com", max_jobs=2, credits=1e4),),
+        time_scale=time_scale,
+        seed=3,
+    )
+    transport = _DrippingPost(sim.transport())
+    async with (
+        sim,
+        FlowMusic(
+            token=sim.token,
+            base_url=sim.base_url,
+            transport=transport,
+            timing=Timing.scaled(time_scale),
+            http_timeout=0.3,
+        ) as fm,
+    ):
+        with anyio.fail_after(30):
+            try:
+                job = await fm.generate("a drip on the answer")
+            except SubmissionUncertain:
+                assert time_scale == 0.002
+            else:
+                assert time_scale == 0.05 and job.is_completed
+    assert transport.dripped > 0
+    assert sim.stats.jobs_created == 1
