@@ -37,6 +37,7 @@ import msgspec
 
 from . import _download, _logs
 from ._batch import GenerateMany
+from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
 from ._download import Format
 from ._edits import JobEditHelpers
 from ._engine import JobEngine, JobPath
@@ -59,7 +60,7 @@ from ._handles import (
     check_seconds,
 )
 from ._host import ServiceHost
-from ._http import HttpCore
+from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
 from ._lanes import Lanes, PlaceAhead, open_lanes
 from ._models import Account, AccountJobs, Clip, Job
@@ -92,7 +93,9 @@ class FlowMusic(JobEditHelpers):
             else the real API. ``http://`` is allowed only for loopback hosts (simulators).
         http_timeout: seconds for each HTTP connect/read/write/pool, or an ``httpx.Timeout``;
             sync-mode job calls read for at least 300 s because the server answers only when
-            the song is rendered. (A job's own deadline is `deadline=` on `generate` et al.)
+            the song is rendered. Each attempt of an API request must also end, body
+            included, within 3x its longest timeout (`RequestTimeout` otherwise; a media file
+            within 20x). (A job's own deadline is `deadline=` on `generate` et al.)
         transport: an httpx transport (tests: ``httpx.MockTransport`` or the simulator's).
         http_client: an ``httpx.AsyncClient`` to use instead of creating our own; never closed
             here, and its limits are yours (at most 128 API requests and 32 downloads go
@@ -106,6 +109,9 @@ class FlowMusic(JobEditHelpers):
         event_hooks: callables receiving an `Event` for each step of each job.
         reply_url: the callback URL for jobs submitted without one (see `fm.webhooks`).
         timeout: deprecated spelling of `http_timeout`.
+        max_response_bytes: the cap on an API answer's body, decoded size counted while it
+            streams (`ResponseTooLarge` beyond it); 4 MiB by default.
+        max_download_bytes: the cap on one downloaded media file; 2 GiB by default.
 
     ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records
     on stderr; see `flowmusic_async._logs`.
@@ -139,6 +145,8 @@ class FlowMusic(JobEditHelpers):
         event_hooks: Iterable[EventHook] = (),
         reply_url: str | None = None,
         timeout: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
     ) -> None:
         _logs.configure_from_env()
         self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
@@ -162,6 +170,13 @@ class FlowMusic(JobEditHelpers):
             except ValidationError as error:
                 raise ConfigurationError(str(error)) from None
         event_hooks = _check_hooks(event_hooks)
+        for name, cap in (
+            ("max_response_bytes", max_response_bytes),
+            ("max_download_bytes", max_download_bytes),
+        ):
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ConfigurationError(f"{name} must be an integer >= 1, got {cap!r}")
+        self._max_bytes = (max_response_bytes, max_download_bytes)
         self._reply_url = reply_url
         self._timeout = _check_http_timeout(http_timeout)
         self._max_retries = max_retries
@@ -267,7 +282,13 @@ class FlowMusic(JobEditHelpers):
             user_client=self._user_client, transport=self._transport, timeout=self._timeout
         )
         self._core = HttpCore(
-            lanes=self._lanes[0], base_url=self._base_url, token=self._token, policy=self._policy
+            lanes=self._lanes[0],
+            base_url=self._base_url,
+            token=self._token,
+            policy=self._policy,
+            timeout=self._timeout,
+            max_response_bytes=self._max_bytes[0],
+            max_download_bytes=self._max_bytes[1],
         )
         try:
             await self._host.start()
@@ -744,6 +765,7 @@ class FlowMusic(JobEditHelpers):
         sidecar: bool = True,
         jobid: str | None = None,
         prompt: str | None = None,
+        deadline: float | None = None,
     ) -> list[Path]:
         """Save a job's clips (or one clip) to `dest`; see `flowmusic_async._download.download`.
 
@@ -754,7 +776,11 @@ class FlowMusic(JobEditHelpers):
             sidecar: also write a JSON sidecar of metadata per clip.
             jobid: for a bare clip, the job it came from (to refresh expired URLs).
             prompt: recorded in the sidecar.
+            deadline: seconds the whole call may take (`RequestTimeout` after it; files not
+                finished are not left behind). Without it each file's attempt is still
+                bounded, by 20x ``http_timeout``.
         """
+        deadline = _deadline(deadline, None)
         self._require_core()
         return await _download.download(
             _DownloadAPI(self),
@@ -764,6 +790,7 @@ class FlowMusic(JobEditHelpers):
             sidecar=sidecar,
             jobid=jobid,
             prompt=prompt,
+            deadline=deadline,
         )
 
     def add_event_hook(self, hook: EventHook) -> None:
@@ -937,6 +964,14 @@ class _DownloadAPI:
     @property
     def retry_policy(self) -> RetryPolicy:
         return self._fm._policy
+
+    @property
+    def max_download_bytes(self) -> int:
+        return self._fm._max_bytes[1]
+
+    @property
+    def media_deadline(self) -> float | None:
+        return request_deadline(self._fm._timeout, MEDIA_DEADLINE_FACTOR)
 
     async def get_job(self, jobid: str) -> Job:
         return await self._fm.jobs.get(jobid)

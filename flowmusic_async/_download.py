@@ -2,9 +2,15 @@
 
 A file only ever appears under its final name once it is complete: bytes are streamed into a
 hidden temporary file in the destination folder, flushed to disk, then ``os.replace``'d into
-place; on any failure or cancellation the temporary file is removed. So "the file exists" means
-"a full download finished", and a rerun skips it without a request. The sidecar records each
-file's size; if the file on disk no longer has that size it is downloaded again.
+place; on any failure or cancellation the temporary file is removed.
+
+Names are unique per clip: ``<safe title>-<8 hex of the clip id>``, and when that name is
+already another clip's (its sidecar says so, or an earlier clip of the same call took it),
+a longer run of the clip id (`_claim_stem`). "Already downloaded" means this clip's sidecar
+records the file and the file is a regular file (not a symlink) of the recorded size; then a
+rerun skips it without a request. A file at the name that no sidecar of this clip vouches
+for is downloaded again and replaced. Bodies are capped (``max_download_bytes``) and each
+attempt at a file has a deadline (``media_deadline``).
 
 Media URLs (``audio_url``, ``wav_url``, ``image_url``) are public, signed links: they are fetched
 with the client's httpx client but never with the API token. When one answers 403/404/410 (the
@@ -19,13 +25,14 @@ Transient failures are retried by that one `RetryPolicy`, like every other safe 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import secrets
+import stat
 import threading
 import time
-import unicodedata
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
@@ -36,16 +43,22 @@ import anyio.to_thread
 import httpx
 import msgspec
 
+from flowmusic_async._bodies import iter_body, read_body
 from flowmusic_async._errors import (
+    HTTPX_ERRORS,
     DecodeError,
     FlowMusicError,
+    RedirectError,
+    RequestTimeout,
     ServerError,
     TransportError,
     ValidationError,
+    error_from_httpx,
     error_from_response,
 )
 from flowmusic_async._lanes import unlink_body
 from flowmusic_async._models import Clip, Job
+from flowmusic_async._names import safe_title
 from flowmusic_async._resources import DownloadStream, account_of_id
 from flowmusic_async._retry import RetryPolicy, sleep
 
@@ -70,12 +83,24 @@ class DownloadAPI(Protocol):
         media_client: lends the httpx client media URLs are fetched with (never with the
             token) for one download; a call waits while the downloads' places are all taken.
         retry_policy: the client's one retry policy; each file's transient failures use it.
+        max_download_bytes: the client's cap on one media file.
+        media_deadline: the overall deadline of one attempt at one file.
     """
 
     def media_client(self) -> AbstractAsyncContextManager[httpx.AsyncClient]: ...
 
     @property
     def retry_policy(self) -> RetryPolicy: ...
+
+    @property
+    def max_download_bytes(self) -> int:
+        """The cap on one media file's decoded bytes (`ResponseTooLarge` beyond it)."""
+        ...
+
+    @property
+    def media_deadline(self) -> float | None:
+        """Seconds one attempt at one file may take, body included (None: no limit)."""
+        ...
 
     async def get_job(self, jobid: str) -> Job:
         """GET /jobs/{jobid}: the job again, for fresh media links."""
@@ -99,16 +124,8 @@ STALE_PART_AGE_S = 15 * 60
 WRITE_BATCH_BYTES = 1 << 20
 # Statuses a signed media URL answers once its signature has expired.
 _EXPIRED_STATUSES = frozenset({403, 404, 410})
-_MAX_TITLE_CHARS = 80
-# Names are limited in bytes (255 on most filesystems); 80 four-byte characters would not fit.
-_MAX_TITLE_BYTES = 160
-
-_UNSAFE_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
-_WINDOWS_RESERVED = frozenset(
-    {"CON", "PRN", "AUX", "NUL"}
-    | {f"COM{n}" for n in "123456789¹²³"}
-    | {f"LPT{n}" for n in "123456789¹²³"}
-)
+# An error page of a CDN is a few KB; only its first bytes are read.
+_MAX_ERROR_BODY = 64 * 1024
 _IMAGE_EXTENSIONS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
 _IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/jpg": "jpg", "image/webp": "webp"}
 
@@ -151,27 +168,6 @@ def short_clip_id(clip_id: str) -> str:
     return hashlib.sha256(clip_id.encode()).hexdigest()[:8]
 
 
-def _safe_title(title: str | None) -> str:
-    text = unicodedata.normalize("NFC", title or "")
-    # Control and format characters (incl. bidi overrides that disguise extensions) and line
-    # separators become spaces, like the characters Windows refuses.
-    text = "".join(
-        " " if unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} else ch for ch in text
-    )
-    text = _UNSAFE_CHARS.sub(" ", text)
-    text = " ".join(text.split())
-    text = text[:_MAX_TITLE_CHARS]
-    while len(text.encode()) > _MAX_TITLE_BYTES:
-        text = text[:-1]
-    # Windows drops trailing dots and spaces; leading dots hide files on Unix.
-    text = text.strip(" .")
-    if not text:
-        return "untitled"
-    if text.split(".")[0].strip().upper() in _WINDOWS_RESERVED:
-        text = f"_{text}"
-    return text
-
-
 def safe_stem(title: str | None, clip_id: str) -> str:
     """The file name (without extension) for a clip: ``<safe title>-<short clip id>``.
 
@@ -179,7 +175,7 @@ def safe_stem(title: str | None, clip_id: str) -> str:
     collapsed, no trailing dots or spaces, no reserved device names, title capped at 80
     characters. The short clip id keeps two songs with the same title apart.
     """
-    return f"{_safe_title(title)}-{short_clip_id(clip_id)}"
+    return f"{safe_title(title)}-{short_clip_id(clip_id)}"
 
 
 def _image_ext_from_url(url: str) -> str | None:
@@ -372,9 +368,9 @@ async def _write_atomically(dest: Path, stem: str, body: _Body, final_name: str)
                 if pending_size >= WRITE_BATCH_BYTES:
                     await anyio.to_thread.run_sync(handle.writelines, pending)
                     pending, pending_size = [], 0
-        except httpx.TransportError as exc:  # the connection was lost mid-body
-            raise _Retryable(_wrap_transport(exc, body.endpoint)) from exc
-        except TransportError as exc:
+        except RedirectError:
+            raise
+        except TransportError as exc:  # the connection was lost mid-body
             raise _Retryable(exc) from exc
         if body.content_length is not None and size != body.content_length:
             raise _Retryable(
@@ -406,16 +402,17 @@ def _finish_file(handle: BinaryIO, rest: list[bytes], temp_name: str, final: Pat
 
 
 @asynccontextmanager
-async def _open_media_url(
-    lease: AbstractAsyncContextManager[httpx.AsyncClient], url: str
-) -> AsyncIterator[_Body]:
+async def _open_media_url(api: DownloadAPI, url: str) -> AsyncIterator[_Body]:
     """GET a public media URL without credentials; map failures to _Retryable/_Expired."""
-    async with lease as client, _media_body(client, url) as body:
+    async with (
+        api.media_client() as client,
+        _media_body(client, url, limit=api.max_download_bytes) as body,
+    ):
         yield body
 
 
 @asynccontextmanager
-async def _media_body(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Body]:
+async def _media_body(client: httpx.AsyncClient, url: str, *, limit: int) -> AsyncIterator[_Body]:
     request = client.build_request("GET", url)
     # The token is added per API request, never as a client default; this makes sure of it even
     # if a caller passed an httpx client that carries one.
@@ -423,12 +420,22 @@ async def _media_body(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Bod
     endpoint = _describe(url)
     try:
         response = await client.send(request, stream=True, auth=None, follow_redirects=True)
-    except httpx.TransportError as exc:
-        raise _Retryable(_wrap_transport(exc, endpoint)) from exc
+    except HTTPX_ERRORS as exc:
+        error = error_from_httpx(exc, endpoint=endpoint)
+        if type(error) is TransportError:  # a lost connection; not a refused redirect
+            raise _Retryable(error) from exc
+        raise error from exc
     try:
         if response.status_code != 200:
-            await response.aread()
-            error = error_from_response(response, endpoint=endpoint)
+            try:
+                # Its status says what happened; a body over the cap or cut off is dropped.
+                text = await read_body(
+                    response, limit=_MAX_ERROR_BODY, option="max_response_bytes", endpoint=endpoint
+                )
+            except FlowMusicError:
+                text = b""
+            answer = (response.status_code, response.headers, text)
+            error = error_from_response(answer, endpoint=endpoint)
             if response.status_code in _EXPIRED_STATUSES:
                 raise _Expired(error)
             if isinstance(error, ServerError):
@@ -437,7 +444,7 @@ async def _media_body(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Bod
         length = response.headers.get("Content-Length")
         encoded = response.headers.get("Content-Encoding", "identity") != "identity"
         yield _Body(
-            response.aiter_bytes(),
+            iter_body(response, limit=limit, option="max_download_bytes", endpoint=endpoint),
             endpoint=endpoint,
             content_type=response.headers.get("Content-Type"),
             # A compressed body's length says nothing about the decoded bytes we count.
@@ -446,14 +453,6 @@ async def _media_body(client: httpx.AsyncClient, url: str) -> AsyncIterator[_Bod
     finally:
         await response.aclose()
         unlink_body(response)
-
-
-def _wrap_transport(exc: httpx.TransportError, endpoint: str) -> TransportError:
-    error = TransportError(
-        f"{endpoint}: {type(exc).__name__}: {exc}", maybe_sent=True, endpoint=endpoint
-    )
-    error.__cause__ = exc  # raised later, away from this except block; keep the real cause
-    return error
 
 
 @asynccontextmanager
@@ -477,7 +476,7 @@ class _Links:
 
     def __init__(self, api: DownloadAPI, clips: Sequence[Clip], jobid: str | None) -> None:
         self._api = api
-        self._jobid = jobid
+        self.jobid = jobid
         self.clips = {clip.clip: clip for clip in clips}
 
     def url(self, clip_id: str, fmt: Format) -> str | None:
@@ -491,9 +490,9 @@ class _Links:
         current = self.url(clip_id, fmt)
         if current is not None and current != stale_url:
             return current  # another file of this job already fetched fresh links
-        if self._jobid is None:
+        if self.jobid is None:
             raise error  # nothing to refresh from: pass jobid= when downloading a bare Clip
-        job = await self._api.get_job(self._jobid)
+        job = await self._api.get_job(self.jobid)
         for clip in job.clips:
             if clip.clip in self.clips:
                 self.clips[clip.clip] = clip
@@ -504,20 +503,62 @@ class _Links:
 
 
 def _read_sidecar(path: Path) -> Sidecar | None:
+    """The sidecar at `path`, or None: absent, unreadable, or not a regular file (a symlink
+    could make another folder's sidecar vouch for files here)."""
     try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
         return _SIDECAR_DECODER.decode(path.read_bytes())
     except (OSError, msgspec.DecodeError):
-        return None  # unreadable sidecar: fall back to trusting the files' own presence
+        return None
 
 
-def _is_complete(path: Path, recorded: SidecarFile | None) -> bool:
+def _stem_candidates(title: str | None, clip_id: str) -> Iterator[str]:
+    """File stems for a clip, shortest first: ``<title>-<8 hex>`` (`safe_stem`), then longer
+    runs of the clip's uuid, then the whole uuid with a hash of the whole clip id (unique)."""
+    yield safe_stem(title, clip_id)
+    base = safe_title(title)
+    _, marker, tail = clip_id.rpartition("clip:")
+    digits = re.sub(r"[^0-9a-fA-F]", "", tail).lower() if marker else ""
+    whole = hashlib.sha256(clip_id.encode()).hexdigest()
+    if len(digits) < 32:
+        digits = whole
+    # Time-ordered uuids (v7) share their first 12 digits for a millisecond, 8 for a minute.
+    yield f"{base}-{digits[:16]}"
+    yield f"{base}-{digits[:32]}-{whole[:12]}"
+
+
+def _claim_stem(folder: Path, clip: Clip, taken: set[str]) -> tuple[str, Sidecar | None]:
+    """The stem this clip's files get in `folder`, and its sidecar there if one exists.
+
+    The first candidate (`_stem_candidates`) that no earlier clip of this call took and whose
+    sidecar is absent or describes this very clip: two clips with the same title and the same
+    first 8 hex digits never share a file, and a rerun finds each clip's files again.
+    """
+    stem = ""
+    for stem in _stem_candidates(clip.title, clip.clip):
+        if stem in taken:
+            continue
+        found = _read_sidecar(folder / f"{stem}.json")
+        if found is None or found.clip == clip.clip:
+            return stem, found
+    return stem, None  # the last candidate hashes the whole clip id: no other clip has it
+
+
+def _is_complete(folder: Path, stem: str, recorded: SidecarFile) -> bool:
+    """True when this clip's sidecar vouches for the file and it is there, whole.
+
+    The recorded name must be one of this stem's files, a regular file (a symlink at the name
+    is not a download of ours), with the recorded size.
+    """
+    name = recorded.name
+    if Path(name).name != name or not name.startswith(f"{stem}."):
+        return False
     try:
-        size = path.stat().st_size
+        info = (folder / name).lstat()
     except OSError:
         return False
-    # Present under its final name means a download finished (see module docstring); a recorded
-    # size that disagrees means the file was changed or damaged since.
-    return recorded is None or recorded.size == size
+    return stat.S_ISREG(info.st_mode) and info.st_size == recorded.size
 
 
 def _write_sidecar(path: Path, sidecar: Sidecar) -> None:
@@ -553,14 +594,25 @@ async def _fetch_file(
                 opener = _open_mp3(api, clip.clip)
             else:
                 url = _checked_url(url, clip_id=clip.clip, fmt=fmt)
-                opener = _open_media_url(api.media_client(), url)
-            async with opener as body:
-                ext: str = fmt
-                if fmt == "image":
-                    ext = (url and _image_ext_from_url(url)) or _image_ext_from_type(
-                        body.content_type
-                    )
-                return await _write_atomically(dest, stem, body, f"{stem}.{ext}")
+                opener = _open_media_url(api, url)
+            limit = api.media_deadline
+            with anyio.move_on_after(math.inf if limit is None else limit):
+                async with opener as body:
+                    ext: str = fmt
+                    if fmt == "image":
+                        ext = (url and _image_ext_from_url(url)) or _image_ext_from_type(
+                            body.content_type
+                        )
+                    return await _write_atomically(dest, stem, body, f"{stem}.{ext}")
+            assert limit is not None  # only the deadline ends the block without a result
+            what = "GET /music/download" if url is None else _describe(url)
+            raise RequestTimeout(
+                f"{what}: clip {clip.clip} ({fmt}) not downloaded within {limit:g} s (one "
+                "attempt's deadline, 20x http_timeout)",
+                deadline=limit,
+                endpoint=what,
+                jobid=links.jobid,
+            )
         except _Expired as exc:
             if refreshed or url is None:
                 raise exc.error from None
@@ -582,14 +634,17 @@ async def download(
     sidecar: bool = True,
     jobid: str | None = None,
     prompt: str | None = None,
+    deadline: float | None = None,
 ) -> list[Path]:
     """Save every clip of a completed job (or one clip) into ``dest``; return the paths.
 
-    Each file is named ``<safe title>-<short clip id>.<ext>``; a file already present and
-    complete is not downloaded again. Transient failures (5xx, lost connections, short bodies)
-    are retried by the client's `RetryPolicy`; an expired media URL is refreshed once through
-    ``jobs.get(jobid)``. Files are fetched one after another. Temporary files a killed earlier
-    run left for the same clip are removed once stale (`STALE_PART_AGE_S`).
+    Each file is named ``<safe title>-<short clip id>.<ext>`` (a longer id when that name is
+    another clip's); a file this clip's sidecar records, present whole, is not downloaded
+    again (without a sidecar, ``sidecar=False``, files are always fetched). Transient failures
+    (5xx, lost connections, short bodies) are retried by the client's `RetryPolicy`; an
+    expired media URL is refreshed once through ``jobs.get(jobid)``. Files are fetched one
+    after another. Temporary files a killed earlier run left for the same clip are removed
+    once stale (`STALE_PART_AGE_S`).
 
     Args:
         api: what the download needs from an entered client (``FlowMusic.download`` gives it).
@@ -602,6 +657,9 @@ async def download(
             seed, duration, email, jobid, clip id and the files written (name, size, sha256).
         jobid: for a bare ``Clip``, the job it came from, so expired URLs can be refreshed.
         prompt: recorded in the sidecar; defaults to the job's echoed ``request["prompt"]``.
+        deadline: seconds the whole call may take; a file not finished by then is not left
+            behind (files already finished stay). None: each attempt at each file is still
+            bounded by ``api.media_deadline``.
 
     Returns:
         The media files written or already present, then each clip's sidecar, clip by clip.
@@ -609,8 +667,34 @@ async def download(
     Raises:
         ValidationError: an unknown format, or a job that is not completed.
         DecodeError: a media URL in the job that is no fetchable http(s) URL (names the clip).
+        ResponseTooLarge: a file over ``api.max_download_bytes``.
+        RequestTimeout: `deadline` passed, or one attempt at a file ran past its deadline.
+        RedirectError: a media URL redirects in a loop, or to a URL that is not http(s).
         FlowMusicError: a download that failed for good (the error of its last attempt).
     """
+    if deadline is None:
+        return await _download_all(api, target, dest, formats, sidecar, jobid, prompt)
+    with anyio.move_on_after(deadline):
+        return await _download_all(api, target, dest, formats, sidecar, jobid, prompt)
+    what = f"job {target.jobid}" if isinstance(target, Job) else f"clip {target.clip}"
+    raise RequestTimeout(
+        f"download of {what}: not finished within its deadline of {deadline:g} s",
+        deadline=deadline,
+        endpoint="download",
+        jobid=target.jobid if isinstance(target, Job) else jobid,
+    )
+
+
+async def _download_all(
+    api: DownloadAPI,
+    target: Job | Clip,
+    dest: str | os.PathLike[str],
+    formats: Sequence[str],
+    sidecar: bool,
+    jobid: str | None,
+    prompt: str | None,
+) -> list[Path]:
+    """`download` without its overall deadline."""
     wanted: list[Format] = []
     for name in formats:
         if name not in FORMATS:
@@ -638,20 +722,17 @@ async def download(
     await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
     links = _Links(api, clips, jobid)
     paths: list[Path] = []
+    taken: set[str] = set()  # stems given to earlier clips of this call
     for clip in clips:
-        stem = safe_stem(clip.title, clip.clip)
+        stem, previous = _claim_stem(folder, clip, taken)
+        taken.add(stem)
         await _remove_stale_parts(folder, stem)
         sidecar_path = folder / f"{stem}.json"
-        previous = _read_sidecar(sidecar_path)
         recorded: dict[str, SidecarFile] = dict(previous.files) if previous else {}
         for fmt in wanted:
             known = recorded.get(fmt)
-            candidate = _known_name(fmt, stem, links.url(clip.clip, fmt), known)
-            if candidate is not None and _is_complete(folder / candidate, known):
-                if known is None:
-                    size = (folder / candidate).stat().st_size
-                    recorded[fmt] = SidecarFile(name=candidate, size=size)
-                paths.append(folder / candidate)
+            if known is not None and _is_complete(folder, stem, known):
+                paths.append(folder / known.name)
                 continue
             written = await _fetch_file(api, links, clip, fmt, folder, stem)
             if written is None:
@@ -662,7 +743,7 @@ async def download(
             paths.append(written.path)
         if sidecar:
             # Forget files that are gone (deleted by hand) so the sidecar never vouches for them.
-            kept = {k: v for k, v in recorded.items() if (folder / v.name).exists()}
+            kept = {k: v for k, v in recorded.items() if _is_complete(folder, stem, v)}
             document = Sidecar(
                 clip=clip.clip,
                 jobid=jobid,
@@ -678,16 +759,3 @@ async def download(
             await anyio.to_thread.run_sync(_write_sidecar, sidecar_path, document)
             paths.append(sidecar_path)
     return paths
-
-
-def _known_name(
-    fmt: Format, stem: str, url: str | None, recorded: SidecarFile | None
-) -> str | None:
-    """The final file name, when it can be known before downloading."""
-    if fmt != "image":
-        return f"{stem}.{fmt}"
-    ext = _image_ext_from_url(url) if url else None
-    if ext is not None:
-        return f"{stem}.{ext}"
-    # An image URL without an extension: only the sidecar knows what type it turned out to be.
-    return recorded.name if recorded is not None else None

@@ -10,8 +10,12 @@ message, repr or log line ever contains the API token::
     ├── ClientClosedError           used before ``async with`` or after close
     ├── ValidationError             refused locally, nothing sent; ``field`` (also a ValueError)
     ├── TransportError              the network failed; ``maybe_sent`` says if the server may have
-    │                               seen the request (False for connect errors and pool timeouts)
+    │   │                           seen the request (False for connect errors and pool timeouts);
+    │   │                           ``never_reached``: the API never answered (a wrong URL?)
+    │   ├── RequestTimeout              a request ran past its overall deadline (``deadline``)
+    │   └── RedirectError               a redirect not followed: a loop, or to a non-http(s) URL
     ├── DecodeError                 a body that is not the documented JSON
+    │   └── ResponseTooLarge            a body over the byte cap (``limit``, ``option``)
     ├── APIStatusError              an HTTP error answer; ``status``, ``server_message``, ``body``,
     │                               ``job`` when the body is a job record
     │   ├── BadRequestError             400
@@ -40,7 +44,9 @@ message, repr or log line ever contains the API token::
                                     ``unrecorded`` (jobs its journal could not write down)
 
 `error_from_response` is the single status -> exception mapping; nothing else picks a class
-from a status code.
+from a status code. `error_from_httpx` is the single httpx exception -> exception mapping:
+every exception httpx defines lands somewhere in this tree. `scrub_chain` blanks secrets out
+of the exceptions an error is chained to, so a printed traceback cannot quote them either.
 """
 
 from __future__ import annotations
@@ -81,15 +87,20 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedirectError",
+    "RequestTimeout",
+    "ResponseTooLarge",
     "ServerError",
     "SubmissionUncertain",
     "TransportError",
     "ValidationError",
     "WrongEventLoopError",
     "copy_for_waiter",
+    "error_from_httpx",
     "error_from_response",
     "redact",
     "remember_secret",
+    "scrub_chain",
 ]
 
 
@@ -125,6 +136,44 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list):
         return [_redact_value(v, depth + 1) for v in value]
     return value
+
+
+def _redact_arg(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (bytes, bytearray)):
+        raw = bytes(value)
+        for secret in _SECRETS:
+            raw = raw.replace(secret.encode(), _REDACTED.encode())
+        return raw
+    return value
+
+
+def scrub_chain(error: BaseException) -> BaseException:
+    """Blank remembered secrets out of every exception `error` is chained to; return `error`.
+
+    Our own messages are redacted when built, but the exceptions they are chained to (a
+    msgspec error quoting a value the server sent, an h11 error quoting a header line) keep
+    their raw text, and ``logging.exception`` or a traceback prints the whole chain. Their
+    ``args`` are redacted in place; the exception objects (their type, where they came from)
+    are kept as data.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error.__cause__, error.__context__]
+    while pending:
+        link = pending.pop()
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        try:
+            link.args = tuple(_redact_arg(arg) for arg in link.args)
+            raw = getattr(link, "object", None)  # UnicodeDecodeError keeps the bytes it met
+            if isinstance(link, UnicodeError) and isinstance(raw, (bytes, bytearray)):
+                setattr(link, "object", _redact_arg(raw))  # noqa: B010 - not in typeshed
+        except (AttributeError, TypeError):  # an exception type with read-only fields
+            pass
+        pending.extend((link.__cause__, link.__context__))
+    return error
 
 
 def copy_for_waiter(error: FlowMusicError) -> FlowMusicError:
@@ -229,11 +278,84 @@ class TransportError(FlowMusicError):
         self.never_reached = never_reached
 
 
+class RequestTimeout(TransportError):
+    """A request did not end within its overall deadline (httpx's timeouts are per read only).
+
+    An API request's deadline is derived from ``http_timeout`` (see `FlowMusic`); a download's
+    is its ``deadline=``. Not retried: a server too slow for the whole deadline is not made
+    faster by asking again at once (the poller looks again at its next sweep). The request
+    may have reached the server (``maybe_sent`` is True).
+
+    Attributes:
+        deadline: the seconds the request was allowed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        deadline: float,
+        endpoint: str | None = None,
+        jobid: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        super().__init__(message, maybe_sent=True, endpoint=endpoint, jobid=jobid, email=email)
+        self.deadline = deadline
+
+
+class RedirectError(TransportError):
+    """A redirect the client does not follow: a loop (too many hops), or to a URL that is not
+    http(s) (``file://``, ``ftp://``). Not retried: the same answer would come back."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        jobid: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        super().__init__(message, maybe_sent=True, endpoint=endpoint, jobid=jobid, email=email)
+
+
 class DecodeError(FlowMusicError):
     """A body that is not the documented JSON (a 2xx with a broken or unexpected body).
 
     ``jobid`` is filled when the body was JSON with a ``jobid`` (a paid POST's job exists).
     """
+
+
+class ResponseTooLarge(DecodeError):
+    """A response body larger than the client's cap; reading stopped at the cap.
+
+    The size counted is the decoded one (after gzip/deflate), checked while the body streams,
+    so neither an endless body nor a compression bomb is ever held in memory. Not retried.
+
+    Attributes:
+        limit: the cap in bytes.
+        option: the `FlowMusic` option that sets it (``"max_response_bytes"`` for API
+            answers, ``"max_download_bytes"`` for media files).
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        limit: int,
+        option: str,
+        status: int | None = None,
+        jobid: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        super().__init__(
+            f"{endpoint}: the response body is over {option}={limit:,} bytes; reading stopped",
+            status=status,
+            endpoint=endpoint,
+            jobid=jobid,
+            email=email,
+        )
+        self.limit = limit
+        self.option = option
 
 
 class APIStatusError(FlowMusicError):
@@ -635,3 +757,68 @@ def _describe(status: int, endpoint: str, server_message: str | None, gloss: str
     if gloss:
         text = f"{text} ({gloss})"
     return text
+
+
+# Connection never established (or never got a pooled connection): the server saw nothing.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+# Every exception class httpx defines derives from one of these (tests/test_http_bounds.py
+# walks httpx's module to keep it so).
+HTTPX_ERRORS: tuple[type[Exception], ...] = (
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    httpx.CookieConflict,
+    httpx.StreamError,
+)
+
+
+def error_from_httpx(
+    exc: Exception,
+    *,
+    endpoint: str,
+    jobid: str | None = None,
+    email: str | None = None,
+) -> FlowMusicError:
+    """The library's exception for an exception httpx raised; the one httpx -> tree mapping.
+
+    The result is meant to be raised ``from exc``; `scrub_chain` has already blanked any
+    secret out of ``exc`` (an h11 error may quote what the server sent).
+
+    Args:
+        exc: an instance of any class in `HTTPX_ERRORS`.
+        endpoint: ``"METHOD /template"`` (or the media URL without its query) of the request.
+        jobid: the job concerned, copied onto the error.
+        email: the account concerned, copied onto the error.
+    """
+    holder = Exception()
+    holder.__cause__ = exc
+    scrub_chain(holder)
+    what = f"{endpoint}: {type(exc).__name__}: {exc}"
+    where: dict[str, Any] = {"endpoint": endpoint, "jobid": jobid, "email": email}
+    if isinstance(exc, httpx.TooManyRedirects):
+        return RedirectError(f"{what} (a redirect loop?)", **where)
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        # Our own URLs are checked to be http(s) before anything is sent, so this is a
+        # redirect to file://, ftp:// or the like: refused, and asking again cannot help.
+        return RedirectError(f"{what} (only http and https URLs are followed)", **where)
+    if isinstance(exc, httpx.TransportError):
+        maybe_sent = not isinstance(exc, _NEVER_SENT)
+        note = "" if maybe_sent else " (the request was not sent)"
+        return TransportError(what + note, maybe_sent=maybe_sent, **where)
+    if isinstance(exc, httpx.DecodingError):
+        return DecodeError(f"{what} (the body does not match its Content-Encoding)", **where)
+    if isinstance(exc, httpx.HTTPStatusError):
+        response = exc.response
+        return error_from_response(
+            (response.status_code, response.headers, b""),
+            endpoint=endpoint,
+            jobid=jobid,
+            email=email,
+        )
+    if isinstance(exc, httpx.RequestError):  # any RequestError httpx adds later
+        return TransportError(what, maybe_sent=True, **where)
+    if isinstance(exc, httpx.InvalidURL):
+        return ValidationError("url", f"{endpoint}: {exc}")
+    # StreamError (a body read twice or after its block closed), CookieConflict, and any
+    # HTTPError httpx adds later: a misuse, not a network event, so nothing to retry.
+    return FlowMusicError(what, endpoint=endpoint, jobid=jobid, email=email)

@@ -14,42 +14,77 @@ harmless). A connection that never opens is retried for the policy's ``connect_b
 then reported as a `TransportError` naming the host. A paid POST (/music, /music/edit) is
 sent exactly once: a lost answer there may already have created a charged job, so the
 decision belongs to the engine, which can reconcile before resubmitting.
+
+Everything from the server is bounded (docs/errors.md, "Bounds"): a body is read while it
+streams and counted after decompression, and one over ``max_response_bytes`` (API answers)
+or ``max_download_bytes`` (media) stops the read with `ResponseTooLarge`; each attempt of an
+API request must end, body included, within `request_deadline` of the request's timeout, or
+it ends with `RequestTimeout`; every exception httpx raises becomes one of ours
+(`error_from_httpx`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
 import httpx
 import msgspec
 
+from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES, read_body
 from ._decode import Undecodable, decode, decode_any
 from ._errors import (
+    HTTPX_ERRORS,
     APIStatusError,
     DecodeError,
     FlowMusicError,
+    RedirectError,
+    RequestTimeout,
+    ResponseTooLarge,
     TransportError,
+    error_from_httpx,
     error_from_response,
+    scrub_chain,
 )
 from ._lanes import Lanes, unlink_body
 from ._retry import RetryPolicy, sleep
 
-__all__ = ["HttpCore"]
+__all__ = [
+    "MEDIA_DEADLINE_FACTOR",
+    "DEFAULT_MAX_DOWNLOAD_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "HttpCore",
+    "request_deadline",
+]
 
 T = TypeVar("T")
 logger = logging.getLogger("flowmusic_async")
 
-# Connection never established (or never got a pooled connection): the server saw nothing.
-_NEVER_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.UnsupportedProtocol,
-)
+# An attempt of an API request may take this many times its longest httpx timeout in all:
+# httpx's read timeout restarts with every byte, so a server dripping one byte a second never
+# trips it. 3x: a slow but honest answer still fits, a drip does not last forever.
+DEADLINE_FACTOR = 3.0
+# A media file may take this many times the longest httpx timeout per attempt (10 minutes at
+# the default 30 s): a long wav over a slow link fits, a drip does not last forever.
+MEDIA_DEADLINE_FACTOR = 20.0
+# What API requests accept: encodings this module decodes with the cap applied per step.
+_ACCEPT_ENCODING = "gzip, deflate"
+
+
+def request_deadline(timeout: httpx.Timeout, factor: float = DEADLINE_FACTOR) -> float | None:
+    """The overall deadline of one attempt with this timeout: `factor` times its longest
+    finite value (connect, read, write or pool); None when every value is None."""
+    values = [
+        value
+        for value in (timeout.connect, timeout.read, timeout.write, timeout.pool)
+        if value is not None and math.isfinite(value)
+    ]
+    return factor * max(values) if values else None
 
 
 class HttpCore:
@@ -62,6 +97,10 @@ class HttpCore:
         base_url: the API root, e.g. ``https://api.useapi.net/v1/flowmusic`` (no trailing slash).
         token: the useapi.net API token.
         policy: how safe requests are retried (`RetryPolicy`).
+        timeout: the client's httpx timeout; each attempt's overall deadline derives from it
+            (or from a request's own timeout), see `request_deadline`.
+        max_response_bytes: the cap on an API answer's decoded body.
+        max_download_bytes: the cap on a streamed download's decoded body.
     """
 
     def __init__(
@@ -71,11 +110,17 @@ class HttpCore:
         base_url: str,
         token: str,
         policy: RetryPolicy | None = None,
+        timeout: httpx.Timeout | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
     ) -> None:
         self._lanes = lanes
         self._base_url = base_url.rstrip("/")
         self._token = token
         self.policy = policy if policy is not None else RetryPolicy()
+        self._timeout = timeout if timeout is not None else httpx.Timeout(30.0)
+        self.max_response_bytes = max_response_bytes
+        self.max_download_bytes = max_download_bytes
 
     def __repr__(self) -> str:
         return f"<HttpCore base_url={self._base_url!r} max_retries={self.policy.max_retries}>"
@@ -124,14 +169,17 @@ class HttpCore:
 
         Raises:
             APIStatusError: an error answer (subclass by status).
-            TransportError: the network failed (``maybe_sent`` tells whether it may have arrived).
-            DecodeError: a 2xx whose body is not the documented JSON.
+            TransportError: the network failed (``maybe_sent`` tells whether it may have arrived);
+                `RequestTimeout` when an attempt ran past its deadline, `RedirectError`.
+            DecodeError: a 2xx whose body is not the documented JSON; `ResponseTooLarge` when
+                it is over ``max_response_bytes``.
         """
         request = self._build(method, path, params, json, content, headers, timeout)
+        deadline = request_deadline(timeout if timeout is not None else self._timeout)
 
         async def attempt() -> T:
-            response = await self._send(request, endpoint, named_email, jobid)
-            return self._decode(response, decoder, endpoint, named_email, jobid)
+            status, body = await self._send(request, endpoint, named_email, jobid, deadline)
+            return self._decode(status, body, decoder, endpoint, named_email, jobid)
 
         return await self._send_with_retries(attempt, endpoint=endpoint, safe=safe)
 
@@ -147,9 +195,10 @@ class HttpCore:
     ) -> None:
         """Send a request whose success answer has no body (DELETE endpoints, 204)."""
         request = self._build(method, path, None, None, None, None, None)
+        deadline = request_deadline(self._timeout)
 
         async def attempt() -> None:
-            await self._send(request, endpoint, email, jobid)
+            await self._send(request, endpoint, email, jobid, deadline)
 
         await self._send_with_retries(attempt, endpoint=endpoint, safe=safe)
 
@@ -165,15 +214,24 @@ class HttpCore:
     ) -> AsyncIterator[httpx.Response]:
         """Open a streaming response (downloads); retried like a safe request until it starts.
 
-        Yields the response with its status already checked and its body not yet read. One
-        lane is held from the first attempt until the body is closed, retry pauses included
-        (a streamed body keeps its connection busy until then).
+        Yields the response with its status already checked and its body not yet read (read
+        it with `iter_body` and ``max_download_bytes``). One lane is held from the first
+        attempt until the body is closed, retry pauses included (a streamed body keeps its
+        connection busy until then). The deadline bounds getting the answer's headers; the
+        body is the reader's to bound (``download(deadline=...)``).
         """
         request = self._build(method, path, params, None, None, None, None)
+        deadline = request_deadline(self._timeout)
         async with self._lanes.lease() as client:
 
             async def attempt() -> httpx.Response:
-                return await self._exchange(client, request, endpoint, None, jobid, stream=True)
+                return await self._within(
+                    deadline,
+                    endpoint,
+                    jobid,
+                    None,
+                    self._open(client, request, endpoint, None, jobid),
+                )
 
             response = await self._send_with_retries(attempt, endpoint=endpoint, safe=True)
             try:
@@ -188,14 +246,15 @@ class HttpCore:
         """Run `attempt` until it succeeds, its error is final, or the policy gives up.
 
         The one retry loop of every API request. An unsafe request (a paid POST) gets exactly
-        one attempt: the engine decides what its failure means.
+        one attempt: the engine decides what its failure means. An exceeded bound (deadline,
+        size) and a refused redirect are final too: the same answer would come back.
         """
         tries = self.policy.attempts()
         while True:
             try:
                 return await attempt()
             except (TransportError, APIStatusError, DecodeError) as error:
-                if not safe or (isinstance(error, APIStatusError) and not _is_transient(error)):
+                if not safe or _is_final(error):
                     raise
                 never_sent = isinstance(error, TransportError) and not error.maybe_sent
                 delay = tries.delay(
@@ -254,7 +313,11 @@ class HttpCore:
         headers: Mapping[str, str] | None,
         timeout: httpx.Timeout | None,
     ) -> httpx.Request:
-        all_headers = {"Accept": "application/json", **(headers or {})}
+        all_headers = {
+            "Accept": "application/json",
+            "Accept-Encoding": _ACCEPT_ENCODING,
+            **(headers or {}),
+        }
         # Per request, not a client default: the same client downloads public media URLs.
         all_headers["Authorization"] = f"Bearer {self._token}"
         return self._lanes.first.build_request(
@@ -268,11 +331,84 @@ class HttpCore:
         )
 
     async def _send(
-        self, request: httpx.Request, endpoint: str, named_email: str | None, jobid: str | None
-    ) -> httpx.Response:
-        """One exchange with its body read, on a lane borrowed for just that long."""
+        self,
+        request: httpx.Request,
+        endpoint: str,
+        named_email: str | None,
+        jobid: str | None,
+        deadline: float | None,
+    ) -> tuple[int, bytes]:
+        """One exchange with its body read, on a lane borrowed for just that long; returns
+        the status and the decoded body."""
         async with self._lanes.lease() as client:
-            return await self._exchange(client, request, endpoint, named_email, jobid, stream=False)
+            return await self._within(
+                deadline,
+                endpoint,
+                jobid,
+                named_email,
+                self._exchange(client, request, endpoint, named_email, jobid),
+            )
+
+    async def _within(
+        self,
+        deadline: float | None,
+        endpoint: str,
+        jobid: str | None,
+        named_email: str | None,
+        work: Awaitable[T],
+    ) -> T:
+        """Await `work`, or raise `RequestTimeout` once `deadline` seconds have passed."""
+        if deadline is None:
+            return await work
+        with anyio.move_on_after(deadline) as scope:
+            return await work
+        assert scope.cancelled_caught  # only the deadline ends the block without a result
+        raise RequestTimeout(
+            f"{endpoint}: no complete answer within {deadline:g} s (the request's overall "
+            f"deadline, {DEADLINE_FACTOR:g} x its http_timeout)",
+            deadline=deadline,
+            endpoint=endpoint,
+            jobid=jobid,
+            email=named_email,
+        )
+
+    async def _open(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        endpoint: str,
+        named_email: str | None,
+        jobid: str | None,
+    ) -> httpx.Response:
+        """Send `request` and return the streamed response once its status is a success."""
+        try:
+            response = await client.send(request, stream=True)
+            self.policy.contact.note()  # any answer: from now on a failure is an outage
+        except HTTPX_ERRORS as exc:
+            raise error_from_httpx(exc, endpoint=endpoint, jobid=jobid, email=named_email) from exc
+        if response.is_success:
+            return response
+        try:
+            # The status alone tells what happened: a body over the cap or cut off is dropped.
+            body = await read_body(
+                response,
+                limit=self.max_response_bytes,
+                option="max_response_bytes",
+                endpoint=endpoint,
+                jobid=jobid,
+            )
+        except FlowMusicError:
+            body = b""
+        finally:
+            await response.aclose()
+            unlink_body(response)
+        raise error_from_response(
+            (response.status_code, response.headers, body),
+            endpoint=endpoint,
+            jobid=jobid,
+            named_email=named_email,
+            secrets=(self._token,),
+        )
 
     async def _exchange(
         self,
@@ -281,60 +417,52 @@ class HttpCore:
         endpoint: str,
         named_email: str | None,
         jobid: str | None,
-        *,
-        stream: bool,
-    ) -> httpx.Response:
+    ) -> tuple[int, bytes]:
+        response = await self._open(client, request, endpoint, named_email, jobid)
         try:
-            response = await client.send(request, stream=stream)
-            self.policy.contact.note()  # any answer: from now on a failure is an outage
-        except httpx.TransportError as exc:
-            maybe_sent = not isinstance(exc, _NEVER_SENT)
-            raise TransportError(
-                f"{endpoint}: {type(exc).__name__}: {exc}"
-                + ("" if maybe_sent else " (the request was not sent)"),
-                maybe_sent=maybe_sent,
+            body = await read_body(
+                response,
+                limit=self.max_response_bytes,
+                option="max_response_bytes",
                 endpoint=endpoint,
                 jobid=jobid,
-                email=named_email,
-            ) from exc
-        if response.is_success:
-            if not stream:
-                unlink_body(response)
-            return response
-        try:
-            await response.aread()
-        except httpx.TransportError:
-            pass  # the status alone still tells what happened
+            )
         finally:
             await response.aclose()
             unlink_body(response)
-        raise error_from_response(
-            response,
-            endpoint=endpoint,
-            jobid=jobid,
-            named_email=named_email,
-            secrets=(self._token,),
-        )
+        return response.status_code, body
 
     def _decode(
         self,
-        response: httpx.Response,
+        status: int,
+        body: bytes,
         decoder: msgspec.json.Decoder[T],
         endpoint: str,
         named_email: str | None,
         jobid: str | None,
     ) -> T:
         try:
-            return decode(decoder, response.content)
+            return decode(decoder, body)
         except Undecodable as exc:
-            found = _jobid_in(response.content) or jobid
-            raise DecodeError(
-                f"{endpoint} -> {response.status_code}: body is not the documented JSON ({exc})",
-                status=response.status_code,
+            found = _jobid_in(body) or jobid
+            error = DecodeError(
+                f"{endpoint} -> {status}: body is not the documented JSON ({exc})",
+                status=status,
                 endpoint=endpoint,
                 jobid=found,
                 email=named_email,
-            ) from exc
+            )
+            # msgspec's message may quote what the server sent (an echoed token): the chain
+            # a traceback prints is redacted like the message.
+            error.__cause__ = exc
+            raise scrub_chain(error) from exc
+
+
+def _is_final(error: FlowMusicError) -> bool:
+    """An error no retry can fix: a bound exceeded, a refused redirect, a lasting status."""
+    if isinstance(error, (RequestTimeout, RedirectError, ResponseTooLarge)):
+        return True
+    return isinstance(error, APIStatusError) and not _is_transient(error)
 
 
 def _cause(error: BaseException) -> str:

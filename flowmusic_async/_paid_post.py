@@ -27,6 +27,7 @@ from ._errors import (
     InsufficientCreditsError,
     NotFoundError,
     RateLimitError,
+    RequestTimeout,
     ServerError,
     SubmissionUncertain,
     TransportError,
@@ -155,7 +156,10 @@ class PaidPost:
                 after_failure,
                 # Our own timeout: the server may still be working on the request and create
                 # the job after we look, so not finding it proves nothing.
-                absence_proves=not isinstance(error.__cause__, httpx.TimeoutException),
+                absence_proves=not (
+                    isinstance(error, RequestTimeout)
+                    or isinstance(error.__cause__, httpx.TimeoutException)
+                ),
             )
         except DecodeError as error:
             if error.jobid:  # a 2xx with a jobid: the job exists even if the body is odd

@@ -18,8 +18,9 @@ from urllib.parse import quote, unquote
 import anyio
 import httpx
 
+from ._bodies import iter_body
 from ._edits import EditHelpers
-from ._errors import TransportError, ValidationError
+from ._errors import ValidationError
 from ._http import HttpCore
 from ._models import (
     ACCOUNT_DECODER,
@@ -41,6 +42,7 @@ from ._models import (
     Stems,
     Usage,
 )
+from ._names import safe_file_name
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Mode, Model, SongRequest
 from ._validation import (
     account_add_body,
@@ -104,17 +106,23 @@ class DownloadStream:
     Obtained from ``async with fm.music.download(id) as stream``; valid inside that block only.
     """
 
-    def __init__(self, response: httpx.Response, *, endpoint: str) -> None:
+    def __init__(self, response: httpx.Response, *, endpoint: str, max_bytes: int) -> None:
         self._response = response
         self._endpoint = endpoint
+        self._max_bytes = max_bytes
 
     def __repr__(self) -> str:
         return f"<DownloadStream filename={self.filename!r} content_type={self.content_type!r}>"
 
     @property
     def filename(self) -> str | None:
-        """The file name from ``Content-Disposition`` (``<clip>.mp3``), if the server sent one."""
-        return _disposition_filename(self._response.headers.get("content-disposition", ""))
+        """The file name from ``Content-Disposition`` (``<clip>.mp3``), if the server sent one.
+
+        Reduced to a safe base name (`safe_file_name`): a server's ``../../x.mp3`` comes back
+        as ``x.mp3``, so joining it to a folder stays in that folder.
+        """
+        header = self._response.headers.get("content-disposition", "")
+        return safe_file_name(_disposition_filename(header))
 
     @property
     def content_type(self) -> str | None:
@@ -135,16 +143,30 @@ class DownloadStream:
         return int(value) if value and value.isdigit() else None
 
     async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
-        """Yield the body in chunks; a network failure mid-body raises `TransportError`."""
-        try:
-            async for chunk in self._response.aiter_bytes(chunk_size):
+        """Yield the body in chunks (of `chunk_size` bytes, the last one shorter, if given).
+
+        Raises:
+            TransportError: a network failure mid-body.
+            ResponseTooLarge: the body is over the client's ``max_download_bytes``.
+        """
+        body = iter_body(
+            self._response,
+            limit=self._max_bytes,
+            option="max_download_bytes",
+            endpoint=self._endpoint,
+        )
+        if chunk_size is None:
+            async for chunk in body:
                 yield chunk
-        except httpx.TransportError as exc:
-            raise TransportError(
-                f"{self._endpoint}: download interrupted: {type(exc).__name__}: {exc}",
-                maybe_sent=True,
-                endpoint=self._endpoint,
-            ) from exc
+            return
+        pending = bytearray()
+        async for chunk in body:
+            pending += chunk
+            while len(pending) >= chunk_size:
+                yield bytes(pending[:chunk_size])
+                del pending[:chunk_size]
+        if pending:
+            yield bytes(pending)
 
 
 class Music(EditHelpers, _Namespace):
@@ -360,10 +382,11 @@ class Music(EditHelpers, _Namespace):
         endpoint = "GET /music/download"
         ident = params["id"]
         jobid = ident if ident.startswith("job:") else None
-        async with self._core().stream(
+        core = self._core()
+        async with core.stream(
             "GET", "/music/download", endpoint=endpoint, params=params, jobid=jobid
         ) as response:
-            yield DownloadStream(response, endpoint=endpoint)
+            yield DownloadStream(response, endpoint=endpoint, max_bytes=core.max_download_bytes)
 
     async def download_bytes(self, id: str, *, format: str = "mp3") -> bytes:
         """GET /music/download, read whole into memory."""

@@ -3,7 +3,10 @@
 Callbacks are unsigned and may be forged, replayed or truncated (contract §7, open question 10),
 so the body is only a hint: it must name a job this client is waiting for, carry our client
 reference when we set one, and then the job is read again with GET /jobs/{jobid}. Only that
-record settles the wait. Mount `handle` in your own web framework::
+record settles the wait. Reads are coalesced per job: callbacks for a job whose read is under
+way share that read, and a callback for a job that has already ended costs no read at all, so
+a flood of replays costs one request, not one each. Mount `handle` in your own web
+framework::
 
     @app.post("/flowmusic-callback")
     async def callback(request):
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
 from ._decode import Undecodable, decode
@@ -41,6 +45,17 @@ class _CallbackProbe(msgspec.Struct, kw_only=True):
 _PROBE_DECODER = msgspec.json.Decoder(_CallbackProbe)
 
 
+class _Read:
+    """One GET /jobs/{jobid} under way for a webhook, shared by every callback for that job."""
+
+    __slots__ = ("done", "error", "job")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.job: Job | None = None
+        self.error: FlowMusicError | None = None
+
+
 class WebhookResult(msgspec.Struct, frozen=True, kw_only=True):
     """What the receiver did with one callback.
 
@@ -63,6 +78,7 @@ class Webhooks:
     def __init__(self, engine: JobEngine, *, max_body: int = DEFAULT_MAX_BODY) -> None:
         self._engine = engine
         self.max_body = max_body
+        self._reads: dict[str, _Read] = {}  # jobid -> the read under way
 
     async def handle(self, body: bytes) -> WebhookResult:
         """Check a callback body, re-read its job, and wake whoever waits for it.
@@ -106,14 +122,23 @@ class Webhooks:
                     reason="client reference does not match",
                     jobid=probe.jobid,
                 )
-        try:
-            job = await self._engine.fetch_and_settle(probe.jobid)
-        except FlowMusicError as error:
-            # The hint stays a hint: the poller will still find the job's end on its own.
+        if watch.done.is_set():
+            # Its end is known (a callback before this one, or the poller): nothing to read.
             return WebhookResult(
                 accepted=False,
                 http_status=200,
-                reason=f"re-reading the job failed: {error}",
+                reason="the job has already ended here",
+                jobid=probe.jobid,
+            )
+        read = await self._read(probe.jobid)
+        job = read.job
+        if job is None:
+            # The hint stays a hint: the poller will still find the job's end on its own.
+            why = read.error if read.error is not None else "it was interrupted"
+            return WebhookResult(
+                accepted=False,
+                http_status=200,
+                reason=f"re-reading the job failed: {why}",
                 jobid=probe.jobid,
             )
         return WebhookResult(
@@ -124,3 +149,21 @@ class Webhooks:
             status=job.status,
             job=job,
         )
+
+    async def _read(self, jobid: str) -> _Read:
+        """GET /jobs/{jobid} and settle the job, or join the read of it already under way."""
+        under_way = self._reads.get(jobid)
+        if under_way is not None:
+            await under_way.done.wait()
+            return under_way
+        read = self._reads[jobid] = _Read()
+        try:
+            read.job = await self._engine.fetch_and_settle(jobid)
+        except FlowMusicError as error:
+            read.error = error
+        finally:
+            # Also when this caller is cancelled: those who joined then see no job and answer
+            # that the read failed; the poller still finds the job's end.
+            del self._reads[jobid]
+            read.done.set()
+        return read

@@ -18,6 +18,7 @@ import msgspec
 import pytest
 
 from flowmusic_async import _download
+from flowmusic_async._bodies import DEFAULT_MAX_DOWNLOAD_BYTES
 from flowmusic_async._download import DownloadAPI, download, safe_stem, short_clip_id
 from flowmusic_async._errors import (
     DecodeError,
@@ -132,6 +133,8 @@ class FakeFM:
     def __init__(self, client: httpx.AsyncClient, fresh: Job | None = None) -> None:
         self.client = client
         self.retry_policy = RetryPolicy(max_retries=3, base=0.5, cap=8.0)
+        self.max_download_bytes = DEFAULT_MAX_DOWNLOAD_BYTES
+        self.media_deadline: float | None = None
         self.jobs = FakeJobs(fresh)
         self.music = FakeMusic()
 
