@@ -138,8 +138,7 @@ def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     ns = parse_args(argv)
     mode = "quick" if ns.quick else "full"
-    info = _report.machine()
-    print("\n".join(_report.machine_lines(info)), flush=True)
+    info = _report.print_machine()
     print(f"mode: {mode}, time scale {ns.time_scale}, seed {ns.seed}; "
           "durations below are simulated (API) seconds", flush=True)  # fmt: skip
     result: dict[str, Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -10,7 +11,21 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("flowmusic-async", "httpx", "anyio", "msgspec", "backoff", "pydantic", "matplotlib")
+# What moves a CPU figure: the HTTP stack under the library, the decoder, and whether httpcore
+# finds sniffio (without it every request retries a failed import: issue 27).
+PACKAGES = (
+    "flowmusic-async",
+    "httpx",
+    "httpcore",
+    "anyio",
+    "sniffio",
+    "msgspec",
+    "backoff",
+    "pydantic",
+    "matplotlib",
+)
+# The ones the one-line summary names (the others stay in the JSON).
+KEY_PACKAGES = ("httpx", "httpcore", "anyio", "msgspec")
 
 
 def _cpu_model() -> str:
@@ -50,8 +65,20 @@ def _git_revision() -> str:
     return out.stdout.strip() or "no commits yet"
 
 
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load (empty where the OS has none): how busy the machine was."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
 def machine() -> dict[str, Any]:
-    """The machine and software a result belongs to (numbers mean nothing without it)."""
+    """The machine and software a result belongs to (numbers mean nothing without it).
+
+    Every benchmark script stores this under "machine" in its JSON and prints
+    `machine_lines()` first; `environment_line()` is its one-line summary.
+    """
     physical = None
     try:
         import psutil
@@ -66,8 +93,22 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "versions": {name: _version(name) for name in PACKAGES},
+        # Importable by this interpreter, the one every variant and client process runs on.
+        "sniffio_importable": importlib.util.find_spec("sniffio") is not None,
+        "load_average": load_average(),
         "git": _git_revision(),
     }
+
+
+def environment_line(info: dict[str, Any]) -> str:
+    """One line to compare a machine with another: Python, the HTTP stack, cores, load."""
+    versions = ", ".join(f"{name} {info['versions'].get(name, '?')}" for name in KEY_PACKAGES)
+    sniffio = "sniffio importable" if info.get("sniffio_importable") else "NO sniffio"
+    load = " ".join(f"{x:.2f}" for x in info.get("load_average", [])) or "unknown"
+    return (
+        f"env: {info['python']}; {versions}; {sniffio}; "
+        f"{info['logical_cores']} cores, {info['platform']}; load {load}"
+    )
 
 
 def machine_lines(info: dict[str, Any]) -> list[str]:
@@ -76,10 +117,18 @@ def machine_lines(info: dict[str, Any]) -> list[str]:
     if info.get("physical_cores"):
         cores += f" / {info['physical_cores']} physical"
     return [
+        environment_line(info),
         f"machine: {info['cpu']} ({cores} cores), {info['platform']}",
         f"python:  {info['python']}; git {info['git']}",
         f"versions: {versions}",
     ]
+
+
+def print_machine() -> dict[str, Any]:
+    """`machine()`, printed first (before anything is measured); returns it for the JSON."""
+    info = machine()
+    print("\n".join(machine_lines(info)), flush=True)
+    return info
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks._harness import TOKEN, run_json, simulator
@@ -106,11 +107,14 @@ def main(argv: list[str] | None = None) -> None:
         result = anyio.run(measure, ns.client, ns.burst, ns.rounds, most, keep, cap)
         print(json.dumps(result))
         return
+    from benchmarks import _report
+
+    info = _report.print_machine()
     print(f"httpx pool: {ns.burst} GETs at once x {ns.rounds}, client CPU per request")
     rows = run_all(ns.burst, ns.rounds)
     if ns.json:
-        with open(ns.json, "w", encoding="utf-8") as out:
-            json.dump({"burst": ns.burst, "rounds": ns.rounds, "rows": rows}, out, indent=1)
+        saved = {"machine": info, "burst": ns.burst, "rounds": ns.rounds, "rows": rows}
+        _report.write_json(Path(ns.json), saved)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks import _report
 from benchmarks._harness import TOKEN, BenchError, simulator
 from benchmarks._metrics import fifo_makespan, percentile
 from benchmarks._stats import parse_stats
@@ -228,6 +229,7 @@ def run_once(
     and flowmusic_async, imported from its directory) against the same simulator.
     """
     workload = Workload(name="scale", songs=songs, accounts=ACCOUNTS)
+    load_before: list[float | None] = [*_report.load_average()[:1]] or [None]  # a shared machine
     with simulator(workload, time_scale=time_scale, seed=seed) as sim:
         if rtt_s:
             answer = httpx.post(
@@ -261,6 +263,7 @@ def run_once(
     durations = [job.duration_s * time_scale for job in jobs.values()]
     row: dict[str, Any] = report | {
         "checkout": checkout or "this",
+        "load_before": load_before[0],
         "gc_mode": gc_mode,
         "rtt_s": rtt_s,
         "time_scale": time_scale,
@@ -327,7 +330,8 @@ def series(
 
 def _brief(row: dict[str, Any]) -> str:
     keys = ("songs", "rtt_s", "cpu_ms_per_song", "requests_per_song", "rss_growth_kb_per_song",
-            "stall_startup_ms", "leave_s", "notice_p50_s", "makespan_over_fifo")  # fmt: skip
+            "stall_startup_ms", "leave_s", "notice_p50_s", "makespan_over_fifo",
+            "load_before")  # fmt: skip
     return " ".join(f"{k}={_fmt(row.get(k))}" for k in keys if row.get(k) is not None)
 
 
@@ -649,10 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(tables(merged)))
         print(chart(ns.render[0].with_suffix(".png"), merged))
         return 0
-    from benchmarks import _report
-
-    info = _report.machine()
-    print("\n".join(_report.machine_lines(info)), flush=True)
+    info = _report.print_machine()
     result_unit = calibrate()
     print(
         f"unit: one sequential httpx GET costs {result_unit:.2f} ms of client CPU here", flush=True

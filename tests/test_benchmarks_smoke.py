@@ -166,3 +166,41 @@ def test_bench_objects_counts_the_objects_of_requests_in_progress() -> None:
     assert row["objects_during"] > row["objects_before"] > 0
     assert 1 <= row["objects_per_request"] < 200
     assert row["full_collection_ms"] > 0
+
+
+def test_the_environment_names_the_http_stack_sniffio_cores_and_load() -> None:
+    """A CPU figure moves with httpcore, sniffio and the load: every output must say which."""
+    from benchmarks import _report
+
+    info = _report.machine()
+    assert {"httpx", "httpcore", "anyio", "msgspec", "sniffio"} <= set(info["versions"])
+    assert info["sniffio_importable"] is (importlib.util.find_spec("sniffio") is not None)
+    assert len(info["load_average"]) in (0, 3)
+    line = _report.environment_line(info)
+    for word in (info["python"], "httpcore", "sniffio", "cores"):
+        assert word in line
+    assert line.startswith("env: ") and "load " in line
+    assert _report.machine_lines(info)[0] == line
+
+
+def test_every_benchmark_script_prints_and_saves_the_machine() -> None:
+    """One place (`_report.print_machine`) for the environment, used by every script."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = [folder / "__main__.py", *sorted(folder.glob("bench_*.py"))]
+    assert len(scripts) >= 7
+    for script in scripts:
+        assert "_report.print_machine()" in script.read_text(encoding="utf-8"), script.name
+
+
+def test_decode_benchmark_json_records_the_machine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The standalone decode benchmark's JSON and table carry the environment line."""
+    import json
+
+    out = tmp_path / "decode.json"
+    bench_decode.main(["--number", "1", "--repeat", "1", "--json", str(out)])
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert "httpcore" in saved["machine"]["versions"]
+    assert "msgspec" in saved["decode"]
+    assert capsys.readouterr().out.startswith("env: ")
