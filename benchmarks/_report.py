@@ -91,6 +91,7 @@ def machine() -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "physical_cores": physical,
         "platform": platform.platform(),
+        "system": f"{platform.system()} {platform.release()} {platform.machine()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "versions": {name: _version(name) for name in PACKAGES},
         # Importable by this interpreter, the one every variant and client process runs on.
@@ -107,7 +108,7 @@ def environment_line(info: dict[str, Any]) -> str:
     load = " ".join(f"{x:.2f}" for x in info.get("load_average", [])) or "unknown"
     return (
         f"env: {info['python']}; {versions}; {sniffio}; "
-        f"{info['logical_cores']} cores, {info['platform']}; load {load}"
+        f"{info['logical_cores']} cores, {info.get('system', info['platform'])}; load {load}"
     )
 
 
@@ -211,6 +212,118 @@ def decode_table(decode: dict[str, dict[str, float]]) -> list[str]:
         lines.append(
             f"{impl:10}  {us['completed']:>20.2f}  {done_ratio:>10}"
             f"  {us['pending']:>8.2f}  {pending_ratio:>10}"
+        )
+    return lines
+
+
+def _figure(metrics: dict[str, Any], key: str, digits: int) -> str:
+    """`value [low-high]` when the runs differ, else `value`; '-' when missing."""
+    value = metrics.get(key)
+    if value is None:
+        return "-"
+    low, high = metrics.get("range", {}).get(key, [value, value])
+    text = f"{value:.{digits}f}"
+    if f"{low:.{digits}f}" != f"{high:.{digits}f}":
+        text += f" [{low:.{digits}f}-{high:.{digits}f}]"
+    if low and high / low > 2:  # a figure that moves this much is not one number
+        text += " (>2x apart)"
+    return text
+
+
+def lone_song(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The tracked figure: client CPU and API requests for one song, per variant.
+
+    The library sweeps every `poll_interval` (3 s) from 20 s after acceptance, to notice the
+    end within about 2 s, so a lone song costs it more requests and CPU than a 15 s poller;
+    this figure keeps that cost in view from run to run.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for workload in result.get("workloads", []):
+        if workload["workload"]["name"] != "single":
+            continue
+        for variant, row in workload["variants"].items():
+            m = row.get("metrics")
+            if not m:
+                continue
+            ranges = m.get("range", {})
+            out[variant] = {
+                "runs": len(row.get("runs") or [m]),
+                "cpu_ms": m["cpu_ms_per_song"],
+                "cpu_ms_range": ranges.get("cpu_ms_per_song"),
+                "requests": m["requests_per_song"],
+                "requests_range": ranges.get("requests_per_song"),
+                "notice_sim_s": m["notice_p50_sim_s"],
+            }
+    return out
+
+
+SUMMARY_COLUMNS = (("", 29), ("CPU ms/song", 21), ("vs lib", 6), ("req/song", 20),
+                   ("makespan/ideal", 14), ("first s", 7), ("lost/dup", 8))  # fmt: skip
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """One screen: the environment, each variant's key figures, the lone song, the decoder."""
+    info = result["machine"]
+    loads = [
+        row["load_before"]
+        for workload in result.get("workloads", [])
+        for runs in workload["variants"].values()
+        for row in runs.get("tries", [runs])
+        if row.get("load_before") is not None
+    ]
+    load = f"{min(loads):.2f}-{max(loads):.2f}" if loads else "-"
+    lines = [
+        "=" * 30 + " summary " + "=" * 30,
+        environment_line(info),
+        f"git {info['git']}; {result['mode']} run, time scale {result['time_scale']}, "
+        f"seed {result['seed']}, median [range] of {result.get('repeats', 1)} run(s) "
+        f"(the lone song: {result.get('single_repeats', 1)}); 1-min load before runs {load}",
+        "  ".join(name.ljust(width) for name, width in SUMMARY_COLUMNS),
+    ]
+    for workload in result.get("workloads", []):
+        w = workload["workload"]
+        base = workload["variants"].get("library", {}).get("metrics") or {}
+        for variant, row in workload["variants"].items():
+            m = row.get("metrics")
+            label = f"{w['name']} ({w['songs']}) {variant}"
+            if not m:
+                lines.append(f"{label:<29}  FAILED: {row.get('error')}")
+                continue
+            cells = (
+                label,
+                _figure(m, "cpu_ms_per_song", 1),
+                _ratio(m["cpu_ms_per_song"], base.get("cpu_ms_per_song")),
+                _figure(m, "requests_per_song", 2),
+                _fmt(m["makespan_over_ideal"], 3),
+                _fmt(m["first_result_sim_s"], 0),
+                f"{m['lost']}/{m['duplicates']}",
+            )
+            widths = (width for _, width in SUMMARY_COLUMNS)
+            lines.append("  ".join(str(c).ljust(n) for c, n in zip(cells, widths, strict=True)))
+    single = result.get("tracked", {}).get("lone_song", {})
+    lib, script = single.get("library"), single.get("official_script")
+    if lib:
+        text = (
+            f"lone song (tracked): library {lib['cpu_ms']:.1f} ms CPU,"
+            f" {lib['requests']:.0f} requests"
+        )
+        if script:
+            text += (
+                f"; official script {script['cpu_ms']:.1f} ms, {script['requests']:.0f} requests"
+                f" ({lib['cpu_ms'] / script['cpu_ms']:.1f}x the CPU for"
+                f" {lib['requests'] / script['requests']:.1f}x the requests: 3 s sweeps"
+                " against 15 s polls)"
+            )
+        lines.append(text)
+    decode = result.get("decode") or {}
+    if "msgspec" in decode:
+        ratios = ", ".join(
+            f"{impl} {us['completed'] / decode['msgspec']['completed']:.2f}x"
+            for impl, us in decode.items()
+            if impl != "msgspec"
+        )
+        lines.append(
+            f"decode (completed record): msgspec {decode['msgspec']['completed']:.2f} us; {ratios}"
         )
     return lines
 

@@ -204,3 +204,31 @@ def test_decode_benchmark_json_records_the_machine(
     assert "httpcore" in saved["machine"]["versions"]
     assert "msgspec" in saved["decode"]
     assert capsys.readouterr().out.startswith("env: ")
+
+
+def test_the_suite_ends_with_a_summary_that_tracks_the_lone_song(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m benchmarks --quick` ends on one screen: the environment line, every variant's
+    key figures, and the lone song's CPU and requests, run three times even in a quick run."""
+    import json
+
+    from benchmarks.__main__ import main
+
+    argv = ["--quick", "--workloads", "single", "--variants", "library,official_script",
+            "--no-decode", "--no-download", "--time-scale", "0.002",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    summary = out[out.index("= summary =") :].splitlines()
+    assert len(summary) <= 24
+    assert summary[1].startswith("env: ") and "sniffio" in summary[1]
+    assert any(line.startswith("lone song (tracked): library ") for line in summary)
+    assert summary[-1].startswith("results: ")
+    saved = json.loads(next(tmp_path.glob("*-quick.json")).read_text(encoding="utf-8"))
+    lone = saved["tracked"]["lone_song"]
+    assert set(lone) == {"library", "official_script"}
+    assert lone["library"]["runs"] == 3
+    assert lone["library"]["requests"] >= 3  # a POST, a sweep at least, the final record
+    assert lone["library"]["cpu_ms"] > 0
+    assert saved["machine"]["sniffio_importable"] in (True, False)
