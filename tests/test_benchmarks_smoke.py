@@ -232,3 +232,17 @@ def test_the_suite_ends_with_a_summary_that_tracks_the_lone_song(
     assert lone["library"]["requests"] >= 3  # a POST, a sweep at least, the final record
     assert lone["library"]["cpu_ms"] > 0
     assert saved["machine"]["sniffio_importable"] in (True, False)
+
+
+def test_pool_benchmark_runs_each_configuration_by_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_pool --repeats: one row per configuration, the median of its runs with the range."""
+    from benchmarks import bench_pool
+
+    monkeypatch.setattr(bench_pool, "CONFIGS", bench_pool.CONFIGS[:2])
+    rows = bench_pool.run_all(burst=4, rounds=1, repeats=2)
+    assert [row["config"] for row in rows] == [label for label, *_ in bench_pool.CONFIGS]
+    for row in rows:
+        assert len(row["runs"]) == 2
+        low, high = row["range"]["burst_cpu_ms"]
+        assert low <= row["burst_cpu_ms"] <= high
+    assert len(bench_pool.table(rows)) == 3
