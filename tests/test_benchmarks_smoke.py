@@ -246,3 +246,17 @@ def test_pool_benchmark_runs_each_configuration_by_turns(monkeypatch: pytest.Mon
         low, high = row["range"]["burst_cpu_ms"]
         assert low <= row["burst_cpu_ms"] <= high
     assert len(bench_pool.table(rows)) == 3
+
+
+def test_scale_benchmark_runs_the_client_under_another_interpreter() -> None:
+    """--compare-python: the same client under another venv's python (with or without sniffio),
+    labelled by that interpreter, the client saying whether it could import sniffio."""
+    import sys
+
+    from benchmarks import bench_scale
+
+    row = bench_scale.run_once(12, time_scale=0.002, python=sys.executable)
+    assert row["completed"] + row["failed"] == 12
+    assert row["checkout"] == f"python {sys.executable}"
+    assert row["sniffio"] is (importlib.util.find_spec("sniffio") is not None)
+    assert bench_scale._checkout(row | {"sniffio": False}).endswith(" (no sniffio)")
