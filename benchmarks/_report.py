@@ -272,12 +272,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         if row.get("load_before") is not None
     ]
     load = f"{min(loads):.2f}-{max(loads):.2f}" if loads else "-"
+    single_ran = any(w["workload"]["name"] == "single" for w in result.get("workloads", []))
     lines = [
         "=" * 30 + " summary " + "=" * 30,
         environment_line(info),
         f"git {info['git']}; {result['mode']} run, time scale {result['time_scale']}, "
-        f"seed {result['seed']}, median [range] of {result.get('repeats', 1)} run(s) "
-        f"(the lone song: {result.get('single_repeats', 1)}); 1-min load before runs {load}",
+        f"seed {result['seed']}, median [range] of {result.get('repeats', 1)} run(s)"
+        + (f" (the lone song: {result.get('single_repeats', 1)})" if single_ran else "")
+        + f"; 1-min load before runs {load}",
         "  ".join(name.ljust(width) for name, width in SUMMARY_COLUMNS),
     ]
     for workload in result.get("workloads", []):

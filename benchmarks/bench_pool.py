@@ -14,6 +14,8 @@ configuration runs in its own process; the figure is client CPU (time.process_ti
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import itertools
 import json
 import os
 import statistics
@@ -39,7 +41,7 @@ CONFIGS: tuple[tuple[str, int | None, int | None, int | None], ...] = (
 
 async def measure(
     base_url: str, burst: int, rounds: int, most: int | None, keep: int | None, cap: int | None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     import anyio
     import httpx
 
@@ -69,36 +71,48 @@ async def measure(
                     tg.start_soon(one)
         n = burst * rounds
         return {
+            # httpcore retries `import sniffio` on every request without it (issue 27).
+            "sniffio": importlib.util.find_spec("sniffio") is not None,
             "sequential_cpu_ms": sequential * 1000,
             "burst_cpu_ms": (time.process_time() - cpu0) / n * 1000,
             "burst_wall_ms": (time.perf_counter() - wall0) / n * 1000,
         }
 
 
-def run_all(burst: int, rounds: int, repeats: int = 1) -> list[dict[str, Any]]:
+def run_all(
+    burst: int, rounds: int, repeats: int = 1, compare_python: str | None = None
+) -> list[dict[str, Any]]:
     """Every configuration `repeats` times, by turns (each once, then again), so a slow moment
-    of a shared machine spreads over them; one row per configuration, medians and ranges."""
-    tries: dict[str, list[dict[str, float]]] = {label: [] for label, *_ in CONFIGS}
+    of a shared machine spreads over them; one row per configuration, medians and ranges.
+
+    `compare_python`: each configuration also runs under that interpreter (another virtual
+    environment, e.g. one without sniffio), in the same turns; its rows name it.
+    """
+    pythons = [sys.executable, *([compare_python] if compare_python else [])]
+    tries: dict[str, list[dict[str, Any]]] = {}
     workload = Workload(name="pool", songs=1, accounts=accounts(50, (16,)))
     with simulator(workload, time_scale=0.01, seed=7) as sim:
         for _ in range(repeats):
-            for label, most, keep, cap in CONFIGS:
-                cmd = [sys.executable, "-m", "benchmarks.bench_pool", "--client", sim.base_url,
+            for (label, most, keep, cap), (i, python) in itertools.product(
+                CONFIGS, enumerate(pythons)
+            ):
+                if i:  # the compared interpreter
+                    label = f"{label}, {python}"
+                cmd = [python, "-m", "benchmarks.bench_pool", "--client", sim.base_url,
                        "--burst", str(burst), "--rounds", str(rounds),
                        "--config", json.dumps([most, keep, cap])]  # fmt: skip
                 load = os.getloadavg()[0]
                 result = run_json(cmd, label)
                 if result is None:
                     continue
-                tries[label].append(result | {"load_before": load})
+                tries.setdefault(label, []).append(result | {"load_before": load})
                 print(f"  {label:<26} sequential {result['sequential_cpu_ms']:.2f} ms, burst "
                       f"{result['burst_cpu_ms']:.2f} ms CPU / {result['burst_wall_ms']:.2f} ms "
                       f"wall per request (load {load:.2f})", flush=True)  # fmt: skip
     rows = []
     for label, runs in tries.items():
-        if not runs:
-            continue
-        row: dict[str, Any] = {"config": label, "runs": runs, "range": {}}
+        sniffio = "" if runs[0].get("sniffio", True) else " (no sniffio)"
+        row: dict[str, Any] = {"config": label + sniffio, "runs": runs, "range": {}}
         for key in ("sequential_cpu_ms", "burst_cpu_ms", "burst_wall_ms"):
             values = [r[key] for r in runs]
             row[key] = statistics.median(values)
@@ -127,6 +141,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", type=int, default=800)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration, by turns")
+    parser.add_argument(
+        "--compare-python",
+        metavar="PYTHON",
+        help="also run each configuration under this interpreter (e.g. a venv without sniffio)",
+    )
     parser.add_argument("--json", help="also write the rows to this file")
     ns = parser.parse_args(argv)
     if ns.client:
@@ -141,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     info = _report.print_machine()
     print(f"httpx pool: {ns.burst} GETs at once x {ns.rounds}, client CPU per request, "
           f"{ns.repeats} runs per configuration by turns")  # fmt: skip
-    rows = run_all(ns.burst, ns.rounds, ns.repeats)
+    rows = run_all(ns.burst, ns.rounds, ns.repeats, ns.compare_python)
     print(f"median [range] of {ns.repeats}, ms per request")
     print("\n".join(table(rows)))
     if ns.json:

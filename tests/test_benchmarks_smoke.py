@@ -260,3 +260,22 @@ def test_scale_benchmark_runs_the_client_under_another_interpreter() -> None:
     assert row["checkout"] == f"python {sys.executable}"
     assert row["sniffio"] is (importlib.util.find_spec("sniffio") is not None)
     assert bench_scale._checkout(row | {"sniffio": False}).endswith(" (no sniffio)")
+
+
+def test_pool_benchmark_runs_each_configuration_under_another_interpreter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--compare-python: the same configuration in the same turn under a second interpreter,
+    in its own row, whose client says whether it could import sniffio."""
+    import sys
+
+    from benchmarks import bench_pool
+
+    monkeypatch.setattr(bench_pool, "CONFIGS", bench_pool.CONFIGS[:1])
+    rows = bench_pool.run_all(burst=2, rounds=1, repeats=1, compare_python=sys.executable)
+    label = bench_pool.CONFIGS[0][0]
+    assert [row["config"].split(" (no sniffio)")[0] for row in rows] == [
+        label,
+        f"{label}, {sys.executable}",
+    ]
+    assert all(isinstance(row["runs"][0]["sniffio"], bool) for row in rows)
