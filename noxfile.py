@@ -154,8 +154,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark suite (--quick for the short run); `-- scale|scheduler|pool|decode|objects`
-    runs that one benchmark (python -m benchmarks.bench_<name>) with the remaining arguments."""
+    """The benchmark suite (--quick for the short run, ending on a one-screen summary with the
+    environment line and the lone song's CPU and requests); `-- scale|scheduler|pool|decode|
+    objects` runs that one benchmark (python -m benchmarks.bench_<name>) with the remaining
+    arguments."""
     session.install("-e", ".", *group("bench"))
     args = list(session.posargs)
     if args and args[0] in {"scale", "scheduler", "pool", "decode", "objects"}:

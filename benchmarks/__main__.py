@@ -105,7 +105,16 @@ def run_one(variant: str, workload: Any, ns: argparse.Namespace) -> dict[str, An
 
 
 # The figures shown with their range when a variant runs more than once.
-RANGED = ("makespan_over_ideal", "first_result_sim_s", "notice_p50_sim_s", "cpu_ms_per_song")
+RANGED = (
+    "makespan_over_ideal",
+    "first_result_sim_s",
+    "notice_p50_sim_s",
+    "cpu_ms_per_song",
+    "requests_per_song",
+)
+# The lone song is the tracked figure (CPU and requests for one song) and one run is one
+# sample: it takes seconds, so it always runs at least this many times, by turns.
+SINGLE_REPEATS = 3
 
 
 def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -114,6 +123,7 @@ def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not good:
         return rows[-1]
     merged = dict(good[0]) | {"runs": [r.get("metrics") for r in rows]}
+    merged["tries"] = [{"load_before": r.get("load_before"), "error": r.get("error")} for r in rows]
     metrics: dict[str, Any] = {}
     ranges: dict[str, list[float]] = {}
     for key, value in good[0]["metrics"].items():
@@ -138,12 +148,13 @@ def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     ns = parse_args(argv)
     mode = "quick" if ns.quick else "full"
-    info = _report.machine()
-    print("\n".join(_report.machine_lines(info)), flush=True)
+    info = _report.print_machine()
     print(f"mode: {mode}, time scale {ns.time_scale}, seed {ns.seed}; "
           "durations below are simulated (API) seconds", flush=True)  # fmt: skip
     result: dict[str, Any] = {
         "mode": mode,
+        "repeats": ns.repeats,
+        "single_repeats": max(ns.repeats, SINGLE_REPEATS),
         "time_scale": ns.time_scale,
         "seed": ns.seed,
         "download": not ns.no_download,
@@ -160,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # By turns (every variant once, then again), so a slow moment of a shared machine
         # spreads over the variants instead of landing on one.
         tries: dict[str, list[dict[str, Any]]] = {variant: [] for variant in ns.variants}
-        for _ in range(ns.repeats):
+        repeats = result["single_repeats"] if workload.name == "single" else ns.repeats
+        for _ in range(repeats):
             for variant in ns.variants:
                 print(f"  {workload.name:<7} {variant:<16}", end="", flush=True)
                 row = run_one(variant, workload, ns)
@@ -178,11 +190,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         number, repeat = (2_000, 3) if ns.quick else (20_000, 5)
         result["decode"] = bench_decode.run_all(number=number, repeat=repeat)
         print("\n".join(_report.decode_table(result["decode"])))
+    result["tracked"] = {"lone_song": _report.lone_song(result)}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path = ns.out / f"{stamp}-{mode}.json"
     _report.write_json(json_path, result)
-    print(f"\nresults: {json_path}")
     print(_report.chart(ns.out / f"{stamp}-{mode}.png", result))
+    # Last, so that it is what stays on the screen.
+    print()
+    print("\n".join(_report.summary_lines(result)))
+    print(f"results: {json_path}")
     return 0
 
 

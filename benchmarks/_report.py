@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -10,7 +11,21 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("flowmusic-async", "httpx", "anyio", "msgspec", "backoff", "pydantic", "matplotlib")
+# What moves a CPU figure: the HTTP stack under the library, the decoder, and whether httpcore
+# finds sniffio (without it every request retries a failed import: issue 27).
+PACKAGES = (
+    "flowmusic-async",
+    "httpx",
+    "httpcore",
+    "anyio",
+    "sniffio",
+    "msgspec",
+    "backoff",
+    "pydantic",
+    "matplotlib",
+)
+# The ones the one-line summary names (the others stay in the JSON).
+KEY_PACKAGES = ("httpx", "httpcore", "anyio", "msgspec")
 
 
 def _cpu_model() -> str:
@@ -50,8 +65,20 @@ def _git_revision() -> str:
     return out.stdout.strip() or "no commits yet"
 
 
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load (empty where the OS has none): how busy the machine was."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
 def machine() -> dict[str, Any]:
-    """The machine and software a result belongs to (numbers mean nothing without it)."""
+    """The machine and software a result belongs to (numbers mean nothing without it).
+
+    Every benchmark script stores this under "machine" in its JSON and prints
+    `machine_lines()` first; `environment_line()` is its one-line summary.
+    """
     physical = None
     try:
         import psutil
@@ -64,10 +91,25 @@ def machine() -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "physical_cores": physical,
         "platform": platform.platform(),
+        "system": f"{platform.system()} {platform.release()} {platform.machine()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "versions": {name: _version(name) for name in PACKAGES},
+        # Importable by this interpreter, the one every variant and client process runs on.
+        "sniffio_importable": importlib.util.find_spec("sniffio") is not None,
+        "load_average": load_average(),
         "git": _git_revision(),
     }
+
+
+def environment_line(info: dict[str, Any]) -> str:
+    """One line to compare a machine with another: Python, the HTTP stack, cores, load."""
+    versions = ", ".join(f"{name} {info['versions'].get(name, '?')}" for name in KEY_PACKAGES)
+    sniffio = "sniffio importable" if info.get("sniffio_importable") else "NO sniffio"
+    load = " ".join(f"{x:.2f}" for x in info.get("load_average", [])) or "unknown"
+    return (
+        f"env: {info['python']}; {versions}; {sniffio}; "
+        f"{info['logical_cores']} cores, {info.get('system', info['platform'])}; load {load}"
+    )
 
 
 def machine_lines(info: dict[str, Any]) -> list[str]:
@@ -76,10 +118,18 @@ def machine_lines(info: dict[str, Any]) -> list[str]:
     if info.get("physical_cores"):
         cores += f" / {info['physical_cores']} physical"
     return [
+        environment_line(info),
         f"machine: {info['cpu']} ({cores} cores), {info['platform']}",
         f"python:  {info['python']}; git {info['git']}",
         f"versions: {versions}",
     ]
+
+
+def print_machine() -> dict[str, Any]:
+    """`machine()`, printed first (before anything is measured); returns it for the JSON."""
+    info = machine()
+    print("\n".join(machine_lines(info)), flush=True)
+    return info
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -162,6 +212,120 @@ def decode_table(decode: dict[str, dict[str, float]]) -> list[str]:
         lines.append(
             f"{impl:10}  {us['completed']:>20.2f}  {done_ratio:>10}"
             f"  {us['pending']:>8.2f}  {pending_ratio:>10}"
+        )
+    return lines
+
+
+def _figure(metrics: dict[str, Any], key: str, digits: int) -> str:
+    """`value [low-high]` when the runs differ, else `value`; '-' when missing."""
+    value = metrics.get(key)
+    if value is None:
+        return "-"
+    low, high = metrics.get("range", {}).get(key, [value, value])
+    text = f"{value:.{digits}f}"
+    if f"{low:.{digits}f}" != f"{high:.{digits}f}":
+        text += f" [{low:.{digits}f}-{high:.{digits}f}]"
+    if low and high / low > 2:  # a figure that moves this much is not one number
+        text += " (>2x apart)"
+    return text
+
+
+def lone_song(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The tracked figure: client CPU and API requests for one song, per variant.
+
+    The library sweeps every `poll_interval` (3 s) from 20 s after acceptance, to notice the
+    end within about 2 s, so a lone song costs it more requests and CPU than a 15 s poller;
+    this figure keeps that cost in view from run to run.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for workload in result.get("workloads", []):
+        if workload["workload"]["name"] != "single":
+            continue
+        for variant, row in workload["variants"].items():
+            m = row.get("metrics")
+            if not m:
+                continue
+            ranges = m.get("range", {})
+            out[variant] = {
+                "runs": len(row.get("runs") or [m]),
+                "cpu_ms": m["cpu_ms_per_song"],
+                "cpu_ms_range": ranges.get("cpu_ms_per_song"),
+                "requests": m["requests_per_song"],
+                "requests_range": ranges.get("requests_per_song"),
+                "notice_sim_s": m["notice_p50_sim_s"],
+            }
+    return out
+
+
+SUMMARY_COLUMNS = (("", 29), ("CPU ms/song", 21), ("vs lib", 6), ("req/song", 20),
+                   ("makespan/ideal", 14), ("first s", 7), ("lost/dup", 8))  # fmt: skip
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """One screen: the environment, each variant's key figures, the lone song, the decoder."""
+    info = result["machine"]
+    loads = [
+        row["load_before"]
+        for workload in result.get("workloads", [])
+        for runs in workload["variants"].values()
+        for row in runs.get("tries", [runs])
+        if row.get("load_before") is not None
+    ]
+    load = f"{min(loads):.2f}-{max(loads):.2f}" if loads else "-"
+    single_ran = any(w["workload"]["name"] == "single" for w in result.get("workloads", []))
+    lines = [
+        "=" * 30 + " summary " + "=" * 30,
+        environment_line(info),
+        f"git {info['git']}; {result['mode']} run, time scale {result['time_scale']}, "
+        f"seed {result['seed']}, median [range] of {result.get('repeats', 1)} run(s)"
+        + (f" (the lone song: {result.get('single_repeats', 1)})" if single_ran else "")
+        + f"; 1-min load before runs {load}",
+        "  ".join(name.ljust(width) for name, width in SUMMARY_COLUMNS),
+    ]
+    for workload in result.get("workloads", []):
+        w = workload["workload"]
+        base = workload["variants"].get("library", {}).get("metrics") or {}
+        for variant, row in workload["variants"].items():
+            m = row.get("metrics")
+            label = f"{w['name']} ({w['songs']}) {variant}"
+            if not m:
+                lines.append(f"{label:<29}  FAILED: {row.get('error')}")
+                continue
+            cells = (
+                label,
+                _figure(m, "cpu_ms_per_song", 1),
+                _ratio(m["cpu_ms_per_song"], base.get("cpu_ms_per_song")),
+                _figure(m, "requests_per_song", 2),
+                _fmt(m["makespan_over_ideal"], 3),
+                _fmt(m["first_result_sim_s"], 0),
+                f"{m['lost']}/{m['duplicates']}",
+            )
+            widths = (width for _, width in SUMMARY_COLUMNS)
+            lines.append("  ".join(str(c).ljust(n) for c, n in zip(cells, widths, strict=True)))
+    single = result.get("tracked", {}).get("lone_song", {})
+    lib, script = single.get("library"), single.get("official_script")
+    if lib:
+        text = (
+            f"lone song (tracked): library {lib['cpu_ms']:.1f} ms CPU,"
+            f" {lib['requests']:.0f} requests"
+        )
+        if script:
+            text += (
+                f"; official script {script['cpu_ms']:.1f} ms, {script['requests']:.0f} requests"
+                f" ({lib['cpu_ms'] / script['cpu_ms']:.1f}x the CPU for"
+                f" {lib['requests'] / script['requests']:.1f}x the requests: 3 s sweeps"
+                " against 15 s polls)"
+            )
+        lines.append(text)
+    decode = result.get("decode") or {}
+    if "msgspec" in decode:
+        ratios = ", ".join(
+            f"{impl} {us['completed'] / decode['msgspec']['completed']:.2f}x"
+            for impl, us in decode.items()
+            if impl != "msgspec"
+        )
+        lines.append(
+            f"decode (completed record): msgspec {decode['msgspec']['completed']:.2f} us; {ratios}"
         )
     return lines
 

@@ -19,6 +19,7 @@ import json
 import sys
 import timeit
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from benchmarks._harness import run_json
@@ -165,13 +166,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--number", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", help="also write the results (and the machine) to this file")
     ns = parser.parse_args(argv)
     if ns.impl:
         print(json.dumps(measure(ns.impl, number=ns.number, repeat=ns.repeat)))
         return
-    from benchmarks._report import decode_table
+    from benchmarks import _report
 
-    print("\n".join(decode_table(run_all(number=ns.number, repeat=ns.repeat))))
+    info = _report.print_machine()
+    decode = run_all(number=ns.number, repeat=ns.repeat)
+    print("\n".join(_report.decode_table(decode)))
+    if ns.json:
+        result = {"machine": info, "number": ns.number, "repeat": ns.repeat, "decode": decode}
+        _report.write_json(Path(ns.json), result)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(json.dumps(anyio.run(client, ns.client, ns.token, ns.songs, ns.slots)))
         return 0
+    from benchmarks import _report
+
+    info = _report.print_machine()
     trees = [REPO] + ([ns.compare_with.resolve()] if ns.compare_with else [])
     runs: dict[str, list[dict[str, Any]]] = {str(tree): [] for tree in trees}
     for _ in range(ns.repeats):
@@ -128,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"[{min(full):.1f}-{max(full):.1f}]")  # fmt: skip
         summary[name] = rows
     if ns.json:
-        ns.json.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        _report.write_json(ns.json, {"machine": info, "checkouts": summary})
     return 0
 
 

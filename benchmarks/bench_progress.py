@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant:
         print(json.dumps(measure(args.variant, **sizes)))
         return 0
+    from benchmarks import _report
+
+    _report.print_machine()
     results = run_all(tuple(args.variants.split(",")), **sizes)
     import rich
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import itertools
 import json
 import statistics
@@ -41,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks import _report
 from benchmarks._harness import TOKEN, BenchError, simulator
 from benchmarks._metrics import fifo_makespan, percentile
 from benchmarks._stats import parse_stats
@@ -194,6 +196,8 @@ async def client(
         stall_startup_ms=max(startup, default=0.0) * 1000,
         stall_max_ms=max((g for _, g in gaps), default=0.0) * 1000,
         leave_s=(exited_at - left_at) if left_at is not None else None,
+        # httpcore retries `import sniffio` on every request without it (issue 27).
+        sniffio=importlib.util.find_spec("sniffio") is not None,
         # Leaving, split: from the break to the last DELETE's answer (the cleanup), and from
         # there to the exit (what leaving costs beyond the cleanup).
         **(_leave_split(left_at, exited_at, deletes) if left_at is not None else {}),
@@ -221,20 +225,23 @@ def run_once(
     limits: str | None = None,
     gc_mode: str = "default",
     checkout: str | None = None,
+    python: str | None = None,
 ) -> dict[str, Any]:
     """One client run against a fresh simulator: the client's report plus the server's view.
 
     `checkout`: run the client of another checkout of this repository (its own benchmarks
-    and flowmusic_async, imported from its directory) against the same simulator.
+    and flowmusic_async, imported from its directory) against the same simulator. `python`:
+    run this checkout's client under another interpreter (another virtual environment).
     """
     workload = Workload(name="scale", songs=songs, accounts=ACCOUNTS)
+    load_before: list[float | None] = [*_report.load_average()[:1]] or [None]  # a shared machine
     with simulator(workload, time_scale=time_scale, seed=seed) as sim:
         if rtt_s:
             answer = httpx.post(
                 f"{sim.origin}/_sim/faults", json={"latency_s": rtt_s * time_scale}, timeout=30
             )
             answer.raise_for_status()
-        cmd = [sys.executable, "-m", "benchmarks.bench_scale", "--client", sim.base_url,
+        cmd = [python or sys.executable, "-m", "benchmarks.bench_scale", "--client", sim.base_url,
                "--songs", str(songs), "--time-scale", repr(time_scale),
                "--leave-after", str(leave_after)]  # fmt: skip
         if limits:
@@ -260,7 +267,8 @@ def run_once(
     ]
     durations = [job.duration_s * time_scale for job in jobs.values()]
     row: dict[str, Any] = report | {
-        "checkout": checkout or "this",
+        "checkout": (f"python {python}" if python else checkout) or "this",
+        "load_before": load_before[0],
         "gc_mode": gc_mode,
         "rtt_s": rtt_s,
         "time_scale": time_scale,
@@ -327,7 +335,8 @@ def series(
 
 def _brief(row: dict[str, Any]) -> str:
     keys = ("songs", "rtt_s", "cpu_ms_per_song", "requests_per_song", "rss_growth_kb_per_song",
-            "stall_startup_ms", "leave_s", "notice_p50_s", "makespan_over_fifo")  # fmt: skip
+            "stall_startup_ms", "leave_s", "notice_p50_s", "makespan_over_fifo",
+            "load_before")  # fmt: skip
     return " ".join(f"{k}={_fmt(row.get(k))}" for k in keys if row.get(k) is not None)
 
 
@@ -387,7 +396,8 @@ def _songs(row: Row) -> str:
 
 
 def _checkout(row: Row) -> str:
-    return str(row["checkout"])[-24:]
+    sniffio = "" if row.get("sniffio", True) else " (no sniffio)"
+    return str(row["checkout"])[-(24 - len(sniffio)) :] + sniffio
 
 
 def tables(result: dict[str, Any]) -> list[str]:
@@ -419,8 +429,8 @@ def tables(result: dict[str, Any]) -> list[str]:
     if result.get("compare"):
         rows = [r for r in result["compare"] if r.get("leave_s") is None]
         mine = next(r for r in rows if r["checkout"] == "this")
-        lines += ["", f"compare: {int(mine['songs']):,} songs, this checkout and another, "
-                  "interleaved (median [range])"]  # fmt: skip
+        lines += ["", f"compare: {int(mine['songs']):,} songs, this checkout and another "
+                  "(or this one under another python), interleaved (median [range])"]  # fmt: skip
         lines += _table(
             [
                 ("checkout", 24, _checkout),
@@ -602,6 +612,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="compare series: another checkout (e.g. a git worktree of an older commit)",
     )
     p.add_argument(
+        "--compare-python",
+        metavar="PYTHON",
+        help="compare series: this checkout's client under another interpreter, e.g. a venv "
+        "without sniffio (`python -m venv V && V/bin/pip install -e . psutil && "
+        "V/bin/pip uninstall -y sniffio`)",
+    )
+    p.add_argument(
         "--gc",
         choices=("default", "freeze", "off"),
         default="default",
@@ -649,10 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(tables(merged)))
         print(chart(ns.render[0].with_suffix(".png"), merged))
         return 0
-    from benchmarks import _report
-
-    info = _report.machine()
-    print("\n".join(_report.machine_lines(info)), flush=True)
+    info = _report.print_machine()
     result_unit = calibrate()
     print(
         f"unit: one sequential httpx GET costs {result_unit:.2f} ms of client CPU here", flush=True
@@ -677,14 +691,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         result["leave"] = series("leave", points, ns.repeats)
     if "compare" in only:
-        if not ns.compare_with:
-            raise SystemExit("--only compare needs --compare-with DIR")
+        if bool(ns.compare_with) == bool(ns.compare_python):
+            raise SystemExit("--only compare needs --compare-with DIR or --compare-python PYTHON")
+        other: dict[str, str] = (
+            {"checkout": str(Path(ns.compare_with).resolve())}
+            if ns.compare_with
+            else {"python": ns.compare_python}
+        )
         # Each checkout runs the whole batch, and the same batch left early.
         points = [
-            {"songs": n, "time_scale": ns.time_scale, "checkout": tree, "leave_after": leave}
+            {"songs": n, "time_scale": ns.time_scale, "leave_after": leave} | side
             for n in _ints(ns.sizes)[:1]
             for leave in (0, ns.leave_after)
-            for tree in (None, str(Path(ns.compare_with).resolve()))
+            for side in ({}, other)
         ]
         result["compare"] = series("compare", points, ns.repeats)
     if "gc" in only:

@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -171,12 +172,14 @@ def main(argv: list[str] | None = None) -> None:
     if ns.one:
         print(json.dumps(anyio.run(measure, ns.one, ns.queued, ns.turnovers)))
         return
+    from benchmarks import _report
+
+    info = _report.print_machine()
     sizes = tuple(int(s) for s in ns.sizes.split(","))
     results = run_all(sizes=sizes, turnovers=ns.turnovers)
     print("\n".join(table(results)))
     if ns.json:
-        with open(ns.json, "w", encoding="utf-8") as out:
-            json.dump(results, out, indent=2)
+        _report.write_json(Path(ns.json), {"machine": info, "results": results})
 
 
 if __name__ == "__main__":

@@ -166,3 +166,116 @@ def test_bench_objects_counts_the_objects_of_requests_in_progress() -> None:
     assert row["objects_during"] > row["objects_before"] > 0
     assert 1 <= row["objects_per_request"] < 200
     assert row["full_collection_ms"] > 0
+
+
+def test_the_environment_names_the_http_stack_sniffio_cores_and_load() -> None:
+    """A CPU figure moves with httpcore, sniffio and the load: every output must say which."""
+    from benchmarks import _report
+
+    info = _report.machine()
+    assert {"httpx", "httpcore", "anyio", "msgspec", "sniffio"} <= set(info["versions"])
+    assert info["sniffio_importable"] is (importlib.util.find_spec("sniffio") is not None)
+    assert len(info["load_average"]) in (0, 3)
+    line = _report.environment_line(info)
+    for word in (info["python"], "httpcore", "sniffio", "cores"):
+        assert word in line
+    assert line.startswith("env: ") and "load " in line
+    assert _report.machine_lines(info)[0] == line
+
+
+def test_every_benchmark_script_prints_and_saves_the_machine() -> None:
+    """One place (`_report.print_machine`) for the environment, used by every script."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = [folder / "__main__.py", *sorted(folder.glob("bench_*.py"))]
+    assert len(scripts) >= 7
+    for script in scripts:
+        assert "_report.print_machine()" in script.read_text(encoding="utf-8"), script.name
+
+
+def test_decode_benchmark_json_records_the_machine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The standalone decode benchmark's JSON and table carry the environment line."""
+    import json
+
+    out = tmp_path / "decode.json"
+    bench_decode.main(["--number", "1", "--repeat", "1", "--json", str(out)])
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert "httpcore" in saved["machine"]["versions"]
+    assert "msgspec" in saved["decode"]
+    assert capsys.readouterr().out.startswith("env: ")
+
+
+def test_the_suite_ends_with_a_summary_that_tracks_the_lone_song(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m benchmarks --quick` ends on one screen: the environment line, every variant's
+    key figures, and the lone song's CPU and requests, run three times even in a quick run."""
+    import json
+
+    from benchmarks.__main__ import main
+
+    argv = ["--quick", "--workloads", "single", "--variants", "library,official_script",
+            "--no-decode", "--no-download", "--time-scale", "0.002",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    summary = out[out.index("= summary =") :].splitlines()
+    assert len(summary) <= 24
+    assert summary[1].startswith("env: ") and "sniffio" in summary[1]
+    assert any(line.startswith("lone song (tracked): library ") for line in summary)
+    assert summary[-1].startswith("results: ")
+    saved = json.loads(next(tmp_path.glob("*-quick.json")).read_text(encoding="utf-8"))
+    lone = saved["tracked"]["lone_song"]
+    assert set(lone) == {"library", "official_script"}
+    assert lone["library"]["runs"] == 3
+    assert lone["library"]["requests"] >= 3  # a POST, a sweep at least, the final record
+    assert lone["library"]["cpu_ms"] > 0
+    assert saved["machine"]["sniffio_importable"] in (True, False)
+
+
+def test_pool_benchmark_runs_each_configuration_by_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_pool --repeats: one row per configuration, the median of its runs with the range."""
+    from benchmarks import bench_pool
+
+    monkeypatch.setattr(bench_pool, "CONFIGS", bench_pool.CONFIGS[:2])
+    rows = bench_pool.run_all(burst=4, rounds=1, repeats=2)
+    assert [row["config"] for row in rows] == [label for label, *_ in bench_pool.CONFIGS]
+    for row in rows:
+        assert len(row["runs"]) == 2
+        low, high = row["range"]["burst_cpu_ms"]
+        assert low <= row["burst_cpu_ms"] <= high
+    assert len(bench_pool.table(rows)) == 3
+
+
+def test_scale_benchmark_runs_the_client_under_another_interpreter() -> None:
+    """--compare-python: the same client under another venv's python (with or without sniffio),
+    labelled by that interpreter, the client saying whether it could import sniffio."""
+    import sys
+
+    from benchmarks import bench_scale
+
+    row = bench_scale.run_once(12, time_scale=0.002, python=sys.executable)
+    assert row["completed"] + row["failed"] == 12
+    assert row["checkout"] == f"python {sys.executable}"
+    assert row["sniffio"] is (importlib.util.find_spec("sniffio") is not None)
+    assert bench_scale._checkout(row | {"sniffio": False}).endswith(" (no sniffio)")
+
+
+def test_pool_benchmark_runs_each_configuration_under_another_interpreter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--compare-python: the same configuration in the same turn under a second interpreter,
+    in its own row, whose client says whether it could import sniffio."""
+    import sys
+
+    from benchmarks import bench_pool
+
+    monkeypatch.setattr(bench_pool, "CONFIGS", bench_pool.CONFIGS[:1])
+    rows = bench_pool.run_all(burst=2, rounds=1, repeats=1, compare_python=sys.executable)
+    label = bench_pool.CONFIGS[0][0]
+    assert [row["config"].split(" (no sniffio)")[0] for row in rows] == [
+        label,
+        f"{label}, {sys.executable}",
+    ]
+    assert all(isinstance(row["runs"][0]["sniffio"], bool) for row in rows)
