@@ -25,6 +25,8 @@ from contextvars import ContextVar
 import anyio
 import httpx
 
+from ._sniffio import remember_missing_sniffio
+
 __all__ = ["Lanes", "PlaceAhead", "open_lanes", "take_place", "unlink_body"]
 
 
@@ -195,6 +197,7 @@ def open_lanes(
     A client the caller passed is used as it is (its limits are the caller's choice) and never
     closed; a transport the caller passed (tests, the simulator) gets one client of ours.
     """
+    remember_missing_sniffio()  # httpcore looks for it on every request
     api_places, media_places = API_LANES * PER_LANE, MEDIA_LANES * PER_LANE
     if user_client is not None:
         return (

@@ -31,18 +31,14 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def test_core_dependencies_have_a_tested_floor_and_stop_before_the_next_major() -> None:
-    """An untested major release of a core dependency must not reach users silently.
-
-    The design card's four, plus sniffio, which httpcore looks up on every request
-    (tests/test_sniffio.py says why).
-    """
+    """An untested major release of httpx/anyio/msgspec/backoff must not reach users silently;
+    and the design card's four are the whole core."""
     deps = dict(_bounds(r) for r in _pyproject()["project"]["dependencies"])
-    assert set(deps) == {"httpx", "anyio", "msgspec", "backoff", "sniffio"}
+    assert set(deps) == {"httpx", "anyio", "msgspec", "backoff"}
     assert deps["httpx"]["<"] == "1"
     assert deps["anyio"]["<"] == "5"
     assert deps["msgspec"]["<"] == "1"
     assert deps["backoff"]["<"] == "3"
-    assert deps["sniffio"]["<"] == "2"
     for bounds in deps.values():
         assert ">=" in bounds  # tests_lowest pins exactly this version
 

@@ -1,15 +1,16 @@
-"""sniffio is a dependency because httpcore looks for it on every request.
+"""httpcore looks for sniffio on every request; where it is not installed, that must be cheap.
 
 httpcore asks `current_async_library()` several times per request (its lock, event and
 cancellation-shield setup); the function does `import sniffio` each time. Without sniffio
-installed every such import fails after walking `sys.path`, which cost 18-24 % of the client's
-CPU in a native profile (issue 27). These tests keep the dependency declared and prove that,
-once warmed up, requests over a real loopback socket import nothing.
+installed every such import failed after walking `sys.path`, which cost 18-24 % of the client's
+CPU in a native profile (issue 27). The design card keeps sniffio out of the core's
+dependencies, so `flowmusic_async._sniffio` records its absence instead. These tests prove
+that, once warmed up, requests over a real loopback socket import nothing, with sniffio
+installed or not.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,9 +18,9 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 import pytest
-from packaging.requirements import Requirement
 
 from flowmusic_async import FlowMusic, Timing
+from flowmusic_async._sniffio import remember_missing_sniffio
 from flowmusic_async.testing import Simulator
 
 REQUESTS = 20
@@ -72,26 +73,47 @@ async def imports_during_requests(hide: frozenset[str] = frozenset()) -> list[st
     return recorder.looked_up
 
 
-def test_sniffio_is_a_declared_runtime_dependency() -> None:
-    """Without it in our metadata a user's environment (no trio) pays the failed imports."""
-    requirements = [
-        Requirement(text) for text in importlib.metadata.requires("flowmusic-async") or []
-    ]
-    core = {r.name.lower() for r in requirements if r.marker is None}
-    assert "sniffio" in core
-
-
 @pytest.mark.anyio
 async def test_requests_import_nothing_once_warmed_up() -> None:
     """A module looked up on every request means a failed import (a sys.path walk) each time."""
     assert await imports_during_requests() == []
 
 
+@pytest.fixture
+def sniffio_unloaded() -> Iterator[None]:
+    """sys.modules without sniffio for one test, exactly as it was afterwards (the code under
+    test may record it as absent, which must not leak into other tests)."""
+    saved = sys.modules.pop("sniffio", None)
+    try:
+        yield
+    finally:
+        sys.modules.pop("sniffio", None)
+        if saved is not None:
+            sys.modules["sniffio"] = saved
+
+
 @pytest.mark.anyio
+@pytest.mark.usefixtures("sniffio_unloaded")
+async def test_without_sniffio_installed_requests_do_not_look_for_it_again() -> None:
+    """Where sniffio is missing, the client records its absence: no request looks it up."""
+    looked_up = await imports_during_requests(hide=frozenset({"sniffio"}))
+    assert looked_up.count("sniffio") == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("sniffio_unloaded")
 async def test_the_recorder_sees_httpcore_look_for_a_missing_sniffio(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The check above can fail: with sniffio hidden, every request looks it up again."""
-    monkeypatch.delitem(sys.modules, "sniffio", raising=False)
+    """The check above can fail: without the record of its absence, every request looks
+    sniffio up again."""
+    monkeypatch.setattr("flowmusic_async._lanes.remember_missing_sniffio", lambda: False)
     looked_up = await imports_during_requests(hide=frozenset({"sniffio"}))
     assert looked_up.count("sniffio") >= REQUESTS
+
+
+@pytest.mark.usefixtures("sniffio_unloaded")
+def test_an_installed_sniffio_is_left_alone() -> None:
+    """Where sniffio is installed (trio requires it), nothing is recorded."""
+    assert remember_missing_sniffio() is False
+    assert "sniffio" not in sys.modules
