@@ -122,6 +122,8 @@ class JobEngine:
         async with self._accounts_lock:
             if not force and time.monotonic() < self._accounts_due:
                 return
+            # Due again after the refresh interval, whether this read works or not.
+            self._accounts_due = time.monotonic() + self.timing.accounts_refresh
             first_load = self.scheduler.loaded_at is None
             # Other processes with the same token may already fill slots: the first time, count
             # them before the first placement rather than learn of them from a 429. Both reads
@@ -139,10 +141,6 @@ class JobEngine:
                 except Exception as error:
                     failed = error
                     reads.cancel_scope.cancel()
-            # Due again after the refresh interval, whether this read worked or not. Set only
-            # now: a task that finds it due later skips the lock, and must not do so while the
-            # first read is still under way (it would place a job before the accounts are known).
-            self._accounts_due = time.monotonic() + self.timing.accounts_refresh
             if failed is not None:
                 # Nothing works without the token, nor with an API never reached (a wrong URL):
                 # raised at once, rather than warned about and then met again by the POST.
