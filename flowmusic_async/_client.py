@@ -928,7 +928,8 @@ class _EngineAPI:
         self._fm = fm
 
     async def create_job(self, path: JobPath, body: Mapping[str, Any]) -> Job:
-        return await self._fm.music.send_job(path, dict(body))
+        # Signed here, as the body leaves: the secret is in no journal, event or record.
+        return await self._fm.music.send_job(path, dict(self._fm.webhooks.sign(body)))
 
     def place_ahead(self) -> PlaceAhead:
         assert self._fm._lanes is not None

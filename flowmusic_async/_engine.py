@@ -594,6 +594,10 @@ class JobEngine:
         self._settle_if_ended(job)
         return job
 
+    def settle_from_callback(self, job: Job) -> bool:
+        """Settle a job from a callback whose secret proved it ours (no read); False if pending."""
+        return self._settle_if_ended(job)
+
     def request_cancel(self, watch: Watch) -> anyio.Event:
         """Cancel `watch`'s job server-side, in the client's task group; returns its done event,
         set once the DELETE is answered and the final record read (or that read failed).

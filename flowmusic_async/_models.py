@@ -10,6 +10,7 @@ form-encoded requests and may echo numbers as strings ("12"); an integral float 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import msgspec
@@ -40,9 +41,28 @@ __all__ = [
     "Usage",
     "UsageEvent",
     "UsageSummary",
+    "without_callback_secret",
 ]
 
 JobStatus = Literal["pending", "completed", "failed"]
+
+# The query parameter `fm.webhooks` appends to a job's replyUrl: the callback's secret, which
+# every record loses as it is decoded (see `fm.webhooks`, docs/architecture.md "Webhooks").
+CALLBACK_SECRET_PARAM = "flowmusic_sig"
+_SECRET_AT_END = re.compile(rf"[?&]{CALLBACK_SECRET_PARAM}=[^&#]*$")
+
+
+def without_callback_secret(url: str) -> str:
+    """`url` without the callback secret the client appended to it (the URL as it was given)."""
+    if CALLBACK_SECRET_PARAM not in url:
+        return url
+    base, hash_mark, fragment = url.partition("#")
+    base = _SECRET_AT_END.sub("", base)
+    if CALLBACK_SECRET_PARAM in base:  # not where we put it: a server that reordered the query
+        path, _, query = base.partition("?")
+        kept = [p for p in query.split("&") if not p.startswith(f"{CALLBACK_SECRET_PARAM}=")]
+        base = f"{path}?{'&'.join(kept)}" if kept else path
+    return base + hash_mark + fragment
 
 
 class _Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,6 +118,15 @@ class Job(_Record, frozen=True, kw_only=True):
     error: JobError | None = None
     request: dict[str, Any] = {}
     reply_ref: str | None = msgspec.field(default=None, name="replyRef")
+
+    def __post_init__(self) -> None:
+        # The server echoes the replyUrl it was sent, secret included: no record the library
+        # hands out carries it, so none that a user logs or returns can be used to forge a
+        # callback. A new dict, so that a caller's own is never changed.
+        reply_url = self.request.get("replyUrl")
+        if isinstance(reply_url, str) and CALLBACK_SECRET_PARAM in reply_url:
+            request = {**self.request, "replyUrl": without_callback_secret(reply_url)}
+            msgspec.structs.force_setattr(self, "request", request)
 
     @property
     def is_terminal(self) -> bool:

@@ -1,0 +1,291 @@
+"""Signed callbacks: a callback that brings back its job's secret settles the job without a
+read (about one request per song in webhook-only mode); forged, replayed and lying ones are
+refused or confirmed by a read; the secret never reaches what a user sees. Judged by the
+simulator's request counters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+import pytest
+
+from flowmusic_async import FlowMusic, Job, Timing
+from flowmusic_async.testing import SimAccount, Simulator
+
+pytestmark = pytest.mark.anyio
+
+SCALE = 0.002
+HOOK = "https://hooks.example.com/fm?app=songs"
+SECRET_PARAM = "flowmusic_sig"
+# Neither the poller's sweeps nor its reads happen on their own here: every GET of a job
+# counted comes from the webhook receiver.
+NO_POLLING = msgspec.structs.replace(
+    Timing.scaled(SCALE), poll_interval=3600.0, webhook_sweep_interval=3600.0
+)
+
+
+def gets_of_jobs(sim: Simulator) -> int:
+    return sum(n for (ep, _), n in sim.stats.requests.items() if ep == "GET /jobs/{jobid}")
+
+
+def all_requests(sim: Simulator) -> int:
+    return sum(sim.stats.requests.values())
+
+
+class Callbacks:
+    """The simulator's webhook transport: keeps each callback (its URL and body) by jobid."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, tuple[str, bytes]] = {}
+        self.arrived = anyio.Event()
+        self.expected = 1
+
+    async def deliver(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        self.received[msgspec.json.decode(body)["jobid"]] = (str(request.url), body)
+        if len(self.received) >= self.expected:
+            self.arrived.set()
+        return httpx.Response(200)
+
+    async def wait_for(self, count: int) -> None:
+        self.expected = count
+        if len(self.received) < count:
+            with anyio.fail_after(10):
+                await self.arrived.wait()
+
+
+def simulator(callbacks: Callbacks, *, max_jobs: int = 4) -> Simulator:
+    account = SimAccount(email="acct0@example.com", max_jobs=max_jobs, credits=100_000.0)
+    return Simulator(
+        accounts=(account,),
+        time_scale=SCALE,
+        seed=11,
+        webhook_transport=httpx.MockTransport(callbacks.deliver),
+    )
+
+
+def client(sim: Simulator) -> FlowMusic:
+    return FlowMusic(
+        token=sim.token, base_url=sim.base_url, transport=sim.transport(), timing=NO_POLLING
+    )
+
+
+def secret_of(url: str) -> str:
+    value = httpx.URL(url).params.get(SECRET_PARAM)
+    assert value, f"the callback URL carries no secret: {url}"
+    return value
+
+
+async def test_a_callback_with_its_secret_settles_its_job_without_a_read() -> None:
+    """The point of signing: the callback's own POST is the only request that song costs."""
+    callbacks = Callbacks()
+    sim = simulator(callbacks)
+    async with sim, client(sim) as fm:
+        handle = await fm.submit("called back", reply_url=HOOK)
+        await callbacks.wait_for(1)
+        url, body = callbacks.received[handle.jobid]
+        before = gets_of_jobs(sim)
+        result = await fm.webhooks.handle(body, url=url)
+        with anyio.fail_after(5):
+            job = await handle
+        reads = gets_of_jobs(sim) - before
+        # A replay of that genuine callback, once the job has ended: nothing to do, no read.
+        replay = await fm.webhooks.handle(body, url=url)
+        replay_reads = gets_of_jobs(sim) - before
+
+    assert (result.accepted, result.http_status, result.status) == (True, 200, "completed")
+    assert result.job == job and job.is_completed and job.clips
+    assert reads == 0
+    assert (replay.accepted, replay.http_status, replay_reads) == (False, 200, 0)
+
+
+async def test_forged_replayed_and_lying_callbacks_are_refused_or_confirmed_by_a_read() -> None:
+    """Without a job's own secret, a callback settles nothing by itself: only a read does."""
+    callbacks = Callbacks()
+    sim = simulator(callbacks)
+    async with sim, client(sim) as fm:
+        first = await fm.submit("job A", reply_url=HOOK)
+        second = await fm.submit("job B", reply_url=HOOK)
+        third = await fm.submit("job C", reply_url=HOOK)
+        fourth = await fm.submit("job D", reply_url=HOOK)
+        await callbacks.wait_for(4)
+        url_a, body_a = callbacks.received[first.jobid]
+        url_b, body_b = callbacks.received[second.jobid]
+        _, body_c = callbacks.received[third.jobid]
+        _, body_d = callbacks.received[fourth.jobid]
+        # A forged "completed" for B with the attacker's media, under A's secret (a lie):
+        forged = msgspec.json.decode(body_b)
+        for clip in forged.get("clips") or ():
+            clip["audio_url"] = "https://evil.example/x.m4a"
+        lying_body = msgspec.json.encode(forged)
+
+        outcomes: dict[str, tuple[Any, int]] = {}
+        for name, body, url in (
+            ("lying: A's secret, B's body", lying_body, url_a),
+            ("replayed onto C: B's secret", body_c, url_b),
+            ("made-up secret", body_a, HOOK + f"&{SECRET_PARAM}=AAAAAAAAAAAAAAAAAAAAAA"),
+            ("a secret that is not ASCII", body_d, HOOK + f"&{SECRET_PARAM}=%C3%A9t%C3%A9"),
+        ):
+            before = gets_of_jobs(sim)
+            outcomes[name] = (await fm.webhooks.handle(body, url=url), gets_of_jobs(sim) - before)
+        with anyio.fail_after(5):
+            job_b, job_c, job_a = await second, await third, await first
+            await fourth
+
+    for name, (result, reads) in outcomes.items():
+        assert (result.http_status, result.accepted, reads) == (400, False, 1), name
+    assert all(clip.audio_url != "https://evil.example/x.m4a" for clip in job_b.clips)
+    assert job_a.is_completed and job_b.is_completed and job_c.is_completed
+
+
+async def test_a_callback_without_a_secret_is_confirmed_by_a_read() -> None:
+    """An unsigned callback (no URL given, or the URL without its secret) is a hint, as before."""
+    callbacks = Callbacks()
+    sim = simulator(callbacks)
+    async with sim, client(sim) as fm:
+        first = await fm.submit("job A", reply_url=HOOK)
+        second = await fm.submit("job B", reply_url=HOOK)
+        await callbacks.wait_for(2)
+        _, body_a = callbacks.received[first.jobid]
+        _, body_b = callbacks.received[second.jobid]
+        before = gets_of_jobs(sim)
+        no_url = await fm.webhooks.handle(body_a)
+        reads_no_url = gets_of_jobs(sim) - before
+        before = gets_of_jobs(sim)
+        unsigned = await fm.webhooks.handle(body_b, url=HOOK)
+        reads_unsigned = gets_of_jobs(sim) - before
+        with anyio.fail_after(5):
+            await first
+            await second
+
+    assert (no_url.accepted, no_url.http_status, reads_no_url) == (True, 200, 1)
+    assert (unsigned.accepted, unsigned.http_status, reads_unsigned) == (True, 200, 1)
+
+
+async def test_the_secret_never_reaches_a_job_a_repr_or_the_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A record a user logs must not let its reader forge a callback for a running job."""
+    callbacks = Callbacks()
+    sim = simulator(callbacks)
+    seen: list[Any] = []
+    caplog.set_level(logging.DEBUG)
+    async with sim, client(sim) as fm:
+        fm.add_event_hook(seen.append)
+        handle = await fm.submit("called back", reply_url=HOOK)
+        running = await fm.jobs.get(handle.jobid)
+        await callbacks.wait_for(1)
+        url, body = callbacks.received[handle.jobid]
+        result = await fm.webhooks.handle(body, url=url)
+        job = await handle
+        reread = await fm.jobs.get(handle.jobid)
+        shown = [repr(fm), repr(fm.webhooks), repr(handle)]
+
+    secret = secret_of(url)
+    assert secret.encode() in body  # the simulator echoes it: the raw body is not the user's
+    records: list[Job] = [running, job, reread]
+    assert result.job is not None
+    records.append(result.job)
+    for record in records:
+        assert record.request["replyUrl"] == HOOK  # exactly the URL given
+        for text in (repr(record), str(record.to_dict()), msgspec.json.encode(record).decode()):
+            assert secret not in text
+    assert not any(secret in repr(event) for event in seen)
+    assert not any(secret in text for text in shown)
+    # What the client logs; not the simulator's own delivery of the callback (the API's side,
+    # where the secret is the URL it POSTs to).
+    ours = [
+        record.getMessage()
+        for record in caplog.records
+        if not record.name.startswith("flowmusic_async.testing")
+        and not (record.name == "httpx" and "hooks.example.com" in record.getMessage())
+    ]
+    assert ours and not any(secret in line for line in ours)
+
+
+async def test_signing_keeps_the_given_url_and_leaves_a_long_one_unsigned() -> None:
+    """The record gives back exactly the URL the user passed; a URL the secret would push past
+    the API's 1024-character limit is sent as it is (its callbacks are then read)."""
+    # A token no other text contains: every client's token is redacted process-wide.
+    fm = FlowMusic(token="signing-test-token-5f0c")
+    ref = "mine|fma:0123456789abcdef0123456789abcdef"
+    for given in (
+        "https://h.example/cb",
+        "https://h.example/cb?",
+        "https://h.example/cb?a=1&b=2",
+        "https://h.example/cb?a=1#part",
+        "https://h.example/cb#part",
+    ):
+        signed = fm.webhooks.sign({"replyUrl": given, "replyRef": ref})["replyUrl"]
+        assert SECRET_PARAM in signed and signed != given
+        record = Job(jobid="j", email="e", status="pending", request={"replyUrl": signed})
+        assert record.request["replyUrl"] == given, given
+    long_url = "https://h.example/" + "x" * 990
+    assert fm.webhooks.sign({"replyUrl": long_url, "replyRef": ref})["replyUrl"] == long_url
+    # Not ours to sign: no client reference in the replyRef.
+    assert fm.webhooks.sign({"replyUrl": HOOK, "replyRef": "theirs"})["replyUrl"] == HOOK
+
+
+SONGS = 200
+ACCOUNTS = 13  # 208 slots
+
+
+async def run_webhook_only(*, pass_url: bool) -> tuple[int, float]:
+    """`SONGS` songs in webhook-only mode, each callback handed to the receiver as a web route
+    would (with its URL, or without it: the unsigned control); (requests, requests per song)."""
+    holder: dict[str, FlowMusic] = {}
+
+    async def deliver(request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        url = str(request.url) if pass_url else None
+        result = await holder["fm"].webhooks.handle(body, url=url)
+        return httpx.Response(result.http_status)
+
+    # Room for every song at once: webhook-only mode is the poller's slow sweep, which it
+    # leaves while submissions wait for a slot (only its sweeps show slots freed elsewhere).
+    accounts = tuple(
+        SimAccount(email=f"acct{i}@example.com", max_jobs=16, credits=1_000_000.0)
+        for i in range(ACCOUNTS)
+    )
+    sim = Simulator(
+        accounts=accounts,
+        time_scale=SCALE,
+        seed=5,
+        webhook_transport=httpx.MockTransport(deliver),
+    )
+    # The library's own webhook-only timing (one sweep a minute, scaled), not the test's.
+    async with (
+        sim,
+        FlowMusic(
+            token=sim.token,
+            base_url=sim.base_url,
+            transport=sim.transport(),
+            timing=Timing.scaled(SCALE),
+            reply_url=HOOK,
+        ) as fm,
+    ):
+        holder["fm"] = fm
+        with anyio.fail_after(60):
+            async with fm.generate_many(f"song {i}" for i in range(SONGS)) as outcomes:
+                done = [outcome async for outcome in outcomes]
+    assert len(done) == SONGS and all(outcome.ok for outcome in done)
+    assert sim.stats.webhooks_delivered == SONGS
+    total = all_requests(sim)
+    return total, total / SONGS
+
+
+async def test_webhook_only_mode_costs_about_one_request_per_song() -> None:
+    """The issue's goal: the POST, and next to nothing else (the unsigned control pays a read)."""
+    signed_total, signed = await run_webhook_only(pass_url=True)
+    unsigned_total, unsigned = await run_webhook_only(pass_url=False)
+    print(
+        f"\nwebhook-only, {SONGS} songs: signed {signed:.3f} requests/song ({signed_total}), "
+        f"unsigned {unsigned:.3f} ({unsigned_total})"
+    )
+    # What remains is per run, not per song: the account reads and the slow sweeps.
+    assert signed <= 1.1
+    assert unsigned >= 1.9
