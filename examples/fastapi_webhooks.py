@@ -5,9 +5,11 @@
     GET  /songs/{jobid}               -> 202 while it runs, then 200 with the clips
 
 `fm.submit` returns as soon as the job is accepted, so the request answers at once. The
-callback goes through `fm.webhooks.handle`, which never trusts the body: it re-reads the job
-with GET /jobs/{jobid} before settling it. If a callback is lost, the client's poller still
-finds the end, only later.
+callback goes through `fm.webhooks.handle` with the URL it arrived at: the client put a secret
+in each job's `replyUrl`, and a callback that brings it back settles its job without another
+request; any other is confirmed with GET /jobs/{jobid} first. If a callback is lost, the
+client's poller still finds the end, only later. (Your server's access log prints callback
+URLs, secret included: keep it private, or its query strings out.)
 
 Run it (your public URL must reach this app, e.g. through a tunnel):
 
@@ -73,7 +75,7 @@ def create_app(*, public_url: str, fm: FlowMusic | None = None) -> FastAPI:
     @app.post(CALLBACK_PATH)
     async def callback(request: Request) -> Response:
         client: FlowMusic = request.app.state.fm
-        result = await client.webhooks.handle(await request.body())
+        result = await client.webhooks.handle(await request.body(), url=str(request.url))
         return Response(status_code=result.http_status)
 
     @app.get("/songs/{jobid}")
