@@ -58,8 +58,8 @@ def without_callback_secret(url: str) -> str:
         return url
     base, hash_mark, fragment = url.partition("#")
     base = _SECRET_AT_END.sub("", base)
-    if CALLBACK_SECRET_PARAM in base:  # not where we put it: a server that reordered the query
-        path, _, query = base.partition("?")
+    path, _, query = base.partition("?")
+    if f"{CALLBACK_SECRET_PARAM}=" in query:  # not where we put it: the query was reordered
         kept = [p for p in query.split("&") if not p.startswith(f"{CALLBACK_SECRET_PARAM}=")]
         base = f"{path}?{'&'.join(kept)}" if kept else path
     return base + hash_mark + fragment

@@ -219,11 +219,21 @@ async def test_signing_keeps_the_given_url_and_leaves_a_long_one_unsigned() -> N
         "https://h.example/cb?a=1&b=2",
         "https://h.example/cb?a=1#part",
         "https://h.example/cb#part",
+        "https://h.example/flowmusic_sig/cb",
+        "https://h.example/cb?flowmusic_signal=1",
     ):
         signed = fm.webhooks.sign({"replyUrl": given, "replyRef": ref})["replyUrl"]
         assert SECRET_PARAM in signed and signed != given
         record = Job(jobid="j", email="e", status="pending", request={"replyUrl": signed})
         assert record.request["replyUrl"] == given, given
+    # A server that moved the secret to the front of the query: it is still cut out.
+    reordered = Job(
+        jobid="j",
+        email="e",
+        status="pending",
+        request={"replyUrl": f"https://h.example/cb?{SECRET_PARAM}=abc&a=1"},
+    )
+    assert reordered.request["replyUrl"] == "https://h.example/cb?a=1"
     long_url = "https://h.example/" + "x" * 990
     assert fm.webhooks.sign({"replyUrl": long_url, "replyRef": ref})["replyUrl"] == long_url
     # Not ours to sign: no client reference in the replyRef.
