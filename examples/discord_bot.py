@@ -6,9 +6,9 @@ a Cancel button while the song renders. One `FlowMusic` client serves every comm
 scheduler shares the accounts' slots between all the users at once, and its one poller
 watches every song.
 
-Run it:
+Run it, from a checkout (the package is not on PyPI yet):
 
-    pip install "flowmusic-async[examples]"
+    python3 -m pip install -e ".[examples]"
     USEAPI_TOKEN=... DISCORD_TOKEN=... python examples/discord_bot.py
 """
 

@@ -9,9 +9,10 @@ callback goes through `fm.webhooks.handle`, which never trusts the body: it re-r
 with GET /jobs/{jobid} before settling it. If a callback is lost, the client's poller still
 finds the end, only later.
 
-Run it (your public URL must reach this app, e.g. through a tunnel):
+Run it from a checkout (the package is not on PyPI yet); your public URL must reach this
+app, e.g. through a tunnel:
 
-    pip install "flowmusic-async[examples]" uvicorn
+    python3 -m pip install -e ".[examples]" uvicorn
     USEAPI_TOKEN=... PUBLIC_URL=https://songs.example.com uvicorn fastapi_webhooks:app
 """
 

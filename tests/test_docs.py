@@ -160,3 +160,42 @@ def test_not_run_blocks_are_rare_and_say_why() -> None:
     assert all(re.match(r"not-run:\s*\S", m) for m in markers), markers
     total = sum(len(blocks(page)) for page in PAGES)
     assert len(markers) <= max(2, total // 10), markers
+
+
+# ----- installing ------------------------------------------------------------------------------
+
+README = ROOT / "README.md"
+EXAMPLES = sorted(ROOT.glob("examples/*.py"))
+# `pip install flowmusic-async`, `pip install "flowmusic-async[cli]"`: the published name.
+INSTALL_BY_NAME = re.compile(r"pip install [\"']?flowmusic-async\b")
+
+
+def test_install_lines_name_what_exists() -> None:
+    """The package is not on PyPI: a line installing it by name fails for every newcomer
+    (`No matching distribution found`), unless it says that it is for later."""
+    unmarked = []
+    for path in [*PAGES, *EXAMPLES]:
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines):
+            window = " ".join(lines[max(0, number - 1) : number + 1])
+            if INSTALL_BY_NAME.search(line) and "not yet" not in window:
+                unmarked.append(f"{path.relative_to(ROOT)}:{number + 1}: {line.strip()}")
+    assert not unmarked, unmarked
+    assert 'pip install -e ".[cli]"' in README.read_text()
+
+
+def test_the_readmes_way_round_an_externally_managed_python_installs_nox(tmp_path: Path) -> None:
+    """Debian's and Ubuntu's python3 refuse `pip install` (PEP 668): the README's line for them
+    is run as written, followed by the README's own first step, and nox then runs."""
+    text = README.read_text()
+    [paragraph] = [p for p in text.split("\n\n") if "externally-managed-environment" in p]
+    venv = re.search(r"`(python3 -m venv [^`]+)`", paragraph)
+    assert venv is not None, paragraph
+    assert "python3 -m pip install nox && python3 -m nox\n" in text  # the README's commands
+    script = f"{venv.group(1)} && python3 -m pip install -q nox && python3 -m nox --version"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / ".venv" / "bin" / "nox").exists()
