@@ -1,6 +1,6 @@
 """The webhook receiver: turns a callback from useapi.net into an immediate wake-up.
 
-Callbacks are unsigned and may be forged, replayed or truncated (contract §7, open question 10),
+Callbacks are unsigned and may be forged, replayed or truncated (docs/api-notes.md#q10-webhooks),
 so the body is only a hint: it must name a job this client is waiting for, carry our client
 reference when we set one, and then the job is read again with GET /jobs/{jobid}. Only that
 record settles the wait. Mount `handle` in your own web framework::

@@ -208,3 +208,48 @@ def test_the_readmes_way_round_an_externally_managed_python_installs_nox(tmp_pat
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / ".venv" / "bin" / "nox").exists()
+
+
+# ----- what the docs may cite ------------------------------------------------------------------
+
+API_NOTES = ROOT / "docs" / "api-notes.md"
+# Every text file a user of the project gets: the docs, the package, the examples.
+SHIPPED = [
+    path
+    for folder in ("docs", "flowmusic_async", "examples")
+    for path in sorted((ROOT / folder).rglob("*"))
+    if path.is_file() and path.suffix in {".md", ".py", ".yaml", ".yml", ".toml", ".txt", ".csv"}
+]
+
+
+def test_no_shipped_file_cites_a_document_users_do_not_have() -> None:
+    """The project's own notes (docs/api-notes.md) say what it assumes about the API; a path
+    into the developers' private contract, or its "open question N", means nothing to a user."""
+    cited = [
+        f"{path.relative_to(ROOT)}: {needle}"
+        for path in [*SHIPPED, README]
+        for needle in ("shared/api", "FLOWMUSIC_API.md", "open question")
+        if needle in path.read_text(encoding="utf-8")
+    ]
+    assert not cited, cited
+
+
+def test_every_reference_to_an_api_note_finds_its_anchor() -> None:
+    """Comments, docstrings and pages point at docs/api-notes.md#<anchor>: a renamed or
+    mistyped anchor would leave the reader on the top of a long page."""
+    anchors = set(re.findall(r"\{ #([\w-]+) \}", API_NOTES.read_text()))
+    assert {"the-seed-page", "q28-unknown-account"} <= anchors
+    sources = [*SHIPPED, README, *sorted(ROOT.glob("tests/**/*.py"))]
+    references = {
+        (str(path.relative_to(ROOT)), anchor)
+        for path in sources
+        for anchor in re.findall(r"api-notes\.md#([\w-]+)", path.read_text(encoding="utf-8"))
+    }
+    assert len(references) >= 20
+    assert {ref for ref in references if ref[1] not in anchors} == set()
+    # openapi.yaml's `x-open-question: N` names note N.
+    numbers = re.findall(r"x-open-question: (\d+)", (ROOT / "docs/openapi.yaml").read_text())
+    assert (
+        numbers
+        and {n for n in numbers if not any(a.startswith(f"q{n}-") for a in anchors)} == set()
+    )

@@ -30,7 +30,7 @@ async def answer(ctx: Ctx, job: Job, mode: str) -> Response:
     A job moderation failed answers 422 with its failed record as the body, as the POST /music
     page shows: at once when the prompt was refused at submission (either mode), or at the end
     of a sync job that failed by moderation while rendering. Other failures of a sync job (a
-    cancel) answer 200 with the failed record (open question 2).
+    cancel) answer 200 with the failed record (docs/api-notes.md#q2-sync-job-failure).
     """
     world = ctx.world
     if job.refused:

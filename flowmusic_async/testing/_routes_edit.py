@@ -65,7 +65,8 @@ _OPERATIONS: dict[str, dict[str, Field]] = {
     },
     "cover": {**_MODEL, "instruction": Field(STR), "strength": Field(FLOAT, lo=0, hi=1)},
     "remix": {**_MODEL, "lyrics": Field(STR, required=True, hi=10_000), "prompt": Field(STR)},
-    # Only `clip` is read; mode/replyUrl/model are accepted and ignored (open question 27).
+    # Only `clip` is read; mode/replyUrl/model are accepted and ignored
+    # (docs/api-notes.md#q27-model-on-edits).
     "stems": _MODEL,
 }
 _EFFECT_OWN = {
@@ -126,7 +127,10 @@ async def post_edit(ctx: Ctx) -> Response:
 
 
 def _check_and_draft(op: str, src: ClipRec, body: dict[str, Any]) -> Any:
-    """Operation-specific rules (open question 19), then a function drafting the new clips."""
+    """Operation-specific rules, then a function drafting the new clips.
+
+    See docs/api-notes.md#q19-effect-parameters and #q14-clips-per-edit.
+    """
     length = src.duration_s
     if op == "effect":
         length = _check_effect(src, body)
@@ -139,7 +143,7 @@ def _check_and_draft(op: str, src: ClipRec, body: dict[str, Any]) -> Any:
         raise bad_request("Parameter mask_end_s must be after mask_start_s and within the clip")
 
     def draft(rng: random.Random) -> list[ClipDraft]:
-        count = 1 if op == "effect" or rng.random() < 0.3 else 2  # open question 14
+        count = 1 if op == "effect" or rng.random() < 0.3 else 2  # 1 or 2: see the docstring
         lyrics = body.get("lyrics", src.lyrics)
         suffix = f" ({body['effect']})" if op == "effect" else f" ({op})"
         return [

@@ -65,7 +65,9 @@ async def post_music(ctx: Ctx) -> Response:
 
 
 def _ref_account(ctx: Ctx, body: dict[str, Any]) -> str | None:
-    """Check ref assets; they decide the account when `email` is omitted (open question 22).
+    """Check ref assets; they decide the account when `email` is omitted.
+
+    See docs/api-notes.md#q22-account-from-assets.
 
     An empty `email` counts as omitted, as on GET /music (the request echo keeps it verbatim).
     """
@@ -119,7 +121,7 @@ async def get_music(ctx: Ctx) -> Response:
         },
     )
     acct = ctx.world.any_account(query.get("email"))
-    limit = query.get("limit", 20)  # open question 16: default 20
+    limit = query.get("limit", 20)  # default 20: docs/api-notes.md#q16-get-music-limit
     offset = query.get("offset", 0)
     clips = ctx.world.visible_clips(acct.email)
     page = clips[offset : offset + limit]
@@ -167,7 +169,7 @@ async def post_lyrics(ctx: Ctx) -> Response:
             "sound_prompt": _content.sound_prompt(rng, body["prompt"]),
             "source": "lyrics-create",
             "audio_create_song_fired": False,
-            "credits_burned": 0,  # open question 24: lyrics are free in the simulator
+            "credits_burned": 0,  # free in the simulator: docs/api-notes.md#q24-lyrics-cost
         },
     )
 

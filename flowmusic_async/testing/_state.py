@@ -281,7 +281,8 @@ class World:
             return self.healthy(self.account(email))
         if not self.accounts:
             # The POST /music page: "no account configured" is a 400, like a bad parameter.
-            # (A named account that is not configured stays 404: open question 28.)
+            # (A named account that is not configured stays 404:
+            # docs/api-notes.md#q28-unknown-account.)
             raise bad_request(NO_ACCOUNT_MESSAGE)
         for acct in self.accounts.values():
             if acct.error is None:

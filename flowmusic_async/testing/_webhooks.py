@@ -2,7 +2,7 @@
 
 Jobs end lazily (nothing ticks), so this keeps a heap of end times and sleeps until the next one;
 a cancel or a clock jump rings the world's bell and it looks again. One attempt per job, no
-signature, no retries (open question 10).
+signature, no retries (docs/api-notes.md#q10-webhooks).
 """
 
 from __future__ import annotations
