@@ -188,10 +188,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """The documentation site, built with --strict into .nox/site (--serve to preview it)."""
+    """The documentation site, built with --strict into site/ (open site/index.html from disk);
+    `-- --serve` serves it on http://127.0.0.1:8000 instead, rebuilt on every change."""
     session.install("-e", ".", *group("docs"))
     session.env["NO_MKDOCS_2_WARNING"] = "1"  # Material's banner about its successor
     if "--serve" in session.posargs:
-        session.run("mkdocs", "serve")
+        args = [arg for arg in session.posargs if arg != "--serve"]
+        session.run("mkdocs", "serve", *args)
     else:
-        session.run("mkdocs", "build", "--strict", "--site-dir", ".nox/site", *session.posargs)
+        session.run("mkdocs", "build", "--strict", *session.posargs)

@@ -253,3 +253,24 @@ def test_every_reference_to_an_api_note_finds_its_anchor() -> None:
         numbers
         and {n for n in numbers if not any(a.startswith(f"q{n}-") for a in anchors)} == set()
     )
+
+
+# ----- the site --------------------------------------------------------------------------------
+
+
+def test_the_site_is_built_where_a_reader_looks_and_opens_from_disk() -> None:
+    """It was built into the hidden .nox/site, and from disk its links opened directory
+    listings: now site/ (ignored by git), page.html links, the search index in the pages, and
+    the README says where it is and how to serve it."""
+    import yaml
+
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.BaseLoader)
+    assert config["site_dir"] == "site" and config["use_directory_urls"] == "false"
+    assert "offline" in config["plugins"]
+    assert "site/" in (ROOT / ".gitignore").read_text().splitlines()
+    python = config["plugins"][-1]["mkdocstrings"]["handlers"]["python"]["options"]
+    assert python["separate_signature"] == "true" and int(python["line_length"]) <= 100
+    development = README.read_text().split("## Development")[1]
+    assert "`site/`" in development and "nox -s docs -- --serve" in development
+    # The deprecated spelling of a job's deadline is not what the front page teaches.
+    assert "`timeout`" not in (ROOT / "docs/index.md").read_text()
