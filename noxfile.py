@@ -9,6 +9,7 @@ and CI all run the same thing. Development tools come from pyproject's PEP 735
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -39,11 +40,32 @@ def group(*names: str) -> list[str]:
     return list(nox.project.dependency_groups(PYPROJECT, *names))
 
 
+# The suite mostly waits (songs on the simulator's clock, child processes starting), so it
+# runs on two pytest-xdist workers per core; worksteal keeps a worker that drew the long tests
+# from holding up the end. The few tests marked `serial` assert on wall-clock rates or
+# durations, which other workers' load would skew: they run afterwards, alone.
+WORKERS = str(2 * (os.cpu_count() or 1))
+
+
+def run_suite(session: nox.Session, *args: str) -> None:
+    """pytest in two steps: everything not `serial` in parallel, then the `serial` tests.
+
+    Arguments after `--` go to both steps; then a step that their selection leaves empty is
+    fine (pytest's exit status 5, "no tests collected"). The whole suite must find tests in both.
+    """
+    selected = [0, 5] if session.posargs else [0]
+    parallel = ["-n", WORKERS, "--dist", "worksteal"]
+    session.run(
+        "pytest", *args, *parallel, "-m", "not serial", *session.posargs, success_codes=selected
+    )
+    session.run("pytest", *args, "-m", "serial", *session.posargs, success_codes=selected)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite, on the interpreter that runs nox (examples included)."""
     session.install("-e", TESTED, *group("test"))
-    session.run("pytest", *session.posargs)
+    run_suite(session)
 
 
 def lowest_constraints() -> list[str]:
@@ -71,7 +93,7 @@ def tests_lowest(session: nox.Session) -> None:
     constraints.write_text("\n".join(lowest_constraints()) + "\n")
     session.install("-c", str(constraints), "-e", TESTED, *group("test"))
     session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
-    session.run("pytest", "-q", *session.posargs)
+    run_suite(session, "-q")
 
 
 @nox.session(python=SUPPORTED)
@@ -82,7 +104,7 @@ def tests_all(session: nox.Session) -> None:
     `PYENV_VERSION=3.11.7:3.10.13:3.12.1:3.13.0 nox -s tests_all`.
     """
     session.install("-e", TESTED, *group("test"))
-    session.run("pytest", "-q", *session.posargs)
+    run_suite(session, "-q")
 
 
 @nox.session
@@ -98,9 +120,9 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, the examples, the benchmarks and the tests (tests/typing
     has its own session)."""
     session.install("-e", TESTED, *group("typecheck", "test", "bench"))
-    session.run("mypy", "--strict", "flowmusic_async")
-    session.run("mypy", "--strict", "examples")  # what users copy must pass their checkers
-    session.run("mypy", "--strict", "benchmarks")
+    # One run for the three: each run would analyse the package again. The examples are what
+    # users copy, so they must pass users' checkers too.
+    session.run("mypy", "--strict", "flowmusic_async", "examples", "benchmarks")
     session.run(
         "mypy",
         "--strict",
@@ -168,10 +190,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """The documentation site, built with --strict into .nox/site (--serve to preview it)."""
+    """The documentation site, built with --strict into site/ (open site/index.html from disk);
+    `-- --serve` serves it on http://127.0.0.1:8000 instead, rebuilt on every change."""
     session.install("-e", ".", *group("docs"))
     session.env["NO_MKDOCS_2_WARNING"] = "1"  # Material's banner about its successor
     if "--serve" in session.posargs:
-        session.run("mkdocs", "serve")
+        args = [arg for arg in session.posargs if arg != "--serve"]
+        session.run("mkdocs", "serve", *args)
     else:
-        session.run("mkdocs", "build", "--strict", "--site-dir", ".nox/site", *session.posargs)
+        session.run("mkdocs", "build", "--strict", *session.posargs)

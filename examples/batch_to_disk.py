@@ -1,7 +1,10 @@
 """Hundreds of prompts from a CSV to files on disk, with a progress bar, resumable after a crash.
 
-    python examples/batch_to_disk.py prompts.csv --out songs --journal songs.db
-    python examples/batch_to_disk.py prompts.csv --simulate    # no token: the embedded simulator
+Needs: rich (the `cli` or `examples` extra: `python3 -m pip install -e ".[examples]"` from a
+checkout), and USEAPI_TOKEN unless `--simulate`. A sample CSV ships: examples/prompts.csv.
+
+    python examples/batch_to_disk.py examples/prompts.csv --simulate    # no token: a simulator
+    python examples/batch_to_disk.py examples/prompts.csv --out songs --journal songs.db
 
 The CSV has a `prompt` column and, optionally, `instrumental` (true/false) and `lyrics`.
 Every request's progress is written to the SQLite journal before each step, so if the run is
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -134,6 +138,10 @@ async def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--simulate", action="store_true", help="use the embedded simulator")
     args = parser.parse_args(argv)
+    if not args.csv.is_file():
+        parser.error(f"{args.csv}: no such file (examples/prompts.csv is a sample)")
+    if not args.simulate and not os.environ.get("USEAPI_TOKEN"):
+        parser.error("set USEAPI_TOKEN, or pass --simulate to use the embedded simulator")
 
     requests = read_requests(args.csv)
     async with open_client(args.simulate) as fm:

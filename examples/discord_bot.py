@@ -1,14 +1,17 @@
 """A Discord bot with a /song command: defer, generate, post the clip links; Cancel cancels.
 
+Needs: discord.py (the `examples` extra), and two settings: DISCORD_TOKEN (your bot's token,
+from Discord's developer portal) and USEAPI_TOKEN.
+
 Discord wants an answer to a slash command within 3 s, and a song takes one to two and a half
 minutes, so the command defers first (Discord shows "thinking..."), then posts a message with
 a Cancel button while the song renders. One `FlowMusic` client serves every command: its
 scheduler shares the accounts' slots between all the users at once, and its one poller
 watches every song.
 
-Run it:
+Run it, from a checkout (the package is not on PyPI yet):
 
-    pip install "flowmusic-async[examples]"
+    python3 -m pip install -e ".[examples]"
     USEAPI_TOKEN=... DISCORD_TOKEN=... python examples/discord_bot.py
 """
 
@@ -91,10 +94,20 @@ class SongBot(discord.Client):
         await self.tree.sync()  # register /song with Discord
 
 
-async def main() -> None:
+def settings() -> dict[str, str]:
+    """DISCORD_TOKEN and USEAPI_TOKEN from the environment; a missing one ends the program
+    with a one-line message naming it."""
+    names = ("DISCORD_TOKEN", "USEAPI_TOKEN")
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        raise SystemExit(f"discord_bot.py: set {' and '.join(missing)} (see the top of this file)")
+    return {name: os.environ[name] for name in names}
+
+
+async def main(discord_token: str) -> None:
     async with FlowMusic() as fm, SongBot(fm) as bot:  # USEAPI_TOKEN from the environment
-        await bot.start(os.environ["DISCORD_TOKEN"])
+        await bot.start(discord_token)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())  # discord.py runs on asyncio only
+    asyncio.run(main(settings()["DISCORD_TOKEN"]))  # discord.py runs on asyncio only

@@ -1,5 +1,8 @@
 """A FastAPI app that generates songs and learns of their end from useapi.net's webhooks.
 
+Needs: fastapi (the `examples` extra) and uvicorn, and two settings: PUBLIC_URL (where
+useapi.net reaches this app) and USEAPI_TOKEN.
+
     POST /songs {"prompt": "..."}     -> 202 {"jobid": "...", "status": "pending"}
     POST /flowmusic-callback          <- useapi.net, when the job ends (the job's `replyUrl`)
     GET  /songs/{jobid}               -> 202 while it runs, then 200 with the clips
@@ -11,10 +14,12 @@ request; any other is confirmed with GET /jobs/{jobid} first. If a callback is l
 client's poller still finds the end, only later. (Your server's access log prints callback
 URLs, secret included: keep it private, or its query strings out.)
 
-Run it (your public URL must reach this app, e.g. through a tunnel):
+Run it from a checkout (the package is not on PyPI yet); your public URL must reach this
+app, e.g. through a tunnel:
 
-    pip install "flowmusic-async[examples]" uvicorn
-    USEAPI_TOKEN=... PUBLIC_URL=https://songs.example.com uvicorn fastapi_webhooks:app
+    python3 -m pip install -e ".[examples]" uvicorn
+    export USEAPI_TOKEN=... PUBLIC_URL=https://songs.example.com
+    uvicorn --app-dir examples fastapi_webhooks:app
 """
 
 from __future__ import annotations
@@ -99,5 +104,16 @@ def create_app(*, public_url: str, fm: FlowMusic | None = None) -> FastAPI:
     return app
 
 
-if os.environ.get("PUBLIC_URL"):  # `uvicorn fastapi_webhooks:app`
+SETTINGS = ("PUBLIC_URL", "USEAPI_TOKEN")
+
+if all(os.environ.get(name) for name in SETTINGS):  # `uvicorn fastapi_webhooks:app`
     app = create_app(public_url=os.environ["PUBLIC_URL"])
+
+
+def __getattr__(name: str) -> Any:
+    """`uvicorn fastapi_webhooks:app` without its settings: a one-line message naming them,
+    not uvicorn's "Attribute app not found" or a traceback from the first request."""
+    if name == "app":
+        missing = " and ".join(n for n in SETTINGS if not os.environ.get(n))
+        raise SystemExit(f"fastapi_webhooks.py: set {missing} (see the top of this file)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

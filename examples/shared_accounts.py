@@ -1,7 +1,10 @@
 """Several worker processes sharing one token's accounts, each with its own client.
 
-    USEAPI_TOKEN=... python examples/shared_accounts.py prompts.txt --workers 4
-    python examples/shared_accounts.py prompts.txt --workers 4 --simulate
+Needs: nothing beyond the library; USEAPI_TOKEN unless `--simulate`. A sample prompts file
+ships: examples/prompts.txt.
+
+    python examples/shared_accounts.py examples/prompts.txt --workers 4 --simulate
+    USEAPI_TOKEN=... python examples/shared_accounts.py examples/prompts.txt --workers 4
 
 Each process runs its own `FlowMusic`, with its own scheduler. They still share the accounts'
 `maxJobs` slots politely: before its first placement a client counts the jobs other processes
@@ -80,6 +83,13 @@ async def main(argv: list[str] | None = None) -> int:
         prompts = [line for line in sys.stdin.read().splitlines() if line.strip()]
         await worker(prompts, base_url=args.base_url, time_scale=args.time_scale)
         return 0
+
+    if args.prompts is None:
+        parser.error("name a prompts file, one prompt per line (examples/prompts.txt is a sample)")
+    if not args.prompts.is_file():
+        parser.error(f"{args.prompts}: no such file (examples/prompts.txt is a sample)")
+    if not args.simulate and not os.environ.get("USEAPI_TOKEN"):
+        parser.error("set USEAPI_TOKEN, or pass --simulate to serve a simulator")
 
     prompts = [line.strip() for line in args.prompts.read_text().splitlines() if line.strip()]
     if args.simulate:

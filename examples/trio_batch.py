@@ -1,7 +1,10 @@
 """The CSV batch of batch_to_disk.py, under trio: a nursery downloads while songs render.
 
-    python examples/trio_batch.py prompts.txt --out songs --journal songs.db
-    python examples/trio_batch.py prompts.txt --simulate
+Needs: trio (the `examples` extra: `python3 -m pip install -e ".[examples]"` from a checkout),
+and USEAPI_TOKEN unless `--simulate`. A sample prompts file ships: examples/prompts.txt.
+
+    python examples/trio_batch.py examples/prompts.txt --simulate    # no token: a simulator
+    python examples/trio_batch.py examples/prompts.txt --out songs --journal songs.db
 
 flowmusic-async is written against anyio, so it runs unchanged under trio: the client's
 background task group becomes a trio nursery, cancelling is trio's own cancel scopes, and a
@@ -12,6 +15,7 @@ are left for the next run). The prompts file holds one prompt per line.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import trio
@@ -76,6 +80,10 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--journal", type=Path, default=Path("songs.db"))
     parser.add_argument("--simulate", action="store_true", help="use the embedded simulator")
     args = parser.parse_args(argv)
+    if not args.prompts.is_file():
+        parser.error(f"{args.prompts}: no such file (examples/prompts.txt is a sample)")
+    if not args.simulate and not os.environ.get("USEAPI_TOKEN"):
+        parser.error("set USEAPI_TOKEN, or pass --simulate to use the embedded simulator")
 
     prompts = [line.strip() for line in args.prompts.read_text().splitlines() if line.strip()]
     async with simulated_client() if args.simulate else FlowMusic() as fm:

@@ -147,7 +147,8 @@ class Job(_Record, frozen=True, kw_only=True):
     def request_reply_ref(self) -> str | None:
         """The ``replyRef`` sent with the request, from the top level or the ``request`` echo.
 
-        The contract does not say where the server puts it (open question 10), so both are read.
+        The API does not say where the server puts it, so both are read
+        (docs/api-notes.md#q10-webhooks).
         """
         if self.reply_ref is not None:
             return self.reply_ref
@@ -158,7 +159,8 @@ class Job(_Record, frozen=True, kw_only=True):
 class Stems(_Record, frozen=True, kw_only=True):
     """The synchronous answer of ``operation=stems``: a job-record-like object with four clips.
 
-    The envelope is undocumented (open question 13), so everything but ``clips`` is optional.
+    The envelope is undocumented, so everything but ``clips`` is optional
+    (docs/api-notes.md#q13-stems-shape).
     """
 
     clips: tuple[Clip, ...] = ()
@@ -261,7 +263,10 @@ class Usage(_Record, frozen=True, kw_only=True):
 
 
 class LibraryClip(_Record, frozen=True, kw_only=True):
-    """A clip as GET /music lists it; media URLs may or may not be present (open question 15)."""
+    """A clip as GET /music lists it; media URLs may or may not be present.
+
+    See docs/api-notes.md#q15-get-music-media-urls.
+    """
 
     clip: str
     title: str | None = None

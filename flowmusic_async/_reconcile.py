@@ -5,7 +5,8 @@ if any), and the server echoes the request in the job record. So when an answer 
 (dropped connection, 5xx, broken body) we look for our reference among the running jobs of
 the account instead of sending again and paying twice.
 
-The verdict rests on one assumption where the contract is silent (open questions 6 and 8):
+The verdict rests on one assumption where the API's documentation is silent
+(docs/api-notes.md#q6-sync-jobs-hold-a-slot and #q8-job-retention):
 a job is listed by GET /jobs for as long as it runs, and runs at least
 `Timing.min_job_seconds`. A listing taken within that span of sending that does not show the
 job therefore proves it was never created.

@@ -45,7 +45,8 @@ from ._models import Account, AccountJobs
 
 logger = logging.getLogger("flowmusic_async")
 
-# Open question 7: the conservative default when an account's maxJobs is unknown.
+# docs/api-notes.md#q7-default-maxjobs: the conservative default when an account's maxJobs is
+# unknown.
 DEFAULT_MAX_JOBS = 4
 MIN_MAX_JOBS, MAX_MAX_JOBS = 1, 16  # the documented range (contract 4)
 

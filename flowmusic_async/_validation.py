@@ -7,7 +7,8 @@ body (or query parameters) with unset (None) fields left out, and map Python nam
 API's (``reply_url`` -> ``replyUrl``, ``ref_images`` -> ``refImage1..N``).
 
 Where the contract is silent, the rules lean towards refusing what cannot be meant:
-``instrumental=True`` with lyrics (open question 29), parameters that the chosen edit
+``instrumental=True`` with lyrics (docs/api-notes.md#q29-instrumental-with-lyrics),
+parameters that the chosen edit
 operation or effect would silently ignore, and blank prompts.
 """
 

@@ -1,8 +1,9 @@
 """The webhook receiver: turns a callback from useapi.net into an immediate wake-up.
 
-Callbacks are unsigned by the API and may be forged, replayed or truncated (contract §7, open
-question 10). So the client signs them itself: every replyUrl it sends carries a secret, a MAC
-of the submission's client reference under a random key this client alone holds
+Callbacks are unsigned by the API and may be forged, replayed or truncated
+(docs/api-notes.md#q10-webhooks). So the client signs them itself: every replyUrl it sends
+carries a secret, a MAC of the submission's client reference under a random key this client
+alone holds
 (`flowmusic_sig=...`, appended by `sign`). A callback POSTed to that URL brings the secret
 back; when it matches the job named in the body, and that job is still running here, the body
 settles the job at once, with no read. Any other callback is a hint: it must name a job this

@@ -374,6 +374,7 @@ async def test_requests_waiting_for_their_jobs_hold_no_task_each() -> None:
     assert sim.stats.jobs_created == 24 and sim.stats.responses_429 == 0
 
 
+@pytest.mark.serial
 @pytest.mark.anyio
 async def test_a_batch_deadline_ends_each_late_song_on_time_and_leaves_its_job_running() -> None:
     """Without a task per request, one timer keeps every deadline: songs that outlive theirs
@@ -437,6 +438,7 @@ class _SlowRecordsAfterDeletes(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
+@pytest.mark.serial
 @pytest.mark.anyio
 async def test_leaving_a_batch_waits_for_the_deletes_not_for_the_records_read_after_them() -> None:
     """The jobs of a batch left early are cancelled before leaving returns; their final

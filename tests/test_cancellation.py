@@ -217,6 +217,7 @@ async def test_task_cancel_while_waiting_for_the_song_deletes_it() -> None:
     assert list(states.values()) == ["user_cancelled"]
 
 
+@pytest.mark.serial
 @pytest.mark.anyio
 async def test_a_failing_delete_does_not_replace_the_cancellation() -> None:
     """The cleanup's DELETE fails: the caller still gets its CancelledError, within the bound."""

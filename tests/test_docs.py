@@ -131,7 +131,14 @@ async def _client(bound: _Bound) -> AsyncIterator[tuple[Simulator, FlowMusic]]:
 
 
 def test_the_pages_user_test_files_pass_under_pytest(tmp_path: Path) -> None:
-    """docs/testing.md's tests are the first thing users copy into their own suites."""
+    """docs/testing.md's tests are the first thing users copy into their own suites; they
+    pass where trio is not installed (a dependency of neither the package nor its extras
+    but `examples`), since a user's first run used to end in five trio ImportErrors."""
+    no_trio = tmp_path / "no_trio"
+    no_trio.mkdir()
+    (no_trio / "trio.py").write_text("raise ImportError('trio is not installed here')\n")
+    tmp_path = tmp_path / "user_tests"
+    tmp_path.mkdir()
     files = 0
     for page in PAGES:
         sources = user_tests(page)
@@ -141,9 +148,11 @@ def test_the_pages_user_test_files_pass_under_pytest(tmp_path: Path) -> None:
         (tmp_path / name).write_text("\n\n".join(sources))
         files += 1
     assert files, "no page has a test file block"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(no_trio), str(ROOT)])}
+    # hypothesis (this suite's, not a user's) loads trio's plugin for it when it sees trio.
+    plugins = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-q", *plugins, str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,
@@ -160,3 +169,109 @@ def test_not_run_blocks_are_rare_and_say_why() -> None:
     assert all(re.match(r"not-run:\s*\S", m) for m in markers), markers
     total = sum(len(blocks(page)) for page in PAGES)
     assert len(markers) <= max(2, total // 10), markers
+
+
+# ----- installing ------------------------------------------------------------------------------
+
+README = ROOT / "README.md"
+EXAMPLES = sorted(ROOT.glob("examples/*.py"))
+# `pip install flowmusic-async`, `pip install "flowmusic-async[cli]"`: the published name.
+INSTALL_BY_NAME = re.compile(r"pip install [\"']?flowmusic-async\b")
+
+
+def test_install_lines_name_what_exists() -> None:
+    """The package is not on PyPI: a line installing it by name fails for every newcomer
+    (`No matching distribution found`), unless it says that it is for later."""
+    unmarked = []
+    for path in [*PAGES, *EXAMPLES]:
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines):
+            window = " ".join(lines[max(0, number - 1) : number + 1])
+            if INSTALL_BY_NAME.search(line) and "not yet" not in window:
+                unmarked.append(f"{path.relative_to(ROOT)}:{number + 1}: {line.strip()}")
+    assert not unmarked, unmarked
+    assert 'pip install -e ".[cli]"' in README.read_text()
+
+
+def test_the_readmes_way_round_an_externally_managed_python_installs_nox(tmp_path: Path) -> None:
+    """Debian's and Ubuntu's python3 refuse `pip install` (PEP 668): the README's line for them
+    is run as written, followed by the README's own first step, and nox then runs."""
+    text = README.read_text()
+    [paragraph] = [p for p in text.split("\n\n") if "externally-managed-environment" in p]
+    venv = re.search(r"`(python3 -m venv [^`]+)`", paragraph)
+    assert venv is not None, paragraph
+    assert "python3 -m pip install nox && python3 -m nox\n" in text  # the README's commands
+    script = f"{venv.group(1)} && python3 -m pip install -q nox && python3 -m nox --version"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / ".venv" / "bin" / "nox").exists()
+
+
+# ----- what the docs may cite ------------------------------------------------------------------
+
+API_NOTES = ROOT / "docs" / "api-notes.md"
+# Every text file a user of the project gets: the docs, the package, the examples.
+SHIPPED = [
+    path
+    for folder in ("docs", "flowmusic_async", "examples")
+    for path in sorted((ROOT / folder).rglob("*"))
+    if path.is_file() and path.suffix in {".md", ".py", ".yaml", ".yml", ".toml", ".txt", ".csv"}
+]
+
+
+def test_no_shipped_file_cites_a_document_users_do_not_have() -> None:
+    """The project's own notes (docs/api-notes.md) say what it assumes about the API; a path
+    into the developers' private contract, or its "open question N", means nothing to a user."""
+    cited = [
+        f"{path.relative_to(ROOT)}: {needle}"
+        for path in [*SHIPPED, README]
+        # "§8.8" and "Open question 7" point into the private contract as surely as its path.
+        for needle in ("shared/api", "flowmusic_api.md", "open question", "§")
+        if needle in path.read_text(encoding="utf-8").lower()
+    ]
+    assert not cited, cited
+
+
+def test_every_reference_to_an_api_note_finds_its_anchor() -> None:
+    """Comments, docstrings and pages point at docs/api-notes.md#<anchor>: a renamed or
+    mistyped anchor would leave the reader on the top of a long page."""
+    anchors = set(re.findall(r"\{ #([\w-]+) \}", API_NOTES.read_text()))
+    assert {"the-seed-page", "q28-unknown-account"} <= anchors
+    sources = [*SHIPPED, README, *sorted(ROOT.glob("tests/**/*.py"))]
+    references = {
+        (str(path.relative_to(ROOT)), anchor)
+        for path in sources
+        for anchor in re.findall(r"api-notes\.md#([\w-]+)", path.read_text(encoding="utf-8"))
+    }
+    assert len(references) >= 20
+    assert {ref for ref in references if ref[1] not in anchors} == set()
+    # openapi.yaml's `x-open-question: N` names note N.
+    numbers = re.findall(r"x-open-question: (\d+)", (ROOT / "docs/openapi.yaml").read_text())
+    assert (
+        numbers
+        and {n for n in numbers if not any(a.startswith(f"q{n}-") for a in anchors)} == set()
+    )
+
+
+# ----- the site --------------------------------------------------------------------------------
+
+
+def test_the_site_is_built_where_a_reader_looks_and_opens_from_disk() -> None:
+    """It was built into the hidden .nox/site, and from disk its links opened directory
+    listings: now site/ (ignored by git), page.html links, the search index in the pages, and
+    the README says where it is and how to serve it."""
+    import yaml
+
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.BaseLoader)
+    assert config["site_dir"] == "site" and config["use_directory_urls"] == "false"
+    assert "offline" in config["plugins"]
+    assert "site/" in (ROOT / ".gitignore").read_text().splitlines()
+    python = config["plugins"][-1]["mkdocstrings"]["handlers"]["python"]["options"]
+    assert python["separate_signature"] == "true" and int(python["line_length"]) <= 100
+    development = README.read_text().split("## Development")[1]
+    assert "`site/`" in development and "nox -s docs -- --serve" in development
+    # The deprecated spelling of a job's deadline is not what the front page teaches.
+    assert "`timeout`" not in (ROOT / "docs/index.md").read_text()

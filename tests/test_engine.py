@@ -160,6 +160,7 @@ async def test_waiting_costs_one_sweep_per_interval_not_one_request_per_job() ->
     assert total <= 40 + per_job_reads + sweeps + count(sim, "GET /accounts")
 
 
+@pytest.mark.serial
 @pytest.mark.anyio
 @pytest.mark.parametrize("bookkeeping_s", [0.0, 0.004])
 async def test_sweeps_are_spaced_out_when_their_bookkeeping_would_fill_the_loop(

@@ -455,3 +455,113 @@ async def test_a_second_process_gets_a_slot_once_the_first_ones_jobs_end(
             for handle in handles:
                 await handle
     assert job.is_completed
+
+
+# ----- a first run, as the docstrings tell it -------------------------------------------------
+
+SAMPLES = {
+    "batch_to_disk": "prompts.csv",
+    "trio_batch": "prompts.txt",
+    "shared_accounts": "prompts.txt",
+}
+
+
+def docstring_commands(name: str) -> list[list[str]]:
+    """The `python examples/NAME.py ...` lines of an example's docstring, as argv."""
+    doc = load(name).__doc__ or ""
+    prefix = f"python examples/{name}.py "
+    return [
+        line.strip().split("#")[0].split()[2:]
+        for line in doc.splitlines()
+        if prefix in line and "USEAPI_TOKEN=" not in line
+    ]
+
+
+def test_each_example_states_what_it_needs_in_its_first_lines() -> None:
+    """trio, discord.py, a token: a reader learns it before running the file, not from a
+    traceback."""
+    needs = {
+        "batch_to_disk": ["rich", "USEAPI_TOKEN"],
+        "trio_batch": ["trio", "USEAPI_TOKEN"],
+        "shared_accounts": ["USEAPI_TOKEN"],
+        "discord_bot": ["discord.py", "DISCORD_TOKEN", "USEAPI_TOKEN"],
+        "fastapi_webhooks": ["fastapi", "uvicorn", "PUBLIC_URL", "USEAPI_TOKEN"],
+    }
+    for name, words in needs.items():
+        head = "\n".join((load(name).__doc__ or "").splitlines()[:6])
+        assert "Needs:" in head and all(word in head for word in words), (name, head)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_the_sample_input_ships_and_the_documented_simulated_run_works(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The docstring's `--simulate` line, run from the checkout as written, finds its sample
+    prompts file and completes every song (the first documented run used to end in a
+    FileNotFoundError)."""
+    [argv] = [args for args in docstring_commands(name) if "--simulate" in args]
+    assert argv[0] == f"examples/{SAMPLES[name]}" and (ROOT / argv[0]).is_file()
+    monkeypatch.chdir(tmp_path)  # where the songs and the journal go
+    argv = [str(ROOT / argv[0]), *argv[1:]]
+    if name == "trio_batch":
+        import trio
+
+        code = trio.run(load(name).main, argv)
+    else:
+        code = anyio.run(load(name).main, argv)
+    prompts = [line for line in (ROOT / "examples/prompts.txt").read_text().splitlines() if line]
+    assert code == 0, capsys.readouterr()
+    assert f"{len(prompts)} songs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_a_missing_prompts_file_or_token_is_a_usage_message(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No traceback for the two first mistakes: a prompts file that is not there, and no
+    USEAPI_TOKEN without --simulate. Each is one line naming what to do."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("USEAPI_TOKEN", raising=False)
+    module = load(name)
+    runner: Any = anyio.run
+    if name == "trio_batch":
+        import trio
+
+        runner = trio.run
+    sample = str(ROOT / "examples" / SAMPLES[name])
+    for argv, expected in [
+        (["prompts.csv", "--simulate"], "prompts.csv: no such file (examples/prompts."),
+        ([sample], "set USEAPI_TOKEN, or pass --simulate"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            runner(module.main, argv)
+        assert exit_.value.code == 2
+        message = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "error: " in message and expected in message, message
+    assert list(tmp_path.iterdir()) == []  # nothing written, nothing sent
+
+
+def test_discord_bot_without_its_tokens_says_which_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`KeyError: 'DISCORD_TOKEN'` was the first thing a reader saw."""
+    bot = load("discord_bot")
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.setenv("USEAPI_TOKEN", "user:1-test")
+    with pytest.raises(SystemExit) as exit_:
+        bot.settings()
+    assert str(exit_.value.code) == "discord_bot.py: set DISCORD_TOKEN (see the top of this file)"
+    monkeypatch.setenv("DISCORD_TOKEN", "discord-test-token")
+    assert bot.settings()["DISCORD_TOKEN"] == "discord-test-token"
+
+
+def test_fastapi_app_without_its_settings_says_which_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`uvicorn fastapi_webhooks:app` without PUBLIC_URL answered "Attribute app not found"."""
+    monkeypatch.delenv("PUBLIC_URL", raising=False)
+    monkeypatch.setenv("USEAPI_TOKEN", "user:1-test")
+    module = load("fastapi_webhooks")
+    with pytest.raises(SystemExit) as exit_:
+        _ = module.app
+    assert str(exit_.value.code) == "fastapi_webhooks.py: set PUBLIC_URL (see the top of this file)"

@@ -65,6 +65,7 @@ def start_simulator(scale: float, *accounts: str) -> tuple[subprocess.Popen[str]
     return server, ready[1]
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(180)
 def test_three_processes_on_one_token_share_the_slots_without_a_storm_of_429s() -> None:
     """Three bots, 15 songs each, accounts with maxJobs 2/3/4, staggered starts.

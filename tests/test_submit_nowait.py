@@ -38,6 +38,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.mark.serial  # songs of 0.2 s: the check must run while the first one renders
 @pytest.mark.anyio
 async def test_it_returns_at_once_and_reports_state_and_queue_position() -> None:
     """A web route answers 202 straight away; the submissions run on without it."""

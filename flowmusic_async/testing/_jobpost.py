@@ -31,7 +31,8 @@ async def answer(ctx: Ctx, job: Job, mode: str) -> Response:
     `failed` with `moderation_reject`; sync answers, after the render time, 422 with the failed
     record as the body, as the POST /music page shows (its record has 28 s between
     `created_at` and `completed_at`: the model rendered, then produced no audio). Other
-    failures of a sync job (a cancel) answer 200 with the failed record (open question 2).
+    failures of a sync job (a cancel) answer 200 with the failed record
+    (docs/api-notes.md#q2-sync-job-failure).
     """
     world = ctx.world
     if ctx.dice.chance(world.faults.lost_response_rate):

@@ -1,4 +1,4 @@
-"""JSON shapes of the API's records (§5, §9), rendered from state at read time."""
+"""JSON shapes of the API's records (,), rendered from state at read time."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def clip_record(clip: ClipRec, origin: str, media: MediaSigner) -> dict[str, Any
 
 
 def library_record(clip: ClipRec, origin: str, media: MediaSigner) -> dict[str, Any]:
-    # Open question 15: GET /music clips carry the documented fields plus the media URLs.
+    # docs/api-notes.md#q15-get-music-media-urls: GET /music clips carry the documented fields plus
+    # the media URLs.
     full = clip_record(clip, origin, media)
     keep = ("clip", "title", "lyrics", "duration_s", "image_url", "audio_url", "wav_url")
     return {k: full[k] for k in keep}

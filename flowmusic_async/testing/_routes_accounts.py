@@ -1,4 +1,4 @@
-"""POST/GET /accounts, GET/DELETE /accounts/{email}, GET /accounts/usage (§8.1-8.5)."""
+"""POST/GET /accounts, GET/DELETE /accounts/{email}, GET /accounts/usage ."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ async def post_accounts(ctx: Ctx) -> Response:
         return _set_max_jobs(ctx, validate(raw, _LIMIT))
     body = validate(raw, _ADD)
     token: str = body["refresh_token"]
-    # Open question 17: fewer than 10 characters is refused.
+    # docs/api-notes.md#q17-refresh-token-length: fewer than 10 characters is refused.
     if len(token) < 10 or any(ch.isspace() for ch in token):
         raise bad_request("Parameter refresh_token is invalid")
     world = ctx.world
@@ -38,7 +38,7 @@ async def post_accounts(ctx: Ctx) -> Response:
             acct.max_jobs = body["maxJobs"]
         return Response.json(200, account_record(acct))
     if len(world.accounts) >= MAX_ACCOUNTS:
-        # Open question 18: a 51st account -> 400.
+        # docs/api-notes.md#q18-unknown-account-add: a 51st account -> 400.
         raise bad_request(f"At most {MAX_ACCOUNTS} accounts can be configured")
     acct = world.add_account(
         SimAccount(
@@ -53,7 +53,8 @@ async def post_accounts(ctx: Ctx) -> Response:
 
 
 def _set_max_jobs(ctx: Ctx, body: dict[str, object]) -> Response:
-    # Mode B: maxJobs only, no refresh. Open question 18: unknown email -> 404.
+    # Mode B: maxJobs only, no refresh. docs/api-notes.md#q18-unknown-account-add: unknown email ->
+    # 404.
     acct = ctx.world.account(str(body["email"]))
     acct.max_jobs = int(str(body["maxJobs"]))
     return Response.json(200, account_record(acct))
@@ -81,7 +82,8 @@ async def get_account(ctx: Ctx) -> Response:
 async def delete_account(ctx: Ctx) -> Response:
     validate(query_fields(ctx.req), {})
     acct = ctx.world.account(ctx.params["email"])
-    # Open question 23: running jobs keep their records; the account's clips stop working.
+    # docs/api-notes.md#q23-deleted-account: running jobs keep their records; the account's clips
+    # stop working.
     del ctx.world.accounts[acct.email]
     return Response(204)
 

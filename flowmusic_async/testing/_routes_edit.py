@@ -1,4 +1,4 @@
-"""POST /music/edit: effect, extend, replace, cover, remix (jobs) and stems (synchronous) (§8.8)."""
+"""POST /music/edit: effect, extend, replace, cover, remix (jobs) and stems (synchronous) ."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ _COMMON = {
     "replyRef": Field(STR),
 }
 _MODEL = {"model": Field(STR, choices=MODELS)}
-# Each effect reads only its own parameters; the others are accepted and ignored (§8.8).
+# Each effect reads only its own parameters; the others are accepted and ignored .
 _EFFECT = {
     "effect": Field(STR, required=True, choices=EFFECTS),
     "start_s": Field(FLOAT, lo=0),
@@ -65,7 +65,8 @@ _OPERATIONS: dict[str, dict[str, Field]] = {
     },
     "cover": {**_MODEL, "instruction": Field(STR), "strength": Field(FLOAT, lo=0, hi=1)},
     "remix": {**_MODEL, "lyrics": Field(STR, required=True, hi=10_000), "prompt": Field(STR)},
-    # Only `clip` is read; mode/replyUrl/model are accepted and ignored (open question 27).
+    # Only `clip` is read; mode/replyUrl/model are accepted and ignored
+    # (docs/api-notes.md#q27-model-on-edits).
     "stems": _MODEL,
 }
 _EFFECT_OWN = {
@@ -84,7 +85,8 @@ def _effect_spec(effect: str) -> dict[str, Field]:
     return {**_COMMON, **{k: (v if k in own else Field(ANY)) for k, v in _EFFECT.items()}}
 
 
-# Open question 31: extend/replace/cover/remix cost a generation; effect and stems are free.
+# docs/api-notes.md#q31-edit-costs: extend/replace/cover/remix cost a generation; effect and stems
+# are free.
 _FREE = ("effect", "stems")
 
 
@@ -126,7 +128,10 @@ async def post_edit(ctx: Ctx) -> Response:
 
 
 def _check_and_draft(op: str, src: ClipRec, body: dict[str, Any]) -> Any:
-    """Operation-specific rules (open question 19), then a function drafting the new clips."""
+    """Operation-specific rules, then a function drafting the new clips.
+
+    See docs/api-notes.md#q19-effect-parameters and #q14-clips-per-edit.
+    """
     length = src.duration_s
     if op == "effect":
         length = _check_effect(src, body)
@@ -139,7 +144,7 @@ def _check_and_draft(op: str, src: ClipRec, body: dict[str, Any]) -> Any:
         raise bad_request("Parameter mask_end_s must be after mask_start_s and within the clip")
 
     def draft(rng: random.Random) -> list[ClipDraft]:
-        count = 1 if op == "effect" or rng.random() < 0.3 else 2  # open question 14
+        count = 1 if op == "effect" or rng.random() < 0.3 else 2  # 1 or 2: see the docstring
         lyrics = body.get("lyrics", src.lyrics)
         suffix = f" ({body['effect']})" if op == "effect" else f" ({op})"
         return [
@@ -215,7 +220,7 @@ async def _stems(ctx: Ctx, src: ClipRec, body: dict[str, Any]) -> Response:
             canonical=world.canonical("/music/edit", request),
             in_slot=False,
         )
-        # Open question 13: stems answer a job-record-like object with four clips.
+        # docs/api-notes.md#q13-stems-shape: stems answer a job-record-like object with four clips.
         stems = world.stems[src.clip_id] = Stems(job=job, ready=job.ends)
     await anyio.sleep(world.clock.real(stems.ready - world.clock.now()))
     return Response.json(200, job_record(stems.job, world.clock.now(), ctx.media, ctx.req.origin))

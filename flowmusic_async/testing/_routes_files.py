@@ -1,4 +1,4 @@
-"""POST /files (raw upload) and POST /files/generate (§8.11, 8.12)."""
+"""POST /files (raw upload) and POST /files/generate ."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ async def post_files(ctx: Ctx) -> Response:
     record = {
         "id": asset.asset_id,
         "url": ctx.media.url(ctx.req.origin, asset.name, "png" if kind == "image" else "m4a"),
-        # Open question 21: audio uploads report kind/assetType "audio".
+        # docs/api-notes.md#q21-asset-ids: audio uploads report kind/assetType "audio".
         "kind": kind,
         "assetType": kind,
         "email": acct.email,
@@ -90,7 +90,7 @@ async def post_generate(ctx: Ctx) -> Response:
     rng = random.Random(f"{world.seed}:image:{body['prompt']}")
     await anyio.sleep(world.clock.real(rng.uniform(*IMAGE_SECONDS)))
     if world.moderate(body["prompt"]):
-        # A moderated image prompt surfaces as a generic upstream 500 (§8.12).
+        # A moderated image prompt surfaces as a generic upstream 500 .
         raise ApiError(500, 'FlowMusic image generation failed (500): "Internal Server Error"')
     asset = world.add_asset(email=acct.email, uid=ctx.uid, kind="image", ext="png")
     return Response.json(

@@ -1,4 +1,4 @@
-"""GET /jobs, GET /jobs/{jobid}, DELETE /jobs/{jobid} (§8.13-8.15)."""
+"""GET /jobs, GET /jobs/{jobid}, DELETE /jobs/{jobid} ."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from ._wire import Response
 
 
 async def get_jobs(ctx: Ctx) -> Response:
-    """Running jobs per account (open question 6: sync and async jobs both hold a slot)."""
+    """Running jobs per account (sync and async jobs both hold a slot).
+
+    See docs/api-notes.md#q6-sync-jobs-hold-a-slot.
+    """
     validate(query_fields(ctx.req), {})
     world = ctx.world
     out: dict[str, Any] = {}

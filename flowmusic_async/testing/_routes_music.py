@@ -1,4 +1,4 @@
-"""POST /music, GET /music, POST /music/lyrics, GET /music/download (§8.6, 8.7, 8.9, 8.10)."""
+"""POST /music, GET /music, POST /music/lyrics, GET /music/download ."""
 
 from __future__ import annotations
 
@@ -66,7 +66,9 @@ async def post_music(ctx: Ctx) -> Response:
 
 
 def _ref_account(ctx: Ctx, body: dict[str, Any]) -> str | None:
-    """Check ref assets; they decide the account when `email` is omitted (open question 22).
+    """Check ref assets; they decide the account when `email` is omitted.
+
+    See docs/api-notes.md#q22-account-from-assets.
 
     An empty `email` counts as omitted, as on GET /music (the request echo keeps it verbatim).
     """
@@ -93,7 +95,8 @@ def song_clips(rng: random.Random, body: dict[str, Any]) -> list[ClipDraft]:
     Instrumental clips carry `lyrics: "[Instrumental]"` and no timing, as the POST /music
     page's model says ("[Instrumental]" for instrumentals).
     """
-    # Open question 29: instrumental together with lyrics is accepted; instrumental wins.
+    # docs/api-notes.md#q29-instrumental-with-lyrics: instrumental together with lyrics is accepted;
+    # instrumental wins.
     vocal = not body.get("instrumental", False)
     count = 2 if rng.random() < 0.9 else 1
     drafts = []
@@ -124,7 +127,7 @@ async def get_music(ctx: Ctx) -> Response:
         },
     )
     acct = ctx.world.any_account(query.get("email"))
-    limit = query.get("limit", 20)  # open question 16: default 20
+    limit = query.get("limit", 20)  # default 20: docs/api-notes.md#q16-get-music-limit
     offset = query.get("offset", 0)
     clips = ctx.world.visible_clips(acct.email)
     page = clips[offset : offset + limit]
@@ -172,7 +175,7 @@ async def post_lyrics(ctx: Ctx) -> Response:
             "sound_prompt": _content.sound_prompt(rng, body["prompt"]),
             "source": "lyrics-create",
             "audio_create_song_fired": False,
-            "credits_burned": 0,  # open question 24: lyrics are free in the simulator
+            "credits_burned": 0,  # free in the simulator: docs/api-notes.md#q24-lyrics-cost
         },
     )
 

@@ -24,7 +24,8 @@ from ._faults import Faults
 from ._stats import JobTimes, SimStats
 from ._wire import ApiError, account_error, bad_request, forbidden, not_found
 
-# Open question 7: per-tier default maxJobs is not documented (example: plus -> 12).
+# docs/api-notes.md#q7-default-maxjobs: per-tier default maxJobs is not documented (example: plus ->
+# 12).
 TIER_MAX_JOBS = {"free": 2, "starter": 4, "plus": 12, "member": 16, "unknown": 4}
 TIERS = tuple(TIER_MAX_JOBS)
 MAX_ACCOUNTS = 50
@@ -275,7 +276,7 @@ class World:
     def account(self, email: str) -> AccountState:
         acct = self.accounts.get(email)
         if acct is None:
-            # Open question 28: an email that is not configured -> 404.
+            # docs/api-notes.md#q28-unknown-account: an email that is not configured -> 404.
             raise not_found(f"Account {email} not found")
         return acct
 
@@ -300,7 +301,8 @@ class World:
             return self.healthy(self.account(email))
         if not self.accounts:
             # The POST /music page: "no account configured" is a 400, like a bad parameter.
-            # (A named account that is not configured stays 404: open question 28.)
+            # (A named account that is not configured stays 404:
+            # docs/api-notes.md#q28-unknown-account.)
             raise bad_request(NO_ACCOUNT_MESSAGE)
         for acct in self.accounts.values():
             if acct.error is None:
@@ -312,7 +314,8 @@ class World:
         if email:
             acct = self.healthy(self.account(email))
             if self.running(acct) >= acct.max_jobs:
-                # Open question 5: a named full account answers 429 (not queued).
+                # docs/api-notes.md#q5-429-named-account: a named full account answers 429 (not
+                # queued).
                 raise self.busy(named=True)
             return self._funded(acct, cost)
         healthy = [a for a in self.accounts.values() if a.error is None]
@@ -351,7 +354,8 @@ class World:
             whole = max(1, math.ceil(round(real, 6)))  # round: 0.1 * 100 must stay 10
             headers.append(("retry-after", str(whole)))
             headers.append(("x-sim-retry-after", _decimal(real)))
-        # Open question 4: the page gives the bodies; the header itself is our assumption.
+        # docs/api-notes.md#q4-429-retry-after: the page gives the bodies; the header itself is our
+        # assumption.
         return ApiError(429, message, headers=headers)
 
     # jobs ------------------------------------------------------------------------------------
@@ -375,10 +379,11 @@ class World:
 
         `refused`: moderation declines the prompt. As on the POST /music page's 422 record
         (28 s between `created_at` and `completed_at`), the model renders for a song's time,
-        holding its slot (open question 6), then ends `failed` with `moderation_reject` and no
-        clips. Nothing is charged and it is not counted as an accepted job: whether a
-        declined render costs credits is not documented (open question 12), and a refusal
-        must not look like a paid duplicate.
+        holding its slot (docs/api-notes.md#q6-sync-jobs-hold-a-slot), then ends `failed` with
+        `moderation_reject` and no clips. Nothing is charged and it is not counted as an
+        accepted job: whether a declined render costs credits is not documented
+        (docs/api-notes.md#q12-failure-codes), and a refusal must not look like a paid
+        duplicate.
         """
         self._job_count += 1
         rng = random.Random(f"{self.seed}:job:{self._job_count}")
@@ -485,7 +490,7 @@ class World:
             raise forbidden(f"Job {jobid} belongs to another user")
         if job is None:
             raise not_found(f"Job {jobid} not found")
-        # Open question 8: after retention the job is gone: 404, not 410.
+        # docs/api-notes.md#q8-job-retention: after retention the job is gone: 404, not 410.
         if self.clock.now() > job.end_time() + self.retention_s:
             del self.jobs[jobid]
             raise not_found(f"Job {jobid} not found")
@@ -507,10 +512,10 @@ class World:
             owner = _uid_in_id(clip_id)
             if owner is not None and owner != uid:
                 raise forbidden(f"Clip {clip_id} belongs to another user")
-            # Open question 26: an unknown clip id -> 404.
+            # docs/api-notes.md#q26-download-errors: an unknown clip id -> 404.
             raise not_found(f"Clip {clip_id} not found")
         if clip.uid != uid:
-            # Open question 30: another user's clip -> 403, as for jobs.
+            # docs/api-notes.md#q30-another-users-clip: another user's clip -> 403, as for jobs.
             raise forbidden(f"Clip {clip_id} belongs to another user")
         return clip
 

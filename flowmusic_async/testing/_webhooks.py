@@ -2,8 +2,8 @@
 
 Jobs end lazily (nothing ticks), so this keeps a heap of end times and sleeps until the next one;
 a cancel or a clock jump rings the world's bell and it looks again. One attempt per job, no
-signature, no retries (open question 10). A callback that cannot be delivered (refused, timed
-out, or a `replyUrl` httpx cannot even parse, such as `http://[::1`) is counted in
+signature, no retries (docs/api-notes.md#q10-webhooks). A callback that cannot be delivered
+(refused, timed out, or a `replyUrl` httpx cannot even parse, such as `http://[::1`) is counted in
 `stats.webhooks_failed` and logged, never raised: one caller's bad URL must not stop the API.
 """
 

@@ -162,7 +162,8 @@ async def test_edit_operations_validate_and_run(
 async def test_edit_of_another_users_clip_is_403(
     sim: Simulator, http: httpx.AsyncClient, connect: Any, finished_song: Any
 ) -> None:
-    """Edits run on the clip's own account and only for its owner (open question 30)."""
+    """Edits run on the clip's own account and only for its owner
+    (docs/api-notes.md#q30-another-users-clip)."""
     clip = (await finished_song(http, sim))["clips"][0]["clip"]
     async with connect(sim, token="user:2002-anotheruserstoken") as other:
         r = await other.post("/music/edit", json={"operation": "stems", "clip": clip})

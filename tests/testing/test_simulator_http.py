@@ -141,7 +141,7 @@ async def test_no_account_configured_is_400_on_every_selector(make_sim: Any, con
             r = await call
             assert r.status_code == 400 and r.json()["code"] == 400, r.text
             assert "No FlowMusic accounts configured" in r.json()["error"]
-        # A named account that is not configured stays 404 (open question 28).
+        # A named account that is not configured stays 404 (docs/api-notes.md#q28-unknown-account).
         r = await http.get("/music", params={"email": "nobody@example.com"})
         assert r.status_code == 404
 

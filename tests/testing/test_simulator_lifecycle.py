@@ -66,7 +66,8 @@ async def test_async_job_full_life_over_socket(sim: Simulator, connect: Any) -> 
 
 
 async def test_sync_mode_holds_until_done_and_is_listed(connect: Any) -> None:
-    """Sync jobs occupy a slot and appear in GET /jobs while held (open question 6)."""
+    """Sync jobs occupy a slot and appear in GET /jobs while held
+    (docs/api-notes.md#q6-sync-jobs-hold-a-slot)."""
     sim = Simulator(time_scale=1.0)
     results: list[httpx.Response] = []
     async with connect(sim) as http:
@@ -140,7 +141,8 @@ async def test_cancel_releases_a_held_sync_request(connect: Any) -> None:
 async def test_finished_job_expires_after_retention(
     make_sim: Any, connect: Any, finished_song: Any
 ) -> None:
-    """After retention GET /jobs/{jobid} answers 404 (open question 8), clips stay listed."""
+    """After retention GET /jobs/{jobid} answers 404, clips stay listed
+    (docs/api-notes.md#q8-job-retention)."""
     sim = make_sim(retention_s=1000)
     async with connect(sim) as http:
         record = await finished_song(http, sim)
