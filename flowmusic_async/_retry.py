@@ -55,8 +55,8 @@ class Contact:
     __slots__ = ("given_up", "made")
 
     def __init__(self) -> None:
-        self.made = False
-        self.given_up = False
+        self.made: bool = False
+        self.given_up: bool = False
 
     def __repr__(self) -> str:
         return f"<Contact made={self.made} given_up={self.given_up}>"

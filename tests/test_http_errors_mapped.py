@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import logging
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -42,11 +43,12 @@ def instance_of(cls: type[Exception]) -> Exception:
     text = f"server said Bearer {TOKEN}"
     if issubclass(cls, httpx.HTTPStatusError):
         return cls(text, request=request, response=httpx.Response(502, request=request))
-    for attempt in (
+    attempts: list[Callable[[], Exception]] = [
         lambda: cls(text, request=request),  # type: ignore[call-arg]
         lambda: cls(text),
         lambda: cls(),
-    ):
+    ]
+    for attempt in attempts:
         try:
             return attempt()
         except TypeError:

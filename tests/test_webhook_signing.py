@@ -76,7 +76,7 @@ def client(sim: Simulator) -> FlowMusic:
 
 def secret_of(url: str) -> str:
     value = httpx.URL(url).params.get(SECRET_PARAM)
-    assert value, f"the callback URL carries no secret: {url}"
+    assert isinstance(value, str) and value, f"the callback URL carries no secret: {url}"
     return value
 
 

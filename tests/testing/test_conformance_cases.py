@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import conformance  # the session's script, beside this file
+import conformance  # type: ignore[import-not-found]  # the session's script, beside this file
 
 
 def test_undeliverable_reply_urls_never_stop_the_served_simulator() -> None:
