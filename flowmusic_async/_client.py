@@ -62,7 +62,7 @@ from ._handles import (
 from ._host import ServiceHost
 from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
-from ._lanes import Lanes, PlaceAhead, open_lanes
+from ._lanes import Clients, Place, open_clients
 from ._models import Account, AccountJobs, Clip, Job
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
@@ -98,9 +98,10 @@ class FlowMusic(JobEditHelpers):
             within 20x). (A job's own deadline is `deadline=` on `generate` et al.)
         transport: an httpx transport (tests: ``httpx.MockTransport`` or the simulator's).
         http_client: an ``httpx.AsyncClient`` to use instead of creating our own; never closed
-            here, and its limits are yours (at most 128 API requests and 32 downloads go
-            through it at once). Without it the client uses small connection pools of its own
-            (see docs/architecture.md, `_lanes.py`).
+            here, and its transport and limits are yours (keep ``max_connections`` above the
+            requests you run at once: a paid POST queued in its pool has left, and is sent even
+            if its caller gives up meanwhile). Without it the client sends through a transport
+            of small connection pools (see docs/architecture.md, `_lanes.py`).
         max_retries: retries for requests that are safe to repeat (never for paid POSTs).
         timing: how often to poll and how long jobs take (`Timing`); `Timing.scaled(f)` for a
             simulator running at time scale f. Default: `Timing.from_env()`, the real API's,
@@ -189,7 +190,7 @@ class FlowMusic(JobEditHelpers):
         # (pid, event loop token) of the open: the client is used there and nowhere else.
         self._opened_in: tuple[int, object] = (os.getpid(), None)
         self._core: HttpCore | None = None
-        self._lanes: tuple[Lanes, Lanes] | None = None  # the API's and the downloads' clients
+        self._clients: Clients | None = None  # the API's and the downloads' httpx clients
         self._host = ServiceHost(on_stop=self._release_resources)
         # Only once every argument is accepted: a refused client never sent, nor registered, it.
         _logs.redact(self._token)
@@ -278,11 +279,11 @@ class FlowMusic(JobEditHelpers):
             )
         self._state = "open"
         self._opened_in = (os.getpid(), _loop_token())
-        self._lanes = open_lanes(
+        self._clients = open_clients(
             user_client=self._user_client, transport=self._transport, timeout=self._timeout
         )
         self._core = HttpCore(
-            lanes=self._lanes[0],
+            client=self._clients.api,
             base_url=self._base_url,
             token=self._token,
             policy=self._policy,
@@ -348,9 +349,9 @@ class FlowMusic(JobEditHelpers):
         """The host has stopped: close the httpx clients we created."""
         self._state = "closed"
         self._core = None
-        lanes, self._lanes = self._lanes, None
-        for each in lanes or ():
-            await each.aclose()
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            await clients.aclose()
 
     # ----- the job engine ------------------------------------------------------------------------
 
@@ -927,12 +928,14 @@ class _EngineAPI:
     def __init__(self, fm: FlowMusic) -> None:
         self._fm = fm
 
-    async def create_job(self, path: JobPath, body: Mapping[str, Any]) -> Job:
-        return await self._fm.music.send_job(path, dict(body))
+    async def create_job(
+        self, path: JobPath, body: Mapping[str, Any], place: Place | None = None
+    ) -> Job:
+        return await self._fm.music.send_job(path, dict(body), place=place)
 
-    def place_ahead(self) -> PlaceAhead:
-        assert self._fm._lanes is not None
-        return self._fm._lanes[0].place_ahead()
+    def place_ahead(self) -> Place:
+        assert self._fm._clients is not None
+        return self._fm._clients.place_ahead()
 
     async def list_running(self) -> Mapping[str, AccountJobs]:
         return await self._fm.jobs.list()
@@ -958,8 +961,8 @@ class _DownloadAPI:
 
     def media_client(self) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
         self._fm._require_core()  # raises once the client is closed
-        assert self._fm._lanes is not None
-        return self._fm._lanes[1].lease()
+        assert self._fm._clients is not None
+        return contextlib.nullcontext(self._fm._clients.media)
 
     @property
     def retry_policy(self) -> RetryPolicy:
