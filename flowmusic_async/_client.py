@@ -62,7 +62,7 @@ from ._handles import (
 from ._host import ServiceHost
 from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
-from ._lanes import Clients, Place, open_clients
+from ._lanes import Clients, HttpBackend, Place, check_http_backend, open_clients
 from ._models import Account, AccountJobs, Clip, Job
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
@@ -113,6 +113,10 @@ class FlowMusic(JobEditHelpers):
         max_response_bytes: the cap on an API answer's body, decoded size counted while it
             streams (`ResponseTooLarge` beyond it); 4 MiB by default.
         max_download_bytes: the cap on one downloaded media file; 2 GiB by default.
+        http_backend: what our own httpx clients send through: ``"httpx"``, small httpcore
+            pools ("lanes"); ``"aiohttp"``, aiohttp's pool (asyncio only, needs the extra
+            ``flowmusic-async[aiohttp]``); ``"auto"`` (default) picks the lanes (see
+            docs/architecture.md, "Connection lanes"). Not with `transport` / `http_client`.
 
     ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records
     on stderr; see `flowmusic_async._logs`.
@@ -148,6 +152,7 @@ class FlowMusic(JobEditHelpers):
         timeout: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        http_backend: HttpBackend = "auto",
     ) -> None:
         _logs.configure_from_env()
         self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
@@ -165,6 +170,9 @@ class FlowMusic(JobEditHelpers):
         _check_type("timing", timing, Timing, "flowmusic_async.Timing")
         if transport is not None and http_client is not None:
             raise ConfigurationError("pass transport= or http_client=, not both")
+        self._http_backend = check_http_backend(
+            http_backend, transport=transport, http_client=http_client
+        )
         if reply_url is not None:
             try:
                 check_reply_url("reply_url", reply_url)
@@ -277,11 +285,16 @@ class FlowMusic(JobEditHelpers):
                 if self._state == "open"
                 else ClientClosedError("this FlowMusic client is closed; create a new one")
             )
+        # First: http_backend="aiohttp" under trio is refused before anything opens.
+        clients = open_clients(
+            user_client=self._user_client,
+            transport=self._transport,
+            timeout=self._timeout,
+            backend=self._http_backend,
+        )
         self._state = "open"
         self._opened_in = (os.getpid(), _loop_token())
-        self._clients = open_clients(
-            user_client=self._user_client, transport=self._transport, timeout=self._timeout
-        )
+        self._clients = clients
         self._core = HttpCore(
             client=self._clients.api,
             base_url=self._base_url,

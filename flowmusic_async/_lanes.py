@@ -19,17 +19,32 @@ else knows the lanes exist: `HttpCore` and downloads send through plain httpx cl
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import urllib.request
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx
 
+from ._aiohttp import aiohttp_available, aiohttp_transport
+from ._errors import ConfigurationError
 from ._sniffio import remember_missing_sniffio
 
-__all__ = ["PLACE_EXTENSION", "Clients", "LaneTransport", "Place", "open_clients", "take_place"]
+__all__ = [
+    "PLACE_EXTENSION",
+    "Clients",
+    "HttpBackend",
+    "LaneTransport",
+    "Place",
+    "check_http_backend",
+    "open_clients",
+    "take_place",
+]
+
+HttpBackend = Literal["auto", "httpx", "aiohttp"]
+_BACKENDS = ("auto", "httpx", "aiohttp")
 
 # The request extension a paid POST's `Place` travels in (httpx passes extensions through).
 PLACE_EXTENSION = "flowmusic_place"
@@ -267,17 +282,63 @@ API_LANES = 64
 MEDIA_LANES = 16
 
 
+def check_http_backend(
+    backend: object,
+    *,
+    transport: httpx.AsyncBaseTransport | None,
+    http_client: httpx.AsyncClient | None,
+) -> HttpBackend:
+    """`FlowMusic(http_backend=...)` checked when the client is built (ConfigurationError)."""
+    if backend not in _BACKENDS:
+        raise ConfigurationError(f"http_backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend == "aiohttp":
+        if transport is not None or http_client is not None:
+            raise ConfigurationError(
+                "http_backend='aiohttp' builds the transport: pass it or transport= / "
+                "http_client=, not both"
+            )
+        if not aiohttp_available():
+            raise ConfigurationError(
+                "http_backend='aiohttp' needs the extra: pip install 'flowmusic-async[aiohttp]'"
+            )
+    return backend  # type: ignore[return-value]  # one of _BACKENDS, checked above
+
+
+def _uses_aiohttp(backend: HttpBackend) -> bool:
+    """Whether the client being opened sends through aiohttp (asyncio only)."""
+    if backend == "httpx":
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # trio (or any other loop): aiohttp runs on asyncio only
+        if backend == "aiohttp":
+            raise ConfigurationError(
+                "http_backend='aiohttp' runs on asyncio only; under trio use 'httpx' or 'auto'"
+            ) from None
+        return False
+    return backend == "aiohttp" or (_AUTO_PICKS_AIOHTTP and aiohttp_available())
+
+
+# What http_backend="auto" picks on asyncio when the extra is installed (docs/benchmarks.md).
+_AUTO_PICKS_AIOHTTP = False
+
+
 def open_clients(
     *,
     user_client: httpx.AsyncClient | None,
     transport: httpx.AsyncBaseTransport | None,
     timeout: httpx.Timeout,
+    backend: HttpBackend = "auto",
 ) -> Clients:
     """The API's and the media downloads' httpx clients of one FlowMusic client.
 
     A client the caller passed is used as it is, for both, and never closed: its transport and
     limits are the caller's. A transport the caller passed (tests, the simulator) is one lane
-    under each of our two clients, closed with the API's.
+    under each of our two clients, closed with the API's. Otherwise each client sends through
+    lanes of httpx pools, or (`backend`, asyncio) one aiohttp pool behind the same places.
+
+    Raises:
+        ConfigurationError: ``backend="aiohttp"`` outside asyncio.
     """
     remember_missing_sniffio()  # httpcore looks for it on every request
     api_places, media_places = API_LANES * PER_LANE, MEDIA_LANES * PER_LANE
@@ -308,7 +369,16 @@ def open_clients(
             transport=lanes, timeout=timeout, verify=ssl_context, trust_env=proxies
         )
 
-    api_lanes = LaneTransport(make_pool, count=API_LANES, per_lane=PER_LANE)
-    media_lanes = LaneTransport(make_pool, count=MEDIA_LANES, per_lane=PER_LANE)
+    if _uses_aiohttp(backend):
+        # aiohttp's pool costs the same per request however many connections it holds: one
+        # lane each, still behind the places (a paid POST's place ahead works the same).
+        def aiohttp_lane(places: int) -> LaneTransport:
+            pool = aiohttp_transport(connections=places, ssl_context=ssl_context)
+            return LaneTransport.single(pool, places=places, owned=True)
+
+        api_lanes, media_lanes = aiohttp_lane(api_places), aiohttp_lane(media_places)
+    else:
+        api_lanes = LaneTransport(make_pool, count=API_LANES, per_lane=PER_LANE)
+        media_lanes = LaneTransport(make_pool, count=MEDIA_LANES, per_lane=PER_LANE)
     api, media = make_client(api_lanes), make_client(media_lanes)
     return Clients(api, media, lanes=api_lanes, owned=(api, media))

@@ -10,14 +10,18 @@ requests, and the caller's own client (and proxies from the environment) respect
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 from mock_api import TOKEN
 
 from flowmusic_async import FlowMusic
+from flowmusic_async._aiohttp import aiohttp_available
 from flowmusic_async._client import _DownloadAPI
 from flowmusic_async._lanes import (
     API_LANES,
@@ -342,3 +346,116 @@ async def test_a_place_taken_ahead_is_never_picked_up_implicitly() -> None:
     assert lanes.in_flight == 0 and other.in_flight == 0
     await client.aclose()
     await other_client.aclose()
+
+
+# ----- the aiohttp backend (the optional extra) -------------------------------------------------
+
+aiohttp_only = pytest.mark.skipif(
+    not aiohttp_available(), reason="the aiohttp extra is not installed"
+)
+
+
+@asynccontextmanager
+async def _answer_then(behaviour: str) -> AsyncIterator[str]:
+    """A loopback server that reads one request, then closes ("close") or drips ("hang")."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()  # the request has arrived: it may have created a job
+            if behaviour == "hang":
+                await anyio.sleep(30)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        try:
+            yield f"http://127.0.0.1:{port}/v1/flowmusic"
+        finally:
+            tg.cancel_scope.cancel()  # `serve` closes the listener as it ends
+
+
+@aiohttp_only
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("behaviour", ["close", "hang"])
+async def test_aiohttp_says_a_paid_post_that_left_may_have_been_sent(behaviour: str) -> None:
+    """httpx-aiohttp maps a server that hangs up after the request left ("close": aiohttp's
+    ServerDisconnectedError) to `httpx.ConnectTimeout`, "not sent": a paid POST would then be
+    sent again. Ours says it may have been sent (this case fails without `_remapped`); a read
+    that times out ("hang") is mapped right upstream, and stays so."""
+    from flowmusic_async import TransportError
+
+    async with _answer_then(behaviour) as url:
+        fm = FlowMusic(token=TOKEN, base_url=url, http_backend="aiohttp", http_timeout=0.5)
+        async with fm:
+            with pytest.raises(TransportError) as caught:
+                await fm.music.send_job("/music", {"prompt": "x", "mode": "async"})
+    assert caught.value.maybe_sent is True
+
+
+@aiohttp_only
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_aiohttp_says_a_refused_connection_sent_nothing() -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()  # nobody listens there any more
+    from flowmusic_async import TransportError
+
+    fm = FlowMusic(token=TOKEN, base_url=f"http://127.0.0.1:{port}", http_backend="aiohttp")
+    async with fm:
+        with pytest.raises(TransportError) as caught:
+            await fm.music.send_job("/music", {"prompt": "x", "mode": "async"})
+    assert caught.value.maybe_sent is False
+
+
+@aiohttp_only
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_aiohttp_backend_runs_a_song_behind_the_same_places() -> None:
+    """A song end to end over loopback, through aiohttp, with the places (and so a paid
+    POST's place ahead) in front of its pool."""
+    from flowmusic_async import Timing
+    from flowmusic_async.testing import SimAccount, Simulator
+
+    sim = Simulator(accounts=(SimAccount(email="a@example.com", max_jobs=2),), time_scale=0.01)
+    async with sim.serve() as url:
+        fm = FlowMusic(
+            token=sim.token, base_url=url, http_backend="aiohttp", timing=Timing.scaled(0.01)
+        )
+        async with fm:
+            clients = fm._clients
+            assert clients is not None and clients.lanes is not None
+            assert clients.lanes.places == API_LANES * PER_LANE
+            assert type(clients.lanes._pools[0]).__name__ == "_SafeAiohttpTransport"
+            job = await fm.generate("a song through aiohttp")
+            assert job.status == "completed"
+            assert clients.lanes.in_flight == 0
+
+
+@aiohttp_only
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_aiohttp_backend_is_refused_under_trio_before_anything_opens() -> None:
+    from flowmusic_async import ConfigurationError
+
+    fm = FlowMusic(token=TOKEN, http_backend="aiohttp")
+    with pytest.raises(ConfigurationError, match="asyncio only"):
+        await fm.open()
+    await fm.aclose()
+    # "auto" never picks aiohttp there: the lanes serve trio.
+    async with FlowMusic(token=TOKEN, http_backend="auto") as fm:
+        assert fm._clients is not None and fm._clients.lanes is not None
+        assert type(fm._clients.lanes._pools[0]) is httpx.AsyncHTTPTransport
+
+
+def test_http_backend_is_checked_when_the_client_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flowmusic_async import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="http_backend must be one of"):
+        FlowMusic(token=TOKEN, http_backend="curl")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="not both"):
+        FlowMusic(token=TOKEN, http_backend="aiohttp", transport=httpx.MockTransport(print))
+    monkeypatch.setattr("flowmusic_async._lanes.aiohttp_available", lambda: False)
+    with pytest.raises(ConfigurationError, match=r"flowmusic-async\[aiohttp\]"):
+        FlowMusic(token=TOKEN, http_backend="aiohttp")
+    FlowMusic(token=TOKEN, http_backend="httpx")
