@@ -116,6 +116,7 @@ async def client(
     leave_after: int,
     limits: str | None = None,
     gc_mode: str = "default",
+    http_backend: str | None = None,
 ) -> dict[str, Any]:
     import anyio
     import psutil
@@ -139,7 +140,10 @@ async def client(
     failed = 0
     errors: dict[str, int] = {}  # error type -> count, for the failed outcomes
     out: dict[str, Any] = {}
-    async with FlowMusic(token=TOKEN, base_url=base_url, timing=Timing.scaled(time_scale)) as fm:
+    # Only when asked: a checkout from before `http_backend` existed still runs.
+    backend: dict[str, Any] = {"http_backend": http_backend} if http_backend else {}
+    fm = FlowMusic(token=TOKEN, base_url=base_url, timing=Timing.scaled(time_scale), **backend)
+    async with fm:
         gc.collect()
         rss0 = proc.memory_info().rss
         rss_peak = rss0
@@ -226,12 +230,14 @@ def run_once(
     gc_mode: str = "default",
     checkout: str | None = None,
     python: str | None = None,
+    http_backend: str | None = None,
 ) -> dict[str, Any]:
     """One client run against a fresh simulator: the client's report plus the server's view.
 
     `checkout`: run the client of another checkout of this repository (its own benchmarks
     and flowmusic_async, imported from its directory) against the same simulator. `python`:
     run this checkout's client under another interpreter (another virtual environment).
+    `http_backend`: the client's `FlowMusic(http_backend=...)`.
     """
     workload = Workload(name="scale", songs=songs, accounts=ACCOUNTS)
     load_before: list[float | None] = [*_report.load_average()[:1]] or [None]  # a shared machine
@@ -248,6 +254,8 @@ def run_once(
             cmd += ["--httpx-limits", limits]
         if gc_mode != "default":
             cmd += ["--gc", gc_mode]
+        if http_backend:
+            cmd += ["--http-backend", http_backend]
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=1800, check=False, cwd=checkout
         )
@@ -268,6 +276,7 @@ def run_once(
     durations = [job.duration_s * time_scale for job in jobs.values()]
     row: dict[str, Any] = report | {
         "checkout": (f"python {python}" if python else checkout) or "this",
+        "http_backend": http_backend or "default",
         "load_before": load_before[0],
         "gc_mode": gc_mode,
         "rtt_s": rtt_s,
@@ -397,7 +406,9 @@ def _songs(row: Row) -> str:
 
 def _checkout(row: Row) -> str:
     sniffio = "" if row.get("sniffio", True) else " (no sniffio)"
-    return str(row["checkout"])[-(24 - len(sniffio)) :] + sniffio
+    backend = row.get("http_backend", "default")
+    suffix = sniffio + ("" if backend == "default" else f" ({backend})")
+    return str(row["checkout"])[-(24 - len(suffix)) :] + suffix
 
 
 def tables(result: dict[str, Any]) -> list[str]:
@@ -428,7 +439,11 @@ def tables(result: dict[str, Any]) -> list[str]:
             )
     if result.get("compare"):
         rows = [r for r in result["compare"] if r.get("leave_s") is None]
-        mine = next(r for r in rows if r["checkout"] == "this")
+        mine = next(
+            r
+            for r in rows
+            if r["checkout"] == "this" and r.get("http_backend") in (None, "default")
+        )
         lines += ["", f"compare: {int(mine['songs']):,} songs, this checkout and another "
                   "(or this one under another python), interleaved (median [range])"]  # fmt: skip
         lines += _table(
@@ -629,6 +644,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="MAX,KEEPALIVE",
         help="run the client with these httpx connection limits (default: the library's own)",
     )
+    p.add_argument(
+        "--http-backend",
+        choices=("auto", "httpx", "aiohttp"),
+        help="client: FlowMusic(http_backend=...); compare series: the other side's (this "
+        "checkout, by turns with its default)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument(
         "--render",
@@ -650,7 +671,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         import anyio
 
         report = anyio.run(
-            client, ns.client, ns.songs, ns.time_scale, ns.leave_after, ns.httpx_limits, ns.gc
+            client,
+            ns.client,
+            ns.songs,
+            ns.time_scale,
+            ns.leave_after,
+            ns.httpx_limits,
+            ns.gc,
+            ns.http_backend,
         )
         print(json.dumps(report))
         return 0
@@ -691,12 +719,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         result["leave"] = series("leave", points, ns.repeats)
     if "compare" in only:
-        if bool(ns.compare_with) == bool(ns.compare_python):
-            raise SystemExit("--only compare needs --compare-with DIR or --compare-python PYTHON")
+        sides = [bool(ns.compare_with), bool(ns.compare_python), bool(ns.http_backend)]
+        if sum(sides) != 1:
+            raise SystemExit(
+                "--only compare needs one of --compare-with DIR, --compare-python PYTHON "
+                "or --http-backend NAME"
+            )
         other: dict[str, str] = (
             {"checkout": str(Path(ns.compare_with).resolve())}
             if ns.compare_with
             else {"python": ns.compare_python}
+            if ns.compare_python
+            else {"http_backend": ns.http_backend}
         )
         # Each checkout runs the whole batch, and the same batch left early.
         points = [

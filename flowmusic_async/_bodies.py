@@ -15,7 +15,13 @@ import httpx
 
 from ._errors import HTTPX_ERRORS, DecodeError, ResponseTooLarge, error_from_httpx
 
-__all__ = ["DEFAULT_MAX_DOWNLOAD_BYTES", "DEFAULT_MAX_RESPONSE_BYTES", "iter_body", "read_body"]
+__all__ = [
+    "DEFAULT_MAX_DOWNLOAD_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "iter_body",
+    "read_body",
+    "unlink_body",
+]
 
 # A job record is a few KB and GET /jobs a few hundred; 4 MiB leaves room for any real answer
 # (a lyrics-timed job with long lyrics is ~50 KB) while a hostile one costs at most that much.
@@ -149,3 +155,18 @@ async def read_body(
         )
     ]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_READ = httpx.ByteStream(b"")
+
+
+def unlink_body(response: httpx.Response) -> None:
+    """Let reference counting free a response whose body is read and closed.
+
+    httpx links a response and its body stream both ways, so every response is otherwise left
+    to the cyclic garbage collector: about 20 objects per request, whose collections stalled
+    the event loop (a full pass over a busy batch's objects takes tens of milliseconds;
+    docs/benchmarks.md, "Loop stalls"). The body is already in ``response.content``, or was
+    streamed to its reader, so the stream is no longer needed.
+    """
+    response.stream = _READ

@@ -62,7 +62,7 @@ from ._handles import (
 from ._host import ServiceHost
 from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
-from ._lanes import Lanes, PlaceAhead, open_lanes
+from ._lanes import Clients, HttpBackend, Place, check_http_backend, open_clients
 from ._models import Account, AccountJobs, Clip, Job
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
@@ -98,9 +98,10 @@ class FlowMusic(JobEditHelpers):
             within 20x). (A job's own deadline is `deadline=` on `generate` et al.)
         transport: an httpx transport (tests: ``httpx.MockTransport`` or the simulator's).
         http_client: an ``httpx.AsyncClient`` to use instead of creating our own; never closed
-            here, and its limits are yours (at most 128 API requests and 32 downloads go
-            through it at once). Without it the client uses small connection pools of its own
-            (see docs/architecture.md, `_lanes.py`).
+            here, and its transport and limits are yours (keep ``max_connections`` above the
+            requests you run at once: a paid POST queued in its pool has left, and is sent even
+            if its caller gives up meanwhile). Without it the client sends through a transport
+            of small connection pools (see docs/architecture.md, `_lanes.py`).
         max_retries: retries for requests that are safe to repeat (never for paid POSTs).
         timing: how often to poll and how long jobs take (`Timing`); `Timing.scaled(f)` for a
             simulator running at time scale f. Default: `Timing.from_env()`, the real API's,
@@ -112,6 +113,10 @@ class FlowMusic(JobEditHelpers):
         max_response_bytes: the cap on an API answer's body, decoded size counted while it
             streams (`ResponseTooLarge` beyond it); 4 MiB by default.
         max_download_bytes: the cap on one downloaded media file; 2 GiB by default.
+        http_backend: what our own httpx clients send through: ``"httpx"``, small httpcore
+            pools ("lanes"); ``"aiohttp"``, aiohttp's pool (asyncio only, needs the extra
+            ``flowmusic-async[aiohttp]``); ``"auto"`` (default) picks the lanes (see
+            docs/architecture.md, "Connection lanes"). Not with `transport` / `http_client`.
 
     ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records
     on stderr; see `flowmusic_async._logs`.
@@ -147,6 +152,7 @@ class FlowMusic(JobEditHelpers):
         timeout: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        http_backend: HttpBackend = "auto",
     ) -> None:
         _logs.configure_from_env()
         self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
@@ -164,6 +170,9 @@ class FlowMusic(JobEditHelpers):
         _check_type("timing", timing, Timing, "flowmusic_async.Timing")
         if transport is not None and http_client is not None:
             raise ConfigurationError("pass transport= or http_client=, not both")
+        self._http_backend = check_http_backend(
+            http_backend, transport=transport, http_client=http_client
+        )
         if reply_url is not None:
             try:
                 check_reply_url("reply_url", reply_url)
@@ -189,7 +198,7 @@ class FlowMusic(JobEditHelpers):
         # (pid, event loop token) of the open: the client is used there and nowhere else.
         self._opened_in: tuple[int, object] = (os.getpid(), None)
         self._core: HttpCore | None = None
-        self._lanes: tuple[Lanes, Lanes] | None = None  # the API's and the downloads' clients
+        self._clients: Clients | None = None  # the API's and the downloads' httpx clients
         self._host = ServiceHost(on_stop=self._release_resources)
         # Only once every argument is accepted: a refused client never sent, nor registered, it.
         _logs.redact(self._token)
@@ -276,13 +285,18 @@ class FlowMusic(JobEditHelpers):
                 if self._state == "open"
                 else ClientClosedError("this FlowMusic client is closed; create a new one")
             )
+        # First: http_backend="aiohttp" under trio is refused before anything opens.
+        clients = open_clients(
+            user_client=self._user_client,
+            transport=self._transport,
+            timeout=self._timeout,
+            backend=self._http_backend,
+        )
         self._state = "open"
         self._opened_in = (os.getpid(), _loop_token())
-        self._lanes = open_lanes(
-            user_client=self._user_client, transport=self._transport, timeout=self._timeout
-        )
+        self._clients = clients
         self._core = HttpCore(
-            lanes=self._lanes[0],
+            client=self._clients.api,
             base_url=self._base_url,
             token=self._token,
             policy=self._policy,
@@ -348,9 +362,9 @@ class FlowMusic(JobEditHelpers):
         """The host has stopped: close the httpx clients we created."""
         self._state = "closed"
         self._core = None
-        lanes, self._lanes = self._lanes, None
-        for each in lanes or ():
-            await each.aclose()
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            await clients.aclose()
 
     # ----- the job engine ------------------------------------------------------------------------
 
@@ -927,13 +941,16 @@ class _EngineAPI:
     def __init__(self, fm: FlowMusic) -> None:
         self._fm = fm
 
-    async def create_job(self, path: JobPath, body: Mapping[str, Any]) -> Job:
+    async def create_job(
+        self, path: JobPath, body: Mapping[str, Any], place: Place | None = None
+    ) -> Job:
         # Signed here, as the body leaves: the secret is in no journal, event or record.
-        return await self._fm.music.send_job(path, dict(self._fm.webhooks.sign(body)))
+        body = dict(self._fm.webhooks.sign(body))
+        return await self._fm.music.send_job(path, body, place=place)
 
-    def place_ahead(self) -> PlaceAhead:
-        assert self._fm._lanes is not None
-        return self._fm._lanes[0].place_ahead()
+    def place_ahead(self) -> Place:
+        assert self._fm._clients is not None
+        return self._fm._clients.place_ahead()
 
     async def list_running(self) -> Mapping[str, AccountJobs]:
         return await self._fm.jobs.list()
@@ -959,8 +976,8 @@ class _DownloadAPI:
 
     def media_client(self) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
         self._fm._require_core()  # raises once the client is closed
-        assert self._fm._lanes is not None
-        return self._fm._lanes[1].lease()
+        assert self._fm._clients is not None
+        return contextlib.nullcontext(self._fm._clients.media)
 
     @property
     def retry_policy(self) -> RetryPolicy:

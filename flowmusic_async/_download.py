@@ -43,7 +43,7 @@ import anyio.to_thread
 import httpx
 import msgspec
 
-from flowmusic_async._bodies import iter_body, read_body
+from flowmusic_async._bodies import iter_body, read_body, unlink_body
 from flowmusic_async._errors import (
     HTTPX_ERRORS,
     DecodeError,
@@ -56,7 +56,6 @@ from flowmusic_async._errors import (
     error_from_httpx,
     error_from_response,
 )
-from flowmusic_async._lanes import unlink_body
 from flowmusic_async._models import Clip, Job
 from flowmusic_async._names import safe_title
 from flowmusic_async._resources import DownloadStream, account_of_id
@@ -81,7 +80,7 @@ class DownloadAPI(Protocol):
 
     Attributes:
         media_client: lends the httpx client media URLs are fetched with (never with the
-            token) for one download; a call waits while the downloads' places are all taken.
+            token) for one download.
         retry_policy: the client's one retry policy; each file's transient failures use it.
         max_download_bytes: the client's cap on one media file.
         media_deadline: the overall deadline of one attempt at one file.

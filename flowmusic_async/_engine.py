@@ -39,7 +39,7 @@ from ._errors import (
 from ._events import EventHooks
 from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds, watch_of
 from ._host import ServiceHost
-from ._lanes import PlaceAhead
+from ._lanes import Place
 from ._models import AccountJobs, Job
 from ._paid_post import JobsAPI, PaidPost, Retry
 from ._poller import Poller, Watch
@@ -373,6 +373,7 @@ class JobEngine:
                     sent_mono=sub.sent_mono,
                     after_429=after_429,
                     after_failure=after_failure,
+                    place=place,
                 )
                 sub.sending = False
                 return self._accept(
@@ -409,13 +410,13 @@ class JobEngine:
                     await sleep(delay)
                 sub.pre_send = None
 
-    async def _place(self, sub: Submission) -> tuple[str | None, PlaceAhead]:
+    async def _place(self, sub: Submission) -> tuple[str | None, Place]:
         """Wait for a slot, write ahead, and wait for a place among the API requests in flight;
         raises `NotSent` if abandoned before the POST.
 
         The place is taken here, where abandoning still stops everything: a POST queued
         behind other requests has not left, and must not leave once its caller is gone. It is
-        the caller's to give back (`PlaceAhead.give_back`) once the POST is done.
+        the caller's to give back (`Place.give_back`) once the POST is done.
 
         A write-ahead record (`on_submitting`) stays announced until the POST's answer says
         what happened; if the submission is then abandoned before another POST leaves (after a

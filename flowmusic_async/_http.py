@@ -2,10 +2,10 @@
 
 Every API request goes through `HttpCore.request` (JSON answers), `HttpCore.request_empty`
 (204 answers) or `HttpCore.stream` (downloads), and all three share one retry loop,
-`_send_with_retries`, driven by the client's `RetryPolicy`. Each exchange borrows an httpx
-client from the API `Lanes` (several small connection pools; see `_lanes.py`) for as long as
-it lasts. The ``Authorization`` header is added here, per request, never as a client default:
-a client may also fetch public media URLs, which must not receive the token.
+`_send_with_retries`, driven by the client's `RetryPolicy`, through one httpx client (which
+transport that client sends with is its own business; see `_lanes.py`). The
+``Authorization`` header is added here, per request, never as a client default: a client may
+also fetch public media URLs, which must not receive the token.
 
 Retries happen only for requests the caller marks ``safe`` (GETs, DELETE /jobs/{jobid},
 POST /accounts in maxJobs-only mode): on a transport error, a 5xx other than 596, a 429
@@ -36,7 +36,12 @@ import anyio
 import httpx
 import msgspec
 
-from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES, read_body
+from ._bodies import (
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    read_body,
+    unlink_body,
+)
 from ._decode import Undecodable, decode, decode_any
 from ._errors import (
     HTTPX_ERRORS,
@@ -51,7 +56,6 @@ from ._errors import (
     error_from_response,
     scrub_chain,
 )
-from ._lanes import Lanes, unlink_body
 from ._retry import RetryPolicy, sleep
 
 __all__ = [
@@ -93,7 +97,7 @@ class HttpCore:
     Safe to share between tasks: it holds no per-request state.
 
     Args:
-        lanes: the httpx clients to send through (no base URL or auth of their own needed).
+        client: the httpx client to send with (no base URL or auth of its own needed).
         base_url: the API root, e.g. ``https://api.useapi.net/v1/flowmusic`` (no trailing slash).
         token: the useapi.net API token.
         policy: how safe requests are retried (`RetryPolicy`).
@@ -106,7 +110,7 @@ class HttpCore:
     def __init__(
         self,
         *,
-        lanes: Lanes,
+        client: httpx.AsyncClient,
         base_url: str,
         token: str,
         policy: RetryPolicy | None = None,
@@ -114,7 +118,7 @@ class HttpCore:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
     ) -> None:
-        self._lanes = lanes
+        self._client = client
         self._base_url = base_url.rstrip("/")
         self._token = token
         self.policy = policy if policy is not None else RetryPolicy()
@@ -127,8 +131,8 @@ class HttpCore:
 
     @property
     def client(self) -> httpx.AsyncClient:
-        """The first lane's httpx client (it carries no token)."""
-        return self._lanes.first
+        """The httpx client requests are sent with (it carries no token)."""
+        return self._client
 
     @property
     def base_url(self) -> str:
@@ -150,6 +154,7 @@ class HttpCore:
         timeout: httpx.Timeout | None = None,
         named_email: str | None = None,
         jobid: str | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> T:
         """Send one API request and decode its JSON answer with ``decoder``.
 
@@ -166,6 +171,8 @@ class HttpCore:
             timeout: overrides the client's timeout (sync-mode job POSTs need minutes).
             named_email: the ``email`` the request named (tells the two 429s apart).
             jobid: the job concerned, copied onto errors.
+            extensions: httpx request extensions for the transport (a paid POST's place
+                among the requests in flight, `Place.extensions`).
 
         Raises:
             APIStatusError: an error answer (subclass by status).
@@ -174,7 +181,7 @@ class HttpCore:
             DecodeError: a 2xx whose body is not the documented JSON; `ResponseTooLarge` when
                 it is over ``max_response_bytes``.
         """
-        request = self._build(method, path, params, json, content, headers, timeout)
+        request = self._build(method, path, params, json, content, headers, timeout, extensions)
         deadline = request_deadline(timeout if timeout is not None else self._timeout)
 
         async def attempt() -> T:
@@ -194,7 +201,7 @@ class HttpCore:
         email: str | None = None,
     ) -> None:
         """Send a request whose success answer has no body (DELETE endpoints, 204)."""
-        request = self._build(method, path, None, None, None, None, None)
+        request = self._build(method, path, None, None, None, None, None, None)
         deadline = request_deadline(self._timeout)
 
         async def attempt() -> None:
@@ -215,30 +222,24 @@ class HttpCore:
         """Open a streaming response (downloads); retried like a safe request until it starts.
 
         Yields the response with its status already checked and its body not yet read (read
-        it with `iter_body` and ``max_download_bytes``). One lane is held from the first
-        attempt until the body is closed, retry pauses included (a streamed body keeps its
-        connection busy until then). The deadline bounds getting the answer's headers; the
-        body is the reader's to bound (``download(deadline=...)``).
+        it with `iter_body` and ``max_download_bytes``); it is closed when the block ends. The
+        deadline bounds getting the answer's headers; the body is the reader's to bound
+        (``download(deadline=...)``).
         """
-        request = self._build(method, path, params, None, None, None, None)
+        request = self._build(method, path, params, None, None, None, None, None)
         deadline = request_deadline(self._timeout)
-        async with self._lanes.lease() as client:
 
-            async def attempt() -> httpx.Response:
-                return await self._within(
-                    deadline,
-                    endpoint,
-                    jobid,
-                    None,
-                    self._open(client, request, endpoint, None, jobid),
-                )
+        async def attempt() -> httpx.Response:
+            return await self._within(
+                deadline, endpoint, jobid, None, self._open(request, endpoint, None, jobid)
+            )
 
-            response = await self._send_with_retries(attempt, endpoint=endpoint, safe=True)
-            try:
-                yield response
-            finally:
-                await response.aclose()
-                unlink_body(response)
+        response = await self._send_with_retries(attempt, endpoint=endpoint, safe=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+            unlink_body(response)
 
     async def _send_with_retries(
         self, attempt: Callable[[], Awaitable[T]], *, endpoint: str, safe: bool
@@ -312,6 +313,7 @@ class HttpCore:
         content: bytes | None,
         headers: Mapping[str, str] | None,
         timeout: httpx.Timeout | None,
+        extensions: Mapping[str, Any] | None,
     ) -> httpx.Request:
         all_headers = {
             "Accept": "application/json",
@@ -320,7 +322,7 @@ class HttpCore:
         }
         # Per request, not a client default: the same client downloads public media URLs.
         all_headers["Authorization"] = f"Bearer {self._token}"
-        return self._lanes.first.build_request(
+        return self._client.build_request(
             method,
             self._base_url + path,
             params=dict(params) if params else None,
@@ -328,6 +330,7 @@ class HttpCore:
             content=content,
             headers=all_headers,
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            extensions=dict(extensions) if extensions else None,
         )
 
     async def _send(
@@ -338,16 +341,14 @@ class HttpCore:
         jobid: str | None,
         deadline: float | None,
     ) -> tuple[int, bytes]:
-        """One exchange with its body read, on a lane borrowed for just that long; returns
-        the status and the decoded body."""
-        async with self._lanes.lease() as client:
-            return await self._within(
-                deadline,
-                endpoint,
-                jobid,
-                named_email,
-                self._exchange(client, request, endpoint, named_email, jobid),
-            )
+        """One exchange with its body read; returns the status and the decoded body."""
+        return await self._within(
+            deadline,
+            endpoint,
+            jobid,
+            named_email,
+            self._exchange(request, endpoint, named_email, jobid),
+        )
 
     async def _within(
         self,
@@ -374,7 +375,6 @@ class HttpCore:
 
     async def _open(
         self,
-        client: httpx.AsyncClient,
         request: httpx.Request,
         endpoint: str,
         named_email: str | None,
@@ -382,7 +382,7 @@ class HttpCore:
     ) -> httpx.Response:
         """Send `request` and return the streamed response once its status is a success."""
         try:
-            response = await client.send(request, stream=True)
+            response = await self._client.send(request, stream=True)
             self.policy.contact.note()  # any answer: from now on a failure is an outage
         except HTTPX_ERRORS as exc:
             raise error_from_httpx(exc, endpoint=endpoint, jobid=jobid, email=named_email) from exc
@@ -412,13 +412,12 @@ class HttpCore:
 
     async def _exchange(
         self,
-        client: httpx.AsyncClient,
         request: httpx.Request,
         endpoint: str,
         named_email: str | None,
         jobid: str | None,
     ) -> tuple[int, bytes]:
-        response = await self._open(client, request, endpoint, named_email, jobid)
+        response = await self._open(request, endpoint, named_email, jobid)
         try:
             body = await read_body(
                 response,

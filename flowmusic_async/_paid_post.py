@@ -33,7 +33,7 @@ from ._errors import (
     TransportError,
 )
 from ._events import EventHooks
-from ._lanes import PlaceAhead
+from ._lanes import Place
 from ._models import Account, AccountJobs, Job
 from ._reconcile import Reconciler, Verdict
 from ._retry import Attempts
@@ -46,11 +46,13 @@ __all__ = ["JobsAPI", "PaidPost", "Retry"]
 class JobsAPI(Protocol):
     """The few API calls the engine makes; `FlowMusic` provides them over its namespaces."""
 
-    async def create_job(self, path: JobPath, body: Mapping[str, Any]) -> Job:
-        """POST /music or /music/edit once (never retried)."""
+    async def create_job(
+        self, path: JobPath, body: Mapping[str, Any], place: Place | None = None
+    ) -> Job:
+        """POST /music or /music/edit once (never retried), in `place` if one was taken."""
 
-    def place_ahead(self) -> PlaceAhead:
-        """A place among the requests in flight, for the next `create_job` of this task."""
+    def place_ahead(self) -> Place:
+        """A place among the requests in flight, to take before a `create_job` and pass to it."""
 
     async def list_running(self) -> Mapping[str, AccountJobs]:
         """GET /jobs."""
@@ -108,18 +110,21 @@ class PaidPost:
         sent_mono: float | None,
         after_429: Attempts,
         after_failure: Attempts,
+        place: Place | None = None,
     ) -> Job:
         """One POST; returns the job, raises `_Retry` when nothing was created, or the final error.
 
         `pinned`: the job must run on `email` (named by the caller, or an edit's clip account),
         so an account that cannot take jobs is final rather than a reason to go elsewhere.
+        `place`: the place among the requests in flight taken for this POST (the request
+        uses it rather than waiting for one).
         """
         if path == "/music":  # an edit has no `email`: it runs on its clip's account
             request = {key: value for key, value in request.items() if key != "email"}
             if email is not None:
                 request["email"] = email
         try:
-            return await self._api.create_job(path, request)
+            return await self._api.create_job(path, request, place)
         except RateLimitError as error:
             delay = after_429.delay(retry_after=error.retry_after)
             tracked = isinstance(error, AccountBusyError) and self._scheduler.known

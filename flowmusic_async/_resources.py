@@ -22,6 +22,7 @@ from ._bodies import iter_body
 from ._edits import EditHelpers
 from ._errors import ValidationError
 from ._http import HttpCore
+from ._lanes import Place
 from ._models import (
     ACCOUNT_DECODER,
     ACCOUNTS_DECODER,
@@ -295,11 +296,12 @@ class Music(EditHelpers, _Namespace):
             named_email=account_of_id(clip),
         )
 
-    async def send_job(self, path: str, body: dict[str, Any]) -> Job:
+    async def send_job(self, path: str, body: dict[str, Any], *, place: Place | None = None) -> Job:
         """POST an already validated job body to /music or /music/edit; sent exactly once.
 
-        For the engine: the body comes from `music_body` or `edit_body`. A 429 names the
-        account when the request did (``email``) or when the clip id reveals it (edits).
+        For the engine: the body comes from `music_body` or `edit_body`, and `place` is the
+        place among the requests in flight taken for this POST (`JobEngine._place`). A 429
+        names the account when the request did (``email``) or when the clip id reveals it.
         """
         if path not in ("/music", "/music/edit"):
             raise ValueError(f"not a job endpoint: {path!r}")
@@ -316,6 +318,7 @@ class Music(EditHelpers, _Namespace):
             json=body,
             timeout=None if body.get("mode") == "async" else self._long_timeout(),
             named_email=named,
+            extensions=place.extensions if place is not None else None,
         )
 
     async def lyrics(

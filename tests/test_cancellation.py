@@ -612,14 +612,15 @@ async def test_a_post_still_waiting_for_a_connection_when_its_caller_leaves_is_n
     sim = make_sim(4, latency=0.0)
     release = anyio.Event()
     rec = Recorder()
-    inner_send = httpx.AsyncClient.send
+    inner_send = httpx.AsyncHTTPTransport.handle_async_request
 
-    async def send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+    async def send(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> Any:
         if request.method == "GET" and request.url.path.endswith("/jobs/job:held"):
             await release.wait()  # holds its place among the requests in flight
-        return await inner_send(self, request, **kwargs)
+        return await inner_send(self, request)
 
-    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    # In a lane's connection pool: past the point where the lanes gave it a place.
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", send)
 
     async def held_read(fm: FlowMusic) -> None:
         with contextlib.suppress(Exception):

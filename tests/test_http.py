@@ -18,7 +18,6 @@ from flowmusic_async._errors import (
     TransportError,
 )
 from flowmusic_async._http import HttpCore
-from flowmusic_async._lanes import Lanes
 from flowmusic_async._models import JOB_DECODER, JOBS_DECODER
 from flowmusic_async._retry import RetryPolicy
 
@@ -27,8 +26,7 @@ pytestmark = pytest.mark.anyio
 
 
 def _core(api: MockAPI, client: httpx.AsyncClient, **kwargs: Any) -> HttpCore:
-    lanes = Lanes.single(client, places=64, owned=False)
-    return HttpCore(lanes=lanes, base_url=BASE + "/", token=TOKEN, policy=RetryPolicy(**kwargs))
+    return HttpCore(client=client, base_url=BASE + "/", token=TOKEN, policy=RetryPolicy(**kwargs))
 
 
 @pytest.fixture
