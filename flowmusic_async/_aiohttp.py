@@ -24,7 +24,7 @@ __all__ = ["aiohttp_available", "aiohttp_transport"]
 
 
 def aiohttp_available() -> bool:
-    """True when the extra is installed (``pip install 'flowmusic-async[aiohttp]'``)."""
+    """True when the ``aiohttp`` extra (the httpx-aiohttp package) is installed."""
     return importlib.util.find_spec("httpx_aiohttp") is not None
 
 

@@ -115,7 +115,7 @@ class FlowMusic(JobEditHelpers):
         max_download_bytes: the cap on one downloaded media file; 2 GiB by default.
         http_backend: what our own httpx clients send through: ``"httpx"``, small httpcore
             pools ("lanes"); ``"aiohttp"``, aiohttp's pool (asyncio only, needs the extra
-            ``flowmusic-async[aiohttp]``); ``"auto"`` (default) picks the lanes (see
+            ``aiohttp``: the httpx-aiohttp package); ``"auto"`` (default) picks the lanes (see
             docs/architecture.md, "Connection lanes"). Not with `transport` / `http_client`.
 
     ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records

@@ -299,7 +299,8 @@ def check_http_backend(
             )
         if not aiohttp_available():
             raise ConfigurationError(
-                "http_backend='aiohttp' needs the extra: pip install 'flowmusic-async[aiohttp]'"
+                "http_backend='aiohttp' needs the 'aiohttp' extra, the httpx-aiohttp package: "
+                "pip install httpx-aiohttp (from a checkout: pip install -e '.[aiohttp]')"
             )
     return backend  # type: ignore[return-value]  # one of _BACKENDS, checked above
 

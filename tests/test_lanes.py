@@ -454,8 +454,12 @@ def test_http_backend_is_checked_when_the_client_is_built(
     with pytest.raises(ConfigurationError, match="http_backend must be one of"):
         FlowMusic(token=TOKEN, http_backend="curl")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="not both"):
-        FlowMusic(token=TOKEN, http_backend="aiohttp", transport=httpx.MockTransport(print))
+        FlowMusic(token=TOKEN, http_backend="aiohttp", transport=httpx.MockTransport(_unused))
     monkeypatch.setattr("flowmusic_async._lanes.aiohttp_available", lambda: False)
-    with pytest.raises(ConfigurationError, match=r"flowmusic-async\[aiohttp\]"):
+    with pytest.raises(ConfigurationError, match="pip install httpx-aiohttp"):
         FlowMusic(token=TOKEN, http_backend="aiohttp")
     FlowMusic(token=TOKEN, http_backend="httpx")
+
+
+def _unused(request: httpx.Request) -> httpx.Response:
+    raise AssertionError("the client must refuse before sending")  # pragma: no cover
