@@ -390,13 +390,7 @@ class HttpCore:
             return response
         try:
             # The status alone tells what happened: a body over the cap or cut off is dropped.
-            body = await read_body(
-                response,
-                limit=self.max_response_bytes,
-                option="max_response_bytes",
-                endpoint=endpoint,
-                jobid=jobid,
-            )
+            body = await self._read_capped(response, endpoint, jobid)
         except FlowMusicError:
             body = b""
         finally:
@@ -410,6 +404,18 @@ class HttpCore:
             secrets=(self._token,),
         )
 
+    async def _read_capped(
+        self, response: httpx.Response, endpoint: str, jobid: str | None
+    ) -> bytes:
+        """An API answer's body, read while it streams up to `max_response_bytes`."""
+        return await read_body(
+            response,
+            limit=self.max_response_bytes,
+            option="max_response_bytes",
+            endpoint=endpoint,
+            jobid=jobid,
+        )
+
     async def _exchange(
         self,
         request: httpx.Request,
@@ -419,13 +425,7 @@ class HttpCore:
     ) -> tuple[int, bytes]:
         response = await self._open(request, endpoint, named_email, jobid)
         try:
-            body = await read_body(
-                response,
-                limit=self.max_response_bytes,
-                option="max_response_bytes",
-                endpoint=endpoint,
-                jobid=jobid,
-            )
+            body = await self._read_capped(response, endpoint, jobid)
         finally:
             await response.aclose()
             unlink_body(response)
