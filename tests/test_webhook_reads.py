@@ -35,8 +35,9 @@ class Latency(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
-async def test_two_thousand_replays_of_one_callback_cost_one_read() -> None:
-    """A replay flood (or a sender that retries eagerly) must not become an API read each."""
+def simulator_keeping_callbacks() -> tuple[Simulator, list[bytes], anyio.Event]:
+    """A simulator whose webhook callbacks are kept (their bodies, and an event set at the
+    first), instead of being delivered anywhere."""
     received: list[bytes] = []
     arrived = anyio.Event()
 
@@ -52,6 +53,12 @@ async def test_two_thousand_replays_of_one_callback_cost_one_read() -> None:
         seed=7,
         webhook_transport=httpx.MockTransport(deliver),
     )
+    return sim, received, arrived
+
+
+async def test_two_thousand_replays_of_one_callback_cost_one_read() -> None:
+    """A replay flood (or a sender that retries eagerly) must not become an API read each."""
+    sim, received, arrived = simulator_keeping_callbacks()
     # The poller never looks on its own here: every read counted comes from the webhooks.
     slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
     async with (
@@ -96,21 +103,7 @@ async def test_two_thousand_replays_of_one_callback_cost_one_read() -> None:
 
 async def test_a_replay_for_a_job_whose_read_failed_is_answered_not_raised() -> None:
     """Callers that joined a read which failed hear that it failed; the poller carries on."""
-    received: list[bytes] = []
-    arrived = anyio.Event()
-
-    async def deliver(request: httpx.Request) -> httpx.Response:
-        received.append(await request.aread())
-        arrived.set()
-        return httpx.Response(200)
-
-    account = SimAccount(email="acct0@example.com", max_jobs=2, credits=10_000.0)
-    sim = Simulator(
-        accounts=(account,),
-        time_scale=SCALE,
-        seed=7,
-        webhook_transport=httpx.MockTransport(deliver),
-    )
+    sim, received, arrived = simulator_keeping_callbacks()
     slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
     inner = sim.transport()
 
