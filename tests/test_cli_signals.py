@@ -5,7 +5,6 @@ still runs and how to resume or recover, checked against the simulator's own rec
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import signal
@@ -17,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from server_view import child_env, served_simulator
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -50,37 +50,10 @@ class Server:
         return "user_cancelled" in answer.text
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for name in ("USEAPI_TOKEN", "FLOWMUSIC_BASE_URL", "FLOWMUSIC_LOG"):
-        env.pop(name, None)
-    return env
-
-
 @pytest.fixture
 def server() -> Iterator[Server]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flowmusic_async.testing",
-            "--time-scale",
-            SCALE,
-            "--account",
-            "a@example.com:3",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
-    try:
-        assert process.stdout is not None
-        ready = process.stdout.readline().split()
-        assert ready[0] == "READY"
-        yield Server(ready[1])
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with served_simulator(time_scale=SCALE, account="a@example.com:3") as url:
+        yield Server(url)
 
 
 def _start_cli(server: Server, *argv: str, cwd: Path) -> subprocess.Popen[str]:
@@ -91,7 +64,7 @@ def _start_cli(server: Server, *argv: str, cwd: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd,
-        env={**_env(), "FLOWMUSIC_BASE_URL": server.base_url},
+        env={**child_env(), "FLOWMUSIC_BASE_URL": server.base_url},
     )
 
 
@@ -188,7 +161,7 @@ def test_sigterm_with_a_journal_leaves_jobs_for_the_rerun_it_prints(
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**_env(), "FLOWMUSIC_BASE_URL": server.base_url, "USEAPI_TOKEN": TOKEN},
+        env={**child_env(), "FLOWMUSIC_BASE_URL": server.base_url, "USEAPI_TOKEN": TOKEN},
         timeout=60,
     )
     summary = json.loads(rerun.stdout.splitlines()[-1])
@@ -219,7 +192,7 @@ def test_a_batch_journals_by_default_so_ctrl_c_keeps_every_paid_song(
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**_env(), "FLOWMUSIC_BASE_URL": server.base_url},
+        env={**child_env(), "FLOWMUSIC_BASE_URL": server.base_url},
         timeout=60,
     )
     assert rerun.returncode == 0, rerun.stderr

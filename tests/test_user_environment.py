@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from server_view import server_states
+from server_view import child_env, served_simulator, server_states
 
 from flowmusic_async import (
     BatchAborted,
@@ -115,35 +115,8 @@ def _batch_argv(server_url: str, journal: str) -> list[str]:
 @pytest.fixture
 def served_sim() -> Iterator[str]:
     """A simulator on a loopback socket, for tests that run real processes."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flowmusic_async.testing",
-            "--time-scale",
-            "0.02",
-            "--account",
-            "a@example.com:4",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_child_env(),
-    )
-    try:
-        assert process.stdout is not None
-        ready = process.stdout.readline().split()
-        assert ready[0] == "READY"
-        yield ready[1]
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _child_env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    for name in ("USEAPI_TOKEN", "FLOWMUSIC_BASE_URL", "FLOWMUSIC_LOG"):
-        env.pop(name, None)
-    return env
+    with served_simulator(time_scale="0.02", account="a@example.com:4") as url:
+        yield url
 
 
 @pytest.mark.timeout(90)
@@ -158,7 +131,7 @@ def test_two_cli_batches_on_one_journal_pay_each_song_once(served_sim: str, tmp_
             stderr=subprocess.PIPE,
             text=True,
             cwd=tmp_path,
-            env=_child_env(),
+            env=child_env(),
         )
         for _ in range(2)
     ]
