@@ -41,7 +41,7 @@ from ._errors import (
     WrongEventLoopError,
 )
 from ._events import Event, EventHook, EventKind
-from ._handles import JobHandle, OnSubmitting, QueuedJob, QueuedState, SubmitAttempt
+from ._handles import JobHandle
 from ._journal import Entry as JournalEntry
 from ._journal import EntryState as JournalEntryState
 from ._journal import Journal
@@ -74,6 +74,7 @@ from ._requests import (
 )
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music
 from ._scheduler import SlotUsage
+from ._submission import OnSubmitting, QueuedJob, QueuedState, SubmitAttempt
 from ._timing import Timing
 from ._webhooks import WebhookResult, Webhooks
 

@@ -1,6 +1,6 @@
 """Batches: many songs, one outcome each, every slot busy, and (with a journal) crash-proof.
 
-`fm.generate_many(requests)` opens a context that runs every request through the engine and
+`fm.generate_many(requests)` opens a context that runs every request through the submitter and
 yields an `Outcome` as each one finishes, in completion order. Requests queue in the
 scheduler's FIFO, so every free slot on every account is used and none is overrun. One
 failure, including a request that is not valid, never ends the batch: it becomes that
@@ -39,7 +39,6 @@ import anyio.lowlevel
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._engine import JobEngine, SubmitGroup
 from ._errors import (
     AccountError,
     AuthenticationError,
@@ -56,12 +55,14 @@ from ._errors import (
     TransportError,
     ValidationError,
 )
-from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds, watch_of
+from ._handles import JobHandle, check_seconds, watch_of
 from ._journal import Entry, Journal
 from ._models import Job
 from ._reconcile import new_client_ref
 from ._requests import SongRequest, song_request
-from ._submission import InFlight
+from ._submission import SubmitAttempt, SubmitGroup, SubmitHooks
+from ._submitter import Submitter
+from ._tracker import JobTracker, wait_bounded
 from ._validation import music_body
 from ._waiting import Waiting, WaitingRoom
 
@@ -188,14 +189,16 @@ class _Batch:
 
     def __init__(
         self,
-        engine: JobEngine,
+        submitter: Submitter,
+        tracker: JobTracker,
         journal: Journal | None,
         send: MemoryObjectSendStream[Outcome],
         *,
         timeout: float | None,
         retry_failed: bool,
     ) -> None:
-        self._engine = engine
+        self._submitter = submitter
+        self._tracker = tracker
         self._journal = journal
         self._send = send
         self._timeout = timeout
@@ -209,9 +212,8 @@ class _Batch:
         self.unrecorded: dict[str, str | None] = {}
         # Requests being submitted, a task each; once accepted they wait in `room`, task-less.
         self.in_progress: set[anyio.CancelScope] = set()
-        self.room = WaitingRoom(engine, self._ended)
+        self.room = WaitingRoom(tracker, self._ended)
         self.limiter = anyio.CapacityLimiter(1)  # places for requests in progress (`_feed`)
-        self.open = InFlight()  # requests started whose outcome is not out yet
         self.tasks: anyio.abc.TaskGroup | None = None  # the feed's, while it runs
 
     def stop(self) -> None:
@@ -234,12 +236,11 @@ class _Batch:
         if self._journal is not None:
             return None
         running = [watch_of(waiting.handle) for waiting in left if not waiting.handle.ended]
-        return self._engine.cancel_all(running, per_turn=CANCEL_CHUNK) if running else None
+        return self._tracker.cancel_all(running, per_turn=CANCEL_CHUNK) if running else None
 
     def release(self, token: object) -> None:
         """A request's outcome is out (or it never needed one): give its place back."""
         self.limiter.release_on_behalf_of(token)
-        self.open.exit()
 
     async def run_request(
         self, index: int, params: dict[str, Any], entry: Entry | None, token: object
@@ -297,7 +298,7 @@ class _Batch:
             return True
         if self._journal is None and not handle.ended:
             # Accepted as the batch was left: nobody could ever collect it.
-            await self._engine.cancel_for_departed_caller(handle)
+            await self._tracker.cancel_for_departed(watch_of(handle))
         return False
 
     def _ended(self, waiting: Waiting, job: Job | None, error: FlowMusicError | None) -> None:
@@ -361,16 +362,16 @@ class _Batch:
 
     async def _start(self, key: str, params: dict[str, Any], entry: Entry | None) -> JobHandle:
         """Submit, or pick up where an earlier run stopped; returns the accepted job's handle."""
-        engine = self._engine
+        submitter = self._submitter
         journal = self._journal
         if entry is not None and entry.state == "submitted" and entry.jobid:
-            return engine.attach(
+            return submitter.attach(
                 entry.jobid, entry.email, client_ref=entry.client_ref, timeout=self._timeout
             )
         client_ref = new_client_ref()
         if entry is not None and entry.state == "submitting" and entry.client_ref:
             client_ref = entry.client_ref
-            recovered = await engine.recover(
+            recovered = await submitter.recover(
                 entry.client_ref,
                 email=entry.email,
                 sent_at=entry.sent_at or 0.0,
@@ -406,7 +407,7 @@ class _Batch:
             if not await self._journal_write(self._mark_submitted, key, handle):
                 self.unrecorded[handle.jobid] = handle.email
 
-        return await engine.submit(
+        return await submitter.submit(
             "/music",
             music_body(**params),
             account=params.get("email"),
@@ -434,7 +435,7 @@ class _Batch:
         """Stop the batch on an error no other request can get past."""
         no_account_left = isinstance(
             error, (InsufficientCreditsError, AccountError, NoAccountAvailable)
-        ) and not any(usage.healthy for usage in self._engine.scheduler.snapshot().values())
+        ) and not any(usage.healthy for usage in self._submitter.scheduler.snapshot().values())
         # An API this client has never reached (a wrong URL) fails every request alike.
         never_reached = isinstance(error, TransportError) and error.never_reached
         if (
@@ -464,7 +465,7 @@ class _Batch:
         """How many requests may be in progress now."""
         if concurrency is not None:
             return concurrency
-        slots = self._engine.scheduler.total_slots()
+        slots = self._submitter.scheduler.total_slots()
         return slots + SPARE_TASKS if slots else UNKNOWN_CAPACITY_TASKS
 
 
@@ -478,7 +479,8 @@ class GenerateMany:
 
     def __init__(
         self,
-        engine: JobEngine,
+        submitter: Submitter,
+        tracker: JobTracker,
         requests: Requests,
         *,
         journal: str | PathLike[str] | Journal | None = None,
@@ -504,7 +506,8 @@ class GenerateMany:
             raise ValidationError(
                 "requests", f"must be an iterable of requests, got {type(requests).__name__}"
             )
-        self._engine = engine
+        self._submitter = submitter
+        self._tracker = tracker
         self._requests = requests
         self._journal_arg = journal
         self._journal: Journal | None = None
@@ -530,7 +533,8 @@ class GenerateMany:
         send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
         run = BatchRun(receive)
         batch = self._batch = _Batch(
-            self._engine,
+            self._submitter,
+            self._tracker,
             self._journal,
             send,
             timeout=self._timeout,
@@ -561,13 +565,16 @@ class GenerateMany:
 
     async def _feed(self, batch: _Batch) -> None:
         """Run the batch: its requests in the feed's task group, its deadlines beside them."""
-        await self._engine.refresh_accounts()
+        await self._submitter.refresh_accounts()
         try:
             async with anyio.create_task_group() as tg:
-                batch.tasks = tg
+                batch.tasks = tg  # where the journal writes of outcomes run
                 tg.start_soon(batch.room.run_deadlines)
-                await self._start_requests(batch, tg)
-                await batch.open.wait_idle()  # every request started has its outcome out
+                async with anyio.create_task_group() as requests:
+                    await self._start_requests(batch, requests)
+                # Every request is accepted (the room holds it) or has its outcome out. The
+                # room's timer returns once the last job it holds has ended, and leaving `tg`
+                # waits for it and for the last journal writes.
                 batch.room.stop()
         finally:
             batch.tasks = None
@@ -598,7 +605,6 @@ class GenerateMany:
                     limiter.total_tokens = max(1, batch.capacity(self._concurrency))
                     token = object()
                     await limiter.acquire_on_behalf_of(token)
-                    batch.open.enter()
                     tg.start_soon(batch.run_request, index, params, entry, token)
                 index += 1
 
@@ -620,11 +626,11 @@ class GenerateMany:
             if self._batch is not None:
                 # POSTs already on their way finish in the client's task group and tell the
                 # journal their jobid: it must still be open when they do.
-                timing = self._engine.timing
+                timing = self._submitter.timing
                 with anyio.move_on_after(timing.close_timeout, shield=True):
                     await self._batch.group.wait_settled()
             if cancelling is not None:
-                await self._engine.bounded(cancelling)  # at most `Timing.cleanup_timeout`
+                await wait_bounded(cancelling, self._submitter.timing.cleanup_timeout)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._journal_run.aclose()

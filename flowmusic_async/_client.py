@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import warnings
 from collections.abc import (
@@ -40,7 +41,6 @@ from ._batch import GenerateMany
 from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
 from ._download import Format
 from ._edits import JobEditHelpers
-from ._engine import JobEngine, JobPath
 from ._errors import (
     ClientClosedError,
     ConfigurationError,
@@ -51,14 +51,7 @@ from ._errors import (
     remember_secret,
 )
 from ._events import EventHook, EventHooks
-from ._handles import (
-    MAX_SECONDS,
-    JobHandle,
-    OnSubmitting,
-    QueuedJob,
-    SubmitHooks,
-    check_seconds,
-)
+from ._handles import MAX_SECONDS, JobHandle, check_seconds, run_to_end
 from ._host import ServiceHost
 from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
@@ -67,12 +60,17 @@ from ._models import Account, AccountJobs, Clip, Job
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
 from ._retry import RetryPolicy
-from ._scheduler import SlotUsage
+from ._scheduler import Scheduler, SlotUsage
+from ._submission import JobPath, OnSubmitting, QueuedJob, SubmitHooks
+from ._submitter import Submitter
 from ._timing import Timing
+from ._tracker import JobTracker
 from ._validation import check_id, check_reply_url, edit_body, music_body
 from ._webhooks import Webhooks
 
 __all__ = ["DEFAULT_BASE_URL", "FlowMusic"]
+
+logger = logging.getLogger("flowmusic_async")
 
 DEFAULT_BASE_URL = "https://api.useapi.net/v1/flowmusic"
 TOKEN_ENV = "USEAPI_TOKEN"
@@ -208,14 +206,27 @@ class FlowMusic(JobEditHelpers):
         self.jobs = Jobs(self._require_core, self._timeout)
         self.accounts = Accounts(self._require_core, self._timeout)
         self.files = Files(self._require_core, self._timeout)
-        self._engine = JobEngine(
-            _EngineAPI(self),
+        api = _EngineAPI(self)
+        scheduler = Scheduler()
+        self._tracker = JobTracker(
+            api,
+            host=self._host,
+            capacity=scheduler,
+            timing=self._timing,
+            events=self._events,
+            # A method of the submitter, created next: the poller only calls it once running.
+            refresh_accounts=lambda: self._submitter.refresh_accounts_quietly(),
+        )
+        self._submitter = Submitter(
+            api,
+            tracker=self._tracker,
+            scheduler=scheduler,
             host=self._host,
             timing=self._timing,
             policy=self._policy,
             events=self._events,
         )
-        self.webhooks = Webhooks(self._engine)
+        self.webhooks = Webhooks(self._tracker)
 
     def __repr__(self) -> str:
         return f"<FlowMusic base_url={self._base_url!r} state={self._state}>"
@@ -235,7 +246,7 @@ class FlowMusic(JobEditHelpers):
         """After closing: (jobid, email) of the accepted jobs that were still running and that
         nobody cancelled. They are paid and keep running; ``fm.wait(jobid)`` on a new client
         picks each one up."""
-        return self._engine.left_running
+        return self._tracker.left_running
 
     @property
     def _http(self) -> HttpCore:
@@ -306,7 +317,7 @@ class FlowMusic(JobEditHelpers):
         )
         try:
             await self._host.start()
-            self._host.start_soon(self._engine.poller.run, name="poller")
+            self._host.start_background(self._tracker.run, name="poller")
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.aclose()
@@ -332,7 +343,7 @@ class FlowMusic(JobEditHelpers):
         if self._state == "open":
             self._state = "closing"
             try:
-                self._host.start_soon(self._shut_down, name="close")
+                self._host.start_background(self._shut_down, name="close")
             except ClientClosedError:
                 # The host is not taking work (it never got going, or the event loop is
                 # shutting down): nothing to drain, just make sure it ends.
@@ -352,11 +363,24 @@ class FlowMusic(JobEditHelpers):
         await self.aclose()
 
     async def _shut_down(self) -> None:
-        """Runs in the host: drain the engine, then stop the host (which closes the resources)."""
+        """Runs in the host: the shutdown order of docs/architecture.md, then the host stops
+        (which closes the resources)."""
         try:
-            await self._engine.close()
+            self._submitter.close()  # 1. no new paid POST
+            with anyio.CancelScope(shield=True):
+                # 2. A task cancelled along with us has been woken but may not have run yet;
+                # three turns of the loop let it reach its cancellation handler (its DELETE).
+                for _ in range(3):
+                    await anyio.lowlevel.checkpoint()
+            # ... then POSTs on their way and DELETEs finish, for at most `close_timeout`.
+            if not await self._host.drain(self._timing.close_timeout):
+                logger.warning(
+                    "closing: requests still in flight after %.1f s; stopping them",
+                    self._timing.close_timeout,
+                )
+            self._tracker.close()  # 3. open waits end; their jobs are left running
         finally:
-            self._host.request_stop()
+            self._host.request_stop()  # 4. background work stops
 
     async def _release_resources(self) -> None:
         """The host has stopped: close the httpx clients we created."""
@@ -418,7 +442,7 @@ class FlowMusic(JobEditHelpers):
             reply_url=reply_url if reply_url is not None else self._reply_url,
             reply_ref=reply_ref,
         )
-        return await self._engine.submit(
+        return await self._submitter.submit(
             "/music",
             music_body(request),
             account=email,
@@ -458,14 +482,14 @@ class FlowMusic(JobEditHelpers):
             )
         if request.reply_url is None and self._reply_url is not None:
             request = msgspec.structs.replace(request, reply_url=self._reply_url)
-        submission = self._engine.enqueue(
+        submission = self._submitter.enqueue(
             "/music",
             music_body(request),
             account=request.email,
             client_ref=client_ref,
             timeout=deadline,
         )
-        return QueuedJob(self._engine, submission)
+        return QueuedJob(self._submitter, submission)
 
     async def generate(
         self,
@@ -606,7 +630,7 @@ class FlowMusic(JobEditHelpers):
             check_seconds(deadline, "deadline")
         if request.reply_url is None and self._reply_url is not None:
             request = msgspec.structs.replace(request, reply_url=self._reply_url)
-        return await self._engine.submit(
+        return await self._submitter.submit(
             "/music/edit",
             edit_body(request),
             account=account_of_id(request.clip),
@@ -698,10 +722,13 @@ class FlowMusic(JobEditHelpers):
         """
         self._require_core()
         check_id("jobid", jobid)
-        return await self._engine.wait(jobid, timeout=_deadline(deadline, timeout))
+        limit = _deadline(deadline, timeout)
+        return await self._tracker.wait(
+            jobid, timeout=self._timing.job_timeout if limit is None else limit
+        )
 
     async def _run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
-        return await self._engine.run_to_end(submitting)
+        return await run_to_end(self._tracker, submitting)
 
     def generate_many(
         self,
@@ -732,7 +759,8 @@ class FlowMusic(JobEditHelpers):
         """
         self._require_core()
         return GenerateMany(
-            self._engine,
+            self._submitter,
+            self._tracker,
             self._batch_items(requests),
             journal=journal,
             concurrency=concurrency,
@@ -813,7 +841,7 @@ class FlowMusic(JobEditHelpers):
 
     def capacity(self) -> dict[str, SlotUsage]:
         """Per-account slot usage as the scheduler sees it (empty until the first submission)."""
-        return self._engine.scheduler.snapshot()
+        return self._submitter.scheduler.snapshot()
 
     @property
     def timing(self) -> Timing:

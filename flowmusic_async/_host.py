@@ -1,10 +1,13 @@
-"""The service host: one task of the client's own that holds its long-lived task group.
+"""The service host: one task of the client's own that holds its task groups.
 
-Work that must finish whatever happens to its caller runs in a task group the client owns: the
-paid POST and the bookkeeping of its answer, the DELETE of a job whose waiter was cancelled,
-the poller. The caller only awaits the result, so cancelling it (by anyio, or by a plain
-asyncio ``Task.cancel()``, which goes through any shield inside the caller's task) cannot cut
-that work short.
+Two groups, nested. The inner one holds the work that must finish whatever happens to its
+caller: the paid POST and the bookkeeping of its answer, the DELETE of a cancelled job.
+Closing leaves it the structured way: the host's body stops waiting and the group's exit waits
+for that work, bounded by a deadline (`drain`). The outer one holds the background work
+that runs until the client stops: the poller, the closing itself. The caller only awaits
+results, so cancelling it (by anyio, or by a plain asyncio ``Task.cancel()``, which goes
+through any shield inside the caller's task) cannot cut that work short. See
+docs/architecture.md, "Task ownership" and "Shutdown order".
 
 anyio's task groups must be left by the task that entered them. A group entered in the task
 that opens the client would tie the client's life to that task: a bot that opens the client
@@ -33,7 +36,7 @@ logger = logging.getLogger("flowmusic_async")
 
 
 class ServiceHost:
-    """Runs background work for one client; `start_soon` from any task while it is open.
+    """Runs one client's own work; `start_soon` and `start_background` from any task while open.
 
     Args:
         on_stop: awaited (shielded) once the task group has ended, e.g. to close the httpx
@@ -42,7 +45,11 @@ class ServiceHost:
 
     def __init__(self, *, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
         self._on_stop = on_stop
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None  # the must-finish work
+        self._background: anyio.abc.TaskGroup | None = None
+        self._draining: anyio.Event | None = None
+        self._drained: anyio.Event | None = None
+        self._drain_cut_short = False
         self._stop: anyio.Event | None = None
         self._finished: anyio.Event | None = None
         self._native_task: asyncio.Task[None] | None = None  # kept so asyncio cannot drop it
@@ -54,6 +61,8 @@ class ServiceHost:
     async def start(self) -> None:
         """Start the host task and return once its task group accepts work."""
         ready = anyio.Event()
+        self._draining = anyio.Event()
+        self._drained = anyio.Event()
         self._stop = anyio.Event()
         self._finished = anyio.Event()
         try:
@@ -64,20 +73,47 @@ class ServiceHost:
         await ready.wait()
 
     def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
-        """Run ``func(*args)`` in the client's task group.
+        """Run ``func(*args)`` as work that must finish (closing waits for it, bounded).
 
-        An exception escaping ``func`` is logged and dropped: one failed piece of background
-        work must never stop the others (or the poller every waiter relies on).
+        Accepted until the drain has ended, so a cleanup asked for while closing still runs.
+        An exception escaping ``func`` is logged and dropped: one failed piece of work must
+        never stop the others (or the poller every waiter relies on).
 
         Raises:
-            ClientClosedError: the host has stopped.
+            ClientClosedError: the host has stopped taking such work.
         """
         if self._task_group is None:
             raise ClientClosedError("this FlowMusic client is closed; create a new one")
         self._task_group.start_soon(_guarded, func, args, name, name=name)
 
+    def start_background(self, func: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
+        """Run ``func(*args)`` until the host stops (cancelled then, not waited for).
+
+        Raises:
+            ClientClosedError: the host has stopped.
+        """
+        if self._background is None:
+            raise ClientClosedError("this FlowMusic client is closed; create a new one")
+        self._background.start_soon(_guarded, func, args, name, name=name)
+
+    async def drain(self, timeout: float) -> bool:
+        """Leave the must-finish group: wait for its work, at most `timeout` seconds, then
+        cancel what is left. False when work had to be cancelled. Call from background work."""
+        if self._draining is None or self._drained is None:
+            return True
+        if self._task_group is not None:
+            self._task_group.cancel_scope.deadline = anyio.current_time() + timeout
+        self._draining.set()
+        with anyio.CancelScope(shield=True):
+            await self._drained.wait()
+        return not self._drain_cut_short
+
     def request_stop(self) -> None:
-        """Cancel what still runs in the group and end the host (from any task, even its own)."""
+        """Cancel everything still running and end the host (from any task, even its own)."""
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+        if self._draining is not None:
+            self._draining.set()
         if self._stop is not None:
             self._stop.set()
 
@@ -94,19 +130,29 @@ class ServiceHost:
         self._native_task = None
 
     async def _main(self, ready: anyio.Event) -> None:
+        assert self._draining is not None and self._drained is not None
         assert self._stop is not None and self._finished is not None
         try:
-            async with anyio.create_task_group() as task_group:
-                self._task_group = task_group
-                ready.set()
+            async with anyio.create_task_group() as background:
+                self._background = background
+                async with anyio.create_task_group() as must_finish:
+                    self._task_group = must_finish
+                    ready.set()
+                    await self._draining.wait()
+                    # Leaving the block waits for the work in the group: draining, bounded by
+                    # the deadline `drain` set on the group's scope.
+                self._drain_cut_short = must_finish.cancel_scope.cancel_called
+                self._task_group = None
+                self._drained.set()
                 await self._stop.wait()
-                task_group.cancel_scope.cancel()
+                background.cancel_scope.cancel()
         except BaseException as exc:  # a host task must never raise (trio: TrioInternalError)
             if not isinstance(exc, anyio.get_cancelled_exc_class()):
                 logger.error("the client's background task group failed: %r", exc)
         finally:
-            self._task_group = None
+            self._task_group = self._background = None
             ready.set()
+            self._drained.set()
             try:
                 if self._on_stop is not None:
                     with anyio.CancelScope(shield=True):

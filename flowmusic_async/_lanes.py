@@ -72,7 +72,7 @@ def _would_block() -> tuple[type[BaseException], ...]:
 class Place:
     """A place among the requests in flight, taken before the request that will use it.
 
-    A paid POST takes its place while it can still be abandoned (`JobEngine._place`): a POST
+    A paid POST takes its place while it can still be abandoned (`Submitter._reserved`): a POST
     waiting for a place has not left, and once its caller is gone it must never leave. The
     request then carries it (`extensions`) and the transport uses it instead of taking one;
     `give_back` returns it if no request did. Over a client without lanes (one the caller

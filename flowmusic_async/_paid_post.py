@@ -1,15 +1,16 @@
-"""One paid POST (/music or /music/edit) and what its failure means.
+"""What a failed paid POST (/music or /music/edit) means: `classify` turns its error into a verdict.
 
-Every failure of the POST falls in one of three cases:
+Every failure falls in one of four cases, and the submitter acts on each:
 
-- the server said no (400, 401, 403, 422): final, raised at once;
-- the server said not here or not now (429, 402, 596, 404 for an account), or the connection
-  never opened: nothing was created, so `Retry` asks for the job to be placed again,
-  elsewhere or after a backoff;
-- nobody knows (the connection dropped after sending, a 5xx, a broken body): the job may exist
-  and be charged. It is never blindly resent. We look for our reference among the running
-  jobs; found, the job is adopted; proven absent, it is sent again; otherwise
-  `SubmissionUncertain` says what to check by hand.
+- `Final`: the server said no (400, 401, 403, 422), or an account the job must run on cannot
+  take it: raised to the caller at once;
+- `PlaceAgain`: the server said not here or not now (429, 402, 596, 404 for an account), or the
+  connection never opened: nothing was created, so the job is placed again, elsewhere or after
+  a backoff;
+- `Reconcile`: nobody knows (the connection dropped after sending, a 5xx, a broken body): the
+  job may exist and be charged. It is never blindly resent: the submitter looks for its
+  reference among the running jobs (`_reconcile.py`);
+- `Adopt`: a success status whose body could not be read but named the job: it exists.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import httpx
+import msgspec
 
 from ._errors import (
     AccountBusyError,
@@ -29,22 +31,17 @@ from ._errors import (
     RateLimitError,
     RequestTimeout,
     ServerError,
-    SubmissionUncertain,
     TransportError,
 )
-from ._events import EventHooks
 from ._lanes import Place
 from ._models import Account, AccountJobs, Job
-from ._reconcile import Reconciler, Verdict
-from ._retry import Attempts
-from ._scheduler import Scheduler
 from ._submission import JobPath
 
-__all__ = ["JobsAPI", "PaidPost", "Retry"]
+__all__ = ["Adopt", "Final", "JobsAPI", "PlaceAgain", "Reconcile", "PostOutcome", "classify"]
 
 
 class JobsAPI(Protocol):
-    """The few API calls the engine makes; `FlowMusic` provides them over its namespaces."""
+    """The API calls the submitter makes; `FlowMusic` provides them over its namespaces."""
 
     async def create_job(
         self, path: JobPath, body: Mapping[str, Any], place: Place | None = None
@@ -70,150 +67,95 @@ class JobsAPI(Protocol):
         """The error that ends a request whose connection never opened, naming the host."""
 
 
-class Retry(Exception):
-    """Internal: this attempt created no job; try again after `delay` (None: give up)."""
+class Final(msgspec.Struct, frozen=True):
+    """Raise `error`; `take_out` names an account that cannot take jobs any more."""
 
-    def __init__(self, error: FlowMusicError, delay: float | None, *, requeue: bool = False):
-        super().__init__(str(error))
-        self.error = error
-        self.delay = delay
-        self.requeue = requeue  # the scheduler holds the full account back; no sleep needed
+    error: FlowMusicError
+    take_out: str | None = None
 
 
-class PaidPost:
-    """Sends paid POSTs and classifies their failures for the engine.
+class PlaceAgain(msgspec.Struct, frozen=True, kw_only=True):
+    """Nothing was created: place the job again.
 
     Args:
-        api: the API calls.
-        scheduler: told about full (429) and unusable (402/596/404) accounts.
-        reconciler: looks for the job a POST with a lost answer may have created.
-        events: told when a lost answer is reconciled.
+        error: what refused it (raised if the retries run out).
+        retry_after: the server's ``Retry-After``, if it sent one.
+        never_sent: the connection never opened (counted against the connect budget).
+        hold_full: a 429 from an account we track: hold it back until a sweep shows room
+            (the slot went to another process since our last sweep).
+        take_out: an account that cannot take jobs (402, 596, removed): out of rotation.
+        at_once: placed again without a backoff: the scheduler gives the job a slot
+            elsewhere, or it waits for one.
     """
 
-    def __init__(
-        self, api: JobsAPI, scheduler: Scheduler, reconciler: Reconciler, events: EventHooks
-    ) -> None:
-        self._api = api
-        self._scheduler = scheduler
-        self._reconciler = reconciler
-        self._events = events
+    error: FlowMusicError
+    retry_after: float | None = None
+    never_sent: bool = False
+    hold_full: bool = False
+    take_out: str | None = None
+    at_once: bool = False
 
-    async def send(
-        self,
-        path: JobPath,
-        request: dict[str, Any],
-        *,
-        email: str | None,
-        pinned: bool,
-        ref: str,
-        sent_at: float,
-        sent_mono: float | None,
-        after_429: Attempts,
-        after_failure: Attempts,
-        place: Place | None = None,
-    ) -> Job:
-        """One POST; returns the job, raises `_Retry` when nothing was created, or the final error.
 
-        `pinned`: the job must run on `email` (named by the caller, or an edit's clip account),
-        so an account that cannot take jobs is final rather than a reason to go elsewhere.
-        `place`: the place among the requests in flight taken for this POST (the request
-        uses it rather than waiting for one).
-        """
-        if path == "/music":  # an edit has no `email`: it runs on its clip's account
-            request = {key: value for key, value in request.items() if key != "email"}
-            if email is not None:
-                request["email"] = email
-        try:
-            return await self._api.create_job(path, request, place)
-        except RateLimitError as error:
-            delay = after_429.delay(retry_after=error.retry_after)
-            tracked = isinstance(error, AccountBusyError) and self._scheduler.known
-            if tracked:
-                # Another process took the slot since our last sweep: hold the account back
-                # until a sweep shows room, and let this job go wherever there is room now.
-                self._scheduler.note_full(email, hold=delay or 0.0)
-            raise Retry(error, delay, requeue=tracked and not pinned) from None
-        except (InsufficientCreditsError, AccountError) as error:
-            # The account cannot take jobs: take it out and place the job elsewhere, unless
-            # the server chose the account or the caller named it (nowhere else to go).
-            self._scheduler.take_out(email or error.email, error)
-            if email is None or pinned:
-                raise
-            raise Retry(error, 0.0, requeue=True) from None
-        except NotFoundError as error:
-            if email is None or pinned:
-                raise
-            self._scheduler.take_out(email, error)  # the account was removed meanwhile
-            raise Retry(error, 0.0, requeue=True) from None
-        except TransportError as error:
-            if not error.maybe_sent:
-                # The request never left: safe to send again, for `connect_budget` at most.
-                delay = after_failure.delay(never_sent=True)
-                if delay is None:
-                    raise self._api.unreachable(error, after_failure.retries + 1) from error
-                raise Retry(error, delay) from None
-            return await self._settle_unknown(
-                path,
-                error,
-                email,
-                ref,
-                (sent_at, sent_mono),
-                after_failure,
-                # Our own timeout: the server may still be working on the request and create
-                # the job after we look, so not finding it proves nothing.
-                absence_proves=not (
-                    isinstance(error, RequestTimeout)
-                    or isinstance(error.__cause__, httpx.TimeoutException)
-                ),
-            )
-        except DecodeError as error:
-            if error.jobid:  # a 2xx with a jobid: the job exists even if the body is odd
-                return await self._api.get_job(error.jobid)
-            return await self._settle_unknown(
-                path, error, email, ref, (sent_at, sent_mono), after_failure
-            )
-        except ServerError as error:
-            return await self._settle_unknown(
-                path, error, email, ref, (sent_at, sent_mono), after_failure
-            )
+class Reconcile(msgspec.Struct, frozen=True, kw_only=True):
+    """The POST may have created a job: look for it before anything else.
 
-    async def _settle_unknown(
-        self,
-        path: JobPath,
-        error: FlowMusicError,
-        email: str | None,
-        ref: str,
-        sent: tuple[float, float | None],
-        after_failure: Attempts,
-        *,
-        absence_proves: bool = True,
-    ) -> Job:
-        """The POST may have created a job: adopt it, resend if provably not, else give up.
+    `absence_proves`: not finding it proves it was not created. False after our own timeout:
+    the server may still be working on the request and create the job after we look.
+    """
 
-        `sent`: when the POST left, by the wall clock and the monotonic one.
-        """
-        sent_at, sent_mono = sent
-        verdict = await self._reconciler.reconcile(
-            ref, email=email, sent_at=sent_at, sent_mono=sent_mono
+    error: FlowMusicError
+    absence_proves: bool = True
+
+
+class Adopt(msgspec.Struct, frozen=True):
+    """A success status whose body was unreadable but named the job: read it and adopt it."""
+
+    jobid: str
+
+
+PostOutcome = Final | PlaceAgain | Reconcile | Adopt
+
+
+def classify(
+    error: FlowMusicError, *, email: str | None, pinned: bool, tracked: bool
+) -> PostOutcome:
+    """What the failure of a paid POST sent to `email` means.
+
+    Args:
+        email: the account the POST named (None: the server chose).
+        pinned: the job must run on `email` (named by the caller, or an edit's clip account),
+            so an account that cannot take jobs is final rather than a reason to go elsewhere.
+        tracked: the scheduler knows the accounts (it can hold one back after a 429).
+    """
+    if isinstance(error, RateLimitError):
+        busy = isinstance(error, AccountBusyError) and tracked
+        return PlaceAgain(
+            error=error, retry_after=error.retry_after, hold_full=busy, at_once=busy and not pinned
         )
-        if isinstance(verdict, Job):
-            self._events.emit(
-                "reconciled",
-                client_ref=ref,
-                jobid=verdict.jobid,
-                email=verdict.email,
-                detail="the job existed; adopted, not resent",
-            )
-            return verdict
-        if verdict == Verdict.ABSENT and absence_proves:
-            self._events.emit(
-                "reconciled", client_ref=ref, email=email, detail="no job was created; resending"
-            )
-            raise Retry(error, after_failure.delay())
-        raise SubmissionUncertain(
-            endpoint=f"POST {path}",
-            client_ref=ref,
-            email=email,
-            sent_at=sent_at,
-            detail=f"Cause: {error}",
-        ) from error
+    if isinstance(error, (InsufficientCreditsError, AccountError)):
+        account = email or error.email
+        if email is None or pinned:
+            return Final(error, take_out=account)
+        return PlaceAgain(error=error, take_out=account, at_once=True)
+    if isinstance(error, NotFoundError):
+        if email is None or pinned:
+            return Final(error)
+        # The account was removed meanwhile.
+        return PlaceAgain(error=error, take_out=email, at_once=True)
+    if isinstance(error, TransportError):
+        if not error.maybe_sent:  # the request never left: safe to send again
+            return PlaceAgain(error=error, never_sent=True)
+        return Reconcile(
+            error=error,
+            absence_proves=not (
+                isinstance(error, RequestTimeout)
+                or isinstance(error.__cause__, httpx.TimeoutException)
+            ),
+        )
+    if isinstance(error, DecodeError):
+        if error.jobid:  # a 2xx with a jobid: the job exists even if the body is odd
+            return Adopt(error.jobid)
+        return Reconcile(error=error)
+    if isinstance(error, ServerError):
+        return Reconcile(error=error)
+    return Final(error)

@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.abc
@@ -36,8 +36,8 @@ from ._errors import (
 from ._events import EventHooks
 from ._lanes import take_place
 from ._models import AccountJobs, Job
-from ._scheduler import Scheduler
 from ._timing import Timing
+from ._watch import Watch
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -62,70 +62,54 @@ SWEEP_WORK_RATIO = 100
 SWEEP_STRETCH_MAX = 4
 
 
-class Watch:
-    """One pending job and whoever waits for it."""
+class Capacity(Protocol):
+    """What the poller tells the slot accounting (the submitter's `Scheduler`), and asks it."""
 
-    def __init__(
-        self, jobid: str, email: str | None, *, owned: bool, check_from: float, fresh: bool = False
-    ) -> None:
-        self.jobid = jobid
-        self.email = email
-        self.added_at: float = time.monotonic()
-        self.fresh = fresh  # accepted just now: `added_at` is (about) when the job began
-        self.check_from = check_from  # the job cannot have ended before this (monotonic)
-        self.done: anyio.Event = anyio.Event()
-        self.job: Job | None = None
-        self.error: FlowMusicError | None = None
-        self.waiters = 0
-        # Owned by a handle: kept until the job ends even while nobody awaits it, so its
-        # result is there when the handle is awaited later.
-        self.owned = owned
-        self.check_directly = False  # left the running list but its record still said pending
-        self.fetching = False  # a read of its record is under way
-        self.client_ref: str | None = None  # our replyRef tag, checked by the webhook receiver
-        self.webhook = False  # the job calls back a replyUrl when it ends
-        self.cancel_requested = False  # a DELETE was sent: a failed end is our cancellation
-        self.cancel_done: anyio.Event | None = None  # set when the DELETE under way is done
-        # ... and this one as soon as that DELETE is answered, before the record is read.
-        self.cancel_answered: anyio.Event | None = None
-        self.cancel_error: FlowMusicError | None = None  # why the last DELETE failed
-        # Called once when the watch ends, in the task that ends it: how a batch waits for
-        # its jobs without a task each (see _waiting.py).
-        self.on_done: list[Callable[[Watch], None]] | None = None
+    @property
+    def waiting(self) -> int:
+        """Submissions queued for a slot."""
 
-    def resolve(self, *, job: Job | None = None, error: FlowMusicError | None = None) -> None:
-        if self.done.is_set():
-            return
-        self.job, self.error = job, error
-        self.done.set()
-        callbacks, self.on_done = self.on_done, None
-        for callback in callbacks or ():
-            try:
-                callback(self)
-            except Exception:  # one listener's bug must not keep the others from hearing
-                logger.exception("a listener of job %s failed", self.jobid)
+    @property
+    def needs_sweeps(self) -> bool:
+        """Submissions wait for slots only a sweep can show free."""
+
+    def our_jobs(self) -> dict[str, float]:
+        """Our running jobs: jobid -> monotonic time of acceptance."""
+
+    def reconcile(self, running: Mapping[str, AccountJobs], *, swept_at: float) -> list[str]:
+        """Take in a GET /jobs sweep."""
+
+    def forget_external(self) -> None:
+        """GET /jobs is unavailable: stop counting jobs we can no longer see."""
+
+    def job_ended(self, jobid: str) -> None:
+        """Free the slot of a job that ended."""
 
 
 class Poller:
-    """Watches pending jobs for one client; start it with `await task_group.start(poller.run)`."""
+    """Watches pending jobs for one client; `run` runs in the client's background task group."""
 
     def __init__(
         self,
         *,
         list_running: ListRunning,
         get_job: GetJob,
-        scheduler: Scheduler,
+        capacity: Capacity,
         timing: Timing,
         events: EventHooks,
         refresh_accounts: Callable[[], Awaitable[None]],
     ) -> None:
         self._list_running = list_running
         self._get_job = get_job
-        self._scheduler = scheduler
+        self._capacity = capacity
         self._timing = timing
         self._events = events
         self._refresh_accounts = refresh_accounts
         self._watches: dict[str, Watch] = {}
+        self._fetching: set[str] = set()  # jobids whose final record is being read
+        # Jobids that left the running list while their record still said pending (listing
+        # lag, a sync job): read directly at every sweep instead of trusting the listing.
+        self._check_directly: set[str] = set()
         self._wake: anyio.Event | None = None
         self._sweep_unavailable = False
         self._closed = False
@@ -145,6 +129,7 @@ class Poller:
         owned: bool = False,
         fresh: bool = True,
         client_ref: str | None = None,
+        webhook: bool = False,
     ) -> Watch:
         """Start (or join) watching `jobid`.
 
@@ -155,23 +140,30 @@ class Poller:
             fresh: the job was accepted just now, so it cannot end before `first_check_after`.
                 False for a job of unknown age (attached by id): it is looked at on the next tick.
             client_ref: our reference for the submission that created the job.
+            webhook: the job calls back its `replyUrl`, so sweeps may be slow.
         """
         watch = self._watches.get(jobid)
         if watch is None:
             check_from = time.monotonic()
             if fresh:
                 check_from += self._timing.first_check_after
-            watch = Watch(jobid, email, owned=owned, check_from=check_from, fresh=fresh)
-            watch.client_ref = client_ref
+            watch = Watch(
+                jobid,
+                email,
+                owned=owned,
+                check_from=check_from,
+                fresh=fresh,
+                client_ref=client_ref,
+                webhook=webhook,
+            )
             if self._closed:
                 self.left_running.append(watch)
                 self._settle(watch, job=None, error=_closed_error(watch))
                 return watch
             self._watches[jobid] = watch
             self.poke()
-        watch.owned = watch.owned or owned
-        if client_ref is not None:
-            watch.client_ref = client_ref
+            return watch
+        watch.join(owned=owned, client_ref=client_ref)
         return watch
 
     def resolve(
@@ -179,6 +171,7 @@ class Poller:
     ) -> None:
         """Settle a watch from outside the loop (a webhook's verified record, a cancel)."""
         watch = self._watches.pop(jobid, None)
+        self._check_directly.discard(jobid)
         if watch is not None:
             self._settle(watch, job=job, error=error)
 
@@ -186,6 +179,7 @@ class Poller:
         """Drop a watch nobody needs any more (its last waiter left, it is not owned)."""
         if watch.waiters == 0 and not watch.owned and self._watches.get(watch.jobid) is watch:
             del self._watches[watch.jobid]
+            self._check_directly.discard(watch.jobid)
 
     def get(self, jobid: str) -> Watch | None:
         return self._watches.get(jobid)
@@ -204,6 +198,7 @@ class Poller:
         self._closed = True
         pending = list(self._watches.values())
         self._watches.clear()
+        self._check_directly.clear()
         for watch in pending:
             self._settle(watch, job=None, error=_closed_error(watch))
         self.left_running.extend(pending)
@@ -254,7 +249,7 @@ class Poller:
         webhook_only = (
             self._watches
             and all(watch.webhook for watch in self._watches.values())
-            and not self._scheduler.waiting
+            and not self._capacity.waiting
         )
         if webhook_only:
             return self._timing.webhook_sweep_interval
@@ -265,7 +260,7 @@ class Poller:
         return min(max(base, work * SWEEP_WORK_RATIO), base * SWEEP_STRETCH_MAX)
 
     def _busy(self) -> bool:
-        return bool(self._watches or self._scheduler.our_jobs() or self._scheduler.waiting)
+        return bool(self._watches or self._capacity.our_jobs() or self._capacity.waiting)
 
     def _sweep_at(self, next_sweep: float) -> float:
         """When to sweep next: on the fixed-rate schedule, but not before anything can have ended.
@@ -273,7 +268,7 @@ class Poller:
         Songs run at least 40 s, so sweeping for jobs younger than `first_check_after` is
         wasted, unless submissions wait for slots only a sweep can show free.
         """
-        if self._scheduler.needs_sweeps:
+        if self._capacity.needs_sweeps:
             return next_sweep
         earliest = self._earliest_check()
         return next_sweep if earliest is None else max(next_sweep, earliest)
@@ -281,7 +276,7 @@ class Poller:
     def _earliest_check(self) -> float | None:
         after = self._timing.first_check_after
         checks = [w.check_from for w in self._watches.values()]
-        checks += [accepted + after for accepted in self._scheduler.our_jobs().values()]
+        checks += [accepted + after for accepted in self._capacity.our_jobs().values()]
         return min(checks) if checks else None
 
     async def _tick(self) -> None:
@@ -291,17 +286,17 @@ class Poller:
         if running is not None:
             self._sweep_unavailable = False
             work_from = time.perf_counter()
-            self._scheduler.reconcile(running, swept_at=swept_at)
+            self._capacity.reconcile(running, swept_at=swept_at)
             listed = {job.jobid for jobs in running.values() for job in jobs.jobs}
             for watch in list(self._watches.values()):
                 # A watch added after the sweep was sent may simply not be in it yet.
                 left = watch.added_at < swept_at and watch.jobid not in listed
-                if left or watch.check_directly:
+                if left or watch.jobid in self._check_directly:
                     self._start_fetch(watch)
             self._sweep_work = [*self._sweep_work[-2:], time.perf_counter() - work_from]
         else:
             # Fallback: read each job that is old enough to have finished.
-            self._scheduler.forget_external()
+            self._capacity.forget_external()
             now = time.monotonic()
             for watch in list(self._watches.values()):
                 if watch.check_from <= now:
@@ -320,9 +315,9 @@ class Poller:
         return running
 
     def _start_fetch(self, watch: Watch) -> None:
-        if watch.fetching or self._fetches is None:
+        if watch.jobid in self._fetching or self._fetches is None:
             return
-        watch.fetching = True
+        self._fetching.add(watch.jobid)
         self._fetches.start_soon(self._fetch, watch)
 
     async def _fetch(self, watch: Watch) -> None:
@@ -336,27 +331,27 @@ class Poller:
                 limiter.release_on_behalf_of(watch)
         except (NotFoundError, PermissionDeniedError) as error:
             # 404: unknown or expired; 403: another user's job. Neither will ever change.
-            self._scheduler.job_ended(watch.jobid)
+            self._capacity.job_ended(watch.jobid)
             self._finish(watch, error=error)
             return
         except FlowMusicError as error:
             logger.info("GET /jobs/%s failed (%s); will look again", watch.jobid, error)
-            watch.check_directly = True
+            self._check_directly.add(watch.jobid)
             return
         except Exception:
             logger.exception("reading job %s failed; will look again", watch.jobid)
-            watch.check_directly = True
+            self._check_directly.add(watch.jobid)
             return
         finally:
-            watch.fetching = False
+            self._fetching.discard(watch.jobid)
         if job.is_terminal:
-            self._scheduler.job_ended(watch.jobid)
+            self._capacity.job_ended(watch.jobid)
             self._check_clock(watch, job)
             self._finish(watch, job=job)
         else:
             # Still pending although no longer listed (listing lag, or a sync job): read it
             # directly next time instead of trusting the sweep.
-            watch.check_directly = True
+            self._check_directly.add(watch.jobid)
 
     def _check_clock(self, watch: Watch, job: Job) -> None:
         """Warn once, in one line, when jobs end on a much faster clock than our timing's.
@@ -393,6 +388,7 @@ class Poller:
     ) -> None:
         if self._watches.get(watch.jobid) is watch:
             del self._watches[watch.jobid]
+        self._check_directly.discard(watch.jobid)
         self._settle(watch, job=job, error=error)
 
     def _settle(self, watch: Watch, *, job: Job | None, error: FlowMusicError | None) -> None:

@@ -300,7 +300,7 @@ class Music(EditHelpers, _Namespace):
         """POST an already validated job body to /music or /music/edit; sent exactly once.
 
         For the engine: the body comes from `music_body` or `edit_body`, and `place` is the
-        place among the requests in flight taken for this POST (`JobEngine._place`). A 429
+        place among the requests in flight taken for this POST (`Submitter._reserved`). A 429
         names the account when the request did (``email``) or when the clip id reveals it.
         """
         if path not in ("/music", "/music/edit"):

@@ -112,6 +112,33 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
             first_contact_budget=timing.first_contact_budget,
         )
 
+    def retrying(
+        self,
+        *,
+        max_retries: int | None = -1,
+        base: float | None = None,
+        give_up_at: float | None = None,
+        stop: anyio.Event | None = None,
+    ) -> Retrying:
+        """One logical request's attempts: ``async for attempt in policy.retrying(...)``."""
+        limit = self.max_retries if max_retries == -1 else max_retries
+        return Retrying(
+            self,
+            max_retries=limit,
+            base=self.base if base is None else base,
+            give_up_at=give_up_at,
+            stop=stop,
+        )
+
+    async def sleep(self, seconds: float, *, stop: anyio.Event | None = None) -> bool:
+        """The one sleep of the retry paths; False when `stop` was set first."""
+        if stop is None:
+            await anyio.sleep(seconds)
+            return True
+        with anyio.move_on_after(seconds):
+            await stop.wait()
+        return not stop.is_set()
+
     def attempts(self, *, max_retries: int | None = -1, base: float | None = None) -> Attempts:
         """The retry state of one logical request.
 
@@ -232,3 +259,71 @@ def _seconds_until_http_date(text: str) -> float | None:
 async def sleep(seconds: float) -> None:
     """Sleep through anyio, so the caller's event loop (asyncio or trio) is respected."""
     await anyio.sleep(seconds)
+
+
+# ----- temporary: the retry loop's interface, until the retry re-cut merges ---------------------
+
+
+class Attempt:
+    """One try of a logical request (`RetryPolicy.retrying`)."""
+
+    def __init__(self, loop: Retrying, number: int) -> None:
+        self._loop = loop
+        self.number = number
+
+    def retry(
+        self, *, retry_after: float | None = None, never_sent: bool = False, wait: bool = True
+    ) -> float | None:
+        """Schedule another attempt; the delay, or None to give up."""
+        return self._loop._schedule(retry_after=retry_after, never_sent=never_sent, wait=wait)
+
+
+class Retrying:
+    """`async for attempt in policy.retrying(...)`."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        max_retries: int | None,
+        base: float,
+        give_up_at: float | None,
+        stop: anyio.Event | None,
+    ) -> None:
+        self._policy = policy
+        self._give_up_at = give_up_at
+        self._stop = stop
+        self._other = Attempts(policy, max_retries=max_retries, base=base)
+        self._never_sent = Attempts(policy, max_retries=max_retries, base=base)
+        self._number = 0
+        self._next: float | None = None
+        self.stopped = False
+        self.retries = 0
+
+    def __aiter__(self) -> Retrying:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        if self._number:
+            delay, self._next = self._next, None
+            if delay is None:
+                raise StopAsyncIteration
+            if delay > 0 and not await self._policy.sleep(delay, stop=self._stop):
+                self.stopped = True
+                raise StopAsyncIteration
+            if self._stop is not None and self._stop.is_set():
+                self.stopped = True
+                raise StopAsyncIteration
+        self._number += 1
+        return Attempt(self, self._number)
+
+    def _schedule(self, *, retry_after: float | None, never_sent: bool, wait: bool) -> float | None:
+        attempts = self._never_sent if never_sent else self._other
+        delay = attempts.delay(retry_after=retry_after, never_sent=never_sent)
+        if delay is None:
+            return None
+        if self._give_up_at is not None and time.monotonic() + delay > self._give_up_at:
+            return None
+        self.retries += 1
+        self._next = delay if wait else 0.0
+        return delay

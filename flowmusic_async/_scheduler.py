@@ -109,20 +109,14 @@ class _AccountSlots:
 
 
 class Scheduler:
-    """Per-account capacity, account health and FIFO queues of submissions waiting for a slot.
+    """Per-account capacity, account health and FIFO queues of submissions waiting for a slot."""
 
-    Args:
-        on_wait: called when a submission starts waiting for a slot, so the poller keeps
-            sweeping (a slot held by another process frees only when a sweep sees it end).
-    """
-
-    def __init__(self, *, on_wait: Callable[[], None] = lambda: None) -> None:
+    def __init__(self) -> None:
         self._accounts: dict[str, _AccountSlots] = {}
         self._job_accounts: dict[str, _AccountSlots] = {}  # our running job -> its account
         self._any: list[_Waiter] = []  # heap of the waiters that may run on any account
         self._waiting = 0
         self._seq = itertools.count()
-        self._on_wait = on_wait
         self._closed = False
         self._clamped: set[tuple[str, object]] = set()  # (email, bad maxJobs) already logged
         # False until GET /accounts has answered with at least one account: until then (or if
@@ -211,7 +205,12 @@ class Scheduler:
         return next(self._seq)
 
     async def acquire(
-        self, email: str | None = None, *, owner: object = None, ticket: int | None = None
+        self,
+        email: str | None = None,
+        *,
+        owner: object = None,
+        ticket: int | None = None,
+        on_wait: Callable[[], None] | None = None,
     ) -> str | None:
         """Wait for a free slot and reserve it; returns the account to send the job to.
 
@@ -224,6 +223,8 @@ class Scheduler:
                 account); None for any account.
             owner: who waits (see `position`).
             ticket: its place in line (`ticket()`); default: behind everyone now waiting.
+            on_wait: called when no slot is free at once, so that the poller keeps sweeping
+                (a slot held by another process frees only when a sweep sees it end).
         """
         if self._closed:
             raise ClientClosedError("this FlowMusic client is closing; no new job is placed")
@@ -238,7 +239,8 @@ class Scheduler:
         self._dispatch()
         if waiter.event.is_set():  # a free slot: taken without a task step
             return self._handed(waiter)
-        self._on_wait()
+        if on_wait is not None:
+            on_wait()
         try:
             await waiter.event.wait()
         except BaseException:

@@ -16,18 +16,15 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from ._errors import FlowMusicError
-from ._handles import deadline_of, watch_of
+from ._handles import JobHandle, deadline_of, watch_of
 from ._models import Job
-
-if TYPE_CHECKING:
-    from ._engine import JobEngine
-    from ._handles import JobHandle
-    from ._poller import Watch
+from ._tracker import JobTracker
+from ._watch import Watch
 
 logger = logging.getLogger("flowmusic_async")
 
@@ -62,8 +59,8 @@ OnEnd = Callable[[Waiting, Job | None, FlowMusicError | None], None]
 class WaitingRoom:
     """The accepted requests of one batch; `run_deadlines` must run in the batch's task group."""
 
-    def __init__(self, engine: JobEngine, on_end: OnEnd) -> None:
-        self._engine = engine
+    def __init__(self, tracker: JobTracker, on_end: OnEnd) -> None:
+        self._tracker = tracker
         self._on_end = on_end
         self._members: dict[int, Waiting] = {}  # seq -> request, while it waits
         self._deadlines: list[tuple[float, int]] = []  # heap of (monotonic deadline, seq)
@@ -89,9 +86,7 @@ class WaitingRoom:
         waiting.seq = next(self._seqs)
         waiting.room = self
         self._members[waiting.seq] = waiting
-        if watch.on_done is None:
-            watch.on_done = []
-        watch.on_done.append(waiting)
+        watch.add_listener(waiting)
         deadline = deadline_of(waiting.handle)
         if not self._deadlines or deadline < self._deadlines[0][0]:
             self._wake.set()  # the timer sleeps for a later one
@@ -124,7 +119,7 @@ class WaitingRoom:
                 waiting = self._members.pop(seq, None)
                 if waiting is not None:
                     watch = watch_of(waiting.handle)
-                    error = self._engine.deadline_passed(
+                    error = self._tracker.deadline_passed(
                         watch, deadline=deadline, email=waiting.handle.email
                     )
                     self._on_end(waiting, None, error)
@@ -145,7 +140,7 @@ class WaitingRoom:
 
     def _end(self, waiting: Waiting, watch: Watch) -> None:
         try:
-            job = self._engine.result_of(watch)
+            job = self._tracker.result_of(watch)
         except FlowMusicError as error:
             self._on_end(waiting, None, error)
         else:

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
@@ -39,10 +39,8 @@ from ._decode import Undecodable, decode
 from ._errors import FlowMusicError, ValidationError
 from ._models import CALLBACK_SECRET_PARAM, JOB_DECODER, Job, JobStatus, without_callback_secret
 from ._reconcile import split_reply_ref
+from ._tracker import JobTracker
 from ._validation import MAX_REPLY_URL
-
-if TYPE_CHECKING:
-    from ._engine import JobEngine
 
 # A job record with two clips and long lyrics is a few tens of KB; anything far larger is not
 # a callback we sent for.
@@ -92,8 +90,8 @@ class WebhookResult(msgspec.Struct, frozen=True, kw_only=True):
 class Webhooks:
     """`fm.webhooks`: the receiver for `replyUrl` callbacks. Safe to call from many tasks."""
 
-    def __init__(self, engine: JobEngine, *, max_body: int = DEFAULT_MAX_BODY) -> None:
-        self._engine = engine
+    def __init__(self, tracker: JobTracker, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+        self._tracker = tracker
         self.max_body = max_body
         self._reads: dict[str, _Read] = {}  # jobid -> the read under way
         # Never leaves this object: not in a repr, a message, a record or a file. A new client
@@ -156,7 +154,7 @@ class Webhooks:
             return WebhookResult(
                 accepted=False, http_status=400, reason=f"not a job record: {error}"
             )
-        watch = self._engine.watching(probe.jobid)
+        watch = self._tracker.watching(probe.jobid)
         if watch is None:
             return WebhookResult(
                 accepted=False,
@@ -189,7 +187,7 @@ class Webhooks:
             if hmac.compare_digest(secret.encode(), self._secret(watch.client_ref).encode()):
                 trusted = _terminal_record(body)
                 if trusted is not None:
-                    self._engine.settle_from_callback(trusted)
+                    self._tracker.settle_if_ended(trusted)
                     return WebhookResult(
                         accepted=True,
                         http_status=200,
@@ -237,7 +235,7 @@ class Webhooks:
             return under_way
         read = self._reads[jobid] = _Read()
         try:
-            read.job = await self._engine.fetch_and_settle(jobid)
+            read.job = await self._tracker.fetch_and_settle(jobid)
         except FlowMusicError as error:
             read.error = error
         finally:
