@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import warnings
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -109,7 +108,6 @@ class FlowMusic(JobEditHelpers):
             jobs end on a much faster clock than the timing's, one warning says so.
         event_hooks: callables receiving an `Event` for each step of each job.
         reply_url: the callback URL for jobs submitted without one (see `fm.webhooks`).
-        timeout: deprecated spelling of `http_timeout`.
         max_response_bytes: the cap on an API answer's body, decoded size counted while it
             streams (`ResponseTooLarge` beyond it); 4 MiB by default.
         max_download_bytes: the cap on one downloaded media file; 2 GiB by default.
@@ -149,7 +147,6 @@ class FlowMusic(JobEditHelpers):
         timing: Timing | None = None,
         event_hooks: Iterable[EventHook] = (),
         reply_url: str | None = None,
-        timeout: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         http_backend: HttpBackend = "auto",
@@ -159,9 +156,6 @@ class FlowMusic(JobEditHelpers):
         if base_url is None:
             base_url = os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
         self._base_url = _check_base_url(base_url)
-        if timeout is not None:
-            _deprecated("FlowMusic(timeout=...)", "http_timeout=", stacklevel=3)
-            http_timeout = timeout
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         # Checked here, so that a wrong type is named now rather than an AttributeError later.
@@ -384,7 +378,6 @@ class FlowMusic(JobEditHelpers):
         deadline: float | None = None,
         client_ref: str | None = None,
         on_submitting: OnSubmitting | None = None,
-        timeout: float | None = None,
     ) -> JobHandle:
         """Submit a song in async mode; return as soon as the server has accepted it.
 
@@ -399,7 +392,6 @@ class FlowMusic(JobEditHelpers):
             client_ref: the reference for reconciling this submission (a journal's); default new.
             on_submitting: awaited before each POST with what is about to be sent; if it
                 raises, nothing is sent and the submission fails with a `FlowMusicError`.
-            timeout: deprecated spelling of `deadline`.
 
         Raises:
             ValidationError: before anything is sent. Any final API error (400, 401, 422, a
@@ -424,7 +416,7 @@ class FlowMusic(JobEditHelpers):
             account=email,
             client_ref=client_ref,
             hooks=SubmitHooks(on_submitting=on_submitting),
-            timeout=_deadline(deadline, timeout),
+            timeout=_check_deadline(deadline),
         )
 
     def submit_nowait(
@@ -481,7 +473,6 @@ class FlowMusic(JobEditHelpers):
         reply_url: str | None = None,
         reply_ref: str | None = None,
         deadline: float | None = None,
-        timeout: float | None = None,
     ) -> Job:
         """Generate a song and return the completed job (its clips).
 
@@ -494,7 +485,6 @@ class FlowMusic(JobEditHelpers):
         Args:
             deadline: seconds the job may take from acceptance (default `Timing.job_timeout`);
                 for a whole-call deadline use ``anyio.fail_after``.
-            timeout: deprecated spelling of `deadline`.
 
         Raises:
             JobFailed: the job ended failed (the record is on the error).
@@ -512,7 +502,7 @@ class FlowMusic(JobEditHelpers):
                 email=email,
                 reply_url=reply_url,
                 reply_ref=reply_ref,
-                deadline=_deadline(deadline, timeout),
+                deadline=_check_deadline(deadline),
             )
         )
 
@@ -547,7 +537,6 @@ class FlowMusic(JobEditHelpers):
         reply_ref: str | None = None,
         model: Model | None = None,
         deadline: float | None = None,
-        timeout: float | None = None,
     ) -> JobHandle:
         """Submit an edit (effect, extend, replace, cover, remix) in async mode.
 
@@ -561,7 +550,6 @@ class FlowMusic(JobEditHelpers):
             effect ... model: the fields of `EditRequest`; the operation (and effect) decide
                 which apply, and any other is refused with `ValidationError`.
             deadline: seconds the job may take from acceptance.
-            timeout: deprecated spelling of `deadline`.
         """
         request = EditRequest(
             operation=operation,
@@ -592,7 +580,7 @@ class FlowMusic(JobEditHelpers):
             reply_ref=reply_ref,
             model=model,
         )
-        return await self._submit_edit_request(request, deadline=_deadline(deadline, timeout))
+        return await self._submit_edit_request(request, deadline=_check_deadline(deadline))
 
     async def _submit_edit_request(
         self, request: EditRequest, *, deadline: float | None
@@ -647,7 +635,6 @@ class FlowMusic(JobEditHelpers):
         reply_ref: str | None = None,
         model: Model | None = None,
         deadline: float | None = None,
-        timeout: float | None = None,
     ) -> Job:
         """Run an edit to its end and return the completed job; see `submit_edit`."""
         return await self._run_to_end(
@@ -679,26 +666,23 @@ class FlowMusic(JobEditHelpers):
                 reply_url=reply_url,
                 reply_ref=reply_ref,
                 model=model,
-                deadline=_deadline(deadline, timeout),
+                deadline=_check_deadline(deadline),
             )
         )
 
-    async def wait(
-        self, jobid: str, *, deadline: float | None = None, timeout: float | None = None
-    ) -> Job:
+    async def wait(self, jobid: str, *, deadline: float | None = None) -> Job:
         """Wait for any job by id, including one submitted by an earlier process.
 
         Args:
             jobid: the job to wait for.
             deadline: seconds to wait from now (default `Timing.job_timeout`).
-            timeout: deprecated spelling of `deadline`.
 
         Raises:
             JobFailed, JobTimeout, NotFoundError (unknown or expired), PermissionDeniedError.
         """
         self._require_core()
         check_id("jobid", jobid)
-        return await self._engine.wait(jobid, timeout=_deadline(deadline, timeout))
+        return await self._engine.wait(jobid, timeout=_check_deadline(deadline))
 
     async def _run_to_end(self, submitting: Awaitable[JobHandle]) -> Job:
         return await self._engine.run_to_end(submitting)
@@ -712,7 +696,6 @@ class FlowMusic(JobEditHelpers):
         concurrency: int | None = None,
         deadline: float | None = None,
         retry_failed: bool = False,
-        timeout: float | None = None,
     ) -> GenerateMany:
         """Generate many songs; yields one `Outcome` per request as each finishes.
 
@@ -728,7 +711,6 @@ class FlowMusic(JobEditHelpers):
             concurrency: at most this many requests in progress at once (default: capacity).
             deadline: per-job deadline in seconds from acceptance.
             retry_failed: with a journal, submit again requests that failed in an earlier run.
-            timeout: deprecated spelling of `deadline`.
         """
         self._require_core()
         return GenerateMany(
@@ -736,7 +718,7 @@ class FlowMusic(JobEditHelpers):
             self._batch_items(requests),
             journal=journal,
             concurrency=concurrency,
-            timeout=_deadline(deadline, timeout),
+            timeout=_check_deadline(deadline),
             retry_failed=retry_failed,
         )
 
@@ -794,7 +776,7 @@ class FlowMusic(JobEditHelpers):
                 finished are not left behind). Without it each file's attempt is still
                 bounded, by 20x ``http_timeout``.
         """
-        deadline = _deadline(deadline, None)
+        deadline = _check_deadline(deadline)
         self._require_core()
         return await _download.download(
             _DownloadAPI(self),
@@ -826,23 +808,12 @@ class FlowMusic(JobEditHelpers):
         return self._reply_url
 
 
-def _deprecated(old: str, new: str, *, stacklevel: int = 4) -> None:
-    """Warn at the user's line: this helper, its caller, our method, then theirs."""
-    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
+def _check_deadline(deadline: float | None) -> float | None:
+    """A job's `deadline=`, checked in the caller's frame, before anything is sent.
 
-
-def _deadline(deadline: float | None, timeout: float | None) -> float | None:
-    """The job deadline from `deadline=` or its deprecated spelling `timeout=`, checked.
-
-    Checked here, in the caller's frame, so that the error names the parameter as spelled
-    and comes before anything is sent (`check_seconds`: positive and finite).
+    `check_seconds`: positive and finite; the error names the parameter.
     """
-    if timeout is None:
-        return None if deadline is None else check_seconds(deadline, "deadline")
-    if deadline is not None:
-        raise ConfigurationError("pass deadline= only (timeout= is its deprecated spelling)")
-    _deprecated("timeout= for a job", "deadline=")
-    return check_seconds(timeout, "timeout")
+    return None if deadline is None else check_seconds(deadline, "deadline")
 
 
 def _check_type(name: str, value: object, kind: type, shown: str) -> None:
