@@ -47,7 +47,6 @@ from ._errors import (
     TransportError,
     ValidationError,
     WrongEventLoopError,
-    remember_secret,
 )
 from ._events import EventHook, EventHooks
 from ._handles import (
@@ -63,6 +62,7 @@ from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
 from ._lanes import Clients, HttpBackend, Place, check_http_backend, open_clients
 from ._models import Account, AccountJobs, Clip, Job
+from ._redact import remember_secret
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
 from ._retry import RetryPolicy
@@ -195,7 +195,6 @@ class FlowMusic(JobEditHelpers):
         self._clients: Clients | None = None  # the API's and the downloads' httpx clients
         self._host = ServiceHost(on_stop=self._release_resources)
         # Only once every argument is accepted: a refused client never sent, nor registered, it.
-        _logs.redact(self._token)
         remember_secret(self._token)
 
         self.music = Music(self._require_core, self._timeout)
