@@ -12,7 +12,6 @@ between tasks while open.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 from collections.abc import (
     AsyncIterable,
@@ -26,7 +25,6 @@ from collections.abc import (
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -37,12 +35,12 @@ import msgspec
 from . import _download, _logs
 from ._batch import GenerateMany
 from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
+from ._config import client_config
 from ._download import Format
 from ._edits import JobEditHelpers
 from ._engine import JobEngine, JobPath
 from ._errors import (
     ClientClosedError,
-    ConfigurationError,
     FlowMusicError,
     TransportError,
     ValidationError,
@@ -50,7 +48,6 @@ from ._errors import (
 )
 from ._events import EventHook, EventHooks
 from ._handles import (
-    MAX_SECONDS,
     JobHandle,
     OnSubmitting,
     QueuedJob,
@@ -60,7 +57,7 @@ from ._handles import (
 from ._host import ServiceHost
 from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
-from ._lanes import Clients, HttpBackend, Place, check_http_backend, open_clients
+from ._lanes import Clients, HttpBackend, Place, open_clients
 from ._models import Account, AccountJobs, Clip, Job
 from ._redact import remember_secret
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
@@ -68,14 +65,10 @@ from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of
 from ._retry import RetryPolicy
 from ._scheduler import SlotUsage
 from ._timing import Timing
-from ._validation import check_id, check_reply_url, edit_body, music_body
+from ._validation import check_id, edit_body, music_body
 from ._webhooks import Webhooks
 
-__all__ = ["DEFAULT_BASE_URL", "FlowMusic"]
-
-DEFAULT_BASE_URL = "https://api.useapi.net/v1/flowmusic"
-TOKEN_ENV = "USEAPI_TOKEN"
-BASE_URL_ENV = "FLOWMUSIC_BASE_URL"
+__all__ = ["FlowMusic"]
 
 
 class FlowMusic(JobEditHelpers):
@@ -152,42 +145,32 @@ class FlowMusic(JobEditHelpers):
         http_backend: HttpBackend = "auto",
     ) -> None:
         _logs.configure_from_env()
-        self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
-        if base_url is None:
-            base_url = os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
-        self._base_url = _check_base_url(base_url)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        # Checked here, so that a wrong type is named now rather than an AttributeError later.
-        _check_type("transport", transport, httpx.AsyncBaseTransport, "httpx.AsyncBaseTransport")
-        _check_type("http_client", http_client, httpx.AsyncClient, "httpx.AsyncClient")
-        _check_type("timing", timing, Timing, "flowmusic_async.Timing")
-        if transport is not None and http_client is not None:
-            raise ConfigurationError("pass transport= or http_client=, not both")
-        self._http_backend = check_http_backend(
-            http_backend, transport=transport, http_client=http_client
+        config = client_config(
+            token=token,
+            base_url=base_url,
+            http_timeout=http_timeout,
+            transport=transport,
+            http_client=http_client,
+            max_retries=max_retries,
+            timing=timing,
+            event_hooks=event_hooks,
+            reply_url=reply_url,
+            max_response_bytes=max_response_bytes,
+            max_download_bytes=max_download_bytes,
+            http_backend=http_backend,
         )
-        if reply_url is not None:
-            try:
-                check_reply_url("reply_url", reply_url)
-            except ValidationError as error:
-                raise ConfigurationError(str(error)) from None
-        event_hooks = _check_hooks(event_hooks)
-        for name, cap in (
-            ("max_response_bytes", max_response_bytes),
-            ("max_download_bytes", max_download_bytes),
-        ):
-            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-                raise ConfigurationError(f"{name} must be an integer >= 1, got {cap!r}")
-        self._max_bytes = (max_response_bytes, max_download_bytes)
-        self._reply_url = reply_url
-        self._timeout = _check_http_timeout(http_timeout)
-        self._max_retries = max_retries
-        self._transport = transport
-        self._user_client = http_client
-        self._timing = timing if timing is not None else Timing.from_env()
-        self._policy = RetryPolicy.from_timing(self._timing, max_retries=max_retries)
-        self._events = EventHooks(event_hooks)
+        self._token = config.token
+        self._base_url = config.base_url
+        self._http_backend = config.http_backend
+        self._max_bytes = (config.max_response_bytes, config.max_download_bytes)
+        self._reply_url = config.reply_url
+        self._timeout = config.http_timeout
+        self._max_retries = config.max_retries
+        self._transport = config.transport
+        self._user_client = config.http_client
+        self._timing = config.timing
+        self._policy = RetryPolicy.from_timing(self._timing, max_retries=config.max_retries)
+        self._events = EventHooks(config.event_hooks)
         self._state = "new"  # new -> open -> closing -> closed; never reopened
         # (pid, event loop token) of the open: the client is used there and nowhere else.
         self._opened_in: tuple[int, object] = (os.getpid(), None)
@@ -815,94 +798,12 @@ def _check_deadline(deadline: float | None) -> float | None:
     return None if deadline is None else check_seconds(deadline, "deadline")
 
 
-def _check_type(name: str, value: object, kind: type, shown: str) -> None:
-    if value is not None and not isinstance(value, kind):
-        raise ConfigurationError(f"{name} must be {shown} or None, got {type(value).__name__}")
-
-
-def _check_hooks(hooks: object) -> tuple[EventHook, ...]:
-    if callable(hooks) or isinstance(hooks, (str, bytes)):
-        raise ConfigurationError("event_hooks must be an iterable of callables, not one")
-    if not isinstance(hooks, Iterable):
-        raise ConfigurationError(
-            f"event_hooks must be an iterable of callables, got {type(hooks).__name__}"
-        )
-    found: tuple[EventHook, ...] = tuple(hooks)
-    for hook in found:
-        if not callable(hook):
-            raise ConfigurationError(f"event_hooks holds a {type(hook).__name__}, not a callable")
-    return found
-
-
-def _check_http_timeout(value: float | httpx.Timeout) -> httpx.Timeout:
-    if isinstance(value, httpx.Timeout):
-        return value
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value <= MAX_SECONDS  # also refuses NaN, inf and ints too big for a float
-    ):
-        raise ConfigurationError(
-            f"http_timeout must be a positive number of seconds or an httpx.Timeout, got {value!r}"
-        )
-    return httpx.Timeout(float(value))
-
-
-def _check_token(token: object) -> str:
-    # No message here ever quotes the token, even a malformed one: it is still a secret.
-    if token is not None and not isinstance(token, str):
-        raise ConfigurationError(f"token must be a string, got {type(token).__name__}")
-    if token is None or not token.strip():
-        raise ConfigurationError(
-            f"no API token: pass token= or set the {TOKEN_ENV} environment variable"
-        )
-    token = token.strip()
-    # A header value with control characters or spaces would be refused by httpx with an error
-    # quoting the header; say it here without repeating the token.
-    if any(ch.isspace() or not ch.isprintable() for ch in token):
-        raise ConfigurationError("the API token contains whitespace or control characters")
-    # httpx encodes header values as ASCII; anything else fails at the first request with a
-    # UnicodeEncodeError whose args hold "Bearer <token>".
-    if not token.isascii():
-        raise ConfigurationError("the API token contains non-ASCII characters")
-    return token
-
-
-def _check_base_url(base_url: object) -> str:
-    if not isinstance(base_url, str):
-        raise ConfigurationError(f"base_url must be a string, got {type(base_url).__name__}")
-    try:
-        parts = urlsplit(base_url)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
-        httpx.URL(base_url)  # what will really be used: refuse what httpx cannot parse now
-    except (ValueError, httpx.InvalidURL) as error:  # "https://[::1", ":99999", a surrogate
-        raise ConfigurationError(f"base_url is not a valid URL ({error}): {base_url!r}") from None
-    if parts.scheme not in ("https", "http") or not hostname:
-        raise ConfigurationError(f"base_url must be an https:// URL, got {base_url!r}")
-    if parts.scheme == "http" and not _is_loopback(hostname):
-        raise ConfigurationError(
-            f"base_url {base_url!r} uses plain http:// to a non-loopback host; the token would "
-            "travel unencrypted. Use https://, or http:// only for localhost/127.0.0.1/::1"
-        )
-    return base_url.rstrip("/")
-
-
 def _loop_token() -> object:
     """The running event loop (asyncio's loop, trio's token); None outside of one."""
     try:
         return anyio.lowlevel.current_token()
     except Exception:  # no async library is running in this thread
         return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _EngineAPI:
