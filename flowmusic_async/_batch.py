@@ -56,13 +56,13 @@ from ._errors import (
     TransportError,
     ValidationError,
 )
-from ._handles import JobHandle, SubmitAttempt, SubmitHooks, check_seconds, watch_of
+from ._handles import JobHandle, SubmitAttempt, SubmitHooks, watch_of
 from ._journal import Entry, Journal
 from ._models import Job
 from ._reconcile import new_client_ref
 from ._requests import SongRequest, song_request
 from ._submission import InFlight
-from ._validation import music_body
+from ._validation import check_seconds, music_body
 from ._waiting import Waiting, WaitingRoom
 
 # Requests in progress beyond the slots there are: enough that a slot freed is refilled at once

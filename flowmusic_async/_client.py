@@ -47,13 +47,7 @@ from ._errors import (
     WrongEventLoopError,
 )
 from ._events import EventHook, EventHooks
-from ._handles import (
-    JobHandle,
-    OnSubmitting,
-    QueuedJob,
-    SubmitHooks,
-    check_seconds,
-)
+from ._handles import JobHandle, OnSubmitting, QueuedJob, SubmitHooks
 from ._host import ServiceHost
 from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
@@ -65,7 +59,7 @@ from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of
 from ._retry import RetryPolicy
 from ._scheduler import SlotUsage
 from ._timing import Timing
-from ._validation import check_id, edit_body, music_body
+from ._validation import check_id, check_seconds, edit_body, music_body
 from ._webhooks import Webhooks
 
 __all__ = ["FlowMusic"]

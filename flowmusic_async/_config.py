@@ -19,10 +19,9 @@ import httpx
 from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
 from ._errors import ConfigurationError, ValidationError
 from ._events import EventHook
-from ._handles import MAX_SECONDS
 from ._lanes import HttpBackend, check_http_backend
 from ._timing import Timing
-from ._validation import check_reply_url
+from ._validation import MAX_SECONDS, check_reply_url
 
 __all__ = ["BASE_URL_ENV", "DEFAULT_BASE_URL", "TOKEN_ENV", "ClientConfig", "client_config"]
 
