@@ -4,7 +4,8 @@ Start with `FlowMusic`; `flowmusic_async.testing` holds the simulator to test ag
 """
 
 from ._batch import BatchRun, Completed, Failed, GenerateMany, Outcome
-from ._client import DEFAULT_BASE_URL, FlowMusic
+from ._client import FlowMusic
+from ._config import DEFAULT_BASE_URL
 from ._download import Format as DownloadFormat
 from ._download import Sidecar, SidecarFile
 from ._errors import (

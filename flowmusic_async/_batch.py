@@ -55,7 +55,7 @@ from ._errors import (
     TransportError,
     ValidationError,
 )
-from ._handles import JobHandle, check_seconds, watch_of
+from ._handles import JobHandle, watch_of
 from ._journal import Entry, Journal
 from ._models import Job
 from ._reconcile import new_client_ref
@@ -63,7 +63,7 @@ from ._requests import SongRequest, song_request
 from ._submission import SubmitAttempt, SubmitGroup, SubmitHooks
 from ._submitter import Submitter
 from ._tracker import JobTracker, wait_bounded
-from ._validation import music_body
+from ._validation import check_seconds, music_body
 from ._waiting import Waiting, WaitingRoom
 
 # Requests in progress beyond the slots there are: enough that a slot freed is refilled at once

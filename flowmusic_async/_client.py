@@ -12,10 +12,8 @@ between tasks while open.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
-import warnings
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -28,7 +26,6 @@ from collections.abc import (
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -39,24 +36,24 @@ import msgspec
 from . import _download, _logs
 from ._batch import GenerateMany
 from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
+from ._config import client_config
 from ._download import Format
 from ._edits import JobEditHelpers
 from ._errors import (
     ClientClosedError,
-    ConfigurationError,
     FlowMusicError,
     TransportError,
     ValidationError,
     WrongEventLoopError,
-    remember_secret,
 )
 from ._events import EventHook, EventHooks
-from ._handles import MAX_SECONDS, JobHandle, check_seconds, run_to_end
+from ._handles import JobHandle, run_to_end
 from ._host import ServiceHost
 from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
-from ._lanes import Clients, HttpBackend, Place, check_http_backend, open_clients
+from ._lanes import Clients, HttpBackend, Place, open_clients
 from ._models import Account, AccountJobs, Clip, Job
+from ._redact import remember_secret
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
 from ._retry import RetryPolicy
@@ -65,16 +62,12 @@ from ._submission import JobPath, OnSubmitting, QueuedJob, SubmitHooks
 from ._submitter import Submitter
 from ._timing import Timing
 from ._tracker import JobTracker
-from ._validation import check_id, check_reply_url, edit_body, music_body
+from ._validation import check_id, check_seconds, edit_body, music_body
 from ._webhooks import Webhooks
 
-__all__ = ["DEFAULT_BASE_URL", "FlowMusic"]
+__all__ = ["FlowMusic"]
 
 logger = logging.getLogger("flowmusic_async")
-
-DEFAULT_BASE_URL = "https://api.useapi.net/v1/flowmusic"
-TOKEN_ENV = "USEAPI_TOKEN"
-BASE_URL_ENV = "FLOWMUSIC_BASE_URL"
 
 
 class FlowMusic(JobEditHelpers):
@@ -107,7 +100,6 @@ class FlowMusic(JobEditHelpers):
             jobs end on a much faster clock than the timing's, one warning says so.
         event_hooks: callables receiving an `Event` for each step of each job.
         reply_url: the callback URL for jobs submitted without one (see `fm.webhooks`).
-        timeout: deprecated spelling of `http_timeout`.
         max_response_bytes: the cap on an API answer's body, decoded size counted while it
             streams (`ResponseTooLarge` beyond it); 4 MiB by default.
         max_download_bytes: the cap on one downloaded media file; 2 GiB by default.
@@ -147,51 +139,37 @@ class FlowMusic(JobEditHelpers):
         timing: Timing | None = None,
         event_hooks: Iterable[EventHook] = (),
         reply_url: str | None = None,
-        timeout: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         http_backend: HttpBackend = "auto",
     ) -> None:
         _logs.configure_from_env()
-        self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
-        if base_url is None:
-            base_url = os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
-        self._base_url = _check_base_url(base_url)
-        if timeout is not None:
-            _deprecated("FlowMusic(timeout=...)", "http_timeout=", stacklevel=3)
-            http_timeout = timeout
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        # Checked here, so that a wrong type is named now rather than an AttributeError later.
-        _check_type("transport", transport, httpx.AsyncBaseTransport, "httpx.AsyncBaseTransport")
-        _check_type("http_client", http_client, httpx.AsyncClient, "httpx.AsyncClient")
-        _check_type("timing", timing, Timing, "flowmusic_async.Timing")
-        if transport is not None and http_client is not None:
-            raise ConfigurationError("pass transport= or http_client=, not both")
-        self._http_backend = check_http_backend(
-            http_backend, transport=transport, http_client=http_client
+        config = client_config(
+            token=token,
+            base_url=base_url,
+            http_timeout=http_timeout,
+            transport=transport,
+            http_client=http_client,
+            max_retries=max_retries,
+            timing=timing,
+            event_hooks=event_hooks,
+            reply_url=reply_url,
+            max_response_bytes=max_response_bytes,
+            max_download_bytes=max_download_bytes,
+            http_backend=http_backend,
         )
-        if reply_url is not None:
-            try:
-                check_reply_url("reply_url", reply_url)
-            except ValidationError as error:
-                raise ConfigurationError(str(error)) from None
-        event_hooks = _check_hooks(event_hooks)
-        for name, cap in (
-            ("max_response_bytes", max_response_bytes),
-            ("max_download_bytes", max_download_bytes),
-        ):
-            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-                raise ConfigurationError(f"{name} must be an integer >= 1, got {cap!r}")
-        self._max_bytes = (max_response_bytes, max_download_bytes)
-        self._reply_url = reply_url
-        self._timeout = _check_http_timeout(http_timeout)
-        self._max_retries = max_retries
-        self._transport = transport
-        self._user_client = http_client
-        self._timing = timing if timing is not None else Timing.from_env()
-        self._policy = RetryPolicy.from_timing(self._timing, max_retries=max_retries)
-        self._events = EventHooks(event_hooks)
+        self._token = config.token
+        self._base_url = config.base_url
+        self._http_backend = config.http_backend
+        self._max_bytes = (config.max_response_bytes, config.max_download_bytes)
+        self._reply_url = config.reply_url
+        self._timeout = config.http_timeout
+        self._max_retries = config.max_retries
+        self._transport = config.transport
+        self._user_client = config.http_client
+        self._timing = config.timing
+        self._policy = RetryPolicy.from_timing(self._timing, max_retries=config.max_retries)
+        self._events = EventHooks(config.event_hooks)
         self._state = "new"  # new -> open -> closing -> closed; never reopened
         # (pid, event loop token) of the open: the client is used there and nowhere else.
         self._opened_in: tuple[int, object] = (os.getpid(), None)
@@ -199,7 +177,6 @@ class FlowMusic(JobEditHelpers):
         self._clients: Clients | None = None  # the API's and the downloads' httpx clients
         self._host = ServiceHost(on_stop=self._release_resources)
         # Only once every argument is accepted: a refused client never sent, nor registered, it.
-        _logs.redact(self._token)
         remember_secret(self._token)
 
         self.music = Music(self._require_core, self._timeout)
@@ -408,7 +385,6 @@ class FlowMusic(JobEditHelpers):
         deadline: float | None = None,
         client_ref: str | None = None,
         on_submitting: OnSubmitting | None = None,
-        timeout: float | None = None,
     ) -> JobHandle:
         """Submit a song in async mode; return as soon as the server has accepted it.
 
@@ -423,7 +399,6 @@ class FlowMusic(JobEditHelpers):
             client_ref: the reference for reconciling this submission (a journal's); default new.
             on_submitting: awaited before each POST with what is about to be sent; if it
                 raises, nothing is sent and the submission fails with a `FlowMusicError`.
-            timeout: deprecated spelling of `deadline`.
 
         Raises:
             ValidationError: before anything is sent. Any final API error (400, 401, 422, a
@@ -448,7 +423,7 @@ class FlowMusic(JobEditHelpers):
             account=email,
             client_ref=client_ref,
             hooks=SubmitHooks(on_submitting=on_submitting),
-            timeout=_deadline(deadline, timeout),
+            timeout=_check_deadline(deadline),
         )
 
     def submit_nowait(
@@ -505,7 +480,6 @@ class FlowMusic(JobEditHelpers):
         reply_url: str | None = None,
         reply_ref: str | None = None,
         deadline: float | None = None,
-        timeout: float | None = None,
     ) -> Job:
         """Generate a song and return the completed job (its clips).
 
@@ -518,7 +492,6 @@ class FlowMusic(JobEditHelpers):
         Args:
             deadline: seconds the job may take from acceptance (default `Timing.job_timeout`);
                 for a whole-call deadline use ``anyio.fail_after``.
-            timeout: deprecated spelling of `deadline`.
 
         Raises:
             JobFailed: the job ended failed (the record is on the error).
@@ -536,7 +509,7 @@ class FlowMusic(JobEditHelpers):
                 email=email,
                 reply_url=reply_url,
                 reply_ref=reply_ref,
-                deadline=_deadline(deadline, timeout),
+                deadline=_check_deadline(deadline),
             )
         )
 
@@ -571,7 +544,6 @@ class FlowMusic(JobEditHelpers):
         reply_ref: str | None = None,
         model: Model | None = None,
         deadline: float | None = None,
-        timeout: float | None = None,
     ) -> JobHandle:
         """Submit an edit (effect, extend, replace, cover, remix) in async mode.
 
@@ -585,7 +557,6 @@ class FlowMusic(JobEditHelpers):
             effect ... model: the fields of `EditRequest`; the operation (and effect) decide
                 which apply, and any other is refused with `ValidationError`.
             deadline: seconds the job may take from acceptance.
-            timeout: deprecated spelling of `deadline`.
         """
         request = EditRequest(
             operation=operation,
@@ -616,7 +587,7 @@ class FlowMusic(JobEditHelpers):
             reply_ref=reply_ref,
             model=model,
         )
-        return await self._submit_edit_request(request, deadline=_deadline(deadline, timeout))
+        return await self._submit_edit_request(request, deadline=_check_deadline(deadline))
 
     async def _submit_edit_request(
         self, request: EditRequest, *, deadline: float | None
@@ -671,7 +642,6 @@ class FlowMusic(JobEditHelpers):
         reply_ref: str | None = None,
         model: Model | None = None,
         deadline: float | None = None,
-        timeout: float | None = None,
     ) -> Job:
         """Run an edit to its end and return the completed job; see `submit_edit`."""
         return await self._run_to_end(
@@ -703,26 +673,23 @@ class FlowMusic(JobEditHelpers):
                 reply_url=reply_url,
                 reply_ref=reply_ref,
                 model=model,
-                deadline=_deadline(deadline, timeout),
+                deadline=_check_deadline(deadline),
             )
         )
 
-    async def wait(
-        self, jobid: str, *, deadline: float | None = None, timeout: float | None = None
-    ) -> Job:
+    async def wait(self, jobid: str, *, deadline: float | None = None) -> Job:
         """Wait for any job by id, including one submitted by an earlier process.
 
         Args:
             jobid: the job to wait for.
             deadline: seconds to wait from now (default `Timing.job_timeout`).
-            timeout: deprecated spelling of `deadline`.
 
         Raises:
             JobFailed, JobTimeout, NotFoundError (unknown or expired), PermissionDeniedError.
         """
         self._require_core()
         check_id("jobid", jobid)
-        limit = _deadline(deadline, timeout)
+        limit = _check_deadline(deadline)
         return await self._tracker.wait(
             jobid, timeout=self._timing.job_timeout if limit is None else limit
         )
@@ -739,7 +706,6 @@ class FlowMusic(JobEditHelpers):
         concurrency: int | None = None,
         deadline: float | None = None,
         retry_failed: bool = False,
-        timeout: float | None = None,
     ) -> GenerateMany:
         """Generate many songs; yields one `Outcome` per request as each finishes.
 
@@ -755,7 +721,6 @@ class FlowMusic(JobEditHelpers):
             concurrency: at most this many requests in progress at once (default: capacity).
             deadline: per-job deadline in seconds from acceptance.
             retry_failed: with a journal, submit again requests that failed in an earlier run.
-            timeout: deprecated spelling of `deadline`.
         """
         self._require_core()
         return GenerateMany(
@@ -764,7 +729,7 @@ class FlowMusic(JobEditHelpers):
             self._batch_items(requests),
             journal=journal,
             concurrency=concurrency,
-            timeout=_deadline(deadline, timeout),
+            timeout=_check_deadline(deadline),
             retry_failed=retry_failed,
         )
 
@@ -822,7 +787,7 @@ class FlowMusic(JobEditHelpers):
                 finished are not left behind). Without it each file's attempt is still
                 bounded, by 20x ``http_timeout``.
         """
-        deadline = _deadline(deadline, None)
+        deadline = _check_deadline(deadline)
         self._require_core()
         return await _download.download(
             _DownloadAPI(self),
@@ -854,96 +819,12 @@ class FlowMusic(JobEditHelpers):
         return self._reply_url
 
 
-def _deprecated(old: str, new: str, *, stacklevel: int = 4) -> None:
-    """Warn at the user's line: this helper, its caller, our method, then theirs."""
-    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
+def _check_deadline(deadline: float | None) -> float | None:
+    """A job's `deadline=`, checked in the caller's frame, before anything is sent.
 
-
-def _deadline(deadline: float | None, timeout: float | None) -> float | None:
-    """The job deadline from `deadline=` or its deprecated spelling `timeout=`, checked.
-
-    Checked here, in the caller's frame, so that the error names the parameter as spelled
-    and comes before anything is sent (`check_seconds`: positive and finite).
+    `check_seconds`: positive and finite; the error names the parameter.
     """
-    if timeout is None:
-        return None if deadline is None else check_seconds(deadline, "deadline")
-    if deadline is not None:
-        raise ConfigurationError("pass deadline= only (timeout= is its deprecated spelling)")
-    _deprecated("timeout= for a job", "deadline=")
-    return check_seconds(timeout, "timeout")
-
-
-def _check_type(name: str, value: object, kind: type, shown: str) -> None:
-    if value is not None and not isinstance(value, kind):
-        raise ConfigurationError(f"{name} must be {shown} or None, got {type(value).__name__}")
-
-
-def _check_hooks(hooks: object) -> tuple[EventHook, ...]:
-    if callable(hooks) or isinstance(hooks, (str, bytes)):
-        raise ConfigurationError("event_hooks must be an iterable of callables, not one")
-    if not isinstance(hooks, Iterable):
-        raise ConfigurationError(
-            f"event_hooks must be an iterable of callables, got {type(hooks).__name__}"
-        )
-    found: tuple[EventHook, ...] = tuple(hooks)
-    for hook in found:
-        if not callable(hook):
-            raise ConfigurationError(f"event_hooks holds a {type(hook).__name__}, not a callable")
-    return found
-
-
-def _check_http_timeout(value: float | httpx.Timeout) -> httpx.Timeout:
-    if isinstance(value, httpx.Timeout):
-        return value
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value <= MAX_SECONDS  # also refuses NaN, inf and ints too big for a float
-    ):
-        raise ConfigurationError(
-            f"http_timeout must be a positive number of seconds or an httpx.Timeout, got {value!r}"
-        )
-    return httpx.Timeout(float(value))
-
-
-def _check_token(token: object) -> str:
-    # No message here ever quotes the token, even a malformed one: it is still a secret.
-    if token is not None and not isinstance(token, str):
-        raise ConfigurationError(f"token must be a string, got {type(token).__name__}")
-    if token is None or not token.strip():
-        raise ConfigurationError(
-            f"no API token: pass token= or set the {TOKEN_ENV} environment variable"
-        )
-    token = token.strip()
-    # A header value with control characters or spaces would be refused by httpx with an error
-    # quoting the header; say it here without repeating the token.
-    if any(ch.isspace() or not ch.isprintable() for ch in token):
-        raise ConfigurationError("the API token contains whitespace or control characters")
-    # httpx encodes header values as ASCII; anything else fails at the first request with a
-    # UnicodeEncodeError whose args hold "Bearer <token>".
-    if not token.isascii():
-        raise ConfigurationError("the API token contains non-ASCII characters")
-    return token
-
-
-def _check_base_url(base_url: object) -> str:
-    if not isinstance(base_url, str):
-        raise ConfigurationError(f"base_url must be a string, got {type(base_url).__name__}")
-    try:
-        parts = urlsplit(base_url)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
-        httpx.URL(base_url)  # what will really be used: refuse what httpx cannot parse now
-    except (ValueError, httpx.InvalidURL) as error:  # "https://[::1", ":99999", a surrogate
-        raise ConfigurationError(f"base_url is not a valid URL ({error}): {base_url!r}") from None
-    if parts.scheme not in ("https", "http") or not hostname:
-        raise ConfigurationError(f"base_url must be an https:// URL, got {base_url!r}")
-    if parts.scheme == "http" and not _is_loopback(hostname):
-        raise ConfigurationError(
-            f"base_url {base_url!r} uses plain http:// to a non-loopback host; the token would "
-            "travel unencrypted. Use https://, or http:// only for localhost/127.0.0.1/::1"
-        )
-    return base_url.rstrip("/")
+    return None if deadline is None else check_seconds(deadline, "deadline")
 
 
 def _loop_token() -> object:
@@ -952,15 +833,6 @@ def _loop_token() -> object:
         return anyio.lowlevel.current_token()
     except Exception:  # no async library is running in this thread
         return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _EngineAPI:

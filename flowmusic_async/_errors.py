@@ -61,6 +61,7 @@ import msgspec
 
 from ._decode import Undecodable, decode_any
 from ._models import Job
+from ._redact import REDACTED, redact, redact_bytes
 from ._retry import parse_retry_after
 
 __all__ = [
@@ -98,31 +99,13 @@ __all__ = [
     "copy_for_waiter",
     "error_from_httpx",
     "error_from_response",
-    "redact",
-    "remember_secret",
     "scrub_chain",
 ]
 
 
-# Every API token a client in this process was given. Redaction happens in one place, the
-# base error's constructor, so no message, server text or body of any error can carry one,
-# whatever path built it (an echoing server, a decode error quoting the raw body).
-_SECRETS: set[str] = set()
-_REDACTED = "<redacted>"
-
-
-def remember_secret(secret: str) -> None:
-    """Blank `secret` out of every error message and body from now on (the client's token)."""
-    if secret:
-        _SECRETS.add(secret)
-
-
-def redact(text: str) -> str:
-    """`text` with every remembered secret blanked out."""
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, _REDACTED)
-    return text
+# Redaction of every message, server text and body happens in one place, the base error's
+# constructor, so no error can carry a registered token (`_redact`), whatever path built it (an
+# echoing server, a decode error quoting the raw body).
 
 
 def _redact_value(value: Any, depth: int = 0) -> Any:
@@ -142,10 +125,7 @@ def _redact_arg(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, (bytes, bytearray)):
-        raw = bytes(value)
-        for secret in _SECRETS:
-            raw = raw.replace(secret.encode(), _REDACTED.encode())
-        return raw
+        return redact_bytes(bytes(value))
     return value
 
 
@@ -665,7 +645,7 @@ def error_from_response(
         headers = httpx.Headers(dict(response[1]))
     for secret in secrets:
         if secret:  # blanked in the raw bytes, so neither the message nor `body` can carry it
-            raw = raw.replace(secret.encode(), b"<redacted>")
+            raw = raw.replace(secret.encode(), REDACTED.encode())
     body, server_message, error_code = _read_error_body(raw)
     job = _job_in(body)
     if isinstance(body, dict) and jobid is None and isinstance(body.get("jobid"), str):

@@ -6,17 +6,17 @@ tracker, which outlives any handle; several handles (and tasks) may hold the sam
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Generator
 from typing import Any
 
-from ._errors import ValidationError, copy_for_waiter
+from ._errors import copy_for_waiter
 from ._models import Job
 from ._tracker import JobTracker
+from ._validation import check_seconds
 from ._watch import Watch
 
-__all__ = ["JobHandle", "check_seconds", "deadline_of", "run_to_end", "watch_of"]
+__all__ = ["JobHandle", "deadline_of", "run_to_end", "watch_of"]
 
 
 class JobHandle:
@@ -97,29 +97,6 @@ class JobHandle:
             raise copy_for_waiter(self._watch.cancel_error)
         job = self._watch.job
         return job if job is not None and job.is_terminal else None
-
-
-# The longest deadline taken: a year. Past that a float deadline loses nothing, but timers
-# overflow (asyncio's call_at with 1e300) and "forever" is what None already means.
-MAX_SECONDS = 365 * 24 * 3600.0
-
-
-def check_seconds(value: object, field: str = "timeout") -> float:
-    """A deadline in seconds: a positive, finite number, refused before anything is sent.
-
-    ``inf`` is refused too: a paid job waited on forever is a leak, not a choice; the default
-    (None) is `Timing.job_timeout`, and anything up to `MAX_SECONDS` may be given.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(field, f"must be a number of seconds, got {type(value).__name__}")
-    # Compared before isfinite(), which overflows on a huge int; NaN fails every comparison.
-    if value <= 0 or value > MAX_SECONDS or not math.isfinite(value):
-        raise ValidationError(
-            field,
-            f"must be a positive, finite number of seconds (at most {MAX_SECONDS:g}), "
-            f"got {value!r}",
-        )
-    return float(value)
 
 
 def watch_of(handle: JobHandle) -> Watch:

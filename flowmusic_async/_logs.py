@@ -3,8 +3,8 @@
 Every module logs to the ``flowmusic_async`` logger and never configures logging itself, so
 an application's own logging setup decides what is shown. `configure_from_env` (called when a
 client is created) and the CLI's -v/-q add one stderr handler to that logger. The handler
-blanks out the API tokens of the clients created in this process, as a last line of defence:
-library messages never contain a token.
+blanks out the API tokens of the clients created in this process (the `_redact` registry), as
+a last line of defence: library messages never contain a token.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-__all__ = ["LOG_ENV", "configure_from_env", "enable", "enabled", "redact"]
+from ._redact import redact
+
+__all__ = ["LOG_ENV", "configure_from_env", "enable", "enabled"]
 
 LOG_ENV = "FLOWMUSIC_LOG"
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
@@ -26,31 +28,21 @@ logger = logging.getLogger("flowmusic_async")
 
 
 class _Redact(logging.Filter):
-    """Replaces known secrets in a record's message before any handler formats it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
+    """Blanks registered secrets out of a record's message before any handler formats it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
+        try:
             message = record.getMessage()
-            cleaned = message
-            for secret in sorted(self.secrets, key=len, reverse=True):
-                cleaned = cleaned.replace(secret, REDACTED)
-            if cleaned != message:
-                record.msg, record.args = cleaned, None
+        except Exception:  # bad %-arguments: the handler's own error report deals with them
+            return True
+        cleaned = redact(message, blank=REDACTED)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
         return True
 
 
 _redactor = _Redact()
 _handler: logging.StreamHandler[TextIO] | None = None
-
-
-def redact(secret: str) -> None:
-    """Never let `secret` through the handler installed here."""
-    if secret:
-        _redactor.secrets.add(secret)
 
 
 def enable(

@@ -26,7 +26,7 @@ from ._errors import (
     TransportError,
 )
 from ._events import EventHooks
-from ._handles import JobHandle, check_seconds, watch_of
+from ._handles import JobHandle, watch_of
 from ._host import ServiceHost
 from ._lanes import Place
 from ._models import AccountJobs, Job
@@ -37,6 +37,7 @@ from ._scheduler import Scheduler
 from ._submission import JobPath, Submission, SubmitAttempt, SubmitGroup, SubmitHooks
 from ._timing import Timing
 from ._tracker import JobTracker, wait_bounded
+from ._validation import check_seconds
 
 __all__ = ["NotSent", "Submitter"]
 

@@ -38,6 +38,7 @@ __all__ = [
     "EDIT_OPERATIONS",
     "EFFECTS",
     "GHOSTWRITERS",
+    "MAX_SECONDS",
     "MODELS",
     "MODES",
     "UPLOAD_LIMITS",
@@ -47,6 +48,7 @@ __all__ = [
     "check_encodable",
     "check_id",
     "check_reply_url",
+    "check_seconds",
     "download_params",
     "edit_body",
     "guess_content_type",
@@ -534,3 +536,26 @@ def _int(field: str, value: object, *, low: int, high: int | None = None) -> int
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ValidationError(field, f"must be {bounds}, got {value}")
     return value
+
+
+# The longest deadline taken: a year. Past that a float deadline loses nothing, but timers
+# overflow (asyncio's call_at with 1e300) and "forever" is what None already means.
+MAX_SECONDS = 365 * 24 * 3600.0
+
+
+def check_seconds(value: object, field: str = "timeout") -> float:
+    """A deadline in seconds: a positive, finite number, refused before anything is sent.
+
+    ``inf`` is refused too: a paid job waited on forever is a leak, not a choice; the default
+    (None) is `Timing.job_timeout`, and anything up to `MAX_SECONDS` may be given.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(field, f"must be a number of seconds, got {type(value).__name__}")
+    # Compared before isfinite(), which overflows on a huge int; NaN fails every comparison.
+    if value <= 0 or value > MAX_SECONDS or not math.isfinite(value):
+        raise ValidationError(
+            field,
+            f"must be a positive, finite number of seconds (at most {MAX_SECONDS:g}), "
+            f"got {value!r}",
+        )
+    return float(value)

@@ -78,13 +78,26 @@ async def test_bad_deadline_is_refused_on_every_entry_point_before_sending(
     assert sent.requests == []
 
 
-async def test_deprecated_timeout_spelling_is_checked_and_named_too(
+async def test_the_removed_timeout_spelling_is_refused_before_sending(
     fm: FlowMusic, sent: Counting
 ) -> None:
-    """The old spelling must not be a way around the check."""
-    with pytest.warns(DeprecationWarning), pytest.raises(ValidationError) as caught:
-        await fm.generate("a song", timeout=0)
-    assert caught.value.field == "timeout"
+    """`deadline=` and `http_timeout=` are the only names: `timeout=` is a TypeError."""
+    old: dict[str, Any] = {"timeout": 10}
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "generate": lambda: fm.generate("a song", **old),
+        "submit": lambda: fm.submit("a song", **old),
+        "edit": lambda: fm.edit("effect", "clip:1", effect="Gain", gain_db=1, **old),
+        "submit_edit": lambda: fm.submit_edit("effect", "clip:1", effect="Gain", **old),
+        "wait": lambda: fm.wait("job:1", **old),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match="timeout"):
+            await call()
+        assert sent.requests == [], name
+    with pytest.raises(TypeError, match="timeout"):
+        fm.generate_many(["a song"], **old)
+    with pytest.raises(TypeError, match="timeout"):
+        FlowMusic(token=TOKEN, **old)
     assert sent.requests == []
 
 

@@ -384,7 +384,7 @@ async def test_a_handle_awaited_after_its_deadline_returns_the_job_that_complete
     """The deadline limits the wait, not the answer: a known result is returned late too."""
     sim = make_sim(1, latency=0.0)
     async with served(sim) as url, make_client(sim, url) as fm:
-        handle = await fm.submit("late reader", timeout=3.0)
+        handle = await fm.submit("late reader", deadline=3.0)
         job = await handle
         await anyio.sleep(max(0.0, handle.accepted_at + 3.0 - anyio.current_time()) + 0.1)
         assert (await handle).jobid == job.jobid

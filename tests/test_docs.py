@@ -273,5 +273,5 @@ def test_the_site_is_built_where_a_reader_looks_and_opens_from_disk() -> None:
     assert python["separate_signature"] == "true" and int(python["line_length"]) <= 100
     development = README.read_text().split("## Development")[1]
     assert "`site/`" in development and "nox -s docs -- --serve" in development
-    # The deprecated spelling of a job's deadline is not what the front page teaches.
+    # A job's deadline is `deadline=`; the front page never teaches a `timeout` for it.
     assert "`timeout`" not in (ROOT / "docs/index.md").read_text()

@@ -114,8 +114,8 @@ for _name in ("mask_start_s", "mask_end_s", "gain_db", "bass_db", "mid_db", "tre
 for _name in ("mix", "room_size", "pan", "strength"):
     PLAUSIBLE[_name] = [0, 0.5, 1, 2]
 
-# Parameters left out: callbacks (not data) and deprecated spellings (they warn).
-SKIPPED = frozenset({"on_submitting", "client_ref", "timeout", "journal"})
+# Parameters left out: callbacks and references (not data) and the journal (a file).
+SKIPPED = frozenset({"on_submitting", "client_ref", "journal"})
 
 
 def value_for(name: str) -> st.SearchStrategy[Any]:

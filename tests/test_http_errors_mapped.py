@@ -16,8 +16,9 @@ from mock_api import TOKEN
 from raw_server import RawServer, head
 
 from flowmusic_async import FlowMusic, FlowMusicError, RedirectError, Timing, TransportError
-from flowmusic_async._errors import HTTPX_ERRORS, error_from_httpx, remember_secret
+from flowmusic_async._errors import HTTPX_ERRORS, error_from_httpx
 from flowmusic_async._models import Clip, Job
+from flowmusic_async._redact import remember_secret
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""The typed surface: requests defined once, deprecated names, reply_url, records as JSON."""
+"""The typed surface: requests defined once, timeout names, reply_url, records as JSON."""
 
 from __future__ import annotations
 
@@ -138,29 +138,6 @@ async def test_outcomes_are_completed_or_failed() -> None:
     assert [d["ok"] for d in as_json] == [True, False]
     assert as_json[0]["job"]["jobid"] == got[0].job.jobid
     assert as_json[1]["error_type"] == "ValidationError" and "model" in as_json[1]["error"]
-
-
-@pytest.mark.anyio
-async def test_deprecated_timeout_names_warn_and_still_work() -> None:
-    """Old code keeps running: FlowMusic(timeout=) and generate/wait(timeout=) warn."""
-    sim = make_sim()
-    with pytest.warns(DeprecationWarning, match="http_timeout"):
-        fm = client(sim, timeout=12.0)
-    assert fm.music._timeout == httpx.Timeout(12.0)
-    async with fm:
-        with pytest.warns(DeprecationWarning, match="deadline"), pytest.raises(JobTimeout):
-            await fm.generate("slow", timeout=0.001)
-        handle = await fm.submit("x")
-        with pytest.warns(DeprecationWarning, match="deadline"):
-            job = await fm.wait(handle.jobid, timeout=30)
-        assert job.is_completed
-        with pytest.raises(ConfigurationError):
-            await fm.generate("x", deadline=1, timeout=1)
-        pending = await fm.submit("slow")
-        with pytest.warns(DeprecationWarning, match="deadline"), pytest.raises(JobTimeout):
-            await pending.result(timeout=0.001)
-        with pytest.raises(JobTimeout):
-            await pending.result(deadline=0.001)
 
 
 @pytest.mark.anyio
