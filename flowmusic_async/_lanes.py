@@ -271,12 +271,10 @@ class Clients:
             await client.aclose()
 
 
-# The API: 64 lanes of 2 connections, 128 requests at once. Lanes of 16, 8, 2 and 1
-# connections cost 5.7-6.6, 4.3, 3.1 and 3.0 ms of client CPU per song, one pool of 64 cost
-# 7.1-7.5 (3,000 songs, 800 slots, one run of each interleaved, twice; docs/benchmarks.md).
-# 128 rather than 64 places: the first POSTs of a batch fill every free slot at once, and on a
-# slow network they are bound by round trips (800 POSTs at 2 s each: 25 s at 64 in flight, 12.5
-# at 128). Media downloads get lanes of their own, so files never hold up a sweep or a POST.
+# The API: 64 lanes of 2 connections, 128 requests at once: small lanes cost the least client
+# CPU per song (docs/benchmarks.md, "What changed in the evening round"), and 128 places let
+# the first POSTs of a batch fill every free slot in few round trips on a slow network. Media
+# downloads get lanes of their own, so files never hold up a sweep or a POST.
 PER_LANE = 2
 API_LANES = 64
 MEDIA_LANES = 16
@@ -355,7 +353,7 @@ def open_clients(
     # Every connection is kept alive: httpx's default keeps 20 of 100, and under load it
     # closes and reopens them (`python -m benchmarks.bench_pool`). One SSL context for all,
     # built with the SSL_CERT_* variables. Reading the proxy variables is most of what an httpx
-    # client costs to build (0.3 ms): they are read once here, and only if some are set does
+    # client costs to build: they are read once here, and only if some are set does
     # a client trust the environment, in which case httpx sends proxied URLs through proxy
     # pools of its own (httpx mounts them ahead of the client's transport).
     limits = httpx.Limits(max_connections=PER_LANE, max_keepalive_connections=PER_LANE)

@@ -54,10 +54,9 @@ FETCH_CONCURRENCY = 64
 
 # A sweep's own bookkeeping (the listing reconciled against every watch and slot) may take at
 # most 1/SWEEP_WORK_RATIO of the time between sweeps; past that the interval is stretched,
-# up to SWEEP_STRETCH_MAX x `poll_interval`. At the real API's timing this never happens (800
-# jobs are about a millisecond every 3 s). It does when time is compressed: a simulator at
-# 1/100 of real time makes `poll_interval` 30 ms, and a loop that sweeps 800 jobs every 30 ms
-# spends a fifth of itself on sweeps that find few new ends (benchmarks/bench_scale.py).
+# up to SWEEP_STRETCH_MAX x `poll_interval`. At the real API's timing this never happens; it
+# does when time is compressed, as on a fast simulator, where sweeping every few milliseconds
+# would spend the loop on sweeps that find few new ends (docs/benchmarks.md).
 SWEEP_WORK_RATIO = 100
 SWEEP_STRETCH_MAX = 4
 

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from ._errors import FlowMusicError
 from ._models import AccountJobs, Job
-from ._retry import sleep
 from ._timing import Timing
 
 logger = logging.getLogger("flowmusic_async")
@@ -66,6 +65,7 @@ class Reconciler:
         get_job: GET /jobs/{jobid}.
         known_jobs: the jobids this client already knows (they cannot be the lost one).
         timing: for `min_job_seconds` and `reconcile_delay`.
+        sleep: the wait between the two looks (the client's `RetryPolicy.sleep`).
     """
 
     def __init__(
@@ -75,11 +75,13 @@ class Reconciler:
         get_job: Callable[[str], Awaitable[Job]],
         known_jobs: Callable[[], Mapping[str, object]],
         timing: Timing,
+        sleep: Callable[[float], Awaitable[object]],
     ) -> None:
         self._list_running = list_running
         self._get_job = get_job
         self._known_jobs = known_jobs
         self._timing = timing
+        self._sleep = sleep
         # replyRef of every foreign job already read, so a second search costs no request.
         self._refs_seen: dict[str, str | None] = {}
 
@@ -106,7 +108,7 @@ class Reconciler:
         look_started_wall = time.time()
         for look in range(2):
             if look:
-                await sleep(self._timing.reconcile_delay)
+                await self._sleep(self._timing.reconcile_delay)
             look_started = time.monotonic()
             look_started_wall = time.time()
             try:

@@ -99,6 +99,7 @@ class Submitter:
             get_job=api.get_job,
             known_jobs=scheduler.our_jobs,
             timing=timing,
+            sleep=policy.sleep,
         )
         self._accounts_lock: anyio.Lock | None = None
         self._accounts_due = 0.0  # monotonic time the account list should be read again

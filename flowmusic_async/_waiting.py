@@ -1,10 +1,9 @@
 """The waiting room: a batch's accepted requests wait for their jobs as records, not tasks.
 
 A song runs 40-150 s, and a batch keeps every slot busy, so at any moment about 800 of its
-requests wait for a job. With a task each, a waiting request was about 50 objects for the
-garbage collector (the task, its coroutines, cancel scopes, events and timer), and a full
-collection of 800 of them stalled the event loop by 45-55 ms at start-up
-(`python -m benchmarks.bench_scale --only scale`). Here a waiting request is one small record:
+requests wait for a job. With a task each, a waiting request was dozens of objects for the
+garbage collector (the task, its coroutines, cancel scopes, events and timer), and its full
+collections stalled the event loop (docs/benchmarks.md). Here a waiting request is one small record:
 its job's watch calls it back when the job ends (in the task that ends it, usually the poller),
 and one timer task serves the deadlines of them all.
 """

@@ -504,6 +504,7 @@ async def test_a_journal_post_whose_wall_age_is_negative_is_undecided() -> None:
         get_job=no_job,
         known_jobs=dict,
         timing=Timing.scaled(0.001),
+        sleep=anyio.sleep,
     )
     verdict = await reconciler.reconcile("fma:x", email=None, sent_at=time.time() + 3600)
     assert verdict == Verdict.UNDECIDED
