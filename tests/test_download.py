@@ -7,7 +7,7 @@ import json
 import os
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, cast
@@ -29,7 +29,7 @@ from flowmusic_async._errors import (
 from flowmusic_async._models import Clip, Job
 from flowmusic_async._resources import DownloadStream
 from flowmusic_async._retry import RetryPolicy
-from flowmusic_async.testing import Simulator
+from flowmusic_async.testing import Simulator, instant_retries
 
 pytestmark = pytest.mark.anyio
 
@@ -167,15 +167,10 @@ async def client(media: Media) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def download_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+def download_sleeps() -> Iterator[list[float]]:
     """Backoff sleeps recorded instead of slept, so retry tests take no time."""
-    recorded: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        recorded.append(seconds)
-
-    monkeypatch.setattr(_download, "sleep", fake_sleep)
-    return recorded
+    with instant_retries() as delays:
+        yield delays
 
 
 def leftovers(folder: Path) -> list[str]:
