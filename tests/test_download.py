@@ -335,6 +335,59 @@ async def test_short_body_is_not_accepted_as_complete(
     assert len(download_sleeps) == 1
 
 
+@pytest.mark.parametrize("code", [429, 503])
+async def test_a_cdn_refusal_is_retried_after_its_retry_after(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media, download_sleeps: list[float], code: int
+) -> None:
+    """A CDN that says when to come back is believed: sooner only earns another refusal."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    refusal = httpx.Response(code, headers={"Retry-After": "5"}, text="slow down")
+    media.queue(clip.audio_url, lambda _: refusal)
+
+    [path, _] = await download(fake_fm(client), make_job(clip), tmp_path)
+
+    assert path.read_bytes() == M4A
+    assert download_sleeps == [5]
+
+
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+async def test_refused_connections_are_retried_for_the_connect_budget_not_max_retries(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media, download_sleeps: list[float]
+) -> None:
+    """A CDN restarting refuses connections for a while: that costs time, not max_retries."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    media.queue(clip.audio_url, *[refused] * 6)
+    fake = FakeFM(client)  # max_retries=3
+    fake.retry_policy.contact.note()  # the API answered: the 30 s outage budget applies
+
+    [path, _] = await download(fake, make_job(clip), tmp_path)
+
+    assert path.read_bytes() == M4A
+    assert len(media.requests) == 7 and len(download_sleeps) == 6
+
+
+async def test_a_spent_connect_budget_ends_a_download_after_one_try(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media, download_sleeps: list[float]
+) -> None:
+    """Once a request gave up on a never-reached API, a download tries once, as requests do."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    media.queue(clip.audio_url, *[refused] * 4)
+    fake = FakeFM(client)
+    fake.retry_policy.contact.give_up()
+
+    with pytest.raises(TransportError, match="not sent"):
+        await download(fake, make_job(clip), tmp_path)
+
+    assert len(media.requests) == 1 and download_sleeps == []
+    assert leftovers(tmp_path) == []
+
+
 async def test_cancelled_download_removes_its_temp_file(
     tmp_path: Path, client: httpx.AsyncClient, media: Media
 ) -> None:
