@@ -197,10 +197,11 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 class Retrying:
     """The attempts of one request, an async iterator of `Attempt` (`RetryPolicy.retrying`).
 
-    The first attempt comes at once. A later one comes only if the previous attempt called
-    `Attempt.retry` and got a delay: that delay is slept through `RetryPolicy.sleep` (not
-    when ``wait=False``), then the next attempt follows. The loop ends when an attempt
-    scheduled no retry (it succeeded, gave up or raised) or when `stop` is set (`stopped`).
+    The first attempt comes at once, `stop` or not (stop means no *further* attempt). A later
+    one comes only if the previous attempt called `Attempt.retry` and got a delay: that delay
+    is slept through `RetryPolicy.sleep` (not when ``wait=False``), then the next attempt
+    follows. The loop ends when an attempt scheduled no retry (it succeeded, gave up or
+    raised) or when `stop` is set (`stopped`).
 
     Delays come from two jittered backoff sequences, one for connection failures (the request
     never left) and one for the rest, so a run of refused connections does not stretch the
