@@ -168,7 +168,7 @@ class FlowMusic(JobEditHelpers):
         self._transport = config.transport
         self._user_client = config.http_client
         self._timing = config.timing
-        self._policy = RetryPolicy.from_timing(self._timing, max_retries=config.max_retries)
+        self._policy = self._timing.retry_policy(max_retries=config.max_retries)
         self._events = EventHooks(config.event_hooks)
         self._state = "new"  # new -> open -> closing -> closed; never reopened
         # (pid, event loop token) of the open: the client is used there and nowhere else.

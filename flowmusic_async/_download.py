@@ -48,6 +48,7 @@ from flowmusic_async._errors import (
     HTTPX_ERRORS,
     DecodeError,
     FlowMusicError,
+    RateLimitError,
     RedirectError,
     RequestTimeout,
     ServerError,
@@ -59,7 +60,7 @@ from flowmusic_async._errors import (
 from flowmusic_async._models import Clip, Job
 from flowmusic_async._names import safe_title
 from flowmusic_async._resources import DownloadStream, account_of_id
-from flowmusic_async._retry import RetryPolicy, sleep
+from flowmusic_async._retry import RetryPolicy, parse_retry_after
 
 __all__ = [
     "FORMATS",
@@ -290,11 +291,22 @@ def _describe(url: str) -> str:
 
 
 class _Retryable(Exception):
-    """Internal: this attempt failed in a way another attempt may fix."""
+    """Internal: this attempt failed in a way another attempt may fix.
 
-    def __init__(self, error: FlowMusicError) -> None:
+    Attributes:
+        error: what the caller gets if no retry is left.
+        retry_after: the server's ``Retry-After`` (429, 503), in seconds.
+    """
+
+    def __init__(self, error: FlowMusicError, *, retry_after: float | None = None) -> None:
         super().__init__(str(error))
         self.error = error
+        self.retry_after = retry_after
+
+    @property
+    def never_sent(self) -> bool:
+        """The connection never opened: retried for the connect budget, not max_retries."""
+        return isinstance(self.error, TransportError) and not self.error.maybe_sent
 
 
 class _Expired(Exception):
@@ -437,8 +449,10 @@ async def _media_body(client: httpx.AsyncClient, url: str, *, limit: int) -> Asy
             error = error_from_response(answer, endpoint=endpoint)
             if response.status_code in _EXPIRED_STATUSES:
                 raise _Expired(error)
-            if isinstance(error, ServerError):
-                raise _Retryable(error)
+            if isinstance(error, (ServerError, RateLimitError)):
+                # A CDN's 429 or 503 may say when to come back; the policy caps the wait.
+                wait = parse_retry_after(response.headers.get("Retry-After"), cap=math.inf)
+                raise _Retryable(error, retry_after=wait)
             raise error
         length = response.headers.get("Content-Length")
         encoded = response.headers.get("Content-Encoding", "identity") != "identity"
@@ -581,13 +595,42 @@ def _write_sidecar(path: Path, sidecar: Sidecar) -> None:
 async def _fetch_file(
     api: DownloadAPI, links: _Links, clip: Clip, fmt: Format, dest: Path, stem: str
 ) -> _Written | None:
-    """Download one format of one clip, retrying transient failures; None if it has no URL."""
+    """Download one format of one clip, retrying transient failures; None if it has no URL.
+
+    A refused (expired) media URL is replaced once by a fresh one from ``jobs.get``; the
+    fresh URL is a new request with retries of its own.
+    """
     url = None if fmt == "mp3" else links.url(clip.clip, fmt)
     if fmt != "mp3" and url is None:
         return None
-    refreshed = False
-    attempts = api.retry_policy.attempts()
-    while True:
+    try:
+        return await _fetch_with_retries(api, links, clip, fmt, dest, stem, url)
+    except _Expired as exc:
+        if url is None:
+            raise exc.error from None
+        fresh = await links.refresh(clip.clip, fmt, url, exc.error)
+    try:
+        return await _fetch_with_retries(api, links, clip, fmt, dest, stem, fresh)
+    except _Expired as exc:
+        raise exc.error from None
+
+
+async def _fetch_with_retries(
+    api: DownloadAPI,
+    links: _Links,
+    clip: Clip,
+    fmt: Format,
+    dest: Path,
+    stem: str,
+    url: str | None,
+) -> _Written:
+    """One file from one URL (None: GET /music/download), in the client's retry loop.
+
+    The body only sorts failures: 5xx, 429 and lost connections are retried (honouring
+    ``Retry-After``; a connection that never opened counts against the connect budget, like
+    an API request's), an expired URL (`_Expired`) and everything else end the loop.
+    """
+    async for attempt in api.retry_policy.retrying():
         try:
             if url is None:
                 opener = _open_mp3(api, clip.clip)
@@ -612,16 +655,10 @@ async def _fetch_file(
                 endpoint=what,
                 jobid=links.jobid,
             )
-        except _Expired as exc:
-            if refreshed or url is None:
-                raise exc.error from None
-            url = await links.refresh(clip.clip, fmt, url, exc.error)
-            refreshed = True
         except _Retryable as exc:
-            delay = attempts.delay()
-            if delay is None:
+            if attempt.retry(retry_after=exc.retry_after, never_sent=exc.never_sent) is None:
                 raise exc.error from None
-            await sleep(delay)
+    raise AssertionError("without a stop event the loop ends only by a return or a raise")
 
 
 async def download(

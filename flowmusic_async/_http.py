@@ -56,7 +56,7 @@ from ._errors import (
     error_from_response,
     scrub_chain,
 )
-from ._retry import RetryPolicy, sleep
+from ._retry import RetryPolicy
 
 __all__ = [
     "MEDIA_DEADLINE_FACTOR",
@@ -246,29 +246,31 @@ class HttpCore:
     ) -> T:
         """Run `attempt` until it succeeds, its error is final, or the policy gives up.
 
-        The one retry loop of every API request. An unsafe request (a paid POST) gets exactly
-        one attempt: the engine decides what its failure means. An exceeded bound (deadline,
-        size) and a refused redirect are final too: the same answer would come back.
+        The retry loop of every API request (`RetryPolicy.retrying`); this body only sorts
+        failures. An unsafe request (a paid POST) gets exactly one attempt: the engine decides
+        what its failure means. An exceeded bound (deadline, size) and a refused redirect are
+        final too: the same answer would come back.
         """
-        tries = self.policy.attempts()
-        while True:
+        if not safe:
+            return await attempt()
+        async for tried in self.policy.retrying():
             try:
                 return await attempt()
             except (TransportError, APIStatusError, DecodeError) as error:
-                if not safe or _is_final(error):
+                if _is_final(error):
                     raise
                 never_sent = isinstance(error, TransportError) and not error.maybe_sent
-                delay = tries.delay(
+                delay = tried.retry(
                     retry_after=getattr(error, "retry_after", None), never_sent=never_sent
                 )
                 if delay is None:
                     if never_sent:
-                        raise self.unreachable(error, tries.retries + 1) from error
+                        raise self.unreachable(error, tried.number) from error
                     raise
                 logger.debug(
                     "%s: retrying in %.2f s after %s", endpoint, delay, type(error).__name__
                 )
-                await sleep(delay)
+        raise AssertionError("without a stop event the loop ends only by a return or a raise")
 
     def unreachable(self, error: FlowMusicError, tries: int) -> TransportError:
         """The error that ends a request whose connection never opened; it names the host.

@@ -1,10 +1,21 @@
-"""The one retry mechanism: a `RetryPolicy` configured once per client, and `Attempts` per request.
+"""The one retry mechanism: a `RetryPolicy` configured once per client, one loop per request.
 
-Everything that is retried goes through here: safe API requests (GETs, DELETE /jobs/{jobid})
-in `_http.HttpCore`, the engine's re-placement of a paid job that was refused before it was
-created (429, or a connection that never opened), and media downloads. This module only says
-*how long* to wait and *when to give up*; whether a request may be repeated at all is decided by
-its caller (a paid POST whose answer was lost is never repeated here: it is reconciled).
+Every retried request is a loop shaped like stamina's ``retry_context``; its body only says
+whether a failure deserves another try::
+
+    async for attempt in policy.retrying():
+        try:
+            return await send()
+        except TransientError as error:
+            if attempt.retry(retry_after=error.retry_after) is None:
+                raise  # out of retries (or of time): the caller's error stands
+
+The loop (`Retrying`) sleeps between attempts through `RetryPolicy.sleep`, the one sleep of
+every retry path: safe API requests (GETs, DELETE /jobs/{jobid}) in `_http.HttpCore`, the
+engine's re-placement of a paid job that was refused before it was created (429, or a
+connection that never opened), and media downloads. This module only says *how long* to wait
+and *when to give up*; whether a request may be repeated at all is decided by its caller (a
+paid POST whose answer was lost is never repeated here: it is reconciled).
 
 Three rules, the same everywhere:
 
@@ -18,7 +29,9 @@ Three rules, the same everywhere:
   had any answer from the API (`Contact`), the shorter ``first_contact_budget`` applies: a
   server never reached is most likely a wrong URL, not an outage worth waiting out.
 
-Sleeping goes through anyio so the library runs under trio as well as asyncio.
+Sleeping goes through anyio so the library runs under trio as well as asyncio. Tests turn the
+sleeps off with the testing switch (`instant_retries`, `set_instant_retries`, shipped as
+``flowmusic_async.testing``), like stamina's ``set_testing``.
 """
 
 from __future__ import annotations
@@ -27,18 +40,25 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 import backoff
 import msgspec
 
-if TYPE_CHECKING:
-    from ._timing import Timing
-
-__all__ = ["Attempts", "Contact", "RetryPolicy", "backoff_delays", "parse_retry_after", "sleep"]
+__all__ = [
+    "Attempt",
+    "Contact",
+    "RetryPolicy",
+    "Retrying",
+    "backoff_delays",
+    "instant_retries",
+    "parse_retry_after",
+    "set_instant_retries",
+]
 
 logger = logging.getLogger("flowmusic_async")
 
@@ -100,18 +120,6 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
             return 0.0
         return min(self.first_contact_budget, self.connect_budget)
 
-    @classmethod
-    def from_timing(cls, timing: Timing, *, max_retries: int) -> RetryPolicy:
-        """The policy for a client with this timing (scaled timings scale every delay)."""
-        return cls(
-            max_retries=max_retries,
-            base=timing.retry_base,
-            cap=timing.backoff_cap,
-            retry_after_cap=timing.backoff_cap,
-            connect_budget=timing.connect_budget,
-            first_contact_budget=timing.first_contact_budget,
-        )
-
     def retrying(
         self,
         *,
@@ -120,83 +128,221 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         give_up_at: float | None = None,
         stop: anyio.Event | None = None,
     ) -> Retrying:
-        """One logical request's attempts: ``async for attempt in policy.retrying(...)``."""
-        limit = self.max_retries if max_retries == -1 else max_retries
+        """The attempts of one logical request: ``async for attempt in policy.retrying():``.
+
+        Args:
+            max_retries: retries allowed for failures other than connection failures; -1 (the
+                default) takes the policy's, None allows any number (the caller bounds time).
+            base: a first delay other than the policy's (429s start at `Timing.backoff_base`).
+            give_up_at: a ``time.monotonic()`` instant; a retry whose delay would end after it
+                is not scheduled (`Attempt.retry` returns None).
+            stop: once set, no further attempt is made; a sleep under way ends at once and
+                the loop ends with `Retrying.stopped` True.
+        """
         return Retrying(
             self,
-            max_retries=limit,
+            max_retries=self.max_retries if max_retries == -1 else max_retries,
             base=self.base if base is None else base,
             give_up_at=give_up_at,
             stop=stop,
         )
 
     async def sleep(self, seconds: float, *, stop: anyio.Event | None = None) -> bool:
-        """The one sleep of the retry paths; False when `stop` was set first."""
+        """The one sleep of every retry path, through anyio (asyncio or trio).
+
+        Returns False when `stop` was set before or during the sleep (it then ends at once),
+        True when the whole delay passed. Under the testing switch
+        (`flowmusic_async.testing.instant_retries`) it records `seconds` and returns at once.
+        """
+        if stop is not None and stop.is_set():
+            return False
+        if _instant.active:
+            if _instant.delays is not None:
+                _instant.delays.append(seconds)
+            await anyio.lowlevel.checkpoint()  # still a point where cancellation is seen
+            return stop is None or not stop.is_set()
         if stop is None:
             await anyio.sleep(seconds)
             return True
         with anyio.move_on_after(seconds):
             await stop.wait()
-        return not stop.is_set()
-
-    def attempts(self, *, max_retries: int | None = -1, base: float | None = None) -> Attempts:
-        """The retry state of one logical request.
-
-        Args:
-            max_retries: retries allowed for failures other than connection failures; -1 (the
-                default) takes the policy's, None allows any number (the caller bounds time).
-            base: a first delay other than the policy's (429s start at `Timing.backoff_base`).
-        """
-        limit = self.max_retries if max_retries == -1 else max_retries
-        return Attempts(self, max_retries=limit, base=self.base if base is None else base)
+            return False
+        return True
 
 
-class Attempts:
-    """Counts one request's failures and says how long to wait before the next try, or stop."""
+class Retrying:
+    """The attempts of one request, an async iterator of `Attempt` (`RetryPolicy.retrying`).
 
-    def __init__(self, policy: RetryPolicy, *, max_retries: int | None, base: float) -> None:
+    The first attempt comes at once, `stop` or not (stop means no *further* attempt). A later
+    one comes only if the previous attempt called `Attempt.retry` and got a delay: that delay
+    is slept through `RetryPolicy.sleep` (not when ``wait=False``), then the next attempt
+    follows. The loop ends when an attempt scheduled no retry (it succeeded, gave up or
+    raised) or when `stop` is set (`stopped`).
+
+    Delays come from two jittered backoff sequences, one for connection failures (the request
+    never left) and one for the rest, so a run of refused connections does not stretch the
+    delay after a 5xx. Owned by the task that iterates it; not to be shared.
+
+    Attributes:
+        stopped: True when the loop ended because `stop` was set.
+        retries: retries scheduled so far (both kinds).
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        max_retries: int | None,
+        base: float,
+        give_up_at: float | None,
+        stop: anyio.Event | None,
+    ) -> None:
         self._policy = policy
         self._max_retries = max_retries
+        self._give_up_at = give_up_at
+        self._stop = stop
         self._delays = backoff_delays(base=base, cap=policy.cap, max_tries=None)
-        self.retries: int = 0
+        self._connect_delays = backoff_delays(base=base, cap=policy.cap, max_tries=None)
+        self._ordinary_retries = 0  # what max_retries counts: connection failures count in time
         self._failing_since: float | None = None  # first of the current run of connect failures
+        self._current: Attempt | None = None
+        self.stopped = False
+        self.retries = 0
 
-    def delay(self, *, retry_after: float | None = None, never_sent: bool = False) -> float | None:
-        """Seconds to wait before trying again, or None to give up.
+    def __repr__(self) -> str:
+        return f"<Retrying retries={self.retries} stopped={self.stopped}>"
 
-        Args:
-            retry_after: the server's ``Retry-After`` in seconds, when it sent one.
-            never_sent: the failure was a connection that never opened (counted against
-                ``connect_budget`` in time rather than against ``max_retries``).
-        """
+    def __aiter__(self) -> Retrying:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        previous = self._current
+        if previous is None:
+            self._current = Attempt(self, number=1)
+            return self._current
+        delay = previous._delay
+        if delay is None:
+            raise StopAsyncIteration
+        if previous._waits:
+            finished = await self._policy.sleep(delay, stop=self._stop)
+        else:
+            finished = self._stop is None or not self._stop.is_set()
+        if not finished:
+            self.stopped = True
+            raise StopAsyncIteration
+        self._current = Attempt(self, number=previous.number + 1)
+        return self._current
+
+    def _schedule(self, *, retry_after: float | None, never_sent: bool) -> float | None:
+        """The delay before the next attempt, or None to give up (`Attempt.retry`)."""
+        policy = self._policy
         now = time.monotonic()
-        budget = self._policy.budget()
+        budget = policy.budget()
         if never_sent:
             if self._failing_since is None:
                 self._failing_since = now
             if now - self._failing_since >= budget:
                 return None
+            wait = next(self._connect_delays)
         else:
             self._failing_since = None
-            if self._max_retries is not None and self.retries >= self._max_retries:
+            if self._max_retries is not None and self._ordinary_retries >= self._max_retries:
                 return None
-        self.retries += 1
-        wait = next(self._delays)
+            wait = next(self._delays)
         if retry_after is not None:
             # The server said when to come back; sooner would only earn another refusal.
-            wait = min(retry_after, self._policy.retry_after_cap)
+            wait = min(retry_after, policy.retry_after_cap)
         if never_sent and self._failing_since is not None:
             # Never sleep past the budget: the last try lands just before it runs out.
-            left = self._failing_since + budget - now
-            wait = max(0.0, min(wait, left))
+            wait = max(0.0, min(wait, self._failing_since + budget - now))
+        if self._give_up_at is not None and now + wait > self._give_up_at:
+            return None
+        if not never_sent:
+            self._ordinary_retries += 1
+        self.retries += 1
         return wait
 
-    @property
-    def failing_for(self) -> float:
-        """Seconds since the current run of connection failures began (0 when none)."""
-        if self._failing_since is None:
-            return 0.0
-        return time.monotonic() - self._failing_since
+
+class Attempt:
+    """One try of a request, yielded by `Retrying`; its body calls `retry` when it failed.
+
+    Attributes:
+        number: 1 for the first try, 2 for the first retry, and so on.
+    """
+
+    __slots__ = ("_delay", "_retrying", "_waits", "number")
+
+    def __init__(self, retrying: Retrying, *, number: int) -> None:
+        self._retrying = retrying
+        self.number = number
+        self._delay: float | None = None  # set by `retry`: the next attempt comes after it
+        self._waits = True
+
+    def __repr__(self) -> str:
+        return f"<Attempt number={self.number} delay={self._delay}>"
+
+    def retry(
+        self, *, retry_after: float | None = None, never_sent: bool = False, wait: bool = True
+    ) -> float | None:
+        """Schedule another attempt; return its delay, or None to give up (raise your error).
+
+        Gives up when ``max_retries`` ordinary failures were retried, when a run of connection
+        failures has lasted the policy's connect budget (`RetryPolicy.budget`), or when the
+        delay would end after ``give_up_at``.
+
+        Args:
+            retry_after: the server's ``Retry-After`` in seconds; it replaces the backoff
+                delay, capped at ``retry_after_cap``.
+            never_sent: the failure was a connection that never opened (counted against the
+                connect budget in time rather than against ``max_retries``).
+            wait: False to have the next attempt come without sleeping (the delay is still
+                computed and returned, e.g. to hold a refusing account back that long).
+        """
+        if self._delay is not None:
+            raise RuntimeError(f"attempt {self.number} already scheduled a retry")
+        self._delay = self._retrying._schedule(retry_after=retry_after, never_sent=never_sent)
+        self._waits = wait
+        return self._delay
+
+
+class _InstantRetries:
+    """The testing switch: when active, `RetryPolicy.sleep` returns at once."""
+
+    __slots__ = ("active", "delays")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.delays: list[float] | None = None  # where `instant_retries` collects the delays
+
+
+_instant = _InstantRetries()  # process-wide, like stamina's set_testing
+
+
+def set_instant_retries(enabled: bool) -> None:
+    """Turn the testing switch on or off for the whole process (every client, every loop).
+
+    On, every retry of the library (API requests, downloads) comes at once instead of after
+    its backoff or ``Retry-After`` delay; budgets and ``max_retries`` still apply. For a
+    whole test session (a session-scoped autouse fixture); `instant_retries` also records
+    the delays and restores the previous state.
+    """
+    _instant.active = bool(enabled)
+    _instant.delays = None
+
+
+@contextmanager
+def instant_retries() -> Iterator[list[float]]:
+    """Retries come at once inside the block; yields the delays they would have slept, in order.
+
+    Process-wide while the block runs; on exit the previous state (on or off) is restored.
+    """
+    saved = (_instant.active, _instant.delays)
+    delays: list[float] = []
+    _instant.active, _instant.delays = True, delays
+    try:
+        yield delays
+    finally:
+        _instant.active, _instant.delays = saved
 
 
 def backoff_delays(*, base: float, cap: float, max_tries: int | None) -> Iterator[float]:
@@ -254,76 +400,3 @@ def _seconds_until_http_date(text: str) -> float | None:
     if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive result means "GMT"
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-async def sleep(seconds: float) -> None:
-    """Sleep through anyio, so the caller's event loop (asyncio or trio) is respected."""
-    await anyio.sleep(seconds)
-
-
-# ----- temporary: the retry loop's interface, until the retry re-cut merges ---------------------
-
-
-class Attempt:
-    """One try of a logical request (`RetryPolicy.retrying`)."""
-
-    def __init__(self, loop: Retrying, number: int) -> None:
-        self._loop = loop
-        self.number = number
-
-    def retry(
-        self, *, retry_after: float | None = None, never_sent: bool = False, wait: bool = True
-    ) -> float | None:
-        """Schedule another attempt; the delay, or None to give up."""
-        return self._loop._schedule(retry_after=retry_after, never_sent=never_sent, wait=wait)
-
-
-class Retrying:
-    """`async for attempt in policy.retrying(...)`."""
-
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        *,
-        max_retries: int | None,
-        base: float,
-        give_up_at: float | None,
-        stop: anyio.Event | None,
-    ) -> None:
-        self._policy = policy
-        self._give_up_at = give_up_at
-        self._stop = stop
-        self._other = Attempts(policy, max_retries=max_retries, base=base)
-        self._never_sent = Attempts(policy, max_retries=max_retries, base=base)
-        self._number = 0
-        self._next: float | None = None
-        self.stopped = False
-        self.retries = 0
-
-    def __aiter__(self) -> Retrying:
-        return self
-
-    async def __anext__(self) -> Attempt:
-        if self._number:
-            delay, self._next = self._next, None
-            if delay is None:
-                raise StopAsyncIteration
-            if delay > 0 and not await self._policy.sleep(delay, stop=self._stop):
-                self.stopped = True
-                raise StopAsyncIteration
-            if self._stop is not None and self._stop.is_set():
-                self.stopped = True
-                raise StopAsyncIteration
-        self._number += 1
-        return Attempt(self, self._number)
-
-    def _schedule(self, *, retry_after: float | None, never_sent: bool, wait: bool) -> float | None:
-        attempts = self._never_sent if never_sent else self._other
-        delay = attempts.delay(retry_after=retry_after, never_sent=never_sent)
-        if delay is None:
-            return None
-        if self._give_up_at is not None and time.monotonic() + delay > self._give_up_at:
-            return None
-        self.retries += 1
-        self._next = delay if wait else 0.0
-        return delay

@@ -13,6 +13,7 @@ import os
 import msgspec
 
 from ._errors import ConfigurationError
+from ._retry import RetryPolicy
 
 TIME_SCALE_ENV = "FLOWMUSIC_TIME_SCALE"
 
@@ -130,6 +131,17 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
                 f"unset for the real API), got {raw!r}"
             )
         return cls() if factor == 1.0 else cls.scaled(factor)
+
+    def retry_policy(self, *, max_retries: int) -> RetryPolicy:
+        """The retry policy of a client with this timing (scaled timings scale every delay)."""
+        return RetryPolicy(
+            max_retries=max_retries,
+            base=self.retry_base,
+            cap=self.backoff_cap,
+            retry_after_cap=self.backoff_cap,
+            connect_budget=self.connect_budget,
+            first_contact_budget=self.first_contact_budget,
+        )
 
     def scale(self) -> float:
         """The time scale this timing was made for: 1 for the real API, f for `scaled(f)`."""

@@ -7,11 +7,13 @@ a scripted fake server: queue answers with ``api.reply(...)`` (or exceptions wit
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from mock_api import TOKEN, MockAPI
+
+from flowmusic_async.testing import instant_retries
 
 
 @pytest.fixture
@@ -27,15 +29,10 @@ def api() -> MockAPI:
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+def sleeps() -> Iterator[list[float]]:
     """Record retry sleeps instead of sleeping, so retry tests are instant and can assert delays."""
-    slept: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    monkeypatch.setattr("flowmusic_async._http.sleep", fake_sleep)
-    return slept
+    with instant_retries() as delays:
+        yield delays
 
 
 @pytest.fixture

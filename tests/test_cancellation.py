@@ -478,8 +478,9 @@ async def test_leaving_a_batch_cancels_its_jobs_a_chunk_per_turn_of_the_loop(
     """Hundreds of jobs in progress must not all run their cleanup in one turn of the event
     loop (a bot sharing it would freeze): with chunks of 4, 16 jobs take several turns, and
     every one of them is still cancelled server-side."""
-    import flowmusic_async._batch as batch_module
     from flowmusic_async._engine import JobEngine
+
+    import flowmusic_async._batch as batch_module
 
     monkeypatch.setattr(batch_module, "CANCEL_CHUNK", 4)
     turns = 0

@@ -7,7 +7,7 @@ import json
 import os
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, cast
@@ -29,7 +29,7 @@ from flowmusic_async._errors import (
 from flowmusic_async._models import Clip, Job
 from flowmusic_async._resources import DownloadStream
 from flowmusic_async._retry import RetryPolicy
-from flowmusic_async.testing import Simulator
+from flowmusic_async.testing import Simulator, instant_retries
 
 pytestmark = pytest.mark.anyio
 
@@ -167,15 +167,10 @@ async def client(media: Media) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def download_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+def download_sleeps() -> Iterator[list[float]]:
     """Backoff sleeps recorded instead of slept, so retry tests take no time."""
-    recorded: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        recorded.append(seconds)
-
-    monkeypatch.setattr(_download, "sleep", fake_sleep)
-    return recorded
+    with instant_retries() as delays:
+        yield delays
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -338,6 +333,59 @@ async def test_short_body_is_not_accepted_as_complete(
 
     assert path.read_bytes() == M4A
     assert len(download_sleeps) == 1
+
+
+@pytest.mark.parametrize("code", [429, 503])
+async def test_a_cdn_refusal_is_retried_after_its_retry_after(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media, download_sleeps: list[float], code: int
+) -> None:
+    """A CDN that says when to come back is believed: sooner only earns another refusal."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    refusal = httpx.Response(code, headers={"Retry-After": "5"}, text="slow down")
+    media.queue(clip.audio_url, lambda _: refusal)
+
+    [path, _] = await download(fake_fm(client), make_job(clip), tmp_path)
+
+    assert path.read_bytes() == M4A
+    assert download_sleeps == [5]
+
+
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+async def test_refused_connections_are_retried_for_the_connect_budget_not_max_retries(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media, download_sleeps: list[float]
+) -> None:
+    """A CDN restarting refuses connections for a while: that costs time, not max_retries."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    media.queue(clip.audio_url, *[refused] * 6)
+    fake = FakeFM(client)  # max_retries=3
+    fake.retry_policy.contact.note()  # the API answered: the 30 s outage budget applies
+
+    [path, _] = await download(fake, make_job(clip), tmp_path)
+
+    assert path.read_bytes() == M4A
+    assert len(media.requests) == 7 and len(download_sleeps) == 6
+
+
+async def test_a_spent_connect_budget_ends_a_download_after_one_try(
+    tmp_path: Path, client: httpx.AsyncClient, media: Media, download_sleeps: list[float]
+) -> None:
+    """Once a request gave up on a never-reached API, a download tries once, as requests do."""
+    clip = make_clip()
+    assert clip.audio_url is not None
+    media.queue(clip.audio_url, *[refused] * 4)
+    fake = FakeFM(client)
+    fake.retry_policy.contact.give_up()
+
+    with pytest.raises(TransportError, match="not sent"):
+        await download(fake, make_job(clip), tmp_path)
+
+    assert len(media.requests) == 1 and download_sleeps == []
+    assert leftovers(tmp_path) == []
 
 
 async def test_cancelled_download_removes_its_temp_file(

@@ -21,7 +21,6 @@ import pytest
 
 from flowmusic_async import BatchAborted, FlowMusic, Timing, TransportError
 from flowmusic_async._cli import run
-from flowmusic_async._retry import RetryPolicy
 from flowmusic_async.testing import Simulator
 
 TOKEN = "user:1001-unreachable-secret-token"
@@ -81,7 +80,7 @@ async def test_a_safe_request_gives_up_after_the_connect_budget() -> None:
 
 def test_the_default_first_contact_budget_is_a_few_seconds() -> None:
     """4 s of retries, so a command against a wrong URL is over within 5 s; 30 s once reached."""
-    policy = RetryPolicy.from_timing(Timing(), max_retries=4)
+    policy = Timing().retry_policy(max_retries=4)
     assert policy.budget() == Timing().first_contact_budget == 4.0
     policy.contact.note()
     assert policy.budget() == Timing().connect_budget == 30.0
