@@ -15,6 +15,7 @@ from ._errors import (
     AuthenticationError,
     BadRequestError,
     BatchAborted,
+    BudgetExceeded,
     ClientClosedError,
     ConfigurationError,
     DecodeError,
@@ -74,6 +75,7 @@ from ._requests import (
 )
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music
 from ._scheduler import SlotUsage
+from ._spend import Spending, SpendTotals
 from ._timing import Timing
 from ._webhooks import WebhookResult, Webhooks
 
@@ -92,6 +94,7 @@ __all__ = [
     "BadRequestError",
     "BatchAborted",
     "BatchRun",
+    "BudgetExceeded",
     "ClientClosedError",
     "Clip",
     "ClipPage",
@@ -152,6 +155,8 @@ __all__ = [
     "SidecarFile",
     "SlotUsage",
     "SongRequest",
+    "SpendTotals",
+    "Spending",
     "Stems",
     "SubmissionUncertain",
     "SubmitAttempt",
