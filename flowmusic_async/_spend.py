@@ -28,6 +28,7 @@ from ._errors import BudgetExceeded, ValidationError
 
 __all__ = [
     "DEFAULT_COSTS",
+    "AccountPosition",
     "OPERATIONS",
     "CostTable",
     "Reservation",
@@ -164,6 +165,20 @@ class Spending(msgspec.Struct, frozen=True, kw_only=True):
     accounts: dict[str, SpendTotals] = {}
 
 
+class AccountPosition(msgspec.Struct, frozen=True, kw_only=True):
+    """One account seen from one client's ledger.
+
+    Attributes:
+        held: credits reserved for submissions to it that it has not accepted yet.
+        accepted_total: credits of every job it accepted from this client so far (corrected
+            by settle() to what each really cost); only the difference between two readings
+            means anything.
+    """
+
+    held: float = 0.0
+    accepted_total: float = 0.0
+
+
 class _Tally:
     __slots__ = ("reserved", "spent")
 
@@ -228,6 +243,7 @@ class Reservation:
             return
         if account is not None and account != self.account:
             self._ledger._move_account(self, account)
+        self._ledger._accept(self)
         self.state = "accepted"
 
     def settle(self, spent: float | None = None) -> None:
@@ -282,6 +298,10 @@ class SpendLedger:
         self._batches: dict[str, _Tally] = {}
         self._tenants: dict[str, _Tally] = {}
         self._accounts: dict[str, _Tally] = {}
+        # Per account, for balance checks (see `position`): credits held for submissions not
+        # yet accepted, and the running total of credits of jobs it accepted.
+        self._held_on: dict[str, float] = {}
+        self._accepted_on: dict[str, float] = {}
 
     # limits -----------------------------------------------------------------------------------
 
@@ -341,6 +361,8 @@ class SpendLedger:
         reservation = Reservation(self, cost, tenant=tenant, batch=batch, account=account)
         for tally in self._tallies(reservation):
             tally.reserved += cost
+        if account is not None:
+            self._add_held(account, cost)
         return reservation
 
     def _scopes(
@@ -367,13 +389,34 @@ class SpendLedger:
     def _move_account(self, reservation: Reservation, account: str) -> None:
         if reservation.account is not None:
             self._accounts[reservation.account].reserved -= reservation.cost
+            self._add_held(reservation.account, -reservation.cost)
         reservation.account = account
         self._accounts.setdefault(account, _Tally()).reserved += reservation.cost
+        self._add_held(account, reservation.cost)
+
+    def _add_held(self, account: str, credits: float) -> None:
+        self._held_on[account] = self._held_on.get(account, 0.0) + credits
+
+    def _accept(self, reservation: Reservation) -> None:
+        if reservation.account is not None:
+            self._add_held(reservation.account, -reservation.cost)
+            self._accepted_on[reservation.account] = (
+                self._accepted_on.get(reservation.account, 0.0) + reservation.cost
+            )
 
     def _finish(self, reservation: Reservation, spent: float) -> None:
         for tally in self._tallies(reservation):
             tally.reserved -= reservation.cost
             tally.spent += spent
+        account = reservation.account
+        if account is None:
+            return
+        if reservation.state == "held":  # never accepted: nothing reached the account
+            self._add_held(account, -reservation.cost)
+            if spent:  # settled straight from held: the job was accepted after all
+                self._accepted_on[account] = self._accepted_on.get(account, 0.0) + spent
+        else:  # the account was charged the cost when it accepted the job; now the real figure
+            self._accepted_on[account] += spent - reservation.cost
 
     # reading ----------------------------------------------------------------------------------
 
@@ -381,6 +424,15 @@ class SpendLedger:
         """Credits held for jobs on `account` (accepted and running, or reserved for it)."""
         tally = self._accounts.get(account)
         return max(0.0, tally.reserved) if tally is not None else 0.0
+
+    def position(self, account: str) -> AccountPosition:
+        """What this client holds and has committed on `account`, for a balance check: a live
+        balance read at some moment already reflects the jobs accepted before it, never the
+        submissions still held (see `Balances`)."""
+        return AccountPosition(
+            held=max(0.0, self._held_on.get(account, 0.0)),
+            accepted_total=self._accepted_on.get(account, 0.0),
+        )
 
     def spending(self) -> Spending:
         """A snapshot of spent and reserved credits per client, batch, tenant and account."""
