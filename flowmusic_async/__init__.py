@@ -7,6 +7,7 @@ from ._batch import BatchRun, Completed, Failed, GenerateMany, Outcome
 from ._client import DEFAULT_BASE_URL, FlowMusic
 from ._download import Format as DownloadFormat
 from ._download import Sidecar, SidecarFile
+from ._dry_run import AccountEstimate, BatchEstimate, InvalidRequest, estimate_batch
 from ._errors import (
     AccountBusyError,
     AccountError,
@@ -86,6 +87,7 @@ __all__ = [
     "Account",
     "AccountBusyError",
     "AccountError",
+    "AccountEstimate",
     "AccountJobs",
     "Accounts",
     "AllAccountsBusyError",
@@ -93,6 +95,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatchAborted",
+    "BatchEstimate",
     "BatchRun",
     "BudgetExceeded",
     "ClientClosedError",
@@ -118,6 +121,7 @@ __all__ = [
     "GenerateMany",
     "Ghostwriter",
     "InsufficientCreditsError",
+    "InvalidRequest",
     "Job",
     "JobError",
     "JobFailed",
@@ -170,4 +174,5 @@ __all__ = [
     "Webhooks",
     "WrongEventLoopError",
     "__version__",
+    "estimate_batch",
 ]
