@@ -8,6 +8,7 @@ from ._client import FlowMusic
 from ._config import DEFAULT_BASE_URL
 from ._download import Format as DownloadFormat
 from ._download import Sidecar, SidecarFile
+from ._dry_run import AccountEstimate, BatchEstimate, InvalidRequest, estimate_batch
 from ._errors import (
     AccountBusyError,
     AccountError,
@@ -16,6 +17,7 @@ from ._errors import (
     AuthenticationError,
     BadRequestError,
     BatchAborted,
+    BudgetExceeded,
     ClientClosedError,
     ConfigurationError,
     DecodeError,
@@ -75,6 +77,7 @@ from ._requests import (
 )
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music
 from ._scheduler import SlotUsage
+from ._spend import Spending, SpendTotals
 from ._submission import OnSubmitting, QueuedJob, QueuedState, SubmitAttempt
 from ._timing import Timing
 from ._webhooks import WebhookResult, Webhooks
@@ -86,6 +89,7 @@ __all__ = [
     "Account",
     "AccountBusyError",
     "AccountError",
+    "AccountEstimate",
     "AccountJobs",
     "Accounts",
     "AllAccountsBusyError",
@@ -93,7 +97,9 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatchAborted",
+    "BatchEstimate",
     "BatchRun",
+    "BudgetExceeded",
     "ClientClosedError",
     "Clip",
     "ClipPage",
@@ -117,6 +123,7 @@ __all__ = [
     "GenerateMany",
     "Ghostwriter",
     "InsufficientCreditsError",
+    "InvalidRequest",
     "Job",
     "JobError",
     "JobFailed",
@@ -154,6 +161,8 @@ __all__ = [
     "SidecarFile",
     "SlotUsage",
     "SongRequest",
+    "SpendTotals",
+    "Spending",
     "Stems",
     "SubmissionUncertain",
     "SubmitAttempt",
@@ -167,4 +176,5 @@ __all__ = [
     "Webhooks",
     "WrongEventLoopError",
     "__version__",
+    "estimate_batch",
 ]

@@ -36,6 +36,8 @@ message, repr or log line ever contains the API token::
     ├── JobTimeout                  a deadline passed while the job ran (the job keeps running)
     ├── SubmissionUncertain         a paid POST whose outcome cannot be decided; check by hand
     ├── NoAccountAvailable          no configured account can take the job (engine)
+    ├── BudgetExceeded              refused before sending: the cost would cross a spend limit;
+    │                               ``scope``, ``key``, ``limit``, ``spent``, ``reserved``, ``cost``
     ├── WrongEventLoopError         the client is used from another event loop, thread or a
     │                               forked process than the one it was opened in; nothing sent
     ├── JournalError                a journal file cannot be used or written; ``path``
@@ -72,6 +74,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatchAborted",
+    "BudgetExceeded",
     "ClientClosedError",
     "ConfigurationError",
     "DecodeError",
@@ -511,6 +514,44 @@ class SubmissionUncertain(FlowMusicError):
 
 class NoAccountAvailable(FlowMusicError):
     """No configured account can take the job: all are in error state, out of credits, or gone."""
+
+
+class BudgetExceeded(FlowMusicError):
+    """A submission refused before anything was sent: its cost would cross a spend limit.
+
+    Credits reserved by submissions in flight count as well as those spent, so concurrent
+    submissions cannot pass one check together (docs/concepts/spending.md).
+
+    Attributes:
+        scope: the limit crossed: "client", "batch" or "tenant".
+        key: the batch id or tenant key (None for the client).
+        limit: that limit, in credits.
+        spent: credits that scope had spent (jobs that ended).
+        reserved: credits it held for submissions and running jobs.
+        cost: the credits this submission would have reserved.
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        key: str | None,
+        limit: float,
+        spent: float,
+        reserved: float,
+        cost: float,
+    ) -> None:
+        name = scope if key is None else f"{scope} {key!r}"
+        super().__init__(
+            f"{name} spend limit of {limit:g} credits: {spent:g} spent and {reserved:g} "
+            f"reserved, so {cost:g} more would cross it; nothing was sent"
+        )
+        self.scope = scope
+        self.key = key
+        self.limit = limit
+        self.spent = spent
+        self.reserved = reserved
+        self.cost = cost
 
 
 class WrongEventLoopError(FlowMusicError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import platform
 import sys
 from collections.abc import Sequence
@@ -92,6 +93,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return value
+
+
+def credits_amount(text: str) -> float:
+    """argparse type for a number of credits: finite and at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of credits, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of credits >= 0, got {text}")
     return value
 
 
@@ -392,6 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         metavar="N",
         help="at most N songs in flight (default: every free account slot)",
+    )
+    batch.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate every request and estimate the cost, the balances and the time the "
+        "batch would take; sends nothing that costs credits",
+    )
+    batch.add_argument(
+        "--budget",
+        type=credits_amount,
+        metavar="CREDITS",
+        help="the most credits the batch may spend (compared with the estimate by --dry-run)",
     )
     _add_timeout(batch)
 

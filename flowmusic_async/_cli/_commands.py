@@ -18,6 +18,7 @@ import anyio
 import httpx
 
 from .._client import FlowMusic
+from .._dry_run import estimate_batch
 from .._errors import FlowMusicError
 from .._models import Clip, Job, Stems
 from .._resources import account_of_id
@@ -130,6 +131,17 @@ async def batch(ctx: Context) -> ExitCode:
     """Every prompt of a file, as many at once as the accounts allow."""
     args = ctx.args
     items = read_batch_file(args.file, input_format=args.input_format)
+    if args.dry_run:
+        async with ctx.client() as fm:
+            estimate = await estimate_batch(
+                fm.accounts, [item.request for item in items], budget=args.budget, timing=ctx.timing
+            )
+        _render.batch_estimate(ctx.out, estimate)
+        return ExitCode.OK
+    if args.budget is not None:
+        # Until the engine enforces a batch's limit, a budget that would not hold is refused
+        # rather than silently ignored.
+        raise CommandError("--budget is only checked by --dry-run so far; run with --dry-run")
     ctx.interrupt.total = len(items)
     journal = None if args.no_journal else args.journal or default_journal(args.file, args.out)
     if journal is not None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._dry_run import BatchEstimate
 from .._models import Account, AccountJobs, Job, Lyrics, Stems, Usage
 from ._output import Output, mapping_rows, seconds, to_jsonable
 
@@ -130,3 +131,71 @@ def simple(out: Output, message: str, document: Mapping[str, Any]) -> None:
         out.json(dict(document))
     else:
         out.line(message)
+
+
+def batch_estimate(out: Output, estimate: BatchEstimate) -> None:
+    """`flowmusic batch --dry-run`: songs, cost, budget, balances, capacity and time."""
+    if out.json_mode:
+        out.json(to_jsonable(estimate))
+        return
+    out.line("dry run: nothing that costs credits was sent")
+    invalid = f" ({len(estimate.invalid)} invalid, not counted)" if estimate.invalid else ""
+    out.line(f"songs: {estimate.songs}{invalid}")
+    out.line(
+        f"cost: {estimate.total_credits:g} credits "
+        f"({estimate.cost_per_song:g} per song, {estimate.cost_source} figure)"
+    )
+    if estimate.budget is not None:
+        verdict = "within it" if estimate.within_budget else "over it"
+        out.line(
+            f"budget: {estimate.budget:g} credits, {verdict} "
+            f"({_count(estimate.songs_within_budget)} songs fit)"
+        )
+    healthy = [a for a in estimate.accounts if a.error is None]
+    available = (
+        f"{estimate.credits_available:g} credits"
+        if estimate.credits_available is not None
+        else "balance unknown"
+    )
+    enough = {True: ", enough", False: ", NOT enough", None: ""}[estimate.within_balances]
+    out.line(
+        f"accounts: {len(healthy)} usable of {len(estimate.accounts)}, {estimate.slots} "
+        f"songs at once (maxJobs), {available}{enough}"
+    )
+    rows = [
+        (
+            a.email,
+            "" if a.max_jobs is None else str(a.max_jobs),
+            "" if a.credits_remaining is None else f"{a.credits_remaining:g}",
+            "" if a.songs_affordable is None else str(a.songs_affordable),
+            a.error or "",
+        )
+        for a in estimate.accounts
+    ]
+    if rows:
+        out.table(("account", "maxJobs", "credits", "songs", "error"), rows)
+    if estimate.duration_seconds is None:
+        out.line("time: unknown (no usable account)")
+    else:
+        out.line(
+            f"time: about {_duration(estimate.duration_seconds)} "
+            f"({estimate.songs} songs, {estimate.slots} at once, "
+            f"{_duration(estimate.song_seconds)} per song from {estimate.song_seconds_source})"
+        )
+    for bad in estimate.invalid:
+        out.line(f"  request {bad.index + 1}: {bad.message}")
+
+
+def _count(value: int | None) -> str:
+    return "any number of" if value is None else str(value)
+
+
+def _duration(value: float) -> str:
+    """7,260 s as "2 h 01 min", 95 s as "1 min 35 s", 0.19 s as "0.2 s"."""
+    if value >= 3600:
+        hours, rest = divmod(round(value), 3600)
+        return f"{hours} h {rest // 60:02d} min"
+    if value >= 60:
+        minutes, rest = divmod(round(value), 60)
+        return f"{minutes} min {rest:02d} s"
+    return f"{value:.1f} s"

@@ -85,11 +85,6 @@ def _effect_spec(effect: str) -> dict[str, Field]:
     return {**_COMMON, **{k: (v if k in own else Field(ANY)) for k, v in _EFFECT.items()}}
 
 
-# docs/api-notes.md#q31-edit-costs: extend/replace/cover/remix cost a generation; effect and stems
-# are free.
-_FREE = ("effect", "stems")
-
-
 async def post_edit(ctx: Ctx) -> Response:
     raw = body_fields(ctx.req)
     if "operation" not in raw:
@@ -109,7 +104,7 @@ async def post_edit(ctx: Ctx) -> Response:
         return await _stems(ctx, source, body)
     drafts = _check_and_draft(op, source, body)
     burst_gate(ctx, named=True)  # an edit runs on its clip's account
-    cost = 0.0 if op in _FREE else world.song_credits
+    cost = world.cost(op)  # docs/api-notes.md#q31-edit-costs
     acct = world.job_account(acct.email, cost)
     refused = moderated(ctx, body.get("instruction"), body.get("lyrics"), body.get("prompt"))
     job = world.submit(
@@ -207,7 +202,8 @@ async def _stems(ctx: Ctx, src: ClipRec, body: dict[str, Any]) -> Response:
                 for part in STEM_PARTS
             ]
 
-        acct = world.account(src.email)
+        # A split is paid once, if stems are given a cost: asking again returns the same stems.
+        acct = world.funded(world.account(src.email), world.cost("stems"))
         job: Job = world.submit(
             acct=acct,
             uid=ctx.uid,
@@ -220,6 +216,7 @@ async def _stems(ctx: Ctx, src: ClipRec, body: dict[str, Any]) -> Response:
             canonical=world.canonical("/music/edit", request),
             in_slot=False,
         )
+        world.charge(acct, world.cost("stems"), conversation=job.jobid, title=src.title or "")
         # docs/api-notes.md#q13-stems-shape: stems answer a job-record-like object with four clips.
         stems = world.stems[src.clip_id] = Stems(job=job, ready=job.ends)
     await anyio.sleep(world.clock.real(stems.ready - world.clock.now()))

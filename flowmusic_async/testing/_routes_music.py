@@ -46,14 +46,14 @@ async def post_music(ctx: Ctx) -> Response:
     email = _ref_account(ctx, body)
     burst_gate(ctx, named=email is not None)
     world = ctx.world
-    acct = world.job_account(email, world.song_credits)
+    acct = world.job_account(email, world.cost("song"))
     refused = moderated(ctx, body["prompt"], body.get("lyrics"))
     job = world.submit(
         acct=acct,
         uid=ctx.uid,
         operation=None,
         request=body,
-        cost=world.song_credits,
+        cost=world.cost("song"),
         duration=SONG_SECONDS,
         draft=lambda rng: song_clips(rng, body),
         origin=ctx.req.origin,
@@ -153,7 +153,8 @@ async def post_lyrics(ctx: Ctx) -> Response:
         },
     )
     world = ctx.world
-    acct = world.any_account(body.get("email"))
+    cost = world.cost("lyrics")  # free unless given a cost: docs/api-notes.md#q24-lyrics-cost
+    acct = world.funded(world.any_account(body.get("email")), cost)
     rng = random.Random(f"{world.seed}:lyrics:{body['prompt']}")
     await anyio.sleep(world.clock.real(rng.uniform(*LYRICS_SECONDS)))
     if world.moderate(body["prompt"]):
@@ -166,16 +167,19 @@ async def post_lyrics(ctx: Ctx) -> Response:
                 "agent_text": "I can't write lyrics for that request.",
             },
         )
+    title = _content.title(rng)
+    if cost:  # a conversation id is drawn only then, so free lyrics keep every seeded draw
+        world.charge(acct, cost, conversation=f"lyrics:{world.new_uuid()}", title=title)
     return Response.json(
         200,
         {
             "email": acct.email,
-            "title": _content.title(rng),
+            "title": title,
             "lyrics": _content.lyrics(rng),
             "sound_prompt": _content.sound_prompt(rng, body["prompt"]),
             "source": "lyrics-create",
             "audio_create_song_fired": False,
-            "credits_burned": 0,  # free in the simulator: docs/api-notes.md#q24-lyrics-cost
+            "credits_burned": cost or 0,
         },
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ from ._faults import Dice, Faults
 from ._media import MediaSigner
 from ._server import HttpServer
 from ._state import AccountState, SimAccount, World
+from ._state import operation_costs as operation_costs_with
 from ._stats import SimStats
 from ._transport import SimTransport
 from ._webhooks import WebhookDispatcher
@@ -52,6 +53,14 @@ class Simulator:
         job_failure_rate: share of accepted jobs that end failed (error.code "moderation_reject");
             a sync one answers 422 with the record at its end.
         song_credits: credits spent per accepted song (and extend/replace/cover/remix).
+        operation_costs: credits per operation, over those defaults: keys "song", "extend",
+            "replace", "cover", "remix", "effect", "stems", "lyrics" (effect, stems and lyrics
+            are free unless given a cost here). Every charge moves the account's
+            `credits_remaining`/`tokens_remaining`, its GET /accounts/usage report and
+            `stats.credits_spent`; a paid operation the balance cannot cover answers 402. A
+            job is charged when accepted: cancelling does not refund it, nor does a failure
+            while rendering; a moderation refusal is not charged
+            (docs/api-notes.md#q32-failed-job-cost).
         retention_s: simulated seconds a finished job stays readable, then 404.
         retry_after_s: the wait a 429 asks for, in simulated seconds; sent scaled, as whole
             seconds rounded up (at least 1) in Retry-After and exactly in X-Sim-Retry-After.
@@ -71,6 +80,7 @@ class Simulator:
         moderate: Callable[[str], bool] | None = None,
         job_failure_rate: float = 0.0,
         song_credits: float = 10.0,
+        operation_costs: Mapping[str, float] | None = None,
         retention_s: float = 7 * 86400,
         retry_after_s: float | None = 10.0,
         media_url_ttl_s: float | None = None,
@@ -88,7 +98,7 @@ class Simulator:
             seed=seed,
             moderate=moderate or default_moderate,
             job_failure_rate=job_failure_rate,
-            song_credits=song_credits,
+            costs=operation_costs_with(song_credits, operation_costs or {}),
             retention_s=retention_s,
             retry_after_s=retry_after_s,
             faults=faults if faults is not None else Faults(),
@@ -183,7 +193,12 @@ class Simulator:
         self._account(email).error = None
 
     def set_credits(self, email: str, credits: float) -> None:
+        """Set an account's balance (a top-up or a drain), without a usage event."""
         self._account(email).credits = credits
+
+    def credits(self, email: str) -> float:
+        """An account's live balance, as GET /accounts/{email} reports it."""
+        return self._account(email).credits
 
     def advance(self, seconds: float) -> None:
         """Jump the simulated clock forward (e.g. past job retention); wakes waiting requests."""

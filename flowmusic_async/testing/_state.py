@@ -13,7 +13,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,26 @@ TIER_MAX_JOBS = {"free": 2, "starter": 4, "plus": 12, "member": 16, "unknown": 4
 TIERS = tuple(TIER_MAX_JOBS)
 MAX_ACCOUNTS = 50
 TOKENS_PER_CREDIT = 12
+# What each operation costs unless the simulator is told otherwise. A song's price in credits is
+# not documented; extend/replace/cover/remix cost one generation, effect and stems nothing
+# (docs/api-notes.md#q31-edit-costs), lyrics nothing (docs/api-notes.md#q24-lyrics-cost).
+OPERATIONS = ("song", "extend", "replace", "cover", "remix", "effect", "stems", "lyrics")
+PRICED_LIKE_A_SONG = ("song", "extend", "replace", "cover", "remix")
+
+
+def operation_costs(song_credits: float, overrides: Mapping[str, float]) -> dict[str, float]:
+    """Credits per operation: `song_credits` for a song and the edits priced like one, 0 for
+    the rest, then `overrides` (unknown operations and negative costs are refused)."""
+    unknown = set(overrides) - set(OPERATIONS)
+    if unknown:
+        raise ValueError(f"unknown operations {sorted(unknown)}; known: {list(OPERATIONS)}")
+    costs = {op: (song_credits if op in PRICED_LIKE_A_SONG else 0.0) for op in OPERATIONS}
+    costs.update({op: float(credits) for op, credits in overrides.items()})
+    if any(not math.isfinite(c) or c < 0 for c in costs.values()):
+        raise ValueError("operation costs must be finite and >= 0")
+    return costs
+
+
 MODERATION_CODE = "moderation_reject"
 # The POST /music page's words (seed-post-music.txt), sent verbatim.
 MODERATION_MESSAGE = "the model declined to generate audio for this prompt"
@@ -52,7 +72,7 @@ class SimAccount:
     Args:
         email: the account key.
         max_jobs: concurrent jobs (1-16).
-        credits: Flow Music credits; each song spends `song_credits`, then 402.
+        credits: Flow Music credits; each paid operation spends its cost, then 402.
         tier: free, starter, plus, member or unknown.
         error: when set, the account is in error state with this reason (596).
         refresh_token: a token that POST /accounts maps to this account (re-adding it clears
@@ -186,7 +206,7 @@ class World:
         seed: int,
         moderate: Callable[[str], bool],
         job_failure_rate: float,
-        song_credits: float,
+        costs: Mapping[str, float],
         retention_s: float,
         retry_after_s: float | None,
         faults: Faults,
@@ -197,7 +217,7 @@ class World:
         self.seed = seed
         self.moderate = moderate
         self.job_failure_rate = job_failure_rate
-        self.song_credits = song_credits
+        self.costs: dict[str, float] = dict(costs)
         self.retention_s = retention_s
         self.retry_after_s = retry_after_s
         self.faults = faults
@@ -330,6 +350,30 @@ class World:
             return self._funded(free[0][1], cost)
         return max(funded, key=lambda pair: pair[0])[1]  # most free slots; first on ties
 
+    def cost(self, operation: str) -> float:
+        """Credits `operation` ("song", "extend", ..., "lyrics") spends."""
+        return self.costs[operation]
+
+    def funded(self, acct: AccountState, cost: float) -> AccountState:
+        """The account, if it can pay `cost` (402 otherwise; a free operation always can)."""
+        return self._funded(acct, cost)
+
+    def charge(self, acct: AccountState, cost: float, *, conversation: str, title: str) -> None:
+        """Spend `cost` credits: the live balance, the usage report and `stats` all move.
+
+        `conversation` keys the usage row (one per type, conversation and UTC day, as
+        GET /accounts/usage reports them); a job's conversation is its jobid.
+        """
+        if cost <= 0:
+            return
+        now = self.clock.now()
+        acct.credits -= cost
+        key = ("producer-usage", conversation, _day(now))
+        row = acct.usage.setdefault(key, UsageRow(key[0], self.new_uuid(), title, key[2], 0.0, now))
+        row.amount += cost * TOKENS_PER_CREDIT
+        row.last = now
+        self.stats.credits_spent[acct.email] = self.stats.credits_spent.get(acct.email, 0.0) + cost
+
     def _funded(self, acct: AccountState, cost: float) -> AccountState:
         if cost > 0 and acct.credits < cost:
             raise ApiError(402, NO_CREDITS_MESSAGE)
@@ -381,9 +425,10 @@ class World:
         (28 s between `created_at` and `completed_at`), the model renders for a song's time,
         holding its slot (docs/api-notes.md#q6-sync-jobs-hold-a-slot), then ends `failed` with
         `moderation_reject` and no clips. Nothing is charged and it is not counted as an
-        accepted job: whether a declined render costs credits is not documented
-        (docs/api-notes.md#q12-failure-codes), and a refusal must not look like a paid
-        duplicate.
+        accepted job, and a refusal must not look like a paid duplicate. Any other job is
+        charged when accepted, whatever its end: one that fails while rendering
+        (`job_failure_rate`) or is cancelled keeps its charge
+        (docs/api-notes.md#q32-failed-job-cost).
         """
         self._job_count += 1
         rng = random.Random(f"{self.seed}:job:{self._job_count}")
@@ -415,7 +460,7 @@ class World:
         if in_slot:
             acct.active[jobid] = job
             if not refused:
-                self._account_job(acct, job, cost, now)
+                self._account_job(acct, job, cost)
         if not refused:  # a refusal is not an accepted job, nor a paid duplicate
             self.stats.jobs[jobid] = JobTimes(
                 created=time.time(), finished=self.clock.wall_at(ends)
@@ -427,7 +472,7 @@ class World:
             self.on_job_end(job)
         return job
 
-    def _account_job(self, acct: AccountState, job: Job, cost: float, now: float) -> None:
+    def _account_job(self, acct: AccountState, job: Job, cost: float) -> None:
         self.stats.jobs_created += 1
         running = len(acct.active)
         self.stats.peak_running[acct.email] = max(
@@ -435,15 +480,8 @@ class World:
         )
         acct.accepted += 1
         self.trip_account_errors()
-        if cost > 0:
-            acct.credits -= cost
-            title = job.clips[0].title if job.clips else str(job.request.get("prompt", ""))[:40]
-            key = ("producer-usage", job.jobid, _day(now))
-            row = acct.usage.setdefault(
-                key, UsageRow(key[0], self.new_uuid(), title or "", key[2], 0.0, now)
-            )
-            row.amount += cost * TOKENS_PER_CREDIT
-            row.last = now
+        title = job.clips[0].title if job.clips else str(job.request.get("prompt", ""))[:40]
+        self.charge(acct, cost, conversation=job.jobid, title=title or "")
 
     def _add_clip(
         self, d: ClipDraft, email: str, uid: str, ready: float, rng: random.Random

@@ -24,6 +24,8 @@ class SimStats:
     """Observation of one simulator run. Mutated by the simulator; read it, don't write it.
 
     `requests` counts (endpoint key, status); status 0 means the connection was dropped.
+    `credits_spent` is what each account was charged (account email -> credits): every paid
+    job when accepted (a cancelled or failed one included), and any operation given a cost.
     """
 
     requests: Counter[tuple[str, int]] = field(default_factory=Counter)
@@ -36,6 +38,12 @@ class SimStats:
     webhooks_delivered: int = 0
     webhooks_failed: int = 0
     jobs: dict[str, JobTimes] = field(default_factory=dict)
+    credits_spent: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_credits_spent(self) -> float:
+        """Credits charged over every account."""
+        return sum(self.credits_spent.values())
 
     def snapshot(self) -> dict[str, Any]:
         """A plain, JSON-able copy (`requests` keys become "POST /music 201")."""
@@ -49,6 +57,7 @@ class SimStats:
             "lost_responses": self.lost_responses,
             "webhooks_delivered": self.webhooks_delivered,
             "webhooks_failed": self.webhooks_failed,
+            "credits_spent": dict(self.credits_spent),
             "jobs": {
                 jobid: {"created": t.created, "finished": t.finished}
                 for jobid, t in self.jobs.items()
