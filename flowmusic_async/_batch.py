@@ -28,6 +28,7 @@ collect.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from os import PathLike, fspath
@@ -43,6 +44,7 @@ from ._errors import (
     AccountError,
     AuthenticationError,
     BatchAborted,
+    BudgetExceeded,
     ClientClosedError,
     FlowMusicError,
     InsufficientCreditsError,
@@ -196,6 +198,7 @@ class _Batch:
         *,
         timeout: float | None,
         retry_failed: bool,
+        spend_key: str,
     ) -> None:
         self._submitter = submitter
         self._tracker = tracker
@@ -204,7 +207,7 @@ class _Batch:
         self._timeout = timeout
         self._retry_failed = retry_failed
         # Every submission of this batch: stopped together when the batch is left or aborted.
-        self.group = SubmitGroup()
+        self.group = SubmitGroup(spend_key=spend_key)
         self.abort_cause: FlowMusicError | None = None
         self.not_started = 0
         # Accepted jobs whose jobid the journal could not write down (a full disk): reported
@@ -469,6 +472,9 @@ class _Batch:
         return slots + SPARE_TASKS if slots else UNKNOWN_CAPACITY_TASKS
 
 
+_BATCH_NUMBERS = itertools.count(1)
+
+
 class GenerateMany:
     """What `fm.generate_many` returns: use as ``async with ... as outcomes``; see the module.
 
@@ -487,6 +493,7 @@ class GenerateMany:
         concurrency: int | None = None,
         timeout: float | None = None,
         retry_failed: bool = False,
+        spend_limit: float | None = None,
     ) -> None:
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
@@ -506,6 +513,10 @@ class GenerateMany:
             raise ValidationError(
                 "requests", f"must be an iterable of requests, got {type(requests).__name__}"
             )
+        # What the batch's credits are counted under (`fm.spending().batches[spend_key]`).
+        self.spend_key = f"batch-{next(_BATCH_NUMBERS)}"
+        if spend_limit is not None:  # refused now, naming the field, if not a credit figure
+            submitter.spend.set_batch_limit(self.spend_key, spend_limit)
         self._submitter = submitter
         self._tracker = tracker
         self._requests = requests
@@ -539,6 +550,7 @@ class GenerateMany:
             send,
             timeout=self._timeout,
             retry_failed=self._retry_failed,
+            spend_key=self.spend_key,
         )
 
         async def drive() -> None:
@@ -662,6 +674,7 @@ def _unpaid_for_now(error: FlowMusicError) -> bool:
                 NoAccountAvailable,
                 NotFoundError,
                 JournalError,
+                BudgetExceeded,
             ),
         )
         and error.jobid is None

@@ -34,9 +34,10 @@ import httpx
 import msgspec
 
 from . import _download, _logs
+from ._balances import Balances, balance_reader
 from ._batch import GenerateMany
 from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
-from ._config import client_config
+from ._config import check_min_credits_left, client_config, spend_ledger
 from ._download import Format
 from ._edits import JobEditHelpers
 from ._errors import (
@@ -52,12 +53,13 @@ from ._host import ServiceHost
 from ._http import MEDIA_DEADLINE_FACTOR, HttpCore, request_deadline
 from ._journal import Journal
 from ._lanes import Clients, HttpBackend, Place, open_clients
-from ._models import Account, AccountJobs, Clip, Job
+from ._models import Account, AccountJobs, Clip, Job, Usage
 from ._redact import remember_secret
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
 from ._retry import RetryPolicy
 from ._scheduler import Scheduler, SlotUsage
+from ._spend import Spending
 from ._submission import JobPath, OnSubmitting, QueuedJob, SubmitHooks
 from ._submitter import Submitter
 from ._timing import Timing
@@ -107,6 +109,16 @@ class FlowMusic(JobEditHelpers):
             pools ("lanes"); ``"aiohttp"``, aiohttp's pool (asyncio only, needs the extra
             ``aiohttp``: the httpx-aiohttp package); ``"auto"`` (default) picks the lanes (see
             docs/architecture.md, "Connection lanes"). Not with `transport` / `http_client`.
+        spend_limit: the most credits this client may spend over its life; a submission that
+            would cross it is refused before it is sent (`BudgetExceeded`). Credits of jobs
+            on their way count as well as those spent (docs/concepts/spending.md).
+        tenant_spend_limit: the same limit for each `tenant=` of its own.
+        tenant_spend_limits: tenant key -> its own limit (over `tenant_spend_limit`).
+        costs: operation -> credits (``{"song": 12}``), over the defaults.
+        min_credits_left: a floor under every account's live balance: an account that would
+            drop below it with one more job is taken out of rotation until its balance rises.
+            The balance is read at most every `Timing.poll_interval` per account; being the
+            server's figure, the floor holds across processes sharing the accounts.
 
     ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records
     on stderr; see `flowmusic_async._logs`.
@@ -142,6 +154,11 @@ class FlowMusic(JobEditHelpers):
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         http_backend: HttpBackend = "auto",
+        spend_limit: float | None = None,
+        tenant_spend_limit: float | None = None,
+        tenant_spend_limits: Mapping[str, float] | None = None,
+        costs: Mapping[str, float] | None = None,
+        min_credits_left: float | None = None,
     ) -> None:
         _logs.configure_from_env()
         config = client_config(
@@ -168,6 +185,13 @@ class FlowMusic(JobEditHelpers):
         self._transport = config.transport
         self._user_client = config.http_client
         self._timing = config.timing
+        self._spend = spend_ledger(
+            spend_limit=spend_limit,
+            tenant_spend_limit=tenant_spend_limit,
+            tenant_spend_limits=tenant_spend_limits,
+            costs=costs,
+        )
+        floor = check_min_credits_left(min_credits_left)
         self._policy = self._timing.retry_policy(max_retries=config.max_retries)
         self._events = EventHooks(config.event_hooks)
         self._state = "new"  # new -> open -> closing -> closed; never reopened
@@ -202,6 +226,16 @@ class FlowMusic(JobEditHelpers):
             timing=self._timing,
             policy=self._policy,
             events=self._events,
+            spend=self._spend,
+            balances=None
+            if floor is None
+            else Balances(
+                read=balance_reader(self.accounts),
+                ledger=self._spend,
+                min_credits_left=floor,
+                # Every few seconds per account at most, never once per song.
+                refresh_every=self._timing.poll_interval,
+            ),
         )
         self.webhooks = Webhooks(self._tracker)
 
@@ -706,6 +740,7 @@ class FlowMusic(JobEditHelpers):
         concurrency: int | None = None,
         deadline: float | None = None,
         retry_failed: bool = False,
+        spend_limit: float | None = None,
     ) -> GenerateMany:
         """Generate many songs; yields one `Outcome` per request as each finishes.
 
@@ -721,6 +756,8 @@ class FlowMusic(JobEditHelpers):
             concurrency: at most this many requests in progress at once (default: capacity).
             deadline: per-job deadline in seconds from acceptance.
             retry_failed: with a journal, submit again requests that failed in an earlier run.
+            spend_limit: the most credits this batch may spend; the songs that would cross it
+                end with `BudgetExceeded`, unsent (a journal keeps them for a rerun).
         """
         self._require_core()
         return GenerateMany(
@@ -731,6 +768,7 @@ class FlowMusic(JobEditHelpers):
             concurrency=concurrency,
             timeout=_check_deadline(deadline),
             retry_failed=retry_failed,
+            spend_limit=spend_limit,
         )
 
     def _batch_items(
@@ -804,6 +842,11 @@ class FlowMusic(JobEditHelpers):
         """Call `hook(event)` for every engine `Event` (quick, synchronous callables only)."""
         self._events.add(hook)
 
+    def spending(self) -> Spending:
+        """Credits spent and reserved so far, for the client, each batch, each tenant and each
+        account, with the limits that apply (docs/concepts/spending.md)."""
+        return self._spend.spending()
+
     def capacity(self) -> dict[str, SlotUsage]:
         """Per-account slot usage as the scheduler sees it (empty until the first submission)."""
         return self._submitter.scheduler.snapshot()
@@ -860,6 +903,9 @@ class _EngineAPI:
 
     async def cancel_job(self, jobid: str) -> None:
         await self._fm.jobs.cancel(jobid)
+
+    async def account_usage(self, email: str) -> Usage:
+        return await self._fm.accounts.usage(email)
 
     async def list_accounts(self) -> Mapping[str, Account]:
         return await self._fm.accounts.list()

@@ -9,8 +9,9 @@ keeps or logs the token, and no message quotes it, even a malformed one.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
 from ._errors import ConfigurationError, ValidationError
 from ._events import EventHook
 from ._lanes import HttpBackend, check_http_backend
+from ._spend import SpendLedger
 from ._timing import Timing
 from ._validation import MAX_SECONDS, check_reply_url
 
@@ -193,3 +195,43 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def spend_ledger(
+    *,
+    spend_limit: float | None,
+    tenant_spend_limit: float | None,
+    tenant_spend_limits: Mapping[str, float] | None,
+    costs: Mapping[str, float] | None,
+) -> SpendLedger:
+    """The client's spend limits and prices, checked (docs/concepts/spending.md).
+
+    Raises:
+        ConfigurationError: a limit or a cost that is not a finite number >= 0, or an
+            operation the API does not have.
+    """
+    try:
+        return SpendLedger(
+            limit=spend_limit,
+            tenant_limit=tenant_spend_limit,
+            tenant_limits=tenant_spend_limits,
+            costs=costs,
+        )
+    except ValidationError as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def check_min_credits_left(value: float | None) -> float | None:
+    """The credit floor: None (no floor), or a finite number of credits >= 0."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigurationError(
+            f"min_credits_left must be a finite number of credits >= 0, got {value!r}"
+        )
+    return float(value)

@@ -44,7 +44,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     Every submission ends in exactly one terminal event: "completed", "failed" or "cancelled"
     (the typed error the caller receives, if any, is in `error`). `client_ref` is on every
     event of a submission, and `jobid` on every event after the server accepted it.
-    `error` is also set on "retrying", "cancel_failed" and "timeout" events.
+    `error` is also set on "retrying", "cancel_failed" and "timeout" events. `credits` is
+    what the submission reserved (on "queued" up to "submitted") and, on a job's terminal
+    event, what it is counted as having spent (docs/concepts/spending.md).
     """
 
     kind: EventKind
@@ -55,6 +57,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
     error: FlowMusicError | None = None
     detail: str | None = None
+    credits: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (for a log line or a web socket); `error` becomes its message."""

@@ -34,7 +34,7 @@ from ._errors import (
     TransportError,
 )
 from ._lanes import Place
-from ._models import Account, AccountJobs, Job
+from ._models import Account, AccountJobs, Job, Usage
 from ._submission import JobPath
 
 __all__ = ["Adopt", "Final", "JobsAPI", "PlaceAgain", "Reconcile", "PostOutcome", "classify"]
@@ -62,6 +62,9 @@ class JobsAPI(Protocol):
 
     async def list_accounts(self) -> Mapping[str, Account]:
         """GET /accounts."""
+
+    async def account_usage(self, email: str) -> Usage:
+        """GET /accounts/usage: what the account was charged, per song."""
 
     def unreachable(self, error: FlowMusicError, tries: int) -> TransportError:
         """The error that ends a request whose connection never opened, naming the host."""

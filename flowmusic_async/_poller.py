@@ -129,6 +129,7 @@ class Poller:
         fresh: bool = True,
         client_ref: str | None = None,
         webhook: bool = False,
+        credits: float | None = None,
     ) -> Watch:
         """Start (or join) watching `jobid`.
 
@@ -154,6 +155,7 @@ class Poller:
                 fresh=fresh,
                 client_ref=client_ref,
                 webhook=webhook,
+                credits=credits,
             )
             if self._closed:
                 self.left_running.append(watch)
@@ -395,14 +397,19 @@ class Poller:
         if watch.done.is_set():
             return
         fields = {"client_ref": watch.client_ref, "jobid": watch.jobid}
+        credits = watch.spent(job)
         if job is not None and job.is_completed:
-            self._events.emit("completed", email=job.email, **fields)
+            self._events.emit("completed", email=job.email, credits=credits, **fields)
         elif watch.cancel_requested and (job is None or job.is_failed):
-            self._events.emit("cancelled", email=watch.email, error=error, **fields)
+            self._events.emit(
+                "cancelled", email=watch.email, error=error, credits=credits, **fields
+            )
         elif job is not None:
-            self._events.emit("failed", email=job.email, detail=_failure_code(job), **fields)
+            self._events.emit(
+                "failed", email=job.email, detail=_failure_code(job), credits=credits, **fields
+            )
         else:
-            self._events.emit("failed", email=watch.email, error=error, **fields)
+            self._events.emit("failed", email=watch.email, error=error, credits=credits, **fields)
         watch.resolve(job=job, error=error)
 
 

@@ -49,6 +49,7 @@ logger = logging.getLogger("flowmusic_async")
 # unknown.
 DEFAULT_MAX_JOBS = 4
 MIN_MAX_JOBS, MAX_MAX_JOBS = 1, 16  # the documented range (contract 4)
+AT_FLOOR = "at the credit floor (min_credits_left)"
 
 
 class SlotUsage(msgspec.Struct, frozen=True, kw_only=True):
@@ -311,6 +312,22 @@ class Scheduler:
         if not any(other.healthy for other in self._accounts.values()):
             self._fail_queue(self._any, self._all(), None)
         self._dispatch()
+
+    def hold_at_floor(self, email: str, error: FlowMusicError) -> None:
+        """Take an account out of rotation until `put_back`: its balance is at the credit
+        floor (`FlowMusic(min_credits_left=...)`)."""
+        self.take_out(email, error, reason=AT_FLOOR)
+
+    def out_at_floor(self) -> list[str]:
+        """The accounts held out at the credit floor."""
+        return [email for email, slots in self._accounts.items() if slots.out_reason == AT_FLOOR]
+
+    def put_back(self, email: str) -> None:
+        """An account held at the credit floor may take jobs again (its balance rose)."""
+        slots = self._accounts.get(email)
+        if slots is not None and slots.out_reason == AT_FLOOR:
+            slots.out_reason = slots.out_error = None
+            self._dispatch()
 
     def close(self) -> None:
         """Refuse new waiters and fail the queued ones: the client is closing."""

@@ -82,9 +82,13 @@ class SubmitGroup:
 
     Once `stop()` is called no submission of the group sends a POST; a POST already on its way
     finishes, and its job is cancelled (``cancel_jobs=True``) or left running.
+
+    Args:
+        spend_key: what its submissions' credits are counted under (a batch's spend limit).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, spend_key: str | None = None) -> None:
+        self.spend_key = spend_key
         self.stopped: bool = False
         self._members: set[Submission] = set()
 
@@ -125,6 +129,11 @@ class Submission:
         self.job_timeout: float = job_timeout
         self.hooks: SubmitHooks = hooks
         self.ticket: int = ticket  # its place in the scheduler's line, taken when it was made
+        # What it costs is priced by operation: a song, or the edit's operation.
+        self.operation: str = "song" if path == "/music" else str(request.get("operation"))
+        self.spend_key: str | None = next(
+            (group.spend_key for group in groups if group.spend_key is not None), None
+        )
         self.abandoned: bool = False
         self.cancel_job: bool = False  # its job, once created, is to be cancelled
         self.stopped = anyio.Event()  # set with `abandoned`: a backoff under way ends at once

@@ -10,6 +10,7 @@ bookkeeping of its answer; its caller only awaits the outcome (see docs/architec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -18,10 +19,12 @@ from typing import Any, TypeVar
 
 import anyio
 
+from ._balances import Balances
 from ._errors import (
     AuthenticationError,
     ClientClosedError,
     FlowMusicError,
+    NoAccountAvailable,
     SubmissionUncertain,
     TransportError,
 )
@@ -34,16 +37,22 @@ from ._paid_post import Adopt, Final, JobsAPI, PlaceAgain, Reconcile, classify
 from ._reconcile import Reconciler, Verdict, compose_reply_ref, new_client_ref
 from ._retry import Attempt, RetryPolicy
 from ._scheduler import Scheduler
+from ._spend import Reservation, SpendLedger
 from ._submission import JobPath, Submission, SubmitAttempt, SubmitGroup, SubmitHooks
 from ._timing import Timing
 from ._tracker import JobTracker, wait_bounded
 from ._validation import check_seconds
+from ._watch import Watch
 
 __all__ = ["NotSent", "Submitter"]
 
 logger = logging.getLogger("flowmusic_async")
 
 _HookArg = TypeVar("_HookArg")
+
+# The usage report's types that charge credits (the others, a grant or the daily free
+# credits, add them).
+CHARGED_USAGE = frozenset({"producer-usage", "riffusion"})
 
 
 class NotSent(Exception):
@@ -53,7 +62,7 @@ class NotSent(Exception):
 class _Reserved:
     """What one attempt holds before its POST leaves (see `Submitter._reserved`)."""
 
-    __slots__ = ("announced", "committed", "created_nothing", "email", "left", "place")
+    __slots__ = ("announced", "at_floor", "committed", "created_nothing", "email", "left", "place")
 
     def __init__(self, place: Place) -> None:
         self.place = place
@@ -62,6 +71,8 @@ class _Reserved:
         self.announced: SubmitAttempt | None = None  # the write-ahead told for this attempt
         self.left = False  # the POST left (whatever came of it)
         self.created_nothing = False  # ... and its answer proved no job was created
+        # The chosen account's balance would fall below the credit floor: place it elsewhere.
+        self.at_floor: NoAccountAvailable | None = None
 
 
 class Submitter:
@@ -74,6 +85,8 @@ class Submitter:
         timing: every duration.
         policy: the client's retry policy.
         events: told about every step.
+        spend: the spend limits; every submission reserves its cost here before its POST.
+        balances: the accounts' live balances, when a credit floor is set.
     """
 
     def __init__(
@@ -86,8 +99,12 @@ class Submitter:
         timing: Timing,
         policy: RetryPolicy,
         events: EventHooks,
+        spend: SpendLedger,
+        balances: Balances | None = None,
     ) -> None:
         self._api = api
+        self.spend = spend
+        self._balances = balances
         self._tracker = tracker
         self.scheduler = scheduler
         self._host = host
@@ -104,6 +121,7 @@ class Submitter:
         self._accounts_lock: anyio.Lock | None = None
         self._accounts_due = 0.0  # monotonic time the account list should be read again
         self._everything = SubmitGroup()  # every submission; stopped when the client closes
+        self._priced: set[str] = set()  # accounts whose usage report was read for a price
         self._closing = False
 
     @property
@@ -160,6 +178,7 @@ class Submitter:
                 logger.warning("GET /accounts failed (%s); placement as before", failed)
                 return
             self.scheduler.update_accounts(accounts)
+            await self._return_topped_up()
             for answer in sweep:
                 if isinstance(answer, FlowMusicError):
                     logger.warning("GET /jobs failed (%s); other processes' jobs unknown", answer)
@@ -167,6 +186,21 @@ class Submitter:
                     raise answer
                 else:
                     self.scheduler.reconcile(answer, swept_at=swept_at)
+
+    async def _return_topped_up(self) -> None:
+        """Accounts out of rotation at the credit floor come back once their balance allows
+        a song again (a top-up, or a cheaper price learned)."""
+        if self._balances is None:
+            return
+        cost = self.spend.costs.cost("song")
+        for email in self.scheduler.out_at_floor():
+            try:  # read now: this runs once per account refresh, not per song
+                await self._balances.refresh(email, force=True)
+            except FlowMusicError as error:
+                logger.warning("GET /accounts/%s failed (%s); it stays out", email, error)
+                continue
+            if self._balances.may_take(email, cost):
+                self.scheduler.put_back(email)
 
     async def _read_running(self, into: list[Mapping[str, AccountJobs] | Exception]) -> None:
         """GET /jobs into `into`: its answer, or the error it ended with."""
@@ -354,23 +388,39 @@ class Submitter:
         `NotSent` when it was stopped before a POST left."""
         ref = sub.client_ref
         await self.refresh_accounts()
-        self._events.emit("queued", client_ref=ref, email=sub.account)
-        attempts = self._policy.retrying(
-            max_retries=None,
-            base=self._timing.backoff_base,
-            give_up_at=time.monotonic() + sub.job_timeout,
-            stop=sub.stopped,
-        )
-        async for attempt in attempts:
-            sub.next_attempt()
-            async with self._reserved(sub) as reserved:
-                job = await self._send(sub, reserved, attempt)
-                if job is not None:
-                    return self._accept(sub, job, reserved)
+        cost = self.spend.costs.cost(sub.operation)
+        # Refused here (`BudgetExceeded`) when it would cross a spend limit: nothing is sent.
+        # Held across every attempt: a 429 placed again does not give its credits back.
+        with self.spend.reserve(cost, batch=sub.spend_key, account=sub.account) as reservation:
+            self._events.emit("queued", client_ref=ref, email=sub.account, credits=cost)
+            attempts = self._policy.retrying(
+                max_retries=None,
+                base=self._timing.backoff_base,
+                give_up_at=time.monotonic() + sub.job_timeout,
+                stop=sub.stopped,
+            )
+            try:
+                async for attempt in attempts:
+                    sub.next_attempt()
+                    async with self._reserved(sub, cost) as reserved:
+                        if reserved.at_floor is not None:
+                            if reserved.email is not None:
+                                self.scheduler.hold_at_floor(reserved.email, reserved.at_floor)
+                            floor = PlaceAgain(error=reserved.at_floor, at_once=True)
+                            self._place_again(sub, floor, reserved, attempt)
+                            continue
+                        job = await self._send(sub, reserved, attempt)
+                        if job is not None:
+                            return self._accept(sub, job, reserved, reservation)
+            except BaseException as error:
+                if sub.sending or isinstance(error, SubmissionUncertain):
+                    # A job may exist and be charged: its credits stay counted.
+                    reservation.accepted(account=sub.email)
+                raise
         raise NotSent  # stopped during a backoff
 
     @asynccontextmanager
-    async def _reserved(self, sub: Submission) -> AsyncIterator[_Reserved]:
+    async def _reserved(self, sub: Submission, cost: float) -> AsyncIterator[_Reserved]:
         """Everything a POST holds before it leaves: a slot, the write-ahead, a place among the
         API requests in flight. Held until the attempt ends, and given back on every way out
         (a slot that became the accepted job's stays; so does a write-ahead whose POST may
@@ -390,22 +440,11 @@ class Submitter:
                     sub.account, owner=sub, ticket=sub.ticket, on_wait=self._tracker.poke
                 )
                 slot = True
-                self._events.emit(
-                    "placed", client_ref=sub.client_ref, email=reserved.email, attempt=sub.attempt
-                )
-                sub.placed(reserved.email)
-                if hooks.on_submitting is not None and not sub.abandoned:
-                    announced = SubmitAttempt(
-                        client_ref=sub.client_ref,
-                        email=reserved.email,
-                        sent_at=sub.sent_at or time.time(),
-                        attempt=sub.attempt,
-                    )
-                    # Shielded: a write-ahead record is finished, even if abandoned meanwhile.
-                    with anyio.CancelScope(shield=True):
-                        await _run_hook("on_submitting", hooks.on_submitting, announced)
-                    reserved.announced = announced
-                await reserved.place.take()
+                # The chosen account's balance must stay above the credit floor; if not, the
+                # caller places the job again (nothing announced, nothing sent).
+                reserved.at_floor = await self._below_floor(reserved.email, cost)
+                if reserved.at_floor is None:
+                    await self._announce(sub, reserved)
             if scope.cancelled_caught or sub.abandoned or self._closing:
                 raise NotSent
             yield reserved
@@ -420,6 +459,46 @@ class Submitter:
                         await _run_hook("on_unsent", hooks.on_unsent, reserved.announced)
                     except FlowMusicError:
                         logger.exception("withdrawing the write-ahead of %s failed", sub.client_ref)
+
+    async def _announce(self, sub: Submission, reserved: _Reserved) -> None:
+        """The slot is ours: tell the observers and the journal (the write-ahead), then take a
+        place among the requests in flight. Runs inside the submission's pre-send scope."""
+        hooks = sub.hooks
+        self._events.emit(
+            "placed", client_ref=sub.client_ref, email=reserved.email, attempt=sub.attempt
+        )
+        sub.placed(reserved.email)
+        if hooks.on_submitting is not None and not sub.abandoned:
+            announced = SubmitAttempt(
+                client_ref=sub.client_ref,
+                email=reserved.email,
+                sent_at=sub.sent_at or time.time(),
+                attempt=sub.attempt,
+            )
+            # Shielded: a write-ahead record is finished, even if abandoned meanwhile.
+            with anyio.CancelScope(shield=True):
+                await _run_hook("on_submitting", hooks.on_submitting, announced)
+            reserved.announced = announced
+        await reserved.place.take()
+
+    async def _below_floor(self, email: str | None, cost: float) -> NoAccountAvailable | None:
+        """Why `email` may not take a job costing `cost` (its balance, less what this client
+        has in flight on it, would fall below `min_credits_left`), or None when it may. The
+        balance is read at most every few seconds per account, never once per song."""
+        if self._balances is None or email is None:
+            return None
+        try:
+            left = await self._balances.refresh(email)
+        except FlowMusicError as error:
+            logger.info("GET /accounts/%s failed (%s); placing as before", email, error)
+            return None
+        if self._balances.may_take(email, cost):
+            return None
+        return NoAccountAvailable(
+            f"account {email} is at its credit floor: about {left or 0:g} credits left, "
+            f"min_credits_left={self._balances.min_credits_left:g}, a job costs {cost:g}",
+            email=email,
+        )
 
     async def _send(self, sub: Submission, reserved: _Reserved, attempt: Attempt) -> Job | None:
         """One POST (never repeated here); the job it created, or None to place it again.
@@ -522,8 +601,11 @@ class Submitter:
             detail=f"Cause: {outcome.error}",
         ) from outcome.error
 
-    def _accept(self, sub: Submission, job: Job, reserved: _Reserved) -> JobHandle:
-        """Count the job on its account, hand it to the tracker and return its handle."""
+    def _accept(
+        self, sub: Submission, job: Job, reserved: _Reserved, reservation: Reservation
+    ) -> JobHandle:
+        """Count the job on its account, hand it to the tracker and return its handle; its
+        credits stay reserved until the job ends, then count as spent."""
         placed = reserved.email
         if placed is not None and job.email != placed:
             self.scheduler.release(placed)
@@ -531,14 +613,23 @@ class Submitter:
         else:
             self.scheduler.commit(job.email, job.jobid)
         reserved.committed = True
-        self._events.emit("submitted", client_ref=sub.client_ref, jobid=job.jobid, email=job.email)
+        reservation.accepted(account=job.email)
+        self._events.emit(
+            "submitted",
+            client_ref=sub.client_ref,
+            jobid=job.jobid,
+            email=job.email,
+            credits=reservation.cost,
+        )
         # A job that calls back its `replyUrl` lets the poller sweep slowly.
         watch = self._tracker.track(
             job.jobid,
             job.email,
             client_ref=sub.client_ref,
             webhook=bool(sub.request.get("replyUrl")),
+            credits=reservation.cost,
         )
+        watch.add_listener(lambda ended: self._job_ended(ended, reservation))
         self._tracker.settle_if_ended(job)
         return JobHandle(
             self._tracker,
@@ -547,6 +638,36 @@ class Submitter:
             client_ref=sub.client_ref,
             timeout=sub.job_timeout,
         )
+
+    def _job_ended(self, watch: Watch, reservation: Reservation) -> None:
+        """A job this client placed ended: its credits count as spent; the first song an
+        account completes has the account's usage report read once for the song's price."""
+        reservation.settle(watch.spent(watch.job))
+        email = watch.email
+        job = watch.job
+        if email is None or email in self._priced or job is None or not job.is_completed:
+            return
+        self._priced.add(email)
+        with contextlib.suppress(ClientClosedError):  # closing: the price no longer matters
+            self._host.start_background(self._learn_song_price, email, name=f"price {email}")
+
+    async def _learn_song_price(self, email: str) -> None:
+        """The price of a song as the API charged it: the median of the account's songs in
+        its usage report (a free read); future reservations use it."""
+        try:
+            usage = await self._api.account_usage(email)
+        except FlowMusicError as error:
+            logger.info("GET /accounts/usage for %s failed (%s); prices as before", email, error)
+            return
+        # Charged rows only: a grant or the daily free credits are conversations too.
+        charged = {event.conversation_id for event in usage.events if event.type in CHARGED_USAGE}
+        prices = sorted(
+            song.credits
+            for song in usage.summary.per_conversation
+            if song.conversation_id in charged and song.credits > 0
+        )
+        if prices:
+            self.spend.costs.learn("song", prices[len(prices) // 2])
 
     # ----- jobs accepted earlier ---------------------------------------------------------------
 

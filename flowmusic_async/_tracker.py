@@ -111,6 +111,7 @@ class JobTracker:
         fresh: bool = True,
         webhook: bool = False,
         count: bool = False,
+        credits: float | None = None,
     ) -> Watch:
         """Watch an accepted job until it ends (kept even while nobody awaits it).
 
@@ -119,11 +120,18 @@ class JobTracker:
             webhook: it calls back its `replyUrl` when it ends.
             count: count it on its account (a job accepted by an earlier run or process;
                 the submitter counts the jobs it placed itself).
+            credits: what its submission reserved for it.
         """
         if count:
             self._capacity.commit(email, jobid, reserved=False)
         return self._poller.watch(
-            jobid, email, owned=True, fresh=fresh, client_ref=client_ref, webhook=webhook
+            jobid,
+            email,
+            owned=True,
+            fresh=fresh,
+            client_ref=client_ref,
+            webhook=webhook,
+            credits=credits,
         )
 
     def watching(self, jobid: str) -> Watch | None:

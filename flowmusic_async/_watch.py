@@ -17,7 +17,10 @@ import anyio
 from ._errors import FlowMusicError
 from ._models import Job
 
-__all__ = ["Cancelling", "Watch"]
+__all__ = ["MODERATION_CODE", "Cancelling", "Watch"]
+
+# The failure code of a prompt refused by moderation (the POST /music page's 422 record).
+MODERATION_CODE = "moderation_reject"
 
 logger = logging.getLogger("flowmusic_async")
 
@@ -47,6 +50,7 @@ class Watch:
         fresh: bool = False,
         client_ref: str | None = None,
         webhook: bool = False,
+        credits: float | None = None,
     ) -> None:
         self.jobid = jobid
         self.email = email
@@ -62,6 +66,7 @@ class Watch:
         self.owned = owned
         self.client_ref = client_ref  # our replyRef tag, checked by the webhook receiver
         self.webhook = webhook  # the job calls back a replyUrl when it ends
+        self.credits = credits  # what its submission reserved for it (None: nothing)
         self.cancel_requested = False  # a DELETE was sent: a failed end is our cancellation
         self.cancelling: Cancelling | None = None  # the DELETE under way
         self.cancel_error: FlowMusicError | None = None  # why the last DELETE failed
@@ -91,6 +96,17 @@ class Watch:
     def add_listener(self, listener: Callable[[Watch], None]) -> None:
         """Call `listener(watch)` once when the watch ends (it must be quick and not raise)."""
         self._listeners.append(listener)
+
+    def spent(self, job: Job | None) -> float | None:
+        """What the job counts as having cost, ending with the record `job` (None: unknown):
+        its reserved credits, except for a prompt refused by moderation, which the API is
+        assumed not to charge (docs/api-notes.md#q32-failed-job-cost). None when nothing was
+        reserved for it."""
+        if self.credits is None:
+            return None
+        if job is not None and job.error is not None and job.error.code == MODERATION_CODE:
+            return 0.0
+        return self.credits
 
     def resolve(self, *, job: Job | None = None, error: FlowMusicError | None = None) -> None:
         """End the watch with the job's final record or the error that ended the wait."""

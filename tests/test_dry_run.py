@@ -175,11 +175,18 @@ async def test_cli_budget_must_be_a_number_of_credits(
     assert sim.stats.requests == {}
 
 
-async def test_cli_budget_on_a_real_run_is_refused_until_the_engine_enforces_it(
-    prompts: Path,
-) -> None:
-    """A budget that would be silently ignored could spend past it: refused, nothing sent."""
+async def test_cli_budget_on_a_real_run_stops_paying_at_the_budget(prompts: Path) -> None:
+    """`flowmusic batch --budget 100`: ten songs of 10 credits are paid, the other two end
+    unsent with the budget named, and the summary says what was spent."""
     sim = _sim()
-    code, _, err = await _cli(sim, "batch", str(prompts), "--budget", "100", "--no-journal")
-    assert code == 2 and "--dry-run" in err
-    assert sim.stats.jobs_created == 0
+    code, out, _ = await _cli(
+        sim, "--json", "batch", str(prompts), "--budget", "100", "--no-journal"
+    )
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    summary = next(line for line in lines if line.get("type") == "summary")
+    assert sim.stats.jobs_created == 10 and sim.stats.total_credits_spent == 100.0
+    assert summary["ok"] == 10 and summary["failed"] == 2
+    assert summary["credits_spent"] == 100.0
+    refused = [line for line in lines if line.get("error") and "BudgetExceeded" in str(line)]
+    assert len(refused) == 2
+    assert code != 0  # two songs did not get made

@@ -138,10 +138,6 @@ async def batch(ctx: Context) -> ExitCode:
             )
         _render.batch_estimate(ctx.out, estimate)
         return ExitCode.OK
-    if args.budget is not None:
-        # Until the engine enforces a batch's limit, a budget that would not hold is refused
-        # rather than silently ignored.
-        raise CommandError("--budget is only checked by --dry-run so far; run with --dry-run")
     ctx.interrupt.total = len(items)
     journal = None if args.no_journal else args.journal or default_journal(args.file, args.out)
     if journal is not None:
@@ -162,6 +158,7 @@ async def batch(ctx: Context) -> ExitCode:
             retry_failed=args.retry_failed,
             concurrency=args.concurrency,
             song_timeout=args.timeout,
+            budget=args.budget,
         )
     if ctx.out.json_mode:
         ctx.out.json(summary.to_json())

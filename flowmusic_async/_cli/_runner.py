@@ -70,6 +70,7 @@ class BatchSummary:
     makespan_s: float
     aborted: FlowMusicError | None = None
     not_started: int = 0
+    credits_spent: float = 0.0  # what this batch's songs cost (cancelled ones included)
 
     @property
     def ok(self) -> int:
@@ -100,6 +101,7 @@ class BatchSummary:
             "not_started": self.not_started,
             "makespan_s": round(self.makespan_s, 3),
             "files": len(self.files),
+            "credits_spent": self.credits_spent,
             "aborted": error_document(self.aborted) if self.aborted is not None else None,
             "exit_code": int(self.exit_code),
         }
@@ -140,6 +142,7 @@ async def run_batch(
     concurrency: int | None = None,
     song_timeout: float | None = None,
     json_lines: bool = True,
+    budget: float | None = None,
 ) -> BatchSummary:
     """Generate every item, download finished songs into `dest`, report each outcome.
 
@@ -157,6 +160,8 @@ async def run_batch(
         song_timeout: per-song deadline (--timeout).
         json_lines: print each outcome as a JSON line in JSON mode (the demo prints one
             document at the end instead).
+        budget: the most credits the batch may spend (--budget); the songs past it end
+            with `BudgetExceeded`, unsent.
     """
     reports: list[SongReport] = []
     limiter = anyio.CapacityLimiter(DOWNLOADS_AT_ONCE)
@@ -197,13 +202,15 @@ async def run_batch(
     ):
         # Caught inside the task group, which would otherwise wrap it in an exception group.
         try:
-            async with fm.generate_many(
+            batch = fm.generate_many(
                 requests,
                 journal=journal,
                 concurrency=concurrency,
                 deadline=song_timeout,
                 retry_failed=retry_failed,
-            ) as outcomes:
+                spend_limit=budget,
+            )
+            async with batch as outcomes:
                 async for outcome in outcomes:
                     downloads.start_soon(finish, outcome, progress)
         except BatchAborted as exc:
@@ -212,12 +219,14 @@ async def run_batch(
             # the batch stopped before reading them (a 401 or an API never reached).
             not_started = max(getattr(exc, "not_started", 0), len(items) - len(reports))
     reports.sort(key=lambda r: r.index)
+    spent = fm.spending().batches.get(batch.spend_key)
     return BatchSummary(
         reports=reports,
         total=len(items),
         makespan_s=time.monotonic() - started,
         aborted=aborted,
         not_started=not_started,
+        credits_spent=spent.spent + spent.reserved if spent is not None else 0.0,
     )
 
 
@@ -294,6 +303,7 @@ def print_summary(
     )
     if summary.files:
         line += f"; {len(summary.files)} files in {dest}"
+    line += f"; {summary.credits_spent:g} credits spent"
     out.line(line)
     if summary.aborted is not None:
         aborted = summary.aborted
