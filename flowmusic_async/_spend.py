@@ -321,6 +321,16 @@ class SpendLedger:
         else:
             self._tenant_limits[tenant] = _credits(f"tenant_limits[{tenant!r}]", limit)
 
+    @property
+    def limited(self) -> bool:
+        """Any limit is set (so what a song really costs matters)."""
+        return bool(
+            self._limit is not None
+            or self._tenant_default is not None
+            or self._tenant_limits
+            or self._batch_limits
+        )
+
     def _tenant_limit(self, tenant: str) -> float | None:
         return self._tenant_limits.get(tenant, self._tenant_default)
 

@@ -640,12 +640,15 @@ class Submitter:
         )
 
     def _job_ended(self, watch: Watch, reservation: Reservation) -> None:
-        """A job this client placed ended: its credits count as spent; the first song an
-        account completes has the account's usage report read once for the song's price."""
+        """A job this client placed ended: its credits count as spent. When a limit or a
+        credit floor makes prices matter, the first song an account completes has the
+        account's usage report read once for the song's price (without them, no request)."""
         reservation.settle(watch.spent(watch.job))
         email = watch.email
         job = watch.job
         if email is None or email in self._priced or job is None or not job.is_completed:
+            return
+        if not self.spend.limited and self._balances is None:
             return
         self._priced.add(email)
         with contextlib.suppress(ClientClosedError):  # closing: the price no longer matters

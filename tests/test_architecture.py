@@ -16,6 +16,7 @@ PACKAGE = Path(flowmusic_async.__file__).parent
 
 # The modules that run jobs: who owns which state matters most here (docs/architecture.md).
 ENGINE_MODULES = (
+    "_balances",
     "_batch",
     "_handles",
     "_host",
@@ -23,6 +24,7 @@ ENGINE_MODULES = (
     "_poller",
     "_reconcile",
     "_scheduler",
+    "_spend",
     "_submission",
     "_submitter",
     "_tracker",
