@@ -74,6 +74,7 @@ from ._requests import (
 )
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music
 from ._scheduler import SlotUsage
+from ._telemetry import Telemetry
 from ._timing import Timing
 from ._webhooks import WebhookResult, Webhooks
 
@@ -155,6 +156,7 @@ __all__ = [
     "Stems",
     "SubmissionUncertain",
     "SubmitAttempt",
+    "Telemetry",
     "Timing",
     "TransportError",
     "Usage",

@@ -35,7 +35,7 @@ import anyio.lowlevel
 import httpx
 import msgspec
 
-from . import _download, _logs
+from . import _download, _logs, _telemetry
 from ._batch import GenerateMany
 from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
 from ._download import Format
@@ -68,6 +68,7 @@ from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Mode
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
 from ._retry import RetryPolicy
 from ._scheduler import SlotUsage
+from ._telemetry import CapacityView, TelemetrySetting
 from ._timing import Timing
 from ._validation import check_id, check_reply_url, edit_body, music_body
 from ._webhooks import Webhooks
@@ -117,6 +118,10 @@ class FlowMusic(JobEditHelpers):
             pools ("lanes"); ``"aiohttp"``, aiohttp's pool (asyncio only, needs the extra
             ``aiohttp``: the httpx-aiohttp package); ``"auto"`` (default) picks the lanes (see
             docs/architecture.md, "Connection lanes"). Not with `transport` / `http_client`.
+        telemetry: OpenTelemetry spans and metrics of every submission (the ``otel`` extra;
+            docs/observability.md). None (default): on when the application has set a global
+            tracer provider by the time the client opens; True: on, with the global
+            providers; False: off; a `Telemetry`: on, with the providers it names.
 
     ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records
     on stderr; see `flowmusic_async._logs`.
@@ -153,6 +158,7 @@ class FlowMusic(JobEditHelpers):
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         http_backend: HttpBackend = "auto",
+        telemetry: TelemetrySetting = None,
     ) -> None:
         _logs.configure_from_env()
         self._token = _check_token(token if token is not None else os.environ.get(TOKEN_ENV))
@@ -179,6 +185,7 @@ class FlowMusic(JobEditHelpers):
             except ValidationError as error:
                 raise ConfigurationError(str(error)) from None
         event_hooks = _check_hooks(event_hooks)
+        self._telemetry = _telemetry.check_setting(telemetry)
         for name, cap in (
             ("max_response_bytes", max_response_bytes),
             ("max_download_bytes", max_download_bytes),
@@ -311,6 +318,7 @@ class FlowMusic(JobEditHelpers):
             with anyio.CancelScope(shield=True):
                 await self.aclose()
             raise
+        _telemetry.attach(self._telemetry, self._events, self._capacity_view)
         return self
 
     async def aclose(self) -> None:
@@ -814,6 +822,15 @@ class FlowMusic(JobEditHelpers):
     def capacity(self) -> dict[str, SlotUsage]:
         """Per-account slot usage as the scheduler sees it (empty until the first submission)."""
         return self._engine.scheduler.snapshot()
+
+    # ----- telemetry (flowmusic_async/_telemetry.py, _otel.py) ------------------------------------
+
+    def _capacity_view(self) -> CapacityView | None:
+        """What the OpenTelemetry gauges read (maybe from the metric reader's thread)."""
+        if self._state != "open":
+            return None
+        scheduler = self._engine.scheduler
+        return CapacityView(slots=scheduler.snapshot(), queued=scheduler.waiting)
 
     @property
     def timing(self) -> Timing:
