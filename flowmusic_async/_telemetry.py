@@ -26,8 +26,8 @@ class Telemetry:
     """Where a client's OpenTelemetry spans and metrics go: `FlowMusic(telemetry=Telemetry(...))`.
 
     Needs the ``otel`` extra (``opentelemetry-api``); the application installs and configures
-    the SDK and its exporters. A provider left out is the global one (`opentelemetry.trace.
-    get_tracer_provider()`, `opentelemetry.metrics.get_meter_provider()`).
+    the SDK and its exporters. A provider left out is the global one (OpenTelemetry's
+    ``get_tracer_provider()`` or ``get_meter_provider()``). See docs/observability.md.
 
     Args:
         tracer_provider: the provider of the client's tracer.

@@ -371,3 +371,16 @@ def test_the_default_follows_the_applications_tracer_provider() -> None:
         """,
     )
     assert result == {"before": 0, "on": 4, "off": 0}  # song, slot wait, POST, render
+
+
+def test_the_overhead_benchmark_runs_each_variant_in_its_own_process() -> None:
+    """benchmarks/bench_otel.py: the configured client exports every span, the other one
+    never imports OpenTelemetry."""
+    from benchmarks import bench_otel
+
+    on = bench_otel.run_once("otel", 12, time_scale=0.002)
+    off = bench_otel.run_once("off", 12, time_scale=0.002)
+    assert on["completed"] == off["completed"] == 12
+    assert on["spans"] >= 4 * 12 and on["otel_imported"]
+    assert off["spans"] == 0 and not off["otel_imported"]
+    assert "x off" in bench_otel.table({12: {"off": [off], "otel": [on]}})[0]
