@@ -404,7 +404,7 @@ class SongTelemetry:
         attributes: dict[str, AttributeValue] = {ACCOUNT: account} if account else {}
         if event.kind == "completed":
             self._metrics.completed.add(1, attributes)
-            credits = _number(getattr(event, "credits", None))
+            credits = _number(getattr(event, "credits", None)) if _EVENTS_HAVE_EXTRAS else None
             if credits is not None:
                 self._metrics.credits.add(credits, attributes)
         elif event.kind == "failed":
@@ -450,6 +450,8 @@ def _extra_attributes(event: Event) -> dict[str, AttributeValue]:
     Credits on a terminal event are what was settled; on an earlier one, what was reserved.
     """
     found: dict[str, AttributeValue] = {}
+    if not _EVENTS_HAVE_EXTRAS:  # three calls per song: skip the look-ups while they cannot hit
+        return found
     tenant = getattr(event, "tenant", None)
     if isinstance(tenant, str):
         found[TENANT] = tenant
@@ -457,6 +459,15 @@ def _extra_attributes(event: Event) -> dict[str, AttributeValue]:
     if credits is not None:
         found[CREDITS_SETTLED if event.kind in _TERMINAL else CREDITS_RESERVED] = credits
     return found
+
+
+def _events_have_extras() -> bool:
+    from ._events import Event
+
+    return bool({"tenant", "credits"} & set(Event.__struct_fields__))
+
+
+_EVENTS_HAVE_EXTRAS = _events_have_extras()
 
 
 def _number(value: object) -> float | None:

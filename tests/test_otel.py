@@ -384,3 +384,45 @@ def test_the_overhead_benchmark_runs_each_variant_in_its_own_process() -> None:
     assert on["spans"] >= 4 * 12 and on["otel_imported"]
     assert off["spans"] == 0 and not off["otel_imported"]
     assert "x off" in bench_otel.table({12: {"off": [off], "otel": [on]}})[0]
+
+
+class _EventWithTenant(Event, frozen=True, kw_only=True):
+    """What `Event` is expected to gain (issue 26): the tenant and the credits of a song."""
+
+    tenant: str | None = None
+    credits: float | None = None
+
+
+def test_tenant_and_credits_are_reported_once_events_carry_them(
+    readout: Readout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hooks for the fields the engine adds later: a tenant on the song, credits reserved
+    on the POST and settled on the song, and settled credits counted as spent."""
+    from flowmusic_async import _otel
+
+    monkeypatch.setattr(_otel, "_EVENTS_HAVE_EXTRAS", True)
+    hook = SongTelemetry(
+        tracer_provider=readout.tracer_provider,
+        meter_provider=readout.meter_provider,
+        capacity=lambda: None,
+    )
+    ref, jobid, email = "fma:1", "job:1", "a@example.com"
+    steps: list[tuple[Any, dict[str, Any]]] = [
+        ("queued", {"tenant": "guild-7"}),
+        ("placed", {"email": email, "attempt": 1}),
+        ("submitting", {"email": email, "attempt": 1, "credits": 10.0}),
+        ("submitted", {"email": email, "jobid": jobid}),
+        ("completed", {"email": email, "jobid": jobid, "tenant": "guild-7", "credits": 8.0}),
+    ]
+    for at, (kind, fields) in enumerate(steps):
+        hook(_EventWithTenant(kind=kind, at=1000.0 + at, client_ref=ref, **fields))
+
+    (root,) = readout.roots()
+    assert root.attributes is not None
+    assert root.attributes["flowmusic.tenant"] == "guild-7"
+    assert root.attributes["flowmusic.credits.settled"] == 8.0
+    (post,) = [span for span in readout.children(root) if span.name == "flowmusic.post"]
+    assert post.attributes is not None
+    assert post.attributes["flowmusic.credits.reserved"] == 10.0
+    assert root.start_time == 1000 * 10**9 and root.end_time == 1004 * 10**9
+    assert [p.value for p in readout.points()["flowmusic.credits.spent"]] == [8.0]
