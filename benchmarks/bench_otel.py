@@ -18,6 +18,12 @@ start to its end, divided by the songs.
 
     python -m benchmarks.bench_otel                         # 5,000 and 20,000 songs, 3 turns
     python -m benchmarks.bench_otel --sizes 2000 --repeats 1
+    python -m benchmarks.bench_otel --hook-only             # the hook alone, no client
+
+`--hook-only` feeds the telemetry hook the five events of each of 20,000 songs, in this
+process, and prints its CPU per song with the SDK (a BatchSpanProcessor dropping spans, an
+in-memory metric reader), with a no-op tracer (the hook and the metrics, no spans), and with
+the SDK sampling one trace in ten.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from benchmarks import _report
@@ -129,6 +135,56 @@ async def client(base_url: str, songs: int, time_scale: float, variant: str) -> 
     }
 
 
+def hook_only(songs: int) -> dict[str, float]:
+    """Microseconds of CPU per song for the telemetry hook alone, fed each song's events."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from flowmusic_async._events import Event
+    from flowmusic_async._otel import SongTelemetry
+
+    class DropSpans(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    def sdk(sampler: Any = None) -> Any:
+        provider = TracerProvider(sampler=sampler)
+        provider.add_span_processor(BatchSpanProcessor(DropSpans()))
+        return provider
+
+    results: dict[str, float] = {}
+    cases: dict[str, Callable[[], Any]] = {
+        "sdk": sdk,
+        "noop": NoOpTracerProvider,
+        "sdk, 1 in 10 sampled": lambda: sdk(ParentBased(TraceIdRatioBased(0.1))),
+    }
+    for name, make in cases.items():
+        tracer_provider = make()
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        hook = SongTelemetry(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, capacity=lambda: None
+        )
+        now = time.time()
+        cpu0 = time.process_time()
+        for n in range(songs):
+            ref, email = f"fma:{n:032x}", f"bench{n % 50:02d}@example.com"
+            jobid = f"job:{n:08d}-{email}"
+            hook(Event(kind="queued", at=now, client_ref=ref))
+            hook(Event(kind="placed", at=now, client_ref=ref, email=email, attempt=1))
+            hook(Event(kind="submitting", at=now, client_ref=ref, email=email, attempt=1))
+            hook(Event(kind="submitted", at=now, client_ref=ref, email=email, jobid=jobid))
+            hook(Event(kind="completed", at=now, client_ref=ref, email=email, jobid=jobid))
+        getattr(tracer_provider, "force_flush", lambda: None)()
+        results[name] = (time.process_time() - cpu0) / songs * 1e6
+        getattr(tracer_provider, "shutdown", lambda: None)()
+        meter_provider.shutdown()
+    return results
+
+
 # ----- the parent ------------------------------------------------------------------------------
 
 
@@ -203,7 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--time-scale", type=float, default=0.01)
+    parser.add_argument("--hook-only", action="store_true", help="the hook alone, no client")
     args = parser.parse_args(argv)
+    if args.hook_only:
+        _report.print_machine()
+        for name, micros in hook_only(20_000).items():
+            print(f"hook alone, 20,000 songs, {name}: {micros:.1f} us of CPU per song")
+        return 0
     if args.client:
         import anyio
 
