@@ -246,13 +246,14 @@ class SongTelemetry:
             self._queued(event)
             return
         ref = event.client_ref
-        song = self._songs.get(ref) if ref is not None else None
-        if kind in _TERMINAL:
+        if kind in _TERMINAL:  # the submission's last event: its state goes
+            song = self._songs.pop(ref, None) if ref is not None else None
             self._count_end(event, song)
             if song is not None:
-                del self._songs[ref]  # type: ignore[arg-type]  # ref is set when song is
                 self._end(event, song)
-        elif song is not None:
+            return
+        song = self._songs.get(ref) if ref is not None else None
+        if song is not None:
             self._step(event, song)
         elif kind == "retrying":  # outside a traced submission, the 429 still counts
             self._count_429(event)
