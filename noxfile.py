@@ -31,8 +31,9 @@ nox.options.error_on_missing_interpreters = False
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
-# What the test suite installs: the package with the extras its tests exercise.
-TESTED = ".[cli,pytest,examples]"
+# What the test suite installs: the package with the extras its tests exercise (the otel
+# extra's SDK, which the library never depends on, comes with the test group).
+TESTED = ".[cli,pytest,examples,otel]"
 
 
 def group(*names: str) -> list[str]:
@@ -145,7 +146,7 @@ def typing(session: nox.Session) -> None:
     reads it the way a user's environment does.
     """
     # pytest: the README's example test is checked too.
-    session.install(".[pytest]", *group("typing"))
+    session.install(".[pytest,otel]", *group("typing"))
     for package in ("flowmusic_async", "flowmusic_async.testing"):
         session.run("pyright", "--verifytypes", package, "--ignoreexternal", env=_venv_env(session))
     session.run("python", "tests/typing/check.py")

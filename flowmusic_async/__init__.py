@@ -79,6 +79,7 @@ from ._resources import Accounts, DownloadStream, Files, Jobs, Music
 from ._scheduler import SlotUsage
 from ._spend import Spending, SpendTotals
 from ._submission import OnSubmitting, QueuedJob, QueuedState, SubmitAttempt
+from ._telemetry import Telemetry
 from ._timing import Timing
 from ._webhooks import WebhookResult, Webhooks
 
@@ -166,6 +167,7 @@ __all__ = [
     "Stems",
     "SubmissionUncertain",
     "SubmitAttempt",
+    "Telemetry",
     "Timing",
     "TransportError",
     "Usage",

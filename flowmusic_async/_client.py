@@ -33,7 +33,7 @@ import anyio.lowlevel
 import httpx
 import msgspec
 
-from . import _download, _logs
+from . import _download, _logs, _telemetry
 from ._balances import Balances, balance_reader
 from ._batch import GenerateMany
 from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
@@ -62,6 +62,7 @@ from ._scheduler import Scheduler, SlotUsage
 from ._spend import Spending
 from ._submission import JobPath, OnSubmitting, QueuedJob, SubmitHooks
 from ._submitter import Submitter
+from ._telemetry import CapacityView, TelemetrySetting
 from ._timing import Timing
 from ._tracker import JobTracker
 from ._validation import check_id, check_seconds, edit_body, music_body
@@ -119,6 +120,10 @@ class FlowMusic(JobEditHelpers):
             drop below it with one more job is taken out of rotation until its balance rises.
             The balance is read at most every `Timing.poll_interval` per account; being the
             server's figure, the floor holds across processes sharing the accounts.
+        telemetry: OpenTelemetry spans and metrics of every submission (the ``otel`` extra;
+            docs/observability.md). None (default): on when the application has set a global
+            tracer provider by the time the client opens; True: on, with the global
+            providers; False: off; a `Telemetry`: on, with the providers it names.
 
     ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records
     on stderr; see `flowmusic_async._logs`.
@@ -159,6 +164,7 @@ class FlowMusic(JobEditHelpers):
         tenant_spend_limits: Mapping[str, float] | None = None,
         costs: Mapping[str, float] | None = None,
         min_credits_left: float | None = None,
+        telemetry: TelemetrySetting = None,
     ) -> None:
         _logs.configure_from_env()
         config = client_config(
@@ -185,6 +191,7 @@ class FlowMusic(JobEditHelpers):
         self._transport = config.transport
         self._user_client = config.http_client
         self._timing = config.timing
+        self._telemetry = _telemetry.check_setting(telemetry)
         self._spend = spend_ledger(
             spend_limit=spend_limit,
             tenant_spend_limit=tenant_spend_limit,
@@ -333,6 +340,7 @@ class FlowMusic(JobEditHelpers):
             with anyio.CancelScope(shield=True):
                 await self.aclose()
             raise
+        _telemetry.attach(self._telemetry, self._events, self._capacity_view)
         return self
 
     async def aclose(self) -> None:
@@ -850,6 +858,15 @@ class FlowMusic(JobEditHelpers):
     def capacity(self) -> dict[str, SlotUsage]:
         """Per-account slot usage as the scheduler sees it (empty until the first submission)."""
         return self._submitter.scheduler.snapshot()
+
+    # ----- telemetry (flowmusic_async/_telemetry.py, _otel.py) ------------------------------------
+
+    def _capacity_view(self) -> CapacityView | None:
+        """What the OpenTelemetry gauges read (maybe from the metric reader's thread)."""
+        if self._state != "open":
+            return None
+        scheduler = self._submitter.scheduler
+        return CapacityView(slots=scheduler.snapshot(), queued=scheduler.waiting)
 
     @property
     def timing(self) -> Timing:
