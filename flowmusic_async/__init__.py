@@ -81,9 +81,8 @@ from ._spend import Spending, SpendTotals
 from ._submission import OnSubmitting, QueuedJob, QueuedState, SubmitAttempt
 from ._telemetry import Telemetry
 from ._timing import Timing
+from ._version import __version__
 from ._webhooks import WebhookResult, Webhooks
-
-__version__ = "0.1.0"
 
 __all__ = [
     "APIStatusError",

@@ -58,11 +58,11 @@ from ._redact import remember_secret
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
 from ._retry import RetryPolicy
-from ._scheduler import Scheduler, SlotUsage
+from ._scheduler import CapacityView, Scheduler, SlotUsage
 from ._spend import Spending
 from ._submission import JobPath, OnSubmitting, QueuedJob, SubmitHooks
 from ._submitter import Submitter
-from ._telemetry import CapacityView, TelemetrySetting
+from ._telemetry import TelemetrySetting
 from ._timing import Timing
 from ._tracker import JobTracker
 from ._validation import check_id, check_seconds, edit_body, music_body

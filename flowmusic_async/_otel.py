@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
 
     from ._events import Event
-    from ._telemetry import CapacityView
+    from ._scheduler import CapacityView
 
 SCOPE = "flowmusic_async"
 # Attribute names, one place: the docs and the tests read the same ones.
@@ -204,7 +204,7 @@ def _instruments_of(provider: MeterProvider) -> _Instruments:
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 

@@ -29,6 +29,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import anyio
 import msgspec
@@ -63,6 +64,13 @@ class SlotUsage(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int
     healthy: bool
     reason: str | None = None
+
+
+class CapacityView(NamedTuple):
+    """What the gauges read at each collection: per-account slots and the queue for a slot."""
+
+    slots: Mapping[str, SlotUsage]
+    queued: int
 
 
 class _Waiter:

@@ -9,8 +9,8 @@ its `Event`s. See docs/observability.md.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, NamedTuple, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Union
 
 from ._errors import ConfigurationError
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from ._events import EventHooks
-    from ._scheduler import SlotUsage
+    from ._scheduler import CapacityView
 
 
 class Telemetry:
@@ -53,13 +53,6 @@ class Telemetry:
 TelemetrySetting = Union[bool, Telemetry, None]  # noqa: UP007 (a runtime alias under 3.10)
 """`FlowMusic(telemetry=...)`: None (on if the application configured a tracer provider),
 True (on, the global providers), False (off), or a `Telemetry` naming the providers."""
-
-
-class CapacityView(NamedTuple):
-    """What the gauges read at each collection: per-account slots and the queue for a slot."""
-
-    slots: Mapping[str, SlotUsage]
-    queued: int
 
 
 def check_setting(value: object) -> TelemetrySetting:

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace import StatusCode
 
 from flowmusic_async._otel import SongTelemetry
-from flowmusic_async._telemetry import CapacityView
+from flowmusic_async._scheduler import CapacityView
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .. import __version__
+from .._version import __version__
 from ._exit import EPILOG, SUB_EPILOG
 from ._inputs import GHOSTWRITERS, INPUT_FORMATS, MODELS
 
