@@ -107,6 +107,11 @@ class FlowMusic(JobEditHelpers):
             pools ("lanes"); ``"aiohttp"``, aiohttp's pool (asyncio only, needs the extra
             ``aiohttp``: the httpx-aiohttp package); ``"auto"`` (default) picks the lanes (see
             docs/architecture.md, "Connection lanes"). Not with `transport` / `http_client`.
+        tenant_weights: a tenant's share of the slots against other tenants' (default 1 each;
+            see `tenant=` on `generate`, and docs/concepts/serving-many-users.md).
+        tenant_max_jobs: the most jobs a tenant may have in flight (reserved or running) at
+            once: one number for every tenant (work without a tenant included), or a mapping
+            tenant -> cap for the tenants it names.
 
     ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records
     on stderr; see `flowmusic_async._logs`.
@@ -142,6 +147,8 @@ class FlowMusic(JobEditHelpers):
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         http_backend: HttpBackend = "auto",
+        tenant_weights: Mapping[str, float] | None = None,
+        tenant_max_jobs: int | Mapping[str, int] | None = None,
     ) -> None:
         _logs.configure_from_env()
         config = client_config(
@@ -157,6 +164,8 @@ class FlowMusic(JobEditHelpers):
             max_response_bytes=max_response_bytes,
             max_download_bytes=max_download_bytes,
             http_backend=http_backend,
+            tenant_weights=tenant_weights,
+            tenant_max_jobs=tenant_max_jobs,
         )
         self._token = config.token
         self._base_url = config.base_url
@@ -184,7 +193,9 @@ class FlowMusic(JobEditHelpers):
         self.accounts = Accounts(self._require_core, self._timeout)
         self.files = Files(self._require_core, self._timeout)
         api = _EngineAPI(self)
-        scheduler = Scheduler()
+        scheduler = Scheduler(
+            tenant_weights=config.tenant_weights, tenant_max_jobs=config.tenant_max_jobs
+        )
         self._tracker = JobTracker(
             api,
             host=self._host,
