@@ -74,7 +74,7 @@ from ._requests import (
     SongRequest,
 )
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music
-from ._scheduler import SlotUsage
+from ._scheduler import AccountHealth, CapacitySnapshot, SlotUsage, TenantUsage
 from ._submission import OnSubmitting, QueuedJob, QueuedState, SubmitAttempt
 from ._timing import Timing
 from ._webhooks import WebhookResult, Webhooks
@@ -86,6 +86,7 @@ __all__ = [
     "Account",
     "AccountBusyError",
     "AccountError",
+    "AccountHealth",
     "AccountJobs",
     "Accounts",
     "AllAccountsBusyError",
@@ -94,6 +95,7 @@ __all__ = [
     "BadRequestError",
     "BatchAborted",
     "BatchRun",
+    "CapacitySnapshot",
     "ClientClosedError",
     "Clip",
     "ClipPage",
@@ -157,6 +159,7 @@ __all__ = [
     "Stems",
     "SubmissionUncertain",
     "SubmitAttempt",
+    "TenantUsage",
     "Timing",
     "TransportError",
     "Usage",

@@ -196,8 +196,10 @@ class _Batch:
         *,
         timeout: float | None,
         retry_failed: bool,
+        tenant: str | None = None,
     ) -> None:
         self._submitter = submitter
+        self._tenant = tenant
         self._tracker = tracker
         self._journal = journal
         self._send = send
@@ -366,7 +368,11 @@ class _Batch:
         journal = self._journal
         if entry is not None and entry.state == "submitted" and entry.jobid:
             return submitter.attach(
-                entry.jobid, entry.email, client_ref=entry.client_ref, timeout=self._timeout
+                entry.jobid,
+                entry.email,
+                client_ref=entry.client_ref,
+                timeout=self._timeout,
+                tenant=self._tenant,
             )
         client_ref = new_client_ref()
         if entry is not None and entry.state == "submitting" and entry.client_ref:
@@ -421,6 +427,7 @@ class _Batch:
             ),
             timeout=self._timeout,
             group=self.group,
+            tenant=self._tenant,
         )
 
     async def _mark_submitted(self, key: str, handle: JobHandle) -> None:
@@ -487,6 +494,7 @@ class GenerateMany:
         concurrency: int | None = None,
         timeout: float | None = None,
         retry_failed: bool = False,
+        tenant: str | None = None,
     ) -> None:
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
@@ -514,6 +522,7 @@ class GenerateMany:
         self._concurrency = concurrency
         self._timeout = timeout
         self._retry_failed = retry_failed
+        self._tenant = tenant
         self._task_group: anyio.abc.TaskGroup | None = None
         self._batch: _Batch | None = None
         self._journal_run = contextlib.AsyncExitStack()  # holds `Journal.run` while running
@@ -539,6 +548,7 @@ class GenerateMany:
             send,
             timeout=self._timeout,
             retry_failed=self._retry_failed,
+            tenant=self._tenant,
         )
 
         async def drive() -> None:

@@ -57,7 +57,7 @@ from ._redact import remember_secret
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
 from ._retry import RetryPolicy
-from ._scheduler import Scheduler, SlotUsage
+from ._scheduler import CapacitySnapshot, Scheduler
 from ._submission import JobPath, OnSubmitting, QueuedJob, SubmitHooks
 from ._submitter import Submitter
 from ._timing import Timing
@@ -396,6 +396,7 @@ class FlowMusic(JobEditHelpers):
         deadline: float | None = None,
         client_ref: str | None = None,
         on_submitting: OnSubmitting | None = None,
+        tenant: str | None = None,
     ) -> JobHandle:
         """Submit a song in async mode; return as soon as the server has accepted it.
 
@@ -410,6 +411,9 @@ class FlowMusic(JobEditHelpers):
             client_ref: the reference for reconciling this submission (a journal's); default new.
             on_submitting: awaited before each POST with what is about to be sent; if it
                 raises, nothing is sent and the submission fails with a `FlowMusicError`.
+            tenant: whose work it is (a Discord guild, a web app's user): free slots are
+                shared fairly between tenants (`tenant_weights`, `tenant_max_jobs`),
+                `cancel_queued(tenant)` stops its songs not yet sent, and its events carry it.
 
         Raises:
             ValidationError: before anything is sent. Any final API error (400, 401, 422, a
@@ -435,6 +439,7 @@ class FlowMusic(JobEditHelpers):
             client_ref=client_ref,
             hooks=SubmitHooks(on_submitting=on_submitting),
             timeout=_check_deadline(deadline),
+            tenant=_check_tenant(tenant),
         )
 
     def submit_nowait(
@@ -443,6 +448,7 @@ class FlowMusic(JobEditHelpers):
         *,
         deadline: float | None = None,
         client_ref: str | None = None,
+        tenant: str | None = None,
     ) -> QueuedJob:
         """Queue a song and return at once, before a slot is free: the non-blocking `submit`.
 
@@ -455,6 +461,7 @@ class FlowMusic(JobEditHelpers):
             request: a prompt, or a `SongRequest` with every option of `submit`.
             deadline: seconds the job may take from acceptance (default `Timing.job_timeout`).
             client_ref: the reference for reconciling this submission; default new.
+            tenant: whose work it is (see `submit`).
 
         Raises:
             ValidationError: before anything is queued or sent.
@@ -474,6 +481,7 @@ class FlowMusic(JobEditHelpers):
             account=request.email,
             client_ref=client_ref,
             timeout=deadline,
+            tenant=_check_tenant(tenant),
         )
         return QueuedJob(self._submitter, submission)
 
@@ -491,6 +499,7 @@ class FlowMusic(JobEditHelpers):
         reply_url: str | None = None,
         reply_ref: str | None = None,
         deadline: float | None = None,
+        tenant: str | None = None,
     ) -> Job:
         """Generate a song and return the completed job (its clips).
 
@@ -503,6 +512,7 @@ class FlowMusic(JobEditHelpers):
         Args:
             deadline: seconds the job may take from acceptance (default `Timing.job_timeout`);
                 for a whole-call deadline use ``anyio.fail_after``.
+            tenant: whose work it is (see `submit`).
 
         Raises:
             JobFailed: the job ended failed (the record is on the error).
@@ -521,6 +531,7 @@ class FlowMusic(JobEditHelpers):
                 reply_url=reply_url,
                 reply_ref=reply_ref,
                 deadline=_check_deadline(deadline),
+                tenant=tenant,
             )
         )
 
@@ -555,6 +566,7 @@ class FlowMusic(JobEditHelpers):
         reply_ref: str | None = None,
         model: Model | None = None,
         deadline: float | None = None,
+        tenant: str | None = None,
     ) -> JobHandle:
         """Submit an edit (effect, extend, replace, cover, remix) in async mode.
 
@@ -568,6 +580,7 @@ class FlowMusic(JobEditHelpers):
             effect ... model: the fields of `EditRequest`; the operation (and effect) decide
                 which apply, and any other is refused with `ValidationError`.
             deadline: seconds the job may take from acceptance.
+            tenant: whose work it is (see `submit`).
         """
         request = EditRequest(
             operation=operation,
@@ -598,10 +611,12 @@ class FlowMusic(JobEditHelpers):
             reply_ref=reply_ref,
             model=model,
         )
-        return await self._submit_edit_request(request, deadline=_check_deadline(deadline))
+        return await self._submit_edit_request(
+            request, deadline=_check_deadline(deadline), tenant=_check_tenant(tenant)
+        )
 
     async def _submit_edit_request(
-        self, request: EditRequest, *, deadline: float | None
+        self, request: EditRequest, *, deadline: float | None, tenant: str | None = None
     ) -> JobHandle:
         self._require_core()
         if request.operation == "stems":
@@ -617,6 +632,7 @@ class FlowMusic(JobEditHelpers):
             edit_body(request),
             account=account_of_id(request.clip),
             timeout=deadline,
+            tenant=tenant,
         )
 
     async def _run_edit(self, request: EditRequest, *, deadline: float | None) -> Job:
@@ -653,6 +669,7 @@ class FlowMusic(JobEditHelpers):
         reply_ref: str | None = None,
         model: Model | None = None,
         deadline: float | None = None,
+        tenant: str | None = None,
     ) -> Job:
         """Run an edit to its end and return the completed job; see `submit_edit`."""
         return await self._run_to_end(
@@ -685,6 +702,7 @@ class FlowMusic(JobEditHelpers):
                 reply_ref=reply_ref,
                 model=model,
                 deadline=_check_deadline(deadline),
+                tenant=tenant,
             )
         )
 
@@ -717,6 +735,7 @@ class FlowMusic(JobEditHelpers):
         concurrency: int | None = None,
         deadline: float | None = None,
         retry_failed: bool = False,
+        tenant: str | None = None,
     ) -> GenerateMany:
         """Generate many songs; yields one `Outcome` per request as each finishes.
 
@@ -732,6 +751,8 @@ class FlowMusic(JobEditHelpers):
             concurrency: at most this many requests in progress at once (default: capacity).
             deadline: per-job deadline in seconds from acceptance.
             retry_failed: with a journal, submit again requests that failed in an earlier run.
+            tenant: whose batch it is: its songs share the slots fairly with other tenants'
+                work (see `submit`).
         """
         self._require_core()
         return GenerateMany(
@@ -742,6 +763,7 @@ class FlowMusic(JobEditHelpers):
             concurrency=concurrency,
             timeout=_check_deadline(deadline),
             retry_failed=retry_failed,
+            tenant=_check_tenant(tenant),
         )
 
     def _batch_items(
@@ -815,9 +837,29 @@ class FlowMusic(JobEditHelpers):
         """Call `hook(event)` for every engine `Event` (quick, synchronous callables only)."""
         self._events.add(hook)
 
-    def capacity(self) -> dict[str, SlotUsage]:
-        """Per-account slot usage as the scheduler sees it (empty until the first submission)."""
-        return self._submitter.scheduler.snapshot()
+    def capacity(self, tenant: str | None = None) -> CapacitySnapshot:
+        """What the slots are doing and when a song queued now would start.
+
+        Per account (`CapacitySnapshot.accounts`, empty until the first submission read
+        GET /accounts): maxJobs, our running jobs, other processes' (from the last sweep), our
+        POSTs on their way, free slots and health; for the client: songs queued (per tenant
+        too) and `estimated_start` for a song of `tenant` queued now. A snapshot, cheap to
+        take (it walks the accounts and tenants, not the queue).
+        """
+        return self._submitter.capacity(_check_tenant(tenant))
+
+    def cancel_queued(self, tenant: str) -> int:
+        """Stop every song of `tenant` not yet sent; returns how many were stopped.
+
+        Takes effect at once (no POST of theirs leaves from now on) and costs nothing: each
+        ends with `ClientClosedError` saying it was stopped before it was sent. Songs whose
+        POST is on its way, and jobs already running, go on (cancel those through their
+        handles). New submissions of the tenant are queued as usual.
+        """
+        checked = _check_tenant(tenant)
+        if checked is None:
+            raise ValidationError("tenant", "must be a tenant string, got None")
+        return self._submitter.cancel_queued(checked)
 
     @property
     def timing(self) -> Timing:
@@ -828,6 +870,12 @@ class FlowMusic(JobEditHelpers):
     def reply_url(self) -> str | None:
         """The callback URL for jobs submitted without one, if set."""
         return self._reply_url
+
+
+def _check_tenant(tenant: object) -> str | None:
+    if tenant is not None and not isinstance(tenant, str):
+        raise ValidationError("tenant", f"must be a string or None, got {type(tenant).__name__}")
+    return tenant
 
 
 def _check_deadline(deadline: float | None) -> float | None:

@@ -531,6 +531,10 @@ class Scheduler:
             slots.external or slots.full_since is not None for slots in self._accounts.values()
         )
 
+    def free_slots(self) -> int:
+        """Slots free now on the healthy accounts."""
+        return sum(max(0, s.free) for s in self._accounts.values() if s.healthy)
+
     def total_slots(self) -> int:
         """The sum of `maxJobs` over the healthy accounts (0 while the accounts are unknown)."""
         return sum(slots.max_jobs for slots in self._accounts.values() if slots.healthy)
