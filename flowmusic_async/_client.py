@@ -848,6 +848,16 @@ class FlowMusic(JobEditHelpers):
         """
         return self._submitter.capacity(_check_tenant(tenant))
 
+    async def refresh_capacity(self, tenant: str | None = None) -> CapacitySnapshot:
+        """`capacity()` after reading GET /accounts now; a client's first read also lists
+        GET /jobs, to count other processes' jobs (`flowmusic status` uses a fresh client).
+
+        Raises:
+            AuthenticationError: the token is refused (other failures keep the last view).
+        """
+        self._require_core()
+        return await self._submitter.read_capacity(_check_tenant(tenant))
+
     def cancel_queued(self, tenant: str) -> int:
         """Stop every song of `tenant` not yet sent; returns how many were stopped.
 

@@ -334,6 +334,11 @@ class Submitter:
             taken_at=time.time(),
         )
 
+    async def read_capacity(self, tenant: str | None = None) -> CapacitySnapshot:
+        """`capacity` after reading GET /accounts now (the first time, GET /jobs too)."""
+        await self.refresh_accounts(force=True)
+        return self.capacity(tenant)
+
     def _leave_tenant_group(self, sub: Submission) -> None:
         tenant = sub.tenant
         if tenant is not None and (group := self._tenant_groups.get(tenant)) and group.idle:
