@@ -382,6 +382,7 @@ class _Batch:
                 email=entry.email,
                 sent_at=entry.sent_at or 0.0,
                 timeout=self._timeout,
+                tenant=self._tenant,
             )
             if recovered is not None:
                 if not await self._journal_write(self._mark_submitted, key, recovered):

@@ -393,8 +393,9 @@ class Scheduler:
         slots = self._accounts.get(email) if email else None
         if slots is None:
             return
-        self._tenant_job_ended(jobid)  # counted once, whatever came before
-        owner = self._tenant(tenant)
+        if jobid in self._job_tenants:  # counted once, whatever came before
+            self._tenant_job_ended(jobid)
+        owner = self._tenants.get(tenant) or self._tenant(tenant)
         if reserved and slots.reserved > 0:
             slots.reserved -= 1  # the reservation already counts on its tenant
         else:
@@ -407,7 +408,11 @@ class Scheduler:
     def job_ended(self, jobid: str) -> None:
         """Free the slot of a job that completed, failed or was cancelled."""
         slots = self._job_accounts.pop(jobid, None)
-        self._tenant_job_ended(jobid)
+        owner = self._job_tenants.pop(jobid, None)
+        if owner is not None:
+            owner.in_flight -= 1
+            if not owner.in_flight and not owner.waiting:
+                self._forget_if_idle(owner)
         if slots is not None and slots.ours.pop(jobid, None) is not None:
             self._dispatch()
 
@@ -625,42 +630,50 @@ class Scheduler:
         open_accounts = {s.email: s for s in self._accounts.values() if s.healthy and s.free > 0}
         while self._waiting and open_accounts:
             best_any: _AccountSlots | None = None
-            chosen: tuple[_Waiter, _AccountSlots, list[_Waiter], _Tenant] | None = None
+            waiter: _Waiter | None = None
+            slots: _AccountSlots | None = None
+            queue: list[_Waiter] = []
+            owner: _Tenant | None = None
             rank = (math.inf, 0)
+            taking_turns = len(self._queued) > 1  # one tenant alone needs no ranking
             for tenant in self._queued.values():
-                if tenant.capped():
+                if tenant.cap is not None and tenant.in_flight >= tenant.cap:
                     continue
-                mine = (tenant.in_flight / tenant.weight, tenant.served_at)
-                if chosen is not None and mine >= rank:
-                    continue
-                pick: tuple[_Waiter, _AccountSlots, list[_Waiter]] | None = None
-                head = _head(tenant.any)
-                if head is not None:
+                if taking_turns:
+                    mine = (tenant.in_flight / tenant.weight, tenant.served_at)
+                    if owner is not None and mine >= rank:
+                        continue
+                pick: _Waiter | None = _head(tenant.any)
+                pick_slots = pick_queue = None
+                if pick is not None:
                     if best_any is None:
                         best_any = max(open_accounts.values(), key=_room)
-                    pick = (head, best_any, tenant.any)
+                    pick_slots, pick_queue = best_any, tenant.any
                 if tenant.pinned:
-                    for email, queue in list(tenant.pinned.items()):
-                        pinned = _head(queue)
+                    for email, pinned_queue in list(tenant.pinned.items()):
+                        pinned = _head(pinned_queue)
                         if pinned is None:
                             del tenant.pinned[email]
                             continue
-                        slots = open_accounts.get(email)
-                        if slots is not None and (pick is None or pinned.seq < pick[0].seq):
-                            pick = (pinned, slots, queue)
-                if pick is not None:
-                    chosen, rank = (*pick, tenant), mine
-            if chosen is None:
+                        open_slots = open_accounts.get(email)
+                        if open_slots is not None and (pick is None or pinned.seq < pick.seq):
+                            pick, pick_slots, pick_queue = pinned, open_slots, pinned_queue
+                if pick is not None and pick_slots is not None and pick_queue is not None:
+                    waiter, slots, queue, owner = pick, pick_slots, pick_queue, tenant
+                    if not taking_turns:
+                        break
+                    rank = mine
+            if waiter is None or slots is None or owner is None:
                 return
-            waiter, slots, queue, tenant = chosen
             heapq.heappop(queue)
             slots.reserved += 1
-            tenant.in_flight += 1
-            tenant.waiting -= 1
-            tenant.served_at = next(self._served)
+            owner.in_flight += 1
+            owner.waiting -= 1
+            owner.served_at = next(self._served)
             waiter.assigned = slots.email
             self._waiting -= 1
-            self._left_queue(tenant)
+            if not owner.waiting:
+                self._left_queue(owner)
             waiter.event.set()
             if slots.free <= 0:
                 del open_accounts[slots.email]

@@ -650,6 +650,7 @@ class Submitter:
         sent_at: float,
         path: JobPath = "/music",
         timeout: float | None = None,
+        tenant: str | None = None,
     ) -> JobHandle | None:
         """After a restart: the handle of the job a journalled POST created, or None if none was.
 
@@ -660,7 +661,9 @@ class Submitter:
         await self.refresh_accounts()
         verdict = await self._reconciler.reconcile(client_ref, email=email, sent_at=sent_at)
         if isinstance(verdict, Job):
-            return self.attach(verdict.jobid, verdict.email, client_ref=client_ref, timeout=timeout)
+            return self.attach(
+                verdict.jobid, verdict.email, client_ref=client_ref, timeout=timeout, tenant=tenant
+            )
         if verdict == Verdict.ABSENT:
             return None
         raise SubmissionUncertain(
