@@ -415,7 +415,6 @@ class Poller:
         fields = {"client_ref": watch.client_ref, "jobid": watch.jobid, "tenant": watch.tenant}
         if job is not None and job.is_completed:
             self.renders.add(watch.render_seconds())
-        if job is not None and job.is_completed:
             self._events.emit("completed", email=job.email, **fields)
         elif watch.cancel_requested and (job is None or job.is_failed):
             self._events.emit("cancelled", email=watch.email, error=error, **fields)

@@ -17,6 +17,7 @@ from flowmusic_async import (
     QueuedJob,
     SongRequest,
     Timing,
+    ValidationError,
 )
 from flowmusic_async._scheduler import Scheduler
 from flowmusic_async.testing import SimAccount, Simulator
@@ -218,3 +219,16 @@ async def test_the_capacity_snapshot_agrees_with_the_simulator_at_every_sweep(
     # Songs render 40-150 simulated seconds: what the client measured is within that, scaled.
     assert final.render_seconds is not None and final.render_seconds >= 40 * SCALE
     assert sim.stats.responses_429 == 0
+
+
+@pytest.mark.anyio
+async def test_a_tenant_that_is_not_a_string_is_refused_before_anything_is_sent() -> None:
+    """A guild id passed as an int would make two tenants of one guild: refused, named."""
+    sim = make_sim()
+    async with client(sim, []) as fm:
+        with pytest.raises(ValidationError, match="tenant"):
+            await fm.generate("x", tenant=1234)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError, match="tenant"):
+            fm.cancel_queued(None)  # type: ignore[arg-type]
+        assert fm.cancel_queued("nobody") == 0
+    assert sim.stats.jobs_created == 0
