@@ -6,8 +6,9 @@ from Discord's developer portal) and USEAPI_TOKEN.
 Discord wants an answer to a slash command within 3 s, and a song takes one to two and a half
 minutes, so the command defers first (Discord shows "thinking..."), then posts a message with
 a Cancel button while the song renders. One `FlowMusic` client serves every command: its
-scheduler shares the accounts' slots between all the users at once, and its one poller
-watches every song.
+scheduler shares the accounts' slots between all the users at once, each server (guild) a
+tenant of its own, so one busy server cannot make the others wait behind its queue; and its
+one poller watches every song.
 
 Run it, from a checkout (the package is not on PyPI yet):
 
@@ -48,6 +49,13 @@ class CancelView(discord.ui.View):
         await self.handle.cancel()
 
 
+def tenant_of(interaction: discord.Interaction) -> str:
+    """Whose song it is, for fair shares of the slots: the server, or the user in a DM."""
+    if interaction.guild_id is not None:
+        return f"guild:{interaction.guild_id}"
+    return f"user:{interaction.user.id}"
+
+
 def song_command(fm: FlowMusic) -> app_commands.Command[Any, ..., None]:
     """The /song slash command, bound to an open client."""
 
@@ -56,8 +64,9 @@ def song_command(fm: FlowMusic) -> app_commands.Command[Any, ..., None]:
     async def song(interaction: discord.Interaction, prompt: str) -> None:
         await interaction.response.defer(thinking=True)
         try:
-            # Returns once the job is accepted; waits first if every slot is busy.
-            handle = await fm.submit(prompt)
+            # Returns once the job is accepted; waits first if every slot is busy, taking
+            # turns with the other servers' songs.
+            handle = await fm.submit(prompt, tenant=tenant_of(interaction))
         except FlowMusicError as error:  # e.g. ValidationError, ModeratedError (422)
             await interaction.followup.send(f"Could not start that song: {error}")
             return

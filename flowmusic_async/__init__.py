@@ -76,7 +76,7 @@ from ._requests import (
     SongRequest,
 )
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music
-from ._scheduler import SlotUsage
+from ._scheduler import AccountHealth, CapacitySnapshot, SlotUsage, TenantUsage
 from ._spend import Spending, SpendTotals
 from ._submission import OnSubmitting, QueuedJob, QueuedState, SubmitAttempt
 from ._telemetry import Telemetry
@@ -90,6 +90,7 @@ __all__ = [
     "AccountBusyError",
     "AccountError",
     "AccountEstimate",
+    "AccountHealth",
     "AccountJobs",
     "Accounts",
     "AllAccountsBusyError",
@@ -100,6 +101,7 @@ __all__ = [
     "BatchEstimate",
     "BatchRun",
     "BudgetExceeded",
+    "CapacitySnapshot",
     "ClientClosedError",
     "Clip",
     "ClipPage",
@@ -167,6 +169,7 @@ __all__ = [
     "SubmissionUncertain",
     "SubmitAttempt",
     "Telemetry",
+    "TenantUsage",
     "Timing",
     "TransportError",
     "Usage",

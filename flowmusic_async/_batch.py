@@ -199,8 +199,10 @@ class _Batch:
         timeout: float | None,
         retry_failed: bool,
         spend_key: str,
+        tenant: str | None = None,
     ) -> None:
         self._submitter = submitter
+        self._tenant = tenant
         self._tracker = tracker
         self._journal = journal
         self._send = send
@@ -369,7 +371,11 @@ class _Batch:
         journal = self._journal
         if entry is not None and entry.state == "submitted" and entry.jobid:
             return submitter.attach(
-                entry.jobid, entry.email, client_ref=entry.client_ref, timeout=self._timeout
+                entry.jobid,
+                entry.email,
+                client_ref=entry.client_ref,
+                timeout=self._timeout,
+                tenant=self._tenant,
             )
         client_ref = new_client_ref()
         if entry is not None and entry.state == "submitting" and entry.client_ref:
@@ -379,6 +385,7 @@ class _Batch:
                 email=entry.email,
                 sent_at=entry.sent_at or 0.0,
                 timeout=self._timeout,
+                tenant=self._tenant,
             )
             if recovered is not None:
                 if not await self._journal_write(self._mark_submitted, key, recovered):
@@ -424,6 +431,7 @@ class _Batch:
             ),
             timeout=self._timeout,
             group=self.group,
+            tenant=self._tenant,
         )
 
     async def _mark_submitted(self, key: str, handle: JobHandle) -> None:
@@ -494,6 +502,7 @@ class GenerateMany:
         timeout: float | None = None,
         retry_failed: bool = False,
         spend_limit: float | None = None,
+        tenant: str | None = None,
     ) -> None:
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
@@ -525,6 +534,7 @@ class GenerateMany:
         self._concurrency = concurrency
         self._timeout = timeout
         self._retry_failed = retry_failed
+        self._tenant = tenant
         self._task_group: anyio.abc.TaskGroup | None = None
         self._batch: _Batch | None = None
         self._journal_run = contextlib.AsyncExitStack()  # holds `Journal.run` while running
@@ -551,6 +561,7 @@ class GenerateMany:
             timeout=self._timeout,
             retry_failed=self._retry_failed,
             spend_key=self.spend_key,
+            tenant=self._tenant,
         )
 
         async def drive() -> None:

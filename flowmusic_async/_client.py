@@ -58,7 +58,7 @@ from ._redact import remember_secret
 from ._requests import EditOperation, EditRequest, EffectName, Ghostwriter, Model, SongRequest
 from ._resources import Accounts, DownloadStream, Files, Jobs, Music, account_of_id
 from ._retry import RetryPolicy
-from ._scheduler import CapacityView, Scheduler, SlotUsage
+from ._scheduler import CapacitySnapshot, CapacityView, Scheduler
 from ._spend import Spending
 from ._submission import JobPath, OnSubmitting, QueuedJob, SubmitHooks
 from ._submitter import Submitter
@@ -124,6 +124,11 @@ class FlowMusic(JobEditHelpers):
             docs/observability.md). None (default): on when the application has set a global
             tracer provider by the time the client opens; True: on, with the global
             providers; False: off; a `Telemetry`: on, with the providers it names.
+        tenant_weights: a tenant's share of the slots against other tenants' (default 1 each;
+            see `tenant=` on `generate`, and docs/concepts/serving-many-users.md).
+        tenant_max_jobs: the most jobs a tenant may have in flight (reserved or running) at
+            once: one number for every tenant (work without a tenant included), or a mapping
+            tenant -> cap for the tenants it names.
 
     ``FLOWMUSIC_LOG=debug`` (or ``info``) in the environment shows the library's log records
     on stderr; see `flowmusic_async._logs`.
@@ -165,6 +170,8 @@ class FlowMusic(JobEditHelpers):
         costs: Mapping[str, float] | None = None,
         min_credits_left: float | None = None,
         telemetry: TelemetrySetting = None,
+        tenant_weights: Mapping[str, float] | None = None,
+        tenant_max_jobs: int | Mapping[str, int] | None = None,
     ) -> None:
         _logs.configure_from_env()
         config = client_config(
@@ -180,6 +187,8 @@ class FlowMusic(JobEditHelpers):
             max_response_bytes=max_response_bytes,
             max_download_bytes=max_download_bytes,
             http_backend=http_backend,
+            tenant_weights=tenant_weights,
+            tenant_max_jobs=tenant_max_jobs,
         )
         self._token = config.token
         self._base_url = config.base_url
@@ -215,7 +224,9 @@ class FlowMusic(JobEditHelpers):
         self.accounts = Accounts(self._require_core, self._timeout)
         self.files = Files(self._require_core, self._timeout)
         api = _EngineAPI(self)
-        scheduler = Scheduler()
+        scheduler = Scheduler(
+            tenant_weights=config.tenant_weights, tenant_max_jobs=config.tenant_max_jobs
+        )
         self._tracker = JobTracker(
             api,
             host=self._host,
@@ -427,6 +438,7 @@ class FlowMusic(JobEditHelpers):
         deadline: float | None = None,
         client_ref: str | None = None,
         on_submitting: OnSubmitting | None = None,
+        tenant: str | None = None,
     ) -> JobHandle:
         """Submit a song in async mode; return as soon as the server has accepted it.
 
@@ -441,6 +453,9 @@ class FlowMusic(JobEditHelpers):
             client_ref: the reference for reconciling this submission (a journal's); default new.
             on_submitting: awaited before each POST with what is about to be sent; if it
                 raises, nothing is sent and the submission fails with a `FlowMusicError`.
+            tenant: whose work it is (a Discord guild, a web app's user): free slots are
+                shared fairly between tenants (`tenant_weights`, `tenant_max_jobs`),
+                `cancel_queued(tenant)` stops its songs not yet sent, and its events carry it.
 
         Raises:
             ValidationError: before anything is sent. Any final API error (400, 401, 422, a
@@ -466,6 +481,7 @@ class FlowMusic(JobEditHelpers):
             client_ref=client_ref,
             hooks=SubmitHooks(on_submitting=on_submitting),
             timeout=_check_deadline(deadline),
+            tenant=_check_tenant(tenant),
         )
 
     def submit_nowait(
@@ -474,6 +490,7 @@ class FlowMusic(JobEditHelpers):
         *,
         deadline: float | None = None,
         client_ref: str | None = None,
+        tenant: str | None = None,
     ) -> QueuedJob:
         """Queue a song and return at once, before a slot is free: the non-blocking `submit`.
 
@@ -486,6 +503,7 @@ class FlowMusic(JobEditHelpers):
             request: a prompt, or a `SongRequest` with every option of `submit`.
             deadline: seconds the job may take from acceptance (default `Timing.job_timeout`).
             client_ref: the reference for reconciling this submission; default new.
+            tenant: whose work it is (see `submit`).
 
         Raises:
             ValidationError: before anything is queued or sent.
@@ -505,6 +523,7 @@ class FlowMusic(JobEditHelpers):
             account=request.email,
             client_ref=client_ref,
             timeout=deadline,
+            tenant=_check_tenant(tenant),
         )
         return QueuedJob(self._submitter, submission)
 
@@ -522,6 +541,7 @@ class FlowMusic(JobEditHelpers):
         reply_url: str | None = None,
         reply_ref: str | None = None,
         deadline: float | None = None,
+        tenant: str | None = None,
     ) -> Job:
         """Generate a song and return the completed job (its clips).
 
@@ -534,6 +554,7 @@ class FlowMusic(JobEditHelpers):
         Args:
             deadline: seconds the job may take from acceptance (default `Timing.job_timeout`);
                 for a whole-call deadline use ``anyio.fail_after``.
+            tenant: whose work it is (see `submit`).
 
         Raises:
             JobFailed: the job ended failed (the record is on the error).
@@ -552,6 +573,7 @@ class FlowMusic(JobEditHelpers):
                 reply_url=reply_url,
                 reply_ref=reply_ref,
                 deadline=_check_deadline(deadline),
+                tenant=tenant,
             )
         )
 
@@ -586,6 +608,7 @@ class FlowMusic(JobEditHelpers):
         reply_ref: str | None = None,
         model: Model | None = None,
         deadline: float | None = None,
+        tenant: str | None = None,
     ) -> JobHandle:
         """Submit an edit (effect, extend, replace, cover, remix) in async mode.
 
@@ -599,6 +622,7 @@ class FlowMusic(JobEditHelpers):
             effect ... model: the fields of `EditRequest`; the operation (and effect) decide
                 which apply, and any other is refused with `ValidationError`.
             deadline: seconds the job may take from acceptance.
+            tenant: whose work it is (see `submit`).
         """
         request = EditRequest(
             operation=operation,
@@ -629,10 +653,12 @@ class FlowMusic(JobEditHelpers):
             reply_ref=reply_ref,
             model=model,
         )
-        return await self._submit_edit_request(request, deadline=_check_deadline(deadline))
+        return await self._submit_edit_request(
+            request, deadline=_check_deadline(deadline), tenant=_check_tenant(tenant)
+        )
 
     async def _submit_edit_request(
-        self, request: EditRequest, *, deadline: float | None
+        self, request: EditRequest, *, deadline: float | None, tenant: str | None = None
     ) -> JobHandle:
         self._require_core()
         if request.operation == "stems":
@@ -648,6 +674,7 @@ class FlowMusic(JobEditHelpers):
             edit_body(request),
             account=account_of_id(request.clip),
             timeout=deadline,
+            tenant=tenant,
         )
 
     async def _run_edit(self, request: EditRequest, *, deadline: float | None) -> Job:
@@ -684,6 +711,7 @@ class FlowMusic(JobEditHelpers):
         reply_ref: str | None = None,
         model: Model | None = None,
         deadline: float | None = None,
+        tenant: str | None = None,
     ) -> Job:
         """Run an edit to its end and return the completed job; see `submit_edit`."""
         return await self._run_to_end(
@@ -716,6 +744,7 @@ class FlowMusic(JobEditHelpers):
                 reply_ref=reply_ref,
                 model=model,
                 deadline=_check_deadline(deadline),
+                tenant=tenant,
             )
         )
 
@@ -749,6 +778,7 @@ class FlowMusic(JobEditHelpers):
         deadline: float | None = None,
         retry_failed: bool = False,
         spend_limit: float | None = None,
+        tenant: str | None = None,
     ) -> GenerateMany:
         """Generate many songs; yields one `Outcome` per request as each finishes.
 
@@ -766,6 +796,8 @@ class FlowMusic(JobEditHelpers):
             retry_failed: with a journal, submit again requests that failed in an earlier run.
             spend_limit: the most credits this batch may spend; the songs that would cross it
                 end with `BudgetExceeded`, unsent (a journal keeps them for a rerun).
+            tenant: whose batch it is: its songs share the slots fairly with other tenants'
+                work (see `submit`).
         """
         self._require_core()
         return GenerateMany(
@@ -777,6 +809,7 @@ class FlowMusic(JobEditHelpers):
             timeout=_check_deadline(deadline),
             retry_failed=retry_failed,
             spend_limit=spend_limit,
+            tenant=_check_tenant(tenant),
         )
 
     def _batch_items(
@@ -855,9 +888,39 @@ class FlowMusic(JobEditHelpers):
         account, with the limits that apply (docs/concepts/spending.md)."""
         return self._spend.spending()
 
-    def capacity(self) -> dict[str, SlotUsage]:
-        """Per-account slot usage as the scheduler sees it (empty until the first submission)."""
-        return self._submitter.scheduler.snapshot()
+    def capacity(self, tenant: str | None = None) -> CapacitySnapshot:
+        """What the slots are doing and when a song queued now would start.
+
+        Per account (`CapacitySnapshot.accounts`, empty until the first submission read
+        GET /accounts): maxJobs, our running jobs, other processes' (from the last sweep), our
+        POSTs on their way, free slots and health; for the client: songs queued (per tenant
+        too) and `estimated_start` for a song of `tenant` queued now. A snapshot, cheap to
+        take (it walks the accounts and tenants, not the queue).
+        """
+        return self._submitter.capacity(_check_tenant(tenant))
+
+    async def refresh_capacity(self, tenant: str | None = None) -> CapacitySnapshot:
+        """`capacity()` after reading GET /accounts now; a client's first read also lists
+        GET /jobs, to count other processes' jobs (`flowmusic status` uses a fresh client).
+
+        Raises:
+            AuthenticationError: the token is refused (other failures keep the last view).
+        """
+        self._require_core()
+        return await self._submitter.read_capacity(_check_tenant(tenant))
+
+    def cancel_queued(self, tenant: str) -> int:
+        """Stop every song of `tenant` not yet sent; returns how many were stopped.
+
+        Takes effect at once (no POST of theirs leaves from now on) and costs nothing: each
+        ends with `ClientClosedError` saying it was stopped before it was sent. Songs whose
+        POST is on its way, and jobs already running, go on (cancel those through their
+        handles). New submissions of the tenant are queued as usual.
+        """
+        checked = _check_tenant(tenant)
+        if checked is None:
+            raise ValidationError("tenant", "must be a tenant string, got None")
+        return self._submitter.cancel_queued(checked)
 
     # ----- telemetry (flowmusic_async/_telemetry.py, _otel.py) ------------------------------------
 
@@ -877,6 +940,12 @@ class FlowMusic(JobEditHelpers):
     def reply_url(self) -> str | None:
         """The callback URL for jobs submitted without one, if set."""
         return self._reply_url
+
+
+def _check_tenant(tenant: object) -> str | None:
+    if tenant is not None and not isinstance(tenant, str):
+        raise ValidationError("tenant", f"must be a string or None, got {type(tenant).__name__}")
+    return tenant
 
 
 def _check_deadline(deadline: float | None) -> float | None:

@@ -48,6 +48,8 @@ class ClientConfig:
     max_response_bytes: int
     max_download_bytes: int
     http_backend: HttpBackend
+    tenant_weights: Mapping[str, float] | None = None
+    tenant_max_jobs: int | Mapping[str, int] | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"<ClientConfig base_url={self.base_url!r}>"
@@ -67,6 +69,8 @@ def client_config(
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
     http_backend: HttpBackend = "auto",
+    tenant_weights: Mapping[str, float] | None = None,
+    tenant_max_jobs: int | Mapping[str, int] | None = None,
 ) -> ClientConfig:
     """`FlowMusic`'s arguments checked in the order a caller reads them; see `FlowMusic`.
 
@@ -112,7 +116,60 @@ def client_config(
         max_response_bytes=max_response_bytes,
         max_download_bytes=max_download_bytes,
         http_backend=http_backend,
+        tenant_weights=_check_tenant_weights(tenant_weights),
+        tenant_max_jobs=_check_tenant_max_jobs(tenant_max_jobs),
     )
+
+
+def _check_tenant_weights(weights: object) -> dict[str, float] | None:
+    """A copy of `tenant_weights`: tenant keys (str) -> a positive, finite share."""
+    if weights is None:
+        return None
+    if not isinstance(weights, Mapping):
+        raise ConfigurationError(
+            f"tenant_weights must be a mapping of tenant -> weight, got {type(weights).__name__}"
+        )
+    checked: dict[str, float] = {}
+    for tenant, weight in weights.items():
+        if not isinstance(tenant, str):
+            raise ConfigurationError(
+                f"tenant_weights keys must be tenant strings, got {type(tenant).__name__}"
+            )
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not (math.isfinite(weight) and weight > 0)
+        ):
+            raise ConfigurationError(
+                f"tenant_weights[{tenant!r}] must be a positive number, got {weight!r}"
+            )
+        checked[tenant] = float(weight)
+    return checked
+
+
+def _check_tenant_max_jobs(caps: object) -> int | dict[str, int] | None:
+    """`tenant_max_jobs`: one cap >= 1 for every tenant, or a mapping tenant -> cap >= 1."""
+    if caps is None:
+        return None
+    if isinstance(caps, Mapping):
+        checked: dict[str, int] = {}
+        for tenant, cap in caps.items():
+            if not isinstance(tenant, str):
+                raise ConfigurationError(
+                    f"tenant_max_jobs keys must be tenant strings, got {type(tenant).__name__}"
+                )
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ConfigurationError(
+                    f"tenant_max_jobs[{tenant!r}] must be an integer >= 1, got {cap!r}"
+                )
+            checked[tenant] = cap
+        return checked
+    if isinstance(caps, bool) or not isinstance(caps, int) or caps < 1:
+        raise ConfigurationError(
+            "tenant_max_jobs must be an integer >= 1 or a mapping of tenant -> integer, "
+            f"got {caps!r}"
+        )
+    return caps
 
 
 def _check_type(name: str, value: object, kind: type, shown: str) -> None:

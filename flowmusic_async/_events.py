@@ -42,8 +42,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """One step in a job's life, as seen by this client.
 
     Every submission ends in exactly one terminal event: "completed", "failed" or "cancelled"
-    (the typed error the caller receives, if any, is in `error`). `client_ref` is on every
-    event of a submission, and `jobid` on every event after the server accepted it.
+    (the typed error the caller receives, if any, is in `error`). `client_ref` and `tenant`
+    (the caller's `tenant=`, None without one) are on every event of a submission, and
+    `jobid` on every event after the server accepted it.
     `error` is also set on "retrying", "cancel_failed" and "timeout" events. `credits` is
     what the submission reserved (on "queued" up to "submitted") and, on a job's terminal
     event, what it is counted as having spent (docs/concepts/spending.md).
@@ -58,6 +59,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     error: FlowMusicError | None = None
     detail: str | None = None
     credits: float | None = None
+    tenant: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (for a log line or a web socket); `error` becomes its message."""

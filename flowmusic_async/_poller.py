@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -85,6 +86,20 @@ class Capacity(Protocol):
         """Free the slot of a job that ended."""
 
 
+class RenderDurations:
+    """The mean time from acceptance to end of the last `keep` jobs accepted here."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self._last: deque[float] = deque(maxlen=keep)
+
+    def add(self, seconds: float | None) -> None:
+        if seconds is not None:
+            self._last.append(seconds)
+
+    def mean(self) -> float | None:
+        return sum(self._last) / len(self._last) if self._last else None
+
+
 class Poller:
     """Watches pending jobs for one client; `run` runs in the client's background task group."""
 
@@ -117,6 +132,7 @@ class Poller:
         self._fetch_limiter: anyio.CapacityLimiter | None = None
         self._sweep_work: list[float] = []  # seconds of bookkeeping of the last sweeps
         self._timing_warned = False  # the "timing does not match the server's clock" line
+        self.renders = RenderDurations()  # how long our fresh jobs took, for estimates
 
     # ----- watching ------------------------------------------------------------------------------
 
@@ -130,6 +146,7 @@ class Poller:
         client_ref: str | None = None,
         webhook: bool = False,
         credits: float | None = None,
+        tenant: str | None = None,
     ) -> Watch:
         """Start (or join) watching `jobid`.
 
@@ -156,6 +173,7 @@ class Poller:
                 client_ref=client_ref,
                 webhook=webhook,
                 credits=credits,
+                tenant=tenant,
             )
             if self._closed:
                 self.left_running.append(watch)
@@ -396,9 +414,10 @@ class Poller:
         """Resolve a watch and emit its one terminal event (a second settle does nothing)."""
         if watch.done.is_set():
             return
-        fields = {"client_ref": watch.client_ref, "jobid": watch.jobid}
+        fields = {"client_ref": watch.client_ref, "jobid": watch.jobid, "tenant": watch.tenant}
         credits = watch.spent(job)
         if job is not None and job.is_completed:
+            self.renders.add(watch.render_seconds())
             self._events.emit("completed", email=job.email, credits=credits, **fields)
         elif watch.cancel_requested and (job is None or job.is_failed):
             self._events.emit(

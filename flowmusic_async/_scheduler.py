@@ -8,14 +8,21 @@ exception, not the way capacity is discovered. When one comes anyway (another pr
 slot between two sweeps), the account counts as full until a later sweep shows room or the
 backoff runs out: handing its slot straight to the next waiter would only earn another 429.
 
-Waiters queue in ticket order: one queue for "any account" and one per account for waiters
-that must run there (a named `email`, an edit's clip account). A submission takes its ticket
-when it is made (`ticket()`), so among the submissions waiting together the earliest made is
-served first, and a job placed again after a 429 keeps its place. (A slot free when a
+Waiters queue per tenant (the key a caller passes as `tenant=`: a Discord guild, a web app's
+user; work without one is the tenant None). A free slot goes to the tenant with work waiting
+that has the fewest jobs in flight (reserved or running) for its weight, ties to the one served
+least recently: tenants take turns, a tenant of weight 2 holds twice the slots of a tenant of
+weight 1, and one tenant's 500 queued songs do not make a newcomer wait behind them. A tenant
+at its cap on jobs in flight is passed over, so its waiters never idle a slot another tenant
+could use. Within a tenant, waiters queue in ticket order: one queue for "any account" and one
+per account for waiters that must run there (a named `email`, an edit's clip account). A
+submission takes its ticket when it is made (`ticket()`), so among a tenant's submissions
+waiting together the earliest made is served first, and a job placed again after a 429 keeps
+its place. (A slot free when a
 submission arrives is taken at once: under trio, which runs ready tasks in random order, two
 submissions made in the same instant may arrive in either order.) The queues are heaps:
-handing out a slot looks only at their heads, so its cost barely grows with the number of
-waiters; a cancelled waiter is marked and skipped when it reaches a
+handing out a slot looks only at the heads of the tenants with work waiting, so its cost
+barely grows with the number of waiters; a cancelled waiter is marked and skipped when it reaches a
 head, not searched for.
 
 All state changes happen without an `await` in between, so the event loop's single thread is
@@ -27,9 +34,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import anyio
 import msgspec
@@ -53,17 +61,82 @@ MIN_MAX_JOBS, MAX_MAX_JOBS = 1, 16  # the documented range (contract 4)
 AT_FLOOR = "at the credit floor (min_credits_left)"
 
 
+AccountHealth = Literal["ok", "429 hold-off", "402", "596", "error"]
+"""An account's state for placement: in rotation (ok), held back after a 429 until a sweep shows
+room, out of credits (402), in error state (596), or out for another reason (removed, 404)."""
+
+
 class SlotUsage(msgspec.Struct, frozen=True, kw_only=True):
     """One account's capacity as this client sees it.
 
-    `in_flight` counts our running jobs, our POSTs under way and other processes' running jobs.
-    `reason` says why an unhealthy account is out of rotation.
+    `in_flight` counts our running jobs, our POSTs under way and other processes' running jobs
+    (`running_ours + reserved + running_others`); `free` is what may be placed there now (0
+    while unhealthy or held off after a 429). `reason` says why an account is not "ok".
+    `balance` is the last known credit balance, None while nothing reports it.
     """
 
     max_jobs: int
     in_flight: int
     healthy: bool
     reason: str | None = None
+    running_ours: int = 0
+    running_others: int = 0  # other processes' jobs, from the last GET /jobs sweep
+    reserved: int = 0  # our POSTs on their way
+    free: int = 0
+    health: AccountHealth = "ok"
+    balance: float | None = None
+
+
+class TenantUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """One tenant's share of the client: songs queued for a slot, jobs in flight (reserved or
+    running), and its weight and cap (`max_jobs`, None: no cap)."""
+
+    tenant: str | None
+    queued: int
+    in_flight: int
+    weight: float = 1.0
+    max_jobs: int | None = None
+
+
+class CapacitySnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """What the slots are doing, and when a song queued now would start (`fm.capacity()`).
+
+    Attributes:
+        accounts: per account email, its `SlotUsage`.
+        queued: submissions waiting for a slot, every tenant together.
+        tenants: each tenant with work queued or in flight.
+        render_seconds: the mean time from acceptance to end of this client's recent jobs
+            (None until one has ended).
+        estimated_start: seconds from now until a song queued now would get a slot, from
+            `render_seconds` and the current occupancy (0: a slot is free; None: unknown).
+        taken_at: when the snapshot was taken (`time.time()`).
+    """
+
+    accounts: dict[str, SlotUsage]
+    queued: int
+    tenants: tuple[TenantUsage, ...] = ()
+    render_seconds: float | None = None
+    estimated_start: float | None = None
+    taken_at: float = 0.0
+
+
+class _Tenant:
+    """One tenant's queues and count of jobs in flight (reserved + running)."""
+
+    __slots__ = ("any", "cap", "in_flight", "key", "pinned", "served_at", "waiting", "weight")
+
+    def __init__(self, key: str | None, weight: float, cap: int | None) -> None:
+        self.key = key
+        self.weight = weight
+        self.cap = cap  # most jobs in flight at once, None: no cap
+        self.in_flight = 0
+        self.waiting = 0  # its waiters still waiting (the heaps may hold departed ones too)
+        self.served_at = -1  # when it was last handed a slot (a serial), for taking turns
+        self.any: list[_Waiter] = []  # heap of its waiters that may run on any account
+        self.pinned: dict[str, list[_Waiter]] = {}  # email -> heap of its waiters pinned there
+
+    def capped(self) -> bool:
+        return self.cap is not None and self.in_flight >= self.cap
 
 
 class CapacityView(NamedTuple):
@@ -74,9 +147,12 @@ class CapacityView(NamedTuple):
 
 
 class _Waiter:
-    def __init__(self, email: str | None, seq: int, owner: object = None) -> None:
+    def __init__(
+        self, email: str | None, seq: int, owner: object = None, tenant: _Tenant | None = None
+    ) -> None:
         self.email = email
         self.owner = owner  # whose wait this is (a submission), for `position`
+        self.tenant = tenant
         self.seq = seq  # arrival order, shared by every queue
         self.event = anyio.Event()
         self.assigned: str | None = None
@@ -100,7 +176,6 @@ class _AccountSlots:
         self.full_until = 0.0  # ... and we hold off until then, unless a sweep shows room
         self.out_reason: str | None = None  # why it is out of rotation (596, 402, removed)
         self.out_error: FlowMusicError | None = None
-        self.pinned: list[_Waiter] = []  # heap of the waiters that must run on this account
 
     @property
     def in_flight(self) -> int:
@@ -116,14 +191,46 @@ class _AccountSlots:
     def healthy(self) -> bool:
         return self.out_reason is None
 
+    @property
+    def held_off(self) -> bool:
+        return self.full_since is not None and time.monotonic() < self.full_until
+
+    @property
+    def health(self) -> AccountHealth:
+        if self.out_reason is not None:
+            if isinstance(self.out_error, InsufficientCreditsError):
+                return "402"
+            if isinstance(self.out_error, AccountError):
+                return "596"
+            return "error"
+        return "429 hold-off" if self.held_off else "ok"
+
 
 class Scheduler:
-    """Per-account capacity, account health and FIFO queues of submissions waiting for a slot."""
+    """Per-account capacity, account health, and per-tenant queues of submissions waiting for a
+    slot (see the module docstring for the order they are served in).
 
-    def __init__(self) -> None:
+    Args:
+        tenant_weights: a tenant's share of the slots relative to others (default 1).
+        tenant_max_jobs: the most jobs a tenant may have in flight (reserved or running) at
+            once: one number for every tenant (the tenant None included), or per tenant.
+    """
+
+    def __init__(
+        self,
+        *,
+        tenant_weights: Mapping[str, float] | None = None,
+        tenant_max_jobs: int | Mapping[str, int] | None = None,
+    ) -> None:
         self._accounts: dict[str, _AccountSlots] = {}
         self._job_accounts: dict[str, _AccountSlots] = {}  # our running job -> its account
-        self._any: list[_Waiter] = []  # heap of the waiters that may run on any account
+        self._job_tenants: dict[str, _Tenant] = {}  # our running job -> whose it is
+        self._weights: dict[str, float] = dict(tenant_weights or {})
+        self._caps = tenant_max_jobs
+        # Tenants with work queued or in flight; those with work queued, in arrival order.
+        self._tenants: dict[str | None, _Tenant] = {}
+        self._queued: dict[str | None, _Tenant] = {}
+        self._served = itertools.count()
         self._waiting = 0
         self._seq = itertools.count()
         self._closed = False
@@ -169,7 +276,7 @@ class Scheduler:
                 )
         self.known = bool(accounts)
         if self.known and not any(slots.healthy for slots in self._accounts.values()):
-            self._fail_queue(self._any, list(self._accounts.values()), None)
+            self._fail_unplaceable(None)
         self._dispatch()
 
     def reconcile(self, running: Mapping[str, AccountJobs], *, swept_at: float) -> list[str]:
@@ -188,6 +295,7 @@ class Scheduler:
                 if since < swept_at and jobid not in listed:
                     del slots.ours[jobid]
                     self._job_accounts.pop(jobid, None)
+                    self._tenant_job_ended(jobid)
                     ended.append(jobid)
             # Jobs we cannot name are other processes' (or ours whose POST answer is still on
             # its way: counted twice for a moment, which only ever leaves a slot idle).
@@ -220,6 +328,7 @@ class Scheduler:
         owner: object = None,
         ticket: int | None = None,
         on_wait: Callable[[], None] | None = None,
+        tenant: str | None = None,
     ) -> str | None:
         """Wait for a free slot and reserve it; returns the account to send the job to.
 
@@ -234,6 +343,7 @@ class Scheduler:
             ticket: its place in line (`ticket()`); default: behind everyone now waiting.
             on_wait: called when no slot is free at once, so that the poller keeps sweeping
                 (a slot held by another process frees only when a sweep sees it end).
+            tenant: whose work it is; slots are shared fairly between tenants.
         """
         if self._closed:
             raise ClientClosedError("this FlowMusic client is closing; no new job is placed")
@@ -242,8 +352,12 @@ class Scheduler:
         candidates = [self._accounts[email]] if email is not None else self._all()
         if not any(slots.healthy for slots in candidates):
             raise copy_for_waiter(self._no_account_error(candidates, email))
-        waiter = _Waiter(email, self.ticket() if ticket is None else ticket, owner)
-        heapq.heappush(self._accounts[email].pinned if email is not None else self._any, waiter)
+        owner_tenant = self._tenant(tenant)
+        waiter = _Waiter(email, self.ticket() if ticket is None else ticket, owner, owner_tenant)
+        queue = owner_tenant.any if email is None else owner_tenant.pinned.setdefault(email, [])
+        heapq.heappush(queue, waiter)
+        owner_tenant.waiting += 1
+        self._queued[tenant] = owner_tenant
         self._waiting += 1
         self._dispatch()
         if waiter.event.is_set():  # a free slot: taken without a task step
@@ -256,8 +370,10 @@ class Scheduler:
             if not waiter.event.is_set():
                 waiter.gone = True
                 self._waiting -= 1
+                self._left_queue(owner_tenant)
+                self._forget_if_idle(owner_tenant)
             elif waiter.assigned is not None:
-                self.release(waiter.assigned)
+                self.release(waiter.assigned, tenant=tenant)
             raise
         return self._handed(waiter)
 
@@ -267,27 +383,44 @@ class Scheduler:
             raise waiter.error
         return waiter.assigned
 
-    def release(self, email: str | None) -> None:
+    def release(self, email: str | None, *, tenant: str | None = None) -> None:
         """Give back a reservation whose POST created no job."""
         slots = self._accounts.get(email) if email else None
         if slots is not None and slots.reserved > 0:
             slots.reserved -= 1
+            owner = self._tenants.get(tenant)
+            if owner is not None and owner.in_flight > 0:
+                owner.in_flight -= 1
+                self._forget_if_idle(owner)
             self._dispatch()
 
-    def commit(self, email: str | None, jobid: str, *, reserved: bool = True) -> None:
+    def commit(
+        self, email: str | None, jobid: str, *, reserved: bool = True, tenant: str | None = None
+    ) -> None:
         """Turn a reservation into a running job (or count an adopted job, reserved=False)."""
         slots = self._accounts.get(email) if email else None
         if slots is None:
             return
+        if jobid in self._job_tenants:  # counted once, whatever came before
+            self._tenant_job_ended(jobid)
+        owner = self._tenants.get(tenant) or self._tenant(tenant)
         if reserved and slots.reserved > 0:
-            slots.reserved -= 1
+            slots.reserved -= 1  # the reservation already counts on its tenant
+        else:
+            owner.in_flight += 1
         slots.ours[jobid] = time.monotonic()
         self._job_accounts[jobid] = slots
+        self._job_tenants[jobid] = owner
         self._dispatch()
 
     def job_ended(self, jobid: str) -> None:
         """Free the slot of a job that completed, failed or was cancelled."""
         slots = self._job_accounts.pop(jobid, None)
+        owner = self._job_tenants.pop(jobid, None)
+        if owner is not None:
+            owner.in_flight -= 1
+            if not owner.in_flight and not owner.waiting:
+                self._forget_if_idle(owner)
         if slots is not None and slots.ours.pop(jobid, None) is not None:
             self._dispatch()
 
@@ -316,9 +449,9 @@ class Scheduler:
             return
         slots.out_reason = reason or f"{type(error).__name__}: {error.server_message or error}"
         slots.out_error = error
-        self._fail_queue(slots.pinned, [slots], slots.email)
+        self._fail_unplaceable(slots)
         if not any(other.healthy for other in self._accounts.values()):
-            self._fail_queue(self._any, self._all(), None)
+            self._fail_unplaceable(None)
         self._dispatch()
 
     def hold_at_floor(self, email: str, error: FlowMusicError) -> None:
@@ -340,16 +473,19 @@ class Scheduler:
     def close(self) -> None:
         """Refuse new waiters and fail the queued ones: the client is closing."""
         self._closed = True
-        for queue in [self._any, *(slots.pinned for slots in self._accounts.values())]:
-            while queue:
-                waiter = heapq.heappop(queue)
-                if not waiter.gone:
-                    waiter.error = ClientClosedError(
-                        "the client was closed before this job was sent (nothing was paid)",
-                        email=waiter.email,
-                    )
-                    self._waiting -= 1
-                    waiter.event.set()
+        for owner in list(self._queued.values()):
+            for queue in [owner.any, *owner.pinned.values()]:
+                while queue:
+                    waiter = heapq.heappop(queue)
+                    if not waiter.gone:
+                        waiter.error = ClientClosedError(
+                            "the client was closed before this job was sent (nothing was paid)",
+                            email=waiter.email,
+                        )
+                        self._waiting -= 1
+                        owner.waiting -= 1
+                        waiter.event.set()
+            self._left_queue(owner)
 
     # ----- observation ---------------------------------------------------------------------------
 
@@ -361,18 +497,57 @@ class Scheduler:
     def position(self, owner: object) -> int | None:
         """Waiters served before `owner`'s (0: next), or None if it is not waiting.
 
-        Counts the waiters that arrived earlier and could take the same slots. It walks the
-        queues, so it is for a caller's occasional question, not for the engine's hot path.
+        Within its tenant, the waiters that arrived earlier and could take the same slots; of
+        every other tenant, those it would be handed first, by its jobs in flight and weight
+        (an estimate: jobs end in an order nobody knows). It walks the queues, so it is for a
+        caller's occasional question, not for the engine's hot path.
         """
-        queues = [self._any, *(slots.pinned for slots in self._accounts.values())]
-        mine = next((w for q in queues for w in q if w.owner is owner and not w.gone), None)
-        if mine is None:
+        for tenant in self._queued.values():
+            queues = [tenant.any, *tenant.pinned.values()]
+            mine = next((w for q in queues for w in q if w.owner is owner and not w.gone), None)
+            if mine is not None:
+                break
+        else:
             return None
-        ahead = self._any if mine.email is None else self._accounts[mine.email].pinned
-        earlier = [w for w in ahead if not w.gone and w.seq < mine.seq]
+        ahead = tenant.any if mine.email is None else tenant.pinned[mine.email]
+        earlier = sum(1 for w in ahead if not w.gone and w.seq < mine.seq)
         if mine.email is not None:
-            earlier += [w for w in self._any if not w.gone and w.seq < mine.seq]
-        return len(earlier)
+            earlier += sum(1 for w in tenant.any if not w.gone and w.seq < mine.seq)
+        return earlier + self._others_first(tenant, earlier)
+
+    def position_for_new(self, tenant: str | None = None) -> int:
+        """Waiters that would be served before a submission of `tenant` queued now."""
+        owner = self._tenants.get(tenant) or _Tenant(tenant, self._weight(tenant), None)
+        return owner.waiting + self._others_first(owner, owner.waiting)
+
+    def _others_first(self, tenant: _Tenant, rank: int) -> int:
+        """How many waiters of other tenants are handed a slot before `tenant`'s waiter of
+        `rank` in its own line: those whose tenants stay below it in jobs in flight per weight."""
+        share = (tenant.in_flight + rank) / tenant.weight
+        return sum(
+            min(other.waiting, max(0, math.ceil(share * other.weight - other.in_flight)))
+            for other in self._queued.values()
+            if other is not tenant
+        )
+
+    def estimate_start(self, position: int, *, render_seconds: float) -> float | None:
+        """Seconds until the waiter at `position` would get a slot, if jobs take
+        `render_seconds` from acceptance to end (None without any slot to wait for)."""
+        now = time.monotonic()
+        healthy = [slots for slots in self._accounts.values() if slots.healthy]
+        free_now = sum(max(0, slots.free) for slots in healthy)
+        if position < free_now:
+            return 0.0
+        ends = sorted(
+            [max(0.0, render_seconds - (now - t)) for s in healthy for t in s.ours.values()]
+            # Other processes' jobs and our POSTs under way: their age is unknown to us.
+            + [render_seconds / 2] * sum(s.external for s in healthy)
+            + [render_seconds] * sum(s.reserved for s in healthy)
+        )
+        if not ends:
+            return None
+        turn = position - free_now
+        return ends[turn % len(ends)] + (turn // len(ends)) * render_seconds
 
     @property
     def needs_sweeps(self) -> bool:
@@ -385,6 +560,10 @@ class Scheduler:
             slots.external or slots.full_since is not None for slots in self._accounts.values()
         )
 
+    def free_slots(self) -> int:
+        """Slots free now on the healthy accounts."""
+        return sum(max(0, s.free) for s in self._accounts.values() if s.healthy)
+
     def total_slots(self) -> int:
         """The sum of `maxJobs` over the healthy accounts (0 while the accounts are unknown)."""
         return sum(slots.max_jobs for slots in self._accounts.values() if slots.healthy)
@@ -394,64 +573,157 @@ class Scheduler:
         return {jobid: t for slots in self._accounts.values() for jobid, t in slots.ours.items()}
 
     def snapshot(self) -> dict[str, SlotUsage]:
+        """Every known account's slots, as `SlotUsage`."""
         return {
             email: SlotUsage(
                 max_jobs=slots.max_jobs,
                 in_flight=slots.in_flight,
                 healthy=slots.healthy,
-                reason=slots.out_reason,
+                reason=slots.out_reason
+                or ("429: held off until a sweep shows room" if slots.held_off else None),
+                running_ours=len(slots.ours),
+                running_others=slots.external,
+                reserved=slots.reserved,
+                free=max(0, slots.free) if slots.healthy else 0,
+                health=slots.health,
             )
             for email, slots in self._accounts.items()
         }
 
+    def tenant_usage(self) -> tuple[TenantUsage, ...]:
+        """Every tenant with work queued or in flight, oldest first."""
+        return tuple(
+            TenantUsage(
+                tenant=tenant.key,
+                queued=tenant.waiting,
+                in_flight=tenant.in_flight,
+                weight=tenant.weight,
+                max_jobs=tenant.cap,
+            )
+            for tenant in self._tenants.values()
+        )
+
+    # ----- tenants -------------------------------------------------------------------------------
+
+    def _weight(self, key: str | None) -> float:
+        return self._weights.get(key, 1.0) if key is not None else 1.0
+
+    def _tenant(self, key: str | None) -> _Tenant:
+        tenant = self._tenants.get(key)
+        if tenant is None:
+            caps = self._caps
+            if caps is None or isinstance(caps, int):
+                cap = caps  # one cap for every tenant, the tenant None included
+            else:  # a mapping names tenants; work without one is not capped by it
+                cap = caps.get(key) if key is not None else None
+            tenant = self._tenants[key] = _Tenant(key, self._weight(key), cap)
+        return tenant
+
+    def _tenant_job_ended(self, jobid: str) -> None:
+        tenant = self._job_tenants.pop(jobid, None)
+        if tenant is not None:
+            tenant.in_flight -= 1
+            self._forget_if_idle(tenant)
+
+    def _left_queue(self, tenant: _Tenant) -> None:
+        """Drop `tenant` from the turns once none of its waiters waits (its heaps may still
+        hold departed ones: they go with it)."""
+        if tenant.waiting == 0 and self._queued.get(tenant.key) is tenant:
+            del self._queued[tenant.key]
+            tenant.any.clear()
+            tenant.pinned.clear()
+
+    def _forget_if_idle(self, tenant: _Tenant) -> None:
+        idle = tenant.waiting == 0 and tenant.in_flight <= 0
+        if idle and self._tenants.get(tenant.key) is tenant:
+            del self._tenants[tenant.key]
+
     # ----- dispatch ------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Hand free slots to queued waiters, oldest first.
+        """Hand free slots to queued waiters: the tenant furthest below its share first, then
+        oldest first within it.
 
         Called on every change. One look at each account per call, then each slot handed out
-        costs a look at the head of each open account's queue, never a walk through the
+        costs a look at the heads of each waiting tenant's queues, never a walk through the
         waiters behind them. Handing out a slot changes only that account, so the list of open
         accounts is kept up to date rather than rebuilt.
         """
         if not self._waiting:
             return
-        open_accounts = [s for s in self._accounts.values() if s.healthy and s.free > 0]
+        open_accounts = {s.email: s for s in self._accounts.values() if s.healthy and s.free > 0}
         while self._waiting and open_accounts:
-            chosen: tuple[_Waiter, _AccountSlots, list[_Waiter]] | None = None
-            head = _head(self._any)
-            if head is not None:
-                best = max(open_accounts, key=lambda slots: slots.free / slots.max_jobs)
-                chosen = (head, best, self._any)
-            for slots in open_accounts:
-                pinned = _head(slots.pinned)
-                if pinned is not None and (chosen is None or pinned.seq < chosen[0].seq):
-                    chosen = (pinned, slots, slots.pinned)
-            if chosen is None:
+            best_any: _AccountSlots | None = None
+            waiter: _Waiter | None = None
+            slots: _AccountSlots | None = None
+            queue: list[_Waiter] = []
+            owner: _Tenant | None = None
+            rank = (math.inf, 0)
+            taking_turns = len(self._queued) > 1  # one tenant alone needs no ranking
+            for tenant in self._queued.values():
+                if tenant.cap is not None and tenant.in_flight >= tenant.cap:
+                    continue
+                if taking_turns:
+                    mine = (tenant.in_flight / tenant.weight, tenant.served_at)
+                    if owner is not None and mine >= rank:
+                        continue
+                pick: _Waiter | None = _head(tenant.any)
+                pick_slots = pick_queue = None
+                if pick is not None:
+                    if best_any is None:
+                        best_any = max(open_accounts.values(), key=_room)
+                    pick_slots, pick_queue = best_any, tenant.any
+                if tenant.pinned:
+                    for email, pinned_queue in list(tenant.pinned.items()):
+                        pinned = _head(pinned_queue)
+                        if pinned is None:
+                            del tenant.pinned[email]
+                            continue
+                        open_slots = open_accounts.get(email)
+                        if open_slots is not None and (pick is None or pinned.seq < pick.seq):
+                            pick, pick_slots, pick_queue = pinned, open_slots, pinned_queue
+                if pick is not None and pick_slots is not None and pick_queue is not None:
+                    waiter, slots, queue, owner = pick, pick_slots, pick_queue, tenant
+                    if not taking_turns:
+                        break
+                    rank = mine
+            if waiter is None or slots is None or owner is None:
                 return
-            waiter, slots, queue = chosen
             heapq.heappop(queue)
             slots.reserved += 1
+            owner.in_flight += 1
+            owner.waiting -= 1
+            owner.served_at = next(self._served)
             waiter.assigned = slots.email
             self._waiting -= 1
+            if not owner.waiting:
+                self._left_queue(owner)
             waiter.event.set()
             if slots.free <= 0:
-                open_accounts.remove(slots)
+                del open_accounts[slots.email]
 
-    def _fail_queue(
-        self, queue: list[_Waiter], candidates: list[_AccountSlots], email: str | None
-    ) -> None:
-        """Fail every waiter of `queue`: none of `candidates` can take a job any more."""
-        if not queue:
-            return
-        error = self._no_account_error(candidates, email)
-        while queue:
-            waiter = heapq.heappop(queue)
-            if waiter.gone:
+    def _fail_unplaceable(self, account: _AccountSlots | None) -> None:
+        """Fail the waiters no account can take any more: those pinned to `account`, or (None)
+        those for any account, when no account is left in rotation."""
+        for tenant in list(self._queued.values()):
+            if account is None:
+                queue = tenant.any
+                candidates = self._all()
+            else:
+                queue = tenant.pinned.get(account.email, [])
+                candidates = [account]
+            if not queue:
                 continue
-            waiter.error = copy_for_waiter(error)
-            self._waiting -= 1
-            waiter.event.set()
+            error = self._no_account_error(candidates, None if account is None else account.email)
+            while queue:
+                waiter = heapq.heappop(queue)
+                if waiter.gone:
+                    continue
+                waiter.error = copy_for_waiter(error)
+                self._waiting -= 1
+                tenant.waiting -= 1
+                waiter.event.set()
+            self._left_queue(tenant)
 
     def _all(self) -> list[_AccountSlots]:
         return list(self._accounts.values())
@@ -487,6 +759,11 @@ class Scheduler:
         return NoAccountAvailable(
             f"no Flow Music account left in rotation for {where}", email=email
         )
+
+
+def _room(slots: _AccountSlots) -> float:
+    """A waiter for any account goes where the most of the account is free."""
+    return slots.free / slots.max_jobs
 
 
 def _head(queue: list[_Waiter]) -> _Waiter | None:

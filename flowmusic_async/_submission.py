@@ -92,10 +92,19 @@ class SubmitGroup:
         self.stopped: bool = False
         self._members: set[Submission] = set()
 
-    def stop(self, *, cancel_jobs: bool) -> None:
+    def stop(self, *, cancel_jobs: bool) -> int:
+        """Stop every member; returns how many had not sent their POST (none of them will)."""
         self.stopped = True
+        unsent = 0
         for member in list(self._members):
+            unsent += not member.sending and not member.decided.is_set()
             member.abandon(cancel_job=cancel_jobs)
+        return unsent
+
+    @property
+    def idle(self) -> bool:
+        """No submission of the group is under way."""
+        return not self._members
 
     async def wait_settled(self) -> None:
         """Wait until every submission of the group has settled: its POST answered, its
@@ -121,8 +130,10 @@ class Submission:
         job_timeout: float,
         hooks: SubmitHooks,
         ticket: int,
+        tenant: str | None = None,
     ) -> None:
         self.client_ref: str = client_ref
+        self.tenant: str | None = tenant  # whose work it is (fair queues; events carry it)
         self.path: JobPath = path
         self.request: dict[str, Any] = request
         self.account: str | None = account  # the account it must run on, if any
@@ -224,6 +235,9 @@ class SubmissionOwner(Protocol):
     def position(self, sub: Submission) -> int | None:
         """Submissions served before `sub` (None once it is not waiting)."""
 
+    def estimated_start(self, sub: Submission) -> float | None:
+        """Seconds until `sub` gets a slot, estimated (None: unknown or not waiting)."""
+
     def abandon(self, sub: Submission) -> anyio.Event:
         """Stop `sub`; the event is set once its cleanup is done."""
 
@@ -245,6 +259,7 @@ class QueuedJob:
         self._owner = owner
         self._sub = submission
         self.client_ref: str = submission.client_ref
+        self.tenant: str | None = submission.tenant
 
     def __repr__(self) -> str:
         return f"QueuedJob(client_ref={self.client_ref!r}, state={self.state!r})"
@@ -266,6 +281,13 @@ class QueuedJob:
     def position(self) -> int | None:
         """Submissions served before this one (0: next); None once it is not waiting."""
         return self._owner.position(self._sub)
+
+    @property
+    def estimated_start(self) -> float | None:
+        """Seconds from now until it gets a slot, estimated from its `position`, the slots'
+        occupancy and the render durations seen so far (0: now); None when not waiting, or
+        before any job of this client has ended."""
+        return self._owner.estimated_start(self._sub)
 
     @property
     def jobid(self) -> str | None:

@@ -36,7 +36,7 @@ from ._models import AccountJobs, Job
 from ._paid_post import Adopt, Final, JobsAPI, PlaceAgain, Reconcile, classify
 from ._reconcile import Reconciler, Verdict, compose_reply_ref, new_client_ref
 from ._retry import Attempt, RetryPolicy
-from ._scheduler import Scheduler
+from ._scheduler import CapacitySnapshot, Scheduler
 from ._spend import Reservation, SpendLedger
 from ._submission import JobPath, Submission, SubmitAttempt, SubmitGroup, SubmitHooks
 from ._timing import Timing
@@ -122,6 +122,7 @@ class Submitter:
         self._accounts_due = 0.0  # monotonic time the account list should be read again
         self._everything = SubmitGroup()  # every submission; stopped when the client closes
         self._priced: set[str] = set()  # accounts whose usage report was read for a price
+        self._tenant_groups: dict[str, SubmitGroup] = {}  # each tenant's (`cancel_queued`)
         self._closing = False
 
     @property
@@ -228,6 +229,7 @@ class Submitter:
         hooks: SubmitHooks | None = None,
         timeout: float | None = None,
         group: SubmitGroup | None = None,
+        tenant: str | None = None,
     ) -> Submission:
         """Start one paid submission in the client's task group and return it at once.
 
@@ -242,6 +244,8 @@ class Submitter:
             timeout: deadline for the job, counted from acceptance (default
                 `Timing.job_timeout`); retries after 429 stop after the same span.
             group: stop this submission together with others (a batch).
+            tenant: whose work it is: slots are shared fairly between tenants, and
+                `cancel_queued(tenant)` stops its submissions not yet sent.
 
         Raises:
             ValidationError: a bad `timeout`, before anything is sent.
@@ -254,15 +258,21 @@ class Submitter:
         request = dict(body)
         request["mode"] = "async"
         request["replyRef"] = compose_reply_ref(request.get("replyRef"), ref)
+        groups: tuple[SubmitGroup, ...] = (self._everything,)
+        if group is not None:
+            groups += (group,)
+        if tenant is not None:
+            groups += (self._tenant_groups.setdefault(tenant, SubmitGroup()),)
         sub = Submission(
             ref,
-            (self._everything,) if group is None else (self._everything, group),
+            groups,
             path=path,
             request=request,
             account=account,
             job_timeout=job_timeout,
             hooks=hooks or SubmitHooks(),
             ticket=self.scheduler.ticket(),
+            tenant=tenant,
         )
         self._host.start_soon(self._run, sub, name=f"submit {ref}")
         return sub
@@ -277,6 +287,7 @@ class Submitter:
         hooks: SubmitHooks | None = None,
         timeout: float | None = None,
         group: SubmitGroup | None = None,
+        tenant: str | None = None,
     ) -> JobHandle:
         """Place and send one paid job; return its handle once the server has accepted it.
 
@@ -292,6 +303,7 @@ class Submitter:
             hooks=hooks,
             timeout=timeout,
             group=group,
+            tenant=tenant,
         )
         try:
             await sub.decided.wait()
@@ -317,6 +329,55 @@ class Submitter:
         """How many submissions wait for a slot ahead of `sub` (None when it is not waiting)."""
         return self.scheduler.position(sub)
 
+    # ----- tenants and the capacity snapshot (issue 26) ----------------------------------------
+
+    def estimated_start(self, sub: Submission) -> float | None:
+        """Seconds until `sub` gets a slot, estimated (None: not waiting, or nothing to go by)."""
+        position = self.scheduler.position(sub)
+        render = self._tracker.mean_render_seconds()
+        if position is None or render is None:
+            return None
+        return self.scheduler.estimate_start(position, render_seconds=render)
+
+    def cancel_queued(self, tenant: str) -> int:
+        """Stop every submission of `tenant` whose POST has not left; returns how many.
+
+        Synchronous: none of them sends from now on, each ends with `ClientClosedError`
+        (nothing was paid). POSTs already on their way finish; their jobs run on.
+        """
+        group = self._tenant_groups.pop(tenant, None)
+        return 0 if group is None else group.stop(cancel_jobs=False)
+
+    def capacity(self, tenant: str | None = None) -> CapacitySnapshot:
+        """The slots, the queue, and when a song of `tenant` queued now would start."""
+        render = self._tracker.mean_render_seconds()
+        scheduler = self.scheduler
+        start = None
+        if render is not None:
+            start = scheduler.estimate_start(
+                scheduler.position_for_new(tenant), render_seconds=render
+            )
+        elif scheduler.known and scheduler.position_for_new(tenant) < scheduler.free_slots():
+            start = 0.0
+        return CapacitySnapshot(
+            accounts=scheduler.snapshot(),
+            queued=scheduler.waiting,
+            tenants=scheduler.tenant_usage(),
+            render_seconds=render,
+            estimated_start=start,
+            taken_at=time.time(),
+        )
+
+    async def read_capacity(self, tenant: str | None = None) -> CapacitySnapshot:
+        """`capacity` after reading GET /accounts now (the first time, GET /jobs too)."""
+        await self.refresh_accounts(force=True)
+        return self.capacity(tenant)
+
+    def _leave_tenant_group(self, sub: Submission) -> None:
+        tenant = sub.tenant
+        if tenant is not None and (group := self._tenant_groups.get(tenant)) and group.idle:
+            del self._tenant_groups[tenant]
+
     async def _run(self, sub: Submission) -> None:
         """The whole life of one submission, in the client's task group.
 
@@ -334,7 +395,7 @@ class Submitter:
                 "the submission was stopped before it was sent; nothing was paid",
                 email=sub.account,
             )
-            self._events.emit("cancelled", client_ref=ref, email=sub.account)
+            self._events.emit("cancelled", tenant=sub.tenant, client_ref=ref, email=sub.account)
         except FlowMusicError as failed:
             error = failed
             self._emit_failed(sub, error)
@@ -364,6 +425,7 @@ class Submitter:
             sub.decide(handle=handle, error=error)
             if handle is None:
                 sub.settle()
+                self._leave_tenant_group(sub)
         if handle is None:
             return
         try:
@@ -377,10 +439,16 @@ class Submitter:
                 await self._tracker.cancel_answered(watch_of(handle)).wait()
         finally:
             sub.settle()
+            self._leave_tenant_group(sub)
 
     def _emit_failed(self, sub: Submission, error: FlowMusicError) -> None:
         self._events.emit(
-            "failed", client_ref=sub.client_ref, email=sub.email, attempt=sub.attempt, error=error
+            "failed",
+            tenant=sub.tenant,
+            client_ref=sub.client_ref,
+            email=sub.email,
+            attempt=sub.attempt,
+            error=error,
         )
 
     async def _place_and_send(self, sub: Submission) -> JobHandle:
@@ -391,8 +459,12 @@ class Submitter:
         cost = self.spend.costs.cost(sub.operation)
         # Refused here (`BudgetExceeded`) when it would cross a spend limit: nothing is sent.
         # Held across every attempt: a 429 placed again does not give its credits back.
-        with self.spend.reserve(cost, batch=sub.spend_key, account=sub.account) as reservation:
-            self._events.emit("queued", client_ref=ref, email=sub.account, credits=cost)
+        with self.spend.reserve(
+            cost, tenant=sub.tenant, batch=sub.spend_key, account=sub.account
+        ) as reservation:
+            self._events.emit(
+                "queued", tenant=sub.tenant, client_ref=ref, email=sub.account, credits=cost
+            )
             attempts = self._policy.retrying(
                 max_retries=None,
                 base=self._timing.backoff_base,
@@ -437,7 +509,11 @@ class Submitter:
                 if self._closing:
                     scope.cancel()
                 reserved.email = await self.scheduler.acquire(
-                    sub.account, owner=sub, ticket=sub.ticket, on_wait=self._tracker.poke
+                    sub.account,
+                    owner=sub,
+                    ticket=sub.ticket,
+                    on_wait=self._tracker.poke,
+                    tenant=sub.tenant,
                 )
                 slot = True
                 # The chosen account's balance must stay above the credit floor; if not, the
@@ -451,7 +527,7 @@ class Submitter:
         finally:
             reserved.place.give_back()
             if slot and not reserved.committed:
-                self.scheduler.release(reserved.email)
+                self.scheduler.release(reserved.email, tenant=sub.tenant)
             withdraw = not reserved.left or reserved.created_nothing
             if reserved.announced is not None and withdraw and hooks.on_unsent is not None:
                 with anyio.CancelScope(shield=True):
@@ -465,7 +541,11 @@ class Submitter:
         place among the requests in flight. Runs inside the submission's pre-send scope."""
         hooks = sub.hooks
         self._events.emit(
-            "placed", client_ref=sub.client_ref, email=reserved.email, attempt=sub.attempt
+            "placed",
+            tenant=sub.tenant,
+            client_ref=sub.client_ref,
+            email=reserved.email,
+            attempt=sub.attempt,
         )
         sub.placed(reserved.email)
         if hooks.on_submitting is not None and not sub.abandoned:
@@ -507,7 +587,13 @@ class Submitter:
         """
         email = reserved.email
         # No checkpoint between the last look at `abandoned` (in `_reserved`) and the POST.
-        self._events.emit("submitting", client_ref=sub.client_ref, email=email, attempt=sub.attempt)
+        self._events.emit(
+            "submitting",
+            tenant=sub.tenant,
+            client_ref=sub.client_ref,
+            email=email,
+            attempt=sub.attempt,
+        )
         request = sub.request
         if sub.path == "/music":  # an edit has no `email`: it runs on its clip's account
             request = {key: value for key, value in request.items() if key != "email"}
@@ -559,6 +645,7 @@ class Submitter:
             raise outcome.error
         self._events.emit(
             "retrying",
+            tenant=sub.tenant,
             client_ref=sub.client_ref,
             email=reserved.email,
             attempt=sub.attempt,
@@ -578,6 +665,7 @@ class Submitter:
         if isinstance(verdict, Job):
             self._events.emit(
                 "reconciled",
+                tenant=sub.tenant,
                 client_ref=ref,
                 jobid=verdict.jobid,
                 email=verdict.email,
@@ -587,6 +675,7 @@ class Submitter:
         if verdict == Verdict.ABSENT and outcome.absence_proves:
             self._events.emit(
                 "reconciled",
+                tenant=sub.tenant,
                 client_ref=ref,
                 email=reserved.email,
                 detail="no job was created; resending",
@@ -608,14 +697,15 @@ class Submitter:
         credits stay reserved until the job ends, then count as spent."""
         placed = reserved.email
         if placed is not None and job.email != placed:
-            self.scheduler.release(placed)
-            self.scheduler.commit(job.email, job.jobid, reserved=False)
+            self.scheduler.release(placed, tenant=sub.tenant)
+            self.scheduler.commit(job.email, job.jobid, reserved=False, tenant=sub.tenant)
         else:
-            self.scheduler.commit(job.email, job.jobid)
+            self.scheduler.commit(job.email, job.jobid, tenant=sub.tenant)
         reserved.committed = True
         reservation.accepted(account=job.email)
         self._events.emit(
             "submitted",
+            tenant=sub.tenant,
             client_ref=sub.client_ref,
             jobid=job.jobid,
             email=job.email,
@@ -628,6 +718,7 @@ class Submitter:
             client_ref=sub.client_ref,
             webhook=bool(sub.request.get("replyUrl")),
             credits=reservation.cost,
+            tenant=sub.tenant,
         )
         watch.add_listener(lambda ended: self._job_ended(ended, reservation))
         self._tracker.settle_if_ended(job)
@@ -682,6 +773,7 @@ class Submitter:
         sent_at: float,
         path: JobPath = "/music",
         timeout: float | None = None,
+        tenant: str | None = None,
     ) -> JobHandle | None:
         """After a restart: the handle of the job a journalled POST created, or None if none was.
 
@@ -692,7 +784,9 @@ class Submitter:
         await self.refresh_accounts()
         verdict = await self._reconciler.reconcile(client_ref, email=email, sent_at=sent_at)
         if isinstance(verdict, Job):
-            return self.attach(verdict.jobid, verdict.email, client_ref=client_ref, timeout=timeout)
+            return self.attach(
+                verdict.jobid, verdict.email, client_ref=client_ref, timeout=timeout, tenant=tenant
+            )
         if verdict == Verdict.ABSENT:
             return None
         raise SubmissionUncertain(
@@ -710,10 +804,14 @@ class Submitter:
         *,
         client_ref: str | None = None,
         timeout: float | None = None,
+        tenant: str | None = None,
     ) -> JobHandle:
-        """A handle on a job accepted earlier (here or elsewhere), counted on its account."""
+        """A handle on a job accepted earlier (here or elsewhere), counted on its account (and
+        its `tenant`'s jobs in flight)."""
         job_timeout = self._timing.job_timeout if timeout is None else check_seconds(timeout)
-        watch = self._tracker.track(jobid, email, client_ref=client_ref, fresh=False, count=True)
+        watch = self._tracker.track(
+            jobid, email, client_ref=client_ref, fresh=False, count=True, tenant=tenant
+        )
         return JobHandle(
             self._tracker, watch, email=email, client_ref=client_ref, timeout=job_timeout
         )

@@ -46,8 +46,10 @@ class TrackedCapacity(Capacity, Protocol):
     """The slot accounting, as the tracker needs it: the poller's view, and counting a job
     accepted elsewhere (an earlier run's) on its account."""
 
-    def commit(self, email: str | None, jobid: str, *, reserved: bool = True) -> None:
-        """Count a running job on its account."""
+    def commit(
+        self, email: str | None, jobid: str, *, reserved: bool = True, tenant: str | None = None
+    ) -> None:
+        """Count a running job on its account (and on its tenant)."""
 
 
 async def wait_bounded(done: anyio.Event, seconds: float) -> None:
@@ -112,6 +114,7 @@ class JobTracker:
         webhook: bool = False,
         count: bool = False,
         credits: float | None = None,
+        tenant: str | None = None,
     ) -> Watch:
         """Watch an accepted job until it ends (kept even while nobody awaits it).
 
@@ -123,7 +126,7 @@ class JobTracker:
             credits: what its submission reserved for it.
         """
         if count:
-            self._capacity.commit(email, jobid, reserved=False)
+            self._capacity.commit(email, jobid, reserved=False, tenant=tenant)
         return self._poller.watch(
             jobid,
             email,
@@ -132,7 +135,12 @@ class JobTracker:
             client_ref=client_ref,
             webhook=webhook,
             credits=credits,
+            tenant=tenant,
         )
+
+    def mean_render_seconds(self) -> float | None:
+        """The mean time from acceptance to end of this client's recent jobs (None: none yet)."""
+        return self._poller.renders.mean()
 
     def watching(self, jobid: str) -> Watch | None:
         """The watch of a job this client waits for, if any (the webhook receiver checks it)."""
@@ -187,7 +195,13 @@ class JobTracker:
     def deadline_passed(self, watch: Watch, *, deadline: float, email: str | None) -> JobTimeout:
         """The error for a waiter whose deadline passed first (the job is left running)."""
         self._poller.forget(watch)
-        self._events.emit("timeout", client_ref=watch.client_ref, jobid=watch.jobid, email=email)
+        self._events.emit(
+            "timeout",
+            client_ref=watch.client_ref,
+            jobid=watch.jobid,
+            email=email,
+            tenant=watch.tenant,
+        )
         return JobTimeout(watch.jobid, email=email, timeout=deadline - watch.added_at)
 
     # ----- cancelling --------------------------------------------------------------------------
@@ -268,6 +282,7 @@ class JobTracker:
                     jobid=watch.jobid,
                     email=watch.email,
                     error=error,
+                    tenant=watch.tenant,
                 )
                 return
             self._capacity.job_ended(watch.jobid)

@@ -51,8 +51,10 @@ class Watch:
         client_ref: str | None = None,
         webhook: bool = False,
         credits: float | None = None,
+        tenant: str | None = None,
     ) -> None:
         self.jobid = jobid
+        self.tenant = tenant  # whose job it is: its events carry it
         self.email = email
         self.added_at: float = time.monotonic()
         self.fresh = fresh  # accepted just now: `added_at` is (about) when the job began
@@ -77,6 +79,10 @@ class Watch:
     def __repr__(self) -> str:
         state = "done" if self.done.is_set() else "pending"
         return f"<Watch {self.jobid} {state}>"
+
+    def render_seconds(self) -> float | None:
+        """Seconds from acceptance to now, for a job accepted just now (else unknown)."""
+        return time.monotonic() - self.added_at if self.fresh else None
 
     def join(self, *, owned: bool, client_ref: str | None) -> None:
         """Another caller tracks the same job (an attach, a second wait)."""

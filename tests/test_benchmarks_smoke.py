@@ -82,6 +82,27 @@ async def test_scheduler_benchmark_turns_slots_over_in_every_case(case: str) -> 
     assert result["wall_us"] >= result["scheduler_us"]
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("variant", ["none", "fair", "capped"])
+async def test_fairness_benchmark_measures_a_makespan_and_where_b_started(variant: str) -> None:
+    """Each variant runs every song and reports B's two jobs among the simulator's."""
+    from benchmarks import bench_fairness
+
+    result = await bench_fairness.measure(variant, songs=20, scale=0.002)
+    assert result["makespan_s"] > 0 and len(result["b_start_ranks"]) == 2
+    assert result["responses_429"] == 0
+
+
+@pytest.mark.anyio
+async def test_fairness_benchmark_capacity_check_finds_no_disagreement() -> None:
+    """The --capacity-check mode sees sweeps and reports none of its checks failing."""
+    from benchmarks import bench_fairness
+
+    result = await bench_fairness.capacity_check(40, 0.002)
+    assert result["sweeps_checked"] > 0 and result["disagreements"] == []
+    assert result["idle_at_end"]
+
+
 def test_scale_benchmark_runs_a_batch_and_leaves_one_early(tmp_path: Path) -> None:
     """The scale benchmark's client and parent agree: every song accounted for, both modes."""
     from benchmarks import bench_scale

@@ -211,7 +211,7 @@ async def test_task_cancel_while_waiting_for_the_song_deletes_it() -> None:
             task.cancel()
             error = await cancelled_result(task)
             assert deletes(sim) == 1  # done before the caller was released
-            assert fm.capacity()["cancel0@example.com"].in_flight == 0
+            assert fm.capacity().accounts["cancel0@example.com"].in_flight == 0
         states = await server_states(sim)
     assert isinstance(error, asyncio.CancelledError)
     assert list(states.values()) == ["user_cancelled"]

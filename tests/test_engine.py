@@ -120,7 +120,7 @@ async def test_an_account_out_of_credits_and_one_broken_mid_run_are_routed_aroun
     )
     async with client(sim) as fm:
         results = await generate_all(fm, [f"routed {i}" for i in range(30)])
-        capacity = fm.capacity()
+        capacity = fm.capacity().accounts
     assert all(not isinstance(r, Exception) for r in results), results
     assert count(sim, "POST /music", 402) >= 1
     # The broken account is learned from a 596, or earlier from GET /accounts: at most one POST.
@@ -284,7 +284,7 @@ async def test_cancelling_generate_cancels_the_job_server_side_and_frees_its_slo
                 await submitted.wait()
             tg.cancel_scope.cancel()
         assert count(sim, "DELETE /jobs/{jobid}", 204) == 1
-        assert fm.capacity()["acct0@example.com"].in_flight == 0
+        assert fm.capacity().accounts["acct0@example.com"].in_flight == 0
         running = await fm.jobs.list()
     assert not running.get("acct0@example.com") or running["acct0@example.com"].running == 0
 

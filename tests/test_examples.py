@@ -65,8 +65,9 @@ class FakeMessage:
 class FakeInteraction:
     """What discord.py hands a command or a button: a user, a response, a followup webhook."""
 
-    def __init__(self, user_id: int) -> None:
+    def __init__(self, user_id: int, guild_id: int | None = None) -> None:
         self.user = SimpleNamespace(id=user_id)
+        self.guild_id = guild_id
         self.deferred = False
         self.sent: list[dict[str, Any]] = []
         self.message_sent = anyio.Event()
@@ -144,6 +145,22 @@ async def test_discord_song_command_reports_a_refused_prompt(flowmusic_client: F
     await bot.song_command(flowmusic_client).callback(interaction, prompt="[moderate] no")
     final = interaction.message.edits[-1]["content"]
     assert final.startswith("That failed") and "moderation_reject" in final
+
+
+@pytest.mark.anyio
+async def test_discord_songs_are_queued_per_server_or_per_user_in_a_dm(
+    flowmusic_client: FlowMusic,
+) -> None:
+    """Each server is a tenant of its own (a DM, its user), so busy servers take turns."""
+    bot = load("discord_bot")
+    tenants: list[str | None] = []
+    flowmusic_client.add_event_hook(
+        lambda event: tenants.append(event.tenant) if event.kind == "submitted" else None
+    )
+    command = bot.song_command(flowmusic_client)
+    await command.callback(FakeInteraction(user_id=1, guild_id=42), prompt="server song")
+    await command.callback(FakeInteraction(user_id=7), prompt="direct message song")
+    assert tenants == ["guild:42", "user:7"]
 
 
 # --8<-- [end:discord]

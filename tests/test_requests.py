@@ -64,13 +64,13 @@ def params_of(function: Callable[..., Any], *, skip: tuple[str, ...]) -> dict[st
 
 
 SONG_SIGNATURES = [
-    (FlowMusic.submit, ("deadline", "client_ref", "on_submitting", "timeout")),
-    (FlowMusic.generate, ("deadline", "timeout")),
+    (FlowMusic.submit, ("deadline", "client_ref", "on_submitting", "timeout", "tenant")),
+    (FlowMusic.generate, ("deadline", "timeout", "tenant")),
     (Music.create, ("mode",)),
 ]
 EDIT_SIGNATURES = [
-    (FlowMusic.submit_edit, ("deadline", "timeout")),
-    (FlowMusic.edit, ("deadline", "timeout")),
+    (FlowMusic.submit_edit, ("deadline", "timeout", "tenant")),
+    (FlowMusic.edit, ("deadline", "timeout", "tenant")),
     (Music.edit, ("mode",)),
 ]
 

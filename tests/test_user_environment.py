@@ -162,7 +162,7 @@ async def test_a_raising_on_submitting_hook_gives_its_slot_back(anyio_backend: s
                 await fm.submit("hooked", on_submitting=broken_hook)
             assert isinstance(caught.value.__cause__, OSError)
         assert sim.stats.jobs_created == 0
-        assert all(usage.in_flight == 0 for usage in fm.capacity().values())
+        assert all(usage.in_flight == 0 for usage in fm.capacity().accounts.values())
         with anyio.fail_after(10):  # hung for good before the fix
             job = await fm.generate("after the broken hooks")
     assert job.is_completed and sim.stats.jobs_created == 1
@@ -192,7 +192,7 @@ async def test_a_journal_lock_met_by_the_write_ahead_is_typed_and_leaks_nothing(
             assert str(path) in str(cause)
             assert caught.value.not_started == 2
             blocker.execute("ROLLBACK")
-            assert all(usage.in_flight == 0 for usage in fm.capacity().values())
+            assert all(usage.in_flight == 0 for usage in fm.capacity().accounts.values())
             with anyio.fail_after(10):
                 job = await fm.generate("the slot is free")
     finally:

@@ -496,6 +496,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--credits", type=positive_float, default=1000.0, help="credits per simulated account"
     )
 
+    status = command(
+        "status", "what the account slots are doing: ours, other processes', free, health"
+    )
+    status.add_argument(
+        "--watch",
+        type=positive_float,
+        metavar="SECONDS",
+        help="show it again every SECONDS until Ctrl-C (one screen on a terminal)",
+    )
+    status.add_argument(
+        "--count", type=positive_int, metavar="N", help="with --watch: stop after N screens"
+    )
+
     demo = command("demo", "generate a batch of songs on the embedded simulator (no token)")
     demo.add_argument("--songs", type=positive_int, default=24)
     demo.add_argument("--out", metavar="DIR", default="demo-songs")

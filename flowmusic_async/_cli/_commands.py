@@ -366,6 +366,21 @@ async def _find_clip(fm: FlowMusic, clip_id: str, *, needs_urls: bool) -> Clip:
     )
 
 
+async def status(ctx: Context) -> ExitCode:
+    """The capacity snapshot, once or every --watch seconds (a fresh client each time, so that
+    other processes' jobs are counted from a new GET /jobs)."""
+    args = ctx.args
+    shown = 0
+    while True:
+        async with ctx.client() as fm:
+            snapshot = await fm.refresh_capacity()
+        _render.capacity(ctx.out, snapshot, clear=args.watch is not None and shown > 0)
+        shown += 1
+        if args.watch is None or (args.count is not None and shown >= args.count):
+            return ExitCode.OK
+        await anyio.sleep(args.watch)
+
+
 COMMANDS: dict[str, Command] = {
     "generate": generate,
     "batch": batch,
@@ -375,4 +390,5 @@ COMMANDS: dict[str, Command] = {
     "lyrics": lyrics,
     "edit": edit,
     "download": download,
+    "status": status,
 }

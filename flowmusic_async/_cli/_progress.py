@@ -58,7 +58,7 @@ class BatchState:
         return self.ok + self.failed
 
 
-CapacityGetter = Callable[[], Mapping[str, Any]]  # fm.capacity: email -> SlotUsage
+CapacityGetter = Callable[[], Mapping[str, Any]]  # fm.capacity().accounts: email -> SlotUsage
 
 
 def _secs(value: float) -> str:
@@ -79,7 +79,7 @@ class BatchProgress:
     Args:
         total: songs in the batch.
         expected_s: how long a song usually takes (Timing.typical_job_seconds).
-        capacity: fm.capacity, for the account rows.
+        capacity: fm.capacity().accounts, for the account rows.
     """
 
     def __init__(self, total: int, expected_s: float, capacity: CapacityGetter) -> None:
@@ -318,7 +318,7 @@ async def showing_progress(
         out,
         total=total,
         expected_s=expected_s,
-        capacity=fm.capacity,
+        capacity=lambda: fm.capacity().accounts,
         plain_by_default=plain_by_default,
     )
     fm.add_event_hook(progress.on_event)

@@ -8,6 +8,7 @@ from typing import Any
 
 from .._dry_run import BatchEstimate
 from .._models import Account, AccountJobs, Job, Lyrics, Stems, Usage
+from .._scheduler import CapacitySnapshot
 from ._output import Output, mapping_rows, seconds, to_jsonable
 
 
@@ -123,6 +124,40 @@ def lyrics(out: Output, result: Lyrics) -> None:
         out.line(f"sound prompt: {result.sound_prompt}")
         out.line()
     out.line(result.lyrics)
+
+
+# Clear the terminal and go home: `status --watch` redraws one screen rather than scrolling.
+_CLEAR_SCREEN = "\x1b[2J\x1b[H"
+
+
+def capacity(out: Output, snapshot: CapacitySnapshot, *, clear: bool = False) -> None:
+    """`fm.capacity()`: a row per account, then the queue (one JSON line per snapshot)."""
+    if out.json_mode:
+        out.json(to_jsonable(snapshot))
+        return
+    if clear and out.stdout.isatty():
+        out.write(_CLEAR_SCREEN)
+    elif clear:
+        out.line()
+    if not snapshot.accounts:
+        out.line("No accounts configured. Add one with: flowmusic accounts add REFRESH_TOKEN")
+        return
+    rows = [
+        (
+            email,
+            usage.max_jobs,
+            usage.running_ours,
+            usage.running_others,
+            usage.reserved,
+            usage.free,
+            usage.health if usage.reason is None else f"{usage.health}: {usage.reason}",
+        )
+        for email, usage in sorted(snapshot.accounts.items())
+    ]
+    out.table(("account", "maxJobs", "ours", "others", "sending", "free", "health"), rows)
+    free = sum(usage.free for usage in snapshot.accounts.values())
+    total = sum(usage.max_jobs for usage in snapshot.accounts.values() if usage.healthy)
+    out.line(f"{free} of {total} slots free; {snapshot.queued} songs queued in this process")
 
 
 def simple(out: Output, message: str, document: Mapping[str, Any]) -> None:
