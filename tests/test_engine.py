@@ -24,21 +24,13 @@ from flowmusic_async import (
     Timing,
 )
 from flowmusic_async.testing import Faults, SimAccount, Simulator
+from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 SCALE = 0.002  # a 40-150 s song takes 80-300 ms
-
-
-def make_sim(*limits: int, scale: float = SCALE, **kwargs: Any) -> Simulator:
-    accounts = tuple(
-        SimAccount(email=f"acct{i}@example.com", max_jobs=n, credits=10_000.0)
-        for i, n in enumerate(limits)
-    )
-    return Simulator(accounts=accounts, time_scale=scale, seed=7, **kwargs)
-
-
-def client(sim: Simulator, *, scale: float = SCALE, **kwargs: Any) -> FlowMusic:
-    kwargs.setdefault("timing", Timing.scaled(scale))
-    return FlowMusic(token=sim.token, base_url=sim.base_url, transport=sim.transport(), **kwargs)
+# The simulators this module's tests build (flowmusic_make_sim) start from these.
+pytestmark = pytest.mark.flowmusic_sim(
+    time_scale=SCALE, seed=7, account_email="acct{i}@example.com"
+)
 
 
 def count(sim: Simulator, endpoint: str, status: int | None = None) -> int:
@@ -63,10 +55,12 @@ async def generate_all(fm: FlowMusic, prompts: Sequence[str]) -> list[Any]:
 
 
 @pytest.mark.anyio
-async def test_generate_returns_the_completed_job_with_its_clips() -> None:
+async def test_generate_returns_the_completed_job_with_its_clips(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """The one-call path: submit in async mode, wait, get the clips."""
-    sim = make_sim(2)
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(2)
+    async with flowmusic_make_client(sim) as fm:
         job = await fm.generate("uplifting synthwave with female vocals")
     assert job.is_completed and job.clips
     assert job.request["mode"] == "async"
@@ -74,10 +68,12 @@ async def test_generate_returns_the_completed_job_with_its_clips() -> None:
 
 
 @pytest.mark.anyio
-async def test_sixty_songs_on_three_accounts_never_meet_a_429_and_fill_every_slot() -> None:
+async def test_sixty_songs_on_three_accounts_never_meet_a_429_and_fill_every_slot(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Capacity is respected, not discovered by errors: 0 answers of 429, every slot used."""
-    sim = make_sim(2, 3, 4)
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(2, 3, 4)
+    async with flowmusic_make_client(sim) as fm:
         results = await generate_all(fm, [f"song {i}" for i in range(60)])
     assert all(not isinstance(r, Exception) and r.is_completed for r in results), results
     assert sim.stats.responses_429 == 0
@@ -89,11 +85,15 @@ async def test_sixty_songs_on_three_accounts_never_meet_a_429_and_fill_every_slo
 
 
 @pytest.mark.anyio
-async def test_lost_post_responses_never_cause_a_duplicate_charge() -> None:
+async def test_lost_post_responses_never_cause_a_duplicate_charge(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Credits are money: 10% of POSTs lose their answer after the job exists; none paid twice."""
-    sim = make_sim(10, 10, 10, 10, 10, scale=0.01, faults=Faults(lost_response_rate=0.1))
+    sim = flowmusic_make_sim(
+        10, 10, 10, 10, 10, time_scale=0.01, faults=Faults(lost_response_rate=0.1)
+    )
     prompts = [f"lost-response song {i}" for i in range(200)]
-    async with client(sim, scale=0.01) as fm:
+    async with flowmusic_make_client(sim) as fm:
         results = await generate_all(fm, prompts)
     failures = [r for r in results if isinstance(r, Exception)]
     assert not failures, failures[:3]
@@ -104,7 +104,9 @@ async def test_lost_post_responses_never_cause_a_duplicate_charge() -> None:
 
 
 @pytest.mark.anyio
-async def test_an_account_out_of_credits_and_one_broken_mid_run_are_routed_around() -> None:
+async def test_an_account_out_of_credits_and_one_broken_mid_run_are_routed_around(
+    flowmusic_make_client: MakeClient,
+) -> None:
     """402 and 596 take one account out of rotation each; every song completes elsewhere."""
     accounts = (
         SimAccount(email="poor@example.com", max_jobs=3, credits=30.0),  # three songs' worth
@@ -118,7 +120,7 @@ async def test_an_account_out_of_credits_and_one_broken_mid_run_are_routed_aroun
         song_credits=10.0,
         faults=Faults(account_error_after={"flaky@example.com": 4}),
     )
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         results = await generate_all(fm, [f"routed {i}" for i in range(30)])
         capacity = fm.capacity()
     assert all(not isinstance(r, Exception) for r in results), results
@@ -131,23 +133,27 @@ async def test_an_account_out_of_credits_and_one_broken_mid_run_are_routed_aroun
 
 
 @pytest.mark.anyio
-async def test_no_funded_account_left_raises_insufficient_credits() -> None:
+async def test_no_funded_account_left_raises_insufficient_credits(
+    flowmusic_make_client: MakeClient,
+) -> None:
     """402 everywhere is final: the error says so instead of retrying forever."""
     sim = Simulator(
         accounts=(SimAccount(email="broke@example.com", max_jobs=2, credits=0.0),),
         time_scale=SCALE,
     )
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         with pytest.raises(InsufficientCreditsError) as caught:
             await fm.generate("no money")
     assert caught.value.email == "broke@example.com"
 
 
 @pytest.mark.anyio
-async def test_waiting_costs_one_sweep_per_interval_not_one_request_per_job() -> None:
+async def test_waiting_costs_one_sweep_per_interval_not_one_request_per_job(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """One poller: 40 pending jobs cost about the same polling as one."""
-    sim = make_sim(10, 10, 10, 10)
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(10, 10, 10, 10)
+    async with flowmusic_make_client(sim) as fm:
         results = await generate_all(fm, [f"cheap {i}" for i in range(40)])
     assert all(r.is_completed for r in results)
     per_job_reads = count(sim, "GET /jobs/{jobid}")
@@ -164,15 +170,19 @@ async def test_waiting_costs_one_sweep_per_interval_not_one_request_per_job() ->
 @pytest.mark.anyio
 @pytest.mark.parametrize("bookkeeping_s", [0.0, 0.004])
 async def test_sweeps_are_spaced_out_when_their_bookkeeping_would_fill_the_loop(
-    bookkeeping_s: float, monkeypatch: pytest.MonkeyPatch
+    bookkeeping_s: float,
+    monkeypatch: pytest.MonkeyPatch,
+    flowmusic_make_sim: MakeSim,
+    flowmusic_make_client: MakeClient,
 ) -> None:
     """A sweep may take 1/100 of the time between sweeps: 4 ms of reconciling stretches a
     25 ms interval to its cap of 4 x 25 ms; cheap sweeps keep the interval as configured."""
-    sim = make_sim(4, scale=0.05)  # a song lasts 2 s or more: pending for the whole window
+    # a song lasts 2 s or more: pending for the whole window
+    sim = flowmusic_make_sim(4, time_scale=0.05)
     timing = msgspec.structs.replace(
         Timing.scaled(0.05), poll_interval=0.025, poll_jitter=0.0, first_check_after=0.0
     )
-    async with client(sim, timing=timing) as fm:
+    async with flowmusic_make_client(sim, timing=timing) as fm:
         reconcile = fm._engine.scheduler.reconcile
 
         def slow_reconcile(*args: Any, **kwargs: Any) -> None:
@@ -192,15 +202,17 @@ async def test_sweeps_are_spaced_out_when_their_bookkeeping_would_fill_the_loop(
 
 
 @pytest.mark.anyio
-async def test_a_moderated_prompt_is_final_and_sent_once() -> None:
+async def test_a_moderated_prompt_is_final_and_sent_once(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A refusal is never retried: the prompt must change, and each try would be another song.
 
     In async mode (the engine's) the POST is accepted and the job renders, then ends failed
     with moderation_reject, so the refusal arrives from a poll as JobFailed with the record.
     """
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
     seen: list[Event] = []
-    async with client(sim, event_hooks=[seen.append]) as fm:
+    async with flowmusic_make_client(sim, event_hooks=[seen.append]) as fm:
         with pytest.raises(JobFailed) as caught:
             await fm.generate("[moderate] something the model refuses")
     assert caught.value.code == "moderation_reject"
@@ -211,10 +223,12 @@ async def test_a_moderated_prompt_is_final_and_sent_once() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_failed_job_raises_job_failed_with_its_record() -> None:
+async def test_a_failed_job_raises_job_failed_with_its_record(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A job that ends failed is an error carrying the record, jobid and account."""
-    sim = make_sim(2, job_failure_rate=1.0)
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(2, job_failure_rate=1.0)
+    async with flowmusic_make_client(sim) as fm:
         with pytest.raises(JobFailed) as caught:
             await fm.generate("doomed")
     error = caught.value
@@ -223,11 +237,13 @@ async def test_a_failed_job_raises_job_failed_with_its_record() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_burst_of_429_is_waited_out_with_backoff() -> None:
+async def test_a_burst_of_429_is_waited_out_with_backoff(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """429 is handled with jittered backoff (Retry-After first), then the job goes through."""
-    sim = make_sim(2, faults=Faults(burst_429=3))
+    sim = flowmusic_make_sim(2, faults=Faults(burst_429=3))
     seen: list[Event] = []
-    async with client(sim, event_hooks=[seen.append]) as fm:
+    async with flowmusic_make_client(sim, event_hooks=[seen.append]) as fm:
         job = await fm.generate("patient")
     assert job.is_completed
     assert sim.stats.responses_429 == 3
@@ -236,10 +252,14 @@ async def test_a_burst_of_429_is_waited_out_with_backoff() -> None:
 
 
 @pytest.mark.anyio
-async def test_an_undecidable_post_raises_submission_uncertain_and_is_not_resent() -> None:
+async def test_an_undecidable_post_raises_submission_uncertain_and_is_not_resent(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """When the answer is lost and the job list cannot be read, we stop and say so."""
-    sim = make_sim(2, faults=Faults(lost_response_rate=1.0, error_rate={"GET /jobs": 1.0}))
-    async with client(sim, max_retries=0) as fm:
+    sim = flowmusic_make_sim(
+        2, faults=Faults(lost_response_rate=1.0, error_rate={"GET /jobs": 1.0})
+    )
+    async with flowmusic_make_client(sim, max_retries=0) as fm:
         with pytest.raises(SubmissionUncertain) as caught:
             await fm.generate("unknowable")
     assert caught.value.client_ref and caught.value.client_ref.startswith("fma:")
@@ -249,9 +269,11 @@ async def test_an_undecidable_post_raises_submission_uncertain_and_is_not_resent
 
 
 @pytest.mark.anyio
-async def test_a_post_refused_before_processing_is_proven_absent_and_resent() -> None:
+async def test_a_post_refused_before_processing_is_proven_absent_and_resent(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A 500 that created nothing is reconciled (not found while it must be listed) and resent."""
-    sim = make_sim(2, faults=Faults(error_rate={"POST /music": 1.0}))
+    sim = flowmusic_make_sim(2, faults=Faults(error_rate={"POST /music": 1.0}))
     seen: list[Event] = []
 
     def heal_after_reconciling(event: Event) -> None:
@@ -259,7 +281,7 @@ async def test_a_post_refused_before_processing_is_proven_absent_and_resent() ->
         if event.kind == "reconciled":
             sim.faults.error_rate = {}
 
-    async with client(sim, event_hooks=[heal_after_reconciling]) as fm:
+    async with flowmusic_make_client(sim, event_hooks=[heal_after_reconciling]) as fm:
         job = await fm.generate("second time lucky")
     assert job.is_completed
     assert count(sim, "POST /music", 500) == 1
@@ -268,16 +290,18 @@ async def test_a_post_refused_before_processing_is_proven_absent_and_resent() ->
 
 
 @pytest.mark.anyio
-async def test_cancelling_generate_cancels_the_job_server_side_and_frees_its_slot() -> None:
+async def test_cancelling_generate_cancels_the_job_server_side_and_frees_its_slot(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Cancellation does the right thing: DELETE /jobs/{jobid}, and the slot is free again."""
-    sim = make_sim(1, scale=0.05)
+    sim = flowmusic_make_sim(1, time_scale=0.05)
     submitted = anyio.Event()
 
     def on_event(event: Event) -> None:
         if event.kind == "submitted":
             submitted.set()
 
-    async with client(sim, scale=0.05, event_hooks=[on_event]) as fm:
+    async with flowmusic_make_client(sim, event_hooks=[on_event]) as fm:
         async with anyio.create_task_group() as tg:
             tg.start_soon(fm.generate, "to be cancelled")
             with anyio.fail_after(5):
@@ -290,10 +314,12 @@ async def test_cancelling_generate_cancels_the_job_server_side_and_frees_its_slo
 
 
 @pytest.mark.anyio
-async def test_cancelling_one_waiter_leaves_the_other_waiting() -> None:
+async def test_cancelling_one_waiter_leaves_the_other_waiting(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Cancelling one waiter never stops the shared poller or other waiters."""
-    sim = make_sim(1)
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(1)
+    async with flowmusic_make_client(sim) as fm:
         handle = await fm.submit("shared")
         with anyio.move_on_after(0.001):
             await fm.wait(handle.jobid)
@@ -303,10 +329,12 @@ async def test_cancelling_one_waiter_leaves_the_other_waiting() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_deadline_raises_job_timeout_and_leaves_the_job_running() -> None:
+async def test_a_deadline_raises_job_timeout_and_leaves_the_job_running(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """JobTimeout carries the jobid; the job keeps running and can be awaited again."""
-    sim = make_sim(1)
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(1)
+    async with flowmusic_make_client(sim) as fm:
         handle = await fm.submit("slow", deadline=0.001)
         with pytest.raises(JobTimeout) as caught:
             await handle
@@ -317,12 +345,14 @@ async def test_a_deadline_raises_job_timeout_and_leaves_the_job_running() -> Non
 
 
 @pytest.mark.anyio
-async def test_closing_the_client_fails_outstanding_waits_clearly() -> None:
+async def test_closing_the_client_fails_outstanding_waits_clearly(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Clean shutdown: a wait in flight ends with ClientClosedError, not a hang."""
-    sim = make_sim(1, scale=1.0)
+    sim = flowmusic_make_sim(1, time_scale=1.0)
     outcome: list[BaseException] = []
     waiting = anyio.Event()
-    async with anyio.create_task_group() as tg, client(sim, scale=1.0) as fm:
+    async with anyio.create_task_group() as tg, flowmusic_make_client(sim) as fm:
         handle = await fm.submit("never finishes in time")
 
         async def waiter() -> None:
@@ -338,22 +368,26 @@ async def test_closing_the_client_fails_outstanding_waits_clearly() -> None:
 
 
 @pytest.mark.anyio
-async def test_wait_attaches_to_a_job_submitted_by_another_client() -> None:
+async def test_wait_attaches_to_a_job_submitted_by_another_client(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """fm.wait(jobid) picks up a job from an earlier process by its id."""
-    sim = make_sim(2)
-    async with client(sim) as first:
+    sim = flowmusic_make_sim(2)
+    async with flowmusic_make_client(sim) as first:
         handle = await first.submit("handed over")
         jobid = handle.jobid
-    async with client(sim) as second:
+    async with flowmusic_make_client(sim) as second:
         job = await second.wait(jobid)
     assert job.jobid == jobid and job.is_completed
 
 
 @pytest.mark.anyio
-async def test_an_edit_runs_on_its_clip_account_and_is_counted_there() -> None:
+async def test_an_edit_runs_on_its_clip_account_and_is_counted_there(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Edits go to the clip's own account, whose slots the scheduler counts."""
-    sim = make_sim(1, 1)
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(1, 1)
+    async with flowmusic_make_client(sim) as fm:
         song = await fm.generate("source", email="acct1@example.com")
         edited = await fm.edit(
             "extend", song.clips[0].clip, instruction="add an outro", extend_s=20
@@ -363,7 +397,9 @@ async def test_an_edit_runs_on_its_clip_account_and_is_counted_there() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_webhook_wakes_the_waiter_before_the_next_sweep() -> None:
+async def test_a_webhook_wakes_the_waiter_before_the_next_sweep(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A verified callback settles the wait at once; forged or broken ones do nothing."""
     received: list[bytes] = []
     arrived = anyio.Event()
@@ -373,9 +409,9 @@ async def test_a_webhook_wakes_the_waiter_before_the_next_sweep() -> None:
         arrived.set()
         return httpx.Response(200)
 
-    sim = make_sim(1, webhook_transport=httpx.MockTransport(deliver))
+    sim = flowmusic_make_sim(1, webhook_transport=httpx.MockTransport(deliver))
     slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
-    async with sim, client(sim, timing=slow_polling) as fm:
+    async with sim, flowmusic_make_client(sim, timing=slow_polling) as fm:
         handle = await fm.submit("called back", reply_url="https://hooks.example.com/fm")
         forged = msgspec.json.encode({"jobid": handle.jobid, "replyRef": "fma:forged"})
         assert (await fm.webhooks.handle(forged)).accepted is False
@@ -391,11 +427,13 @@ async def test_a_webhook_wakes_the_waiter_before_the_next_sweep() -> None:
 
 
 @pytest.mark.anyio
-async def test_events_trace_a_job_from_queue_to_completion() -> None:
+async def test_events_trace_a_job_from_queue_to_completion(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Observers see every step, with jobid and account, in order."""
-    sim = make_sim(1)
+    sim = flowmusic_make_sim(1)
     seen: list[Event] = []
-    async with client(sim, event_hooks=[seen.append]) as fm:
+    async with flowmusic_make_client(sim, event_hooks=[seen.append]) as fm:
         job = await fm.generate("observed")
     kinds = [e.kind for e in seen]
     assert kinds == ["queued", "placed", "submitting", "submitted", "completed"]
@@ -403,20 +441,24 @@ async def test_events_trace_a_job_from_queue_to_completion() -> None:
 
 
 @pytest.mark.anyio
-async def test_without_an_account_list_the_server_chooses() -> None:
+async def test_without_an_account_list_the_server_chooses(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """When GET /accounts fails, placement falls back to the server (no email sent)."""
-    sim = make_sim(2, faults=Faults(error_rate={"GET /accounts": 1.0}))
-    async with client(sim, max_retries=0) as fm:
+    sim = flowmusic_make_sim(2, faults=Faults(error_rate={"GET /accounts": 1.0}))
+    async with flowmusic_make_client(sim, max_retries=0) as fm:
         job = await fm.generate("anywhere")
     assert job.is_completed and "email" not in job.request
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 @pytest.mark.anyio
-async def test_the_engine_runs_under_trio() -> None:
+async def test_the_engine_runs_under_trio(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Sleeping and synchronising only through anyio keeps the library runnable under trio."""
-    sim = make_sim(2)
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(2)
+    async with flowmusic_make_client(sim) as fm:
         results = await generate_all(fm, ["trio one", "trio two", "trio three"])
     assert all(r.is_completed for r in results)
 
@@ -436,9 +478,11 @@ class _TimeoutOnPost(httpx.AsyncBaseTransport):
 
 
 @pytest.mark.anyio
-async def test_a_post_that_timed_out_on_our_side_is_never_resent() -> None:
+async def test_a_post_that_timed_out_on_our_side_is_never_resent(
+    flowmusic_make_sim: MakeSim,
+) -> None:
     """After our own timeout the server may still create the job: not finding it proves nothing."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
     transport = _TimeoutOnPost(sim.transport())
     fm = FlowMusic(
         token=sim.token, base_url=sim.base_url, transport=transport, timing=Timing.scaled(SCALE)
@@ -451,13 +495,15 @@ async def test_a_post_that_timed_out_on_our_side_is_never_resent() -> None:
 
 
 @pytest.mark.anyio
-async def test_jobs_of_another_process_are_counted_before_the_first_placement() -> None:
+async def test_jobs_of_another_process_are_counted_before_the_first_placement(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Capacity is respected from the start: slots held by others are never probed with a 429."""
-    sim = make_sim(2, 2)
-    async with client(sim) as other:
+    sim = flowmusic_make_sim(2, 2)
+    async with flowmusic_make_client(sim) as other:
         for i in range(2):  # another process fills acct0
             await other.music.create(f"someone else's {i}", mode="async", email="acct0@example.com")
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         results = await generate_all(fm, [f"mine {i}" for i in range(6)])
     assert all(r.is_completed for r in results)
     assert sim.stats.responses_429 == 0
@@ -465,11 +511,15 @@ async def test_jobs_of_another_process_are_counted_before_the_first_placement() 
 
 
 @pytest.mark.anyio
-async def test_the_token_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_token_never_reaches_the_logs(
+    caplog: pytest.LogCaptureFixture, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Every log line of a run with retries, reconciling and failures stays free of the token."""
-    sim = make_sim(2, faults=Faults(lost_response_rate=0.5, error_rate={"GET /jobs": 0.3}))
+    sim = flowmusic_make_sim(
+        2, faults=Faults(lost_response_rate=0.5, error_rate={"GET /jobs": 0.3})
+    )
     caplog.set_level("DEBUG")
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         await generate_all(fm, [f"logged {i}" for i in range(6)])
         with pytest.raises(JobFailed):
             await fm.generate("[moderate] logged refusal")
@@ -479,10 +529,12 @@ async def test_the_token_never_reaches_the_logs(caplog: pytest.LogCaptureFixture
 
 
 @pytest.mark.anyio
-async def test_without_the_running_list_jobs_are_read_one_by_one() -> None:
+async def test_without_the_running_list_jobs_are_read_one_by_one(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """When GET /jobs keeps failing, the poller falls back to reading each job that may be done."""
-    sim = make_sim(2, 2, faults=Faults(error_rate={"GET /jobs": 1.0}))
-    async with client(sim, max_retries=0) as fm:
+    sim = flowmusic_make_sim(2, 2, faults=Faults(error_rate={"GET /jobs": 1.0}))
+    async with flowmusic_make_client(sim, max_retries=0) as fm:
         results = await generate_all(fm, [f"fallback {i}" for i in range(4)])
     assert all(r.is_completed for r in results)
     assert count(sim, "GET /jobs", 200) == 0

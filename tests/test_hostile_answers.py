@@ -15,10 +15,14 @@ import httpx
 import msgspec
 import pytest
 
-from flowmusic_async import DecodeError, FlowMusic, Timing
-from flowmusic_async.testing import SimAccount, Simulator
+from flowmusic_async import DecodeError
+from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 SCALE = 0.002
+# The simulators this module's tests build (flowmusic_make_sim) start from these.
+pytestmark = pytest.mark.flowmusic_sim(
+    time_scale=SCALE, seed=13, account_email="hostile{i}@example.com"
+)
 INVALID_UTF8 = b'{"jobid": "\xff\xfe", "status": "pending"}'
 TOO_DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -42,25 +46,6 @@ class Rewriting(httpx.AsyncBaseTransport):
         self.rewritten += 1
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         return httpx.Response(response.status_code, headers=headers, content=replaced)
-
-
-def make_sim(*limits: int) -> Simulator:
-    accounts = tuple(
-        SimAccount(email=f"hostile{i}@example.com", max_jobs=n, credits=10_000.0)
-        for i, n in enumerate(limits)
-    )
-    return Simulator(accounts=accounts, time_scale=SCALE, seed=13)
-
-
-def client(sim: Simulator, rewrite: Rewrite) -> tuple[FlowMusic, Rewriting]:
-    transport = Rewriting(sim.transport(), rewrite)
-    fm = FlowMusic(
-        token=sim.token,
-        base_url=sim.base_url,
-        transport=transport,
-        timing=Timing.scaled(SCALE),
-    )
-    return fm, transport
 
 
 def first_n(n: int, route: str, body: bytes) -> Rewrite:
@@ -89,17 +74,18 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 @pytest.mark.parametrize("body", [INVALID_UTF8, TOO_DEEP, b'{"a": {"maxJobs": "x"}}', b"\x00"])
 @pytest.mark.anyio
 async def test_the_poller_survives_broken_sweeps_and_reads_and_every_wait_completes(
-    body: bytes,
+    body: bytes, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
 ) -> None:
     """Broken GET /jobs and GET /jobs/{jobid} answers are tolerated; the songs still arrive."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
     sweeps = first_n(3, "GET /v1/flowmusic/jobs", body)
     reads = first_n(2, "GET /jobs/", body)
 
     def both(request: httpx.Request, response: httpx.Response, raw: bytes) -> bytes | None:
         return sweeps(request, response, raw) or reads(request, response, raw)
 
-    fm, transport = client(sim, both)
+    transport = Rewriting(sim.transport(), both)
+    fm = flowmusic_make_client(sim, transport=transport)
     async with fm:
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
@@ -111,10 +97,13 @@ async def test_the_poller_survives_broken_sweeps_and_reads_and_every_wait_comple
 
 @pytest.mark.parametrize("body", [INVALID_UTF8, TOO_DEEP])
 @pytest.mark.anyio
-async def test_an_unreadable_answer_to_the_paid_post_is_reconciled_not_resent(body: bytes) -> None:
+async def test_an_unreadable_answer_to_the_paid_post_is_reconciled_not_resent(
+    body: bytes, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """The job exists and is charged; its answer is garbage: found by reference, paid once."""
-    sim = make_sim(2)
-    fm, transport = client(sim, first_n(1, "POST /v1/flowmusic/music", body))
+    sim = flowmusic_make_sim(2)
+    transport = Rewriting(sim.transport(), first_n(1, "POST /v1/flowmusic/music", body))
+    fm = flowmusic_make_client(sim, transport=transport)
     async with fm:
         with anyio.fail_after(20):
             job = await fm.generate("garbled answer")
@@ -126,10 +115,13 @@ async def test_an_unreadable_answer_to_the_paid_post_is_reconciled_not_resent(bo
 @pytest.mark.parametrize("value", [0, -3, None, 99])
 @pytest.mark.anyio
 async def test_max_jobs_outside_the_documented_range_never_hangs_a_submission(
-    value: int | None, caplog: pytest.LogCaptureFixture
+    value: int | None,
+    caplog: pytest.LogCaptureFixture,
+    flowmusic_make_sim: MakeSim,
+    flowmusic_make_client: MakeClient,
 ) -> None:
     """maxJobs 0, negative, missing or huge in GET /accounts: clamped, logged, songs complete."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
 
     def odd_limits(request: httpx.Request, response: httpx.Response, raw: bytes) -> bytes | None:
         if request.method == "GET" and request.url.path.endswith("/accounts"):
@@ -142,7 +134,7 @@ async def test_max_jobs_outside_the_documented_range_never_hangs_a_submission(
             return msgspec.json.encode(accounts)
         return None
 
-    fm, _ = client(sim, odd_limits)
+    fm = flowmusic_make_client(sim, transport=Rewriting(sim.transport(), odd_limits))
     with caplog.at_level(logging.WARNING, logger="flowmusic_async"):
         async with fm:
             with anyio.fail_after(20):
@@ -154,16 +146,18 @@ async def test_max_jobs_outside_the_documented_range_never_hangs_a_submission(
 
 
 @pytest.mark.anyio
-async def test_a_server_echoing_the_token_in_a_broken_body_cannot_leak_it() -> None:
+async def test_a_server_echoing_the_token_in_a_broken_body_cannot_leak_it(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """The DecodeError quotes what it could not read, with the token blanked out."""
-    sim = make_sim(1)
+    sim = flowmusic_make_sim(1)
 
     def echo(request: httpx.Request, response: httpx.Response, raw: bytes) -> bytes | None:
         if request.url.path.endswith("/accounts"):
             return b'{"oops": "' + sim.token.encode() + b'", '  # truncated JSON
         return None
 
-    fm, _ = client(sim, echo)
+    fm = flowmusic_make_client(sim, transport=Rewriting(sim.transport(), echo))
     async with fm:
         with pytest.raises(DecodeError) as caught:
             await fm.accounts.list()
@@ -173,10 +167,12 @@ async def test_a_server_echoing_the_token_in_a_broken_body_cannot_leak_it() -> N
 
 @pytest.mark.parametrize("body", [INVALID_UTF8, TOO_DEEP, b"", b"null", b'{"jobid": 7}'])
 @pytest.mark.anyio
-async def test_a_broken_webhook_body_is_answered_not_raised(body: bytes) -> None:
+async def test_a_broken_webhook_body_is_answered_not_raised(
+    body: bytes, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """fm.webhooks.handle turns any body into a WebhookResult (400 for garbage)."""
-    sim = make_sim(1)
-    fm, _ = client(sim, lambda *_: None)
+    sim = flowmusic_make_sim(1)
+    fm = flowmusic_make_client(sim, transport=Rewriting(sim.transport(), lambda *_: None))
     async with fm:
         result = await fm.webhooks.handle(body)
     assert not result.accepted and result.http_status == 400

@@ -15,8 +15,7 @@ import pytest
 
 from flowmusic_async import FlowMusic, Job, Timing
 from flowmusic_async.testing import SimAccount, Simulator
-
-pytestmark = pytest.mark.anyio
+from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 SCALE = 0.002
 HOOK = "https://hooks.example.com/fm?app=songs"
@@ -26,6 +25,13 @@ SECRET_PARAM = "flowmusic_sig"
 NO_POLLING = msgspec.structs.replace(
     Timing.scaled(SCALE), poll_interval=3600.0, webhook_sweep_interval=3600.0
 )
+# The simulators this module's tests build (flowmusic_make_sim) start from these.
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.flowmusic_sim(
+        time_scale=SCALE, seed=11, account_email="acct{i}@example.com", timing=NO_POLLING
+    ),
+]
 
 
 def gets_of_jobs(sim: Simulator) -> int:
@@ -58,33 +64,19 @@ class Callbacks:
                 await self.arrived.wait()
 
 
-def simulator(callbacks: Callbacks, *, max_jobs: int = 4) -> Simulator:
-    account = SimAccount(email="acct0@example.com", max_jobs=max_jobs, credits=100_000.0)
-    return Simulator(
-        accounts=(account,),
-        time_scale=SCALE,
-        seed=11,
-        webhook_transport=httpx.MockTransport(callbacks.deliver),
-    )
-
-
-def client(sim: Simulator) -> FlowMusic:
-    return FlowMusic(
-        token=sim.token, base_url=sim.base_url, transport=sim.transport(), timing=NO_POLLING
-    )
-
-
 def secret_of(url: str) -> str:
     value = httpx.URL(url).params.get(SECRET_PARAM)
     assert isinstance(value, str) and value, f"the callback URL carries no secret: {url}"
     return value
 
 
-async def test_a_callback_with_its_secret_settles_its_job_without_a_read() -> None:
+async def test_a_callback_with_its_secret_settles_its_job_without_a_read(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """The point of signing: the callback's own POST is the only request that song costs."""
     callbacks = Callbacks()
-    sim = simulator(callbacks)
-    async with sim, client(sim) as fm:
+    sim = flowmusic_make_sim(4, webhook_transport=httpx.MockTransport(callbacks.deliver))
+    async with sim, flowmusic_make_client(sim) as fm:
         handle = await fm.submit("called back", reply_url=HOOK)
         await callbacks.wait_for(1)
         url, body = callbacks.received[handle.jobid]
@@ -103,11 +95,13 @@ async def test_a_callback_with_its_secret_settles_its_job_without_a_read() -> No
     assert (replay.accepted, replay.http_status, replay_reads) == (False, 200, 0)
 
 
-async def test_forged_replayed_and_lying_callbacks_are_refused_or_confirmed_by_a_read() -> None:
+async def test_forged_replayed_and_lying_callbacks_are_refused_or_confirmed_by_a_read(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Without a job's own secret, a callback settles nothing by itself: only a read does."""
     callbacks = Callbacks()
-    sim = simulator(callbacks)
-    async with sim, client(sim) as fm:
+    sim = flowmusic_make_sim(4, webhook_transport=httpx.MockTransport(callbacks.deliver))
+    async with sim, flowmusic_make_client(sim) as fm:
         first = await fm.submit("job A", reply_url=HOOK)
         second = await fm.submit("job B", reply_url=HOOK)
         third = await fm.submit("job C", reply_url=HOOK)
@@ -142,11 +136,13 @@ async def test_forged_replayed_and_lying_callbacks_are_refused_or_confirmed_by_a
     assert job_a.is_completed and job_b.is_completed and job_c.is_completed
 
 
-async def test_a_callback_without_a_secret_is_confirmed_by_a_read() -> None:
+async def test_a_callback_without_a_secret_is_confirmed_by_a_read(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """An unsigned callback (no URL given, or the URL without its secret) is a hint, as before."""
     callbacks = Callbacks()
-    sim = simulator(callbacks)
-    async with sim, client(sim) as fm:
+    sim = flowmusic_make_sim(4, webhook_transport=httpx.MockTransport(callbacks.deliver))
+    async with sim, flowmusic_make_client(sim) as fm:
         first = await fm.submit("job A", reply_url=HOOK)
         second = await fm.submit("job B", reply_url=HOOK)
         await callbacks.wait_for(2)
@@ -167,14 +163,14 @@ async def test_a_callback_without_a_secret_is_confirmed_by_a_read() -> None:
 
 
 async def test_the_secret_never_reaches_a_job_a_repr_or_the_logs(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
 ) -> None:
     """A record a user logs must not let its reader forge a callback for a running job."""
     callbacks = Callbacks()
-    sim = simulator(callbacks)
+    sim = flowmusic_make_sim(4, webhook_transport=httpx.MockTransport(callbacks.deliver))
     seen: list[Any] = []
     caplog.set_level(logging.DEBUG)
-    async with sim, client(sim) as fm:
+    async with sim, flowmusic_make_client(sim) as fm:
         fm.add_event_hook(seen.append)
         handle = await fm.submit("called back", reply_url=HOOK)
         running = await fm.jobs.get(handle.jobid)
