@@ -411,7 +411,7 @@ async def test_a_batch_deadline_ends_each_late_song_on_time_and_leaves_its_job_r
     assert sum(e.kind == "timeout" for e in rec) == 6
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio_backends("trio")
 @pytest.mark.anyio
 async def test_under_trio_a_batch_completes_and_leaving_it_cancels_the_waiting_jobs(
     flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient

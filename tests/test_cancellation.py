@@ -356,7 +356,7 @@ async def test_async_with_entered_in_one_task_can_be_exited_in_another(
 # ----- trio ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio_backends("trio")
 @pytest.mark.anyio
 async def test_under_trio_a_cancelled_scope_during_the_post_cancels_the_job(
     flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
@@ -376,7 +376,7 @@ async def test_under_trio_a_cancelled_scope_during_the_post_cancels_the_job(
     assert list(states.values()) == ["user_cancelled"]
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio_backends("trio")
 @pytest.mark.anyio
 async def test_under_trio_the_client_opens_and_closes_in_different_tasks(
     flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient

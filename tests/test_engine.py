@@ -451,7 +451,7 @@ async def test_without_an_account_list_the_server_chooses(
     assert job.is_completed and "email" not in job.request
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio_backends("trio")
 @pytest.mark.anyio
 async def test_the_engine_runs_under_trio(
     flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient

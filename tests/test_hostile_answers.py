@@ -19,10 +19,12 @@ from flowmusic_async import DecodeError
 from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 SCALE = 0.002
-# The simulators this module's tests build (flowmusic_make_sim) start from these.
-pytestmark = pytest.mark.flowmusic_sim(
-    time_scale=SCALE, seed=13, account_email="hostile{i}@example.com"
-)
+pytestmark = [
+    # The library's promises hold on both of anyio's backends.
+    pytest.mark.anyio_backends("asyncio", "trio"),
+    # The simulators this module's tests build (flowmusic_make_sim) start from these.
+    pytest.mark.flowmusic_sim(time_scale=SCALE, seed=13, account_email="hostile{i}@example.com"),
+]
 INVALID_UTF8 = b'{"jobid": "\xff\xfe", "status": "pending"}'
 TOO_DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -63,12 +65,6 @@ def first_n(n: int, route: str, body: bytes) -> Rewrite:
         return None
 
     return rewrite
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """The library's promises hold on both of anyio's backends."""
-    return str(request.param)
 
 
 @pytest.mark.parametrize("body", [INVALID_UTF8, TOO_DEEP, b'{"a": {"maxJobs": "x"}}', b"\x00"])

@@ -16,13 +16,10 @@ from flowmusic_async import FlowMusic, Timing
 from flowmusic_async.testing import Faults, SimAccount, Simulator
 from flowmusic_async.testing.pytest_plugin import DEFAULT_TIME_SCALE, MakeClient, MakeSim
 
+# The plugin promises both anyio backends, so every test here runs on each.
+pytestmark = pytest.mark.anyio_backends("asyncio", "trio")
+
 ROOT = Path(__file__).parents[1]
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """The plugin promises both anyio backends, so every test here runs on each."""
-    return str(request.param)
 
 
 def test_the_plugin_is_registered_through_its_entry_point(pytestconfig: pytest.Config) -> None:

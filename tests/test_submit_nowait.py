@@ -11,22 +11,18 @@ from flowmusic_async.testing import SimAccount, Simulator
 from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 SCALE = 0.005
-# The simulators this module's tests build (flowmusic_make_sim) start from these.
-pytestmark = pytest.mark.flowmusic_sim(
-    time_scale=SCALE, seed=17, account_email="queue{i}@example.com"
-)
+pytestmark = [
+    # The library's promises hold on both of anyio's backends.
+    pytest.mark.anyio_backends("asyncio", "trio"),
+    # The simulators this module's tests build (flowmusic_make_sim) start from these.
+    pytest.mark.flowmusic_sim(time_scale=SCALE, seed=17, account_email="queue{i}@example.com"),
+]
 
 
 async def until(predicate: object, timeout: float = 10.0) -> None:
     with anyio.fail_after(timeout):
         while not predicate():  # type: ignore[operator]
             await anyio.sleep(0.005)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """The library's promises hold on both of anyio's backends."""
-    return str(request.param)
 
 
 @pytest.mark.serial  # songs of 0.2 s: the check must run while the first one renders

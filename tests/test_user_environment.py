@@ -57,7 +57,7 @@ async def collect(fm: FlowMusic, requests: list[Any], **kwargs: Any) -> list[Out
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio_backends("asyncio", "trio")
 @pytest.mark.parametrize("share", ["same path", "same Journal object"])
 async def test_a_second_batch_on_a_journal_in_use_is_refused_before_paying(
     tmp_path: Path, share: str, anyio_backend: str, flowmusic_make_sim: MakeSim
@@ -142,7 +142,7 @@ def test_two_cli_batches_on_one_journal_pay_each_song_once(served_sim: str, tmp_
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_a_raising_on_submitting_hook_gives_its_slot_back(
     anyio_backend: str, flowmusic_make_sim: MakeSim
 ) -> None:
@@ -248,7 +248,7 @@ def _fill(disk: Path) -> Path:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_a_full_disk_stops_the_batch_typed_and_the_rerun_pays_nothing_twice(
     small_disk: Path, anyio_backend: str, flowmusic_make_sim: MakeSim
 ) -> None:
@@ -513,7 +513,7 @@ async def test_a_journal_post_whose_wall_age_is_negative_is_undecided() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_every_account_in_error_stops_the_batch_and_the_rerun_sends_the_unsent(
     tmp_path: Path, anyio_backend: str, flowmusic_make_sim: MakeSim
 ) -> None:
