@@ -7,7 +7,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any, get_args
 
-import anyio
 import httpx
 import msgspec
 import pytest
@@ -24,7 +23,6 @@ from flowmusic_async import (
     JobTimeout,
     Music,
     SongRequest,
-    Timing,
     ValidationError,
 )
 from flowmusic_async._edits import EditHelpers, JobEditHelpers
@@ -178,36 +176,6 @@ async def test_new_names_do_not_warn_and_http_timeout_takes_an_httpx_timeout(
             assert (await fm.generate("x", deadline=30)).is_completed
     with pytest.raises(ConfigurationError):
         FlowMusic(token="t", http_timeout=0)
-
-
-@pytest.mark.anyio
-async def test_the_client_reply_url_is_used_and_the_webhook_result_carries_the_job(
-    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
-) -> None:
-    """A default reply_url reaches the server; the handler returns the verified record."""
-    received: list[bytes] = []
-    arrived = anyio.Event()
-
-    async def deliver(request: httpx.Request) -> httpx.Response:
-        received.append(await request.aread())
-        arrived.set()
-        return httpx.Response(200)
-
-    sim = flowmusic_make_sim(webhook_transport=httpx.MockTransport(deliver))
-    slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
-    hook = "https://hooks.example.com/fm"
-    async with sim, flowmusic_make_client(sim, timing=slow_polling, reply_url=hook) as fm:
-        assert fm.reply_url == hook
-        handle = await fm.submit("called back")  # no reply_url: the client's is sent
-        with anyio.fail_after(5):
-            await arrived.wait()
-        result = await fm.webhooks.handle(received[0])
-        assert result.accepted and result.job is not None
-        with anyio.fail_after(1):
-            job = await handle
-    assert result.job == job and result.job.is_completed
-    with pytest.raises(ConfigurationError):
-        FlowMusic(token="t", reply_url="ftp://nope")
 
 
 @pytest.mark.anyio
