@@ -27,25 +27,13 @@ from flowmusic_async import (
     ValidationError,
 )
 from flowmusic_async.testing import SimAccount, Simulator
+from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 SCALE = 0.002
-
-
-def make_sim(*limits: int, scale: float = SCALE, **kwargs: Any) -> Simulator:
-    accounts = tuple(
-        SimAccount(email=f"batch{i}@example.com", max_jobs=n, credits=10_000.0)
-        for i, n in enumerate(limits)
-    )
-    return Simulator(accounts=accounts, time_scale=scale, seed=11, **kwargs)
-
-
-def client(sim: Simulator, scale: float = SCALE) -> FlowMusic:
-    return FlowMusic(
-        token=sim.token,
-        base_url=sim.base_url,
-        transport=sim.transport(),
-        timing=Timing.scaled(scale),
-    )
+# The simulators this module's tests build (flowmusic_make_sim) start from these.
+pytestmark = pytest.mark.flowmusic_sim(
+    time_scale=SCALE, seed=11, account_email="batch{i}@example.com"
+)
 
 
 async def collect(fm: FlowMusic, requests: list[Any], **kwargs: Any) -> list[Outcome]:
@@ -54,16 +42,18 @@ async def collect(fm: FlowMusic, requests: list[Any], **kwargs: Any) -> list[Out
 
 
 @pytest.mark.anyio
-async def test_every_request_ends_in_exactly_one_outcome() -> None:
+async def test_every_request_ends_in_exactly_one_outcome(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Nothing is lost: songs, a moderated prompt and a bad request each get one outcome."""
-    sim = make_sim(2, 2)
+    sim = flowmusic_make_sim(2, 2)
     requests: list[Any] = [f"batch song {i}" for i in range(8)]
     requests += [
         "[moderate] refused",
         {"prompt": "x", "instrumental": True, "lyrics": "la"},
         {"bogus": 1},
     ]
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         outcomes = await collect(fm, requests)
     assert sorted(o.index for o in outcomes) == list(range(len(requests)))
     by_index = {o.index: o for o in outcomes}
@@ -78,25 +68,29 @@ async def test_every_request_ends_in_exactly_one_outcome() -> None:
 
 
 @pytest.mark.anyio
-async def test_the_same_prompt_twice_means_two_songs() -> None:
+async def test_the_same_prompt_twice_means_two_songs(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Requests are keyed by content and occurrence, so duplicates in the input are both made."""
-    sim = make_sim(2)
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(2)
+    async with flowmusic_make_client(sim) as fm:
         outcomes = await collect(fm, ["twice", "twice"])
     assert len({o.key for o in outcomes}) == 2 and all(o.ok for o in outcomes)
     assert sim.stats.accepted_prompts["twice"] == 2
 
 
 @pytest.mark.anyio
-async def test_a_rerun_with_the_journal_does_not_pay_again(tmp_path: Path) -> None:
+async def test_a_rerun_with_the_journal_does_not_pay_again(
+    tmp_path: Path, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A finished batch run again from its journal sends no POST at all."""
-    sim = make_sim(3)
+    sim = flowmusic_make_sim(3)
     journal = tmp_path / "songs.db"
     prompts = [f"journal song {i}" for i in range(5)]
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         first = await collect(fm, prompts, journal=journal)
     posts = sim.stats.requests[("POST /music", 201)]
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         second = await collect(fm, prompts, journal=journal)
     assert sim.stats.requests[("POST /music", 201)] == posts == 5
     assert all(o.resumed and o.ok for o in second)
@@ -107,31 +101,36 @@ async def test_a_rerun_with_the_journal_does_not_pay_again(tmp_path: Path) -> No
 
 @pytest.mark.anyio
 async def test_leaving_early_with_a_journal_lets_the_next_run_collect_the_running_jobs(
-    tmp_path: Path,
+    tmp_path: Path, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
 ) -> None:
     """With a journal, jobs running when the consumer leaves are awaited by jobid next time."""
-    sim = make_sim(4)
+    sim = flowmusic_make_sim(4)
     journal = tmp_path / "songs.db"
     prompts = [f"early exit {i}" for i in range(4)]
-    async with client(sim) as fm, fm.generate_many(prompts, journal=journal) as outcomes:
+    async with (
+        flowmusic_make_client(sim) as fm,
+        fm.generate_many(prompts, journal=journal) as outcomes,
+    ):
         async for _first in outcomes:
             break
     assert sim.stats.requests[("DELETE /jobs/{jobid}", 204)] == 0
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         second = await collect(fm, prompts, journal=journal)
     assert all(o.ok for o in second) and len(second) == 4
     assert sim.stats.duplicate_submissions == 0 and set(sim.stats.accepted_prompts.values()) == {1}
 
 
 @pytest.mark.anyio
-async def test_a_post_journalled_but_unanswered_is_adopted_not_resent(tmp_path: Path) -> None:
+async def test_a_post_journalled_but_unanswered_is_adopted_not_resent(
+    tmp_path: Path, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A crash between the POST and its answer: the job is found by its reference and adopted."""
-    sim = make_sim(2, scale=0.02)
+    sim = flowmusic_make_sim(2, time_scale=0.02)
     path = tmp_path / "songs.db"
     journal = await Journal.open(path)
     [entry] = await journal.register([{"prompt": "crashed mid-post"}])
     ref = "fma:" + "ab" * 16
-    async with client(sim, scale=0.02) as fm:
+    async with flowmusic_make_client(sim) as fm:
         job = await fm.music.create(
             "crashed mid-post", mode="async", reply_ref=ref, email="batch0@example.com"
         )
@@ -145,22 +144,26 @@ async def test_a_post_journalled_but_unanswered_is_adopted_not_resent(tmp_path: 
 
 
 @pytest.mark.anyio
-async def test_a_post_journalled_but_never_sent_is_sent_once(tmp_path: Path) -> None:
+async def test_a_post_journalled_but_never_sent_is_sent_once(
+    tmp_path: Path, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A crash after writing 'submitting' but before sending: proven absent, sent exactly once."""
-    sim = make_sim(2, scale=0.02)
+    sim = flowmusic_make_sim(2, time_scale=0.02)
     path = tmp_path / "songs.db"
     async with await Journal.open(path) as journal:
         [entry] = await journal.register([{"prompt": "never sent"}])
         await journal.mark_submitting(
             entry.key, client_ref="fma:" + "cd" * 16, email=None, sent_at=time.time()
         )
-    async with client(sim, scale=0.02) as fm:
+    async with flowmusic_make_client(sim) as fm:
         outcomes = await collect(fm, ["never sent"], journal=path)
     assert outcomes[0].ok and sim.stats.jobs_created == 1
 
 
 @pytest.mark.anyio
-async def test_a_batch_with_no_funded_account_stops_with_batch_aborted() -> None:
+async def test_a_batch_with_no_funded_account_stops_with_batch_aborted(
+    flowmusic_make_client: MakeClient,
+) -> None:
     """402 everywhere stops the batch clearly instead of failing every request one by one."""
     sim = Simulator(
         accounts=(SimAccount(email="dry@example.com", max_jobs=2, credits=20.0),),
@@ -168,7 +171,7 @@ async def test_a_batch_with_no_funded_account_stops_with_batch_aborted() -> None
         song_credits=10.0,
     )
     got: list[Outcome] = []
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         with pytest.raises(BatchAborted) as caught:
             async with fm.generate_many([f"dry {i}" for i in range(6)]) as outcomes:
                 async for outcome in outcomes:
@@ -256,14 +259,16 @@ def test_a_batch_killed_mid_run_resumes_without_paying_twice(tmp_path: Path) -> 
 
 
 @pytest.mark.anyio
-async def test_a_timed_out_song_is_awaited_again_by_the_next_run(tmp_path: Path) -> None:
+async def test_a_timed_out_song_is_awaited_again_by_the_next_run(
+    tmp_path: Path, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """JobTimeout leaves the job running, so a rerun collects it instead of paying again."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
     journal = tmp_path / "songs.db"
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         first = await collect(fm, ["slow one"], journal=journal, deadline=0.001)
     assert type(first[0].error).__name__ == "JobTimeout"
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         second = await collect(fm, ["slow one"], journal=journal)
     assert second[0].ok and second[0].job is not None
     assert isinstance(first[0], Failed)
@@ -272,9 +277,11 @@ async def test_a_timed_out_song_is_awaited_again_by_the_next_run(tmp_path: Path)
 
 
 @pytest.mark.anyio
-async def test_an_async_iterable_of_requests_is_read_as_the_batch_goes() -> None:
+async def test_an_async_iterable_of_requests_is_read_as_the_batch_goes(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A stream of prompts (an async generator) feeds the batch without being read up front."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
     read = 0
 
     async def prompts() -> Any:
@@ -283,7 +290,7 @@ async def test_an_async_iterable_of_requests_is_read_as_the_batch_goes() -> None
             read += 1
             yield f"streamed {i}"
 
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         outcomes = await collect(fm, prompts())
     assert read == 6 and sorted(o.index for o in outcomes) == list(range(6))
     assert all(o.ok for o in outcomes) and sim.stats.jobs_created == 6
@@ -291,12 +298,12 @@ async def test_an_async_iterable_of_requests_is_read_as_the_batch_goes() -> None
 
 @pytest.mark.anyio
 async def test_a_post_on_its_way_when_the_batch_is_left_is_journalled_as_submitted(
-    tmp_path: Path,
+    tmp_path: Path, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
 ) -> None:
     """The batch closes its journal only after the POSTs already sent have told it their jobid."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
     path = tmp_path / "songs.db"
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         with anyio.CancelScope() as leave:
 
             def on_event(event: Event) -> None:
@@ -314,13 +321,13 @@ async def test_a_post_on_its_way_when_the_batch_is_left_is_journalled_as_submitt
 
 @pytest.mark.anyio
 async def test_a_refused_attempt_then_leaving_the_batch_leaves_no_submitting_record(
-    tmp_path: Path,
+    tmp_path: Path, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
 ) -> None:
     """A 429 created nothing; if the batch is left before the next POST, the journal says so."""
-    sim = make_sim(1)
+    sim = flowmusic_make_sim(1)
     sim.faults.burst_429 = 1
     path = tmp_path / "songs.db"
-    async with client(sim) as fm:
+    async with flowmusic_make_client(sim) as fm:
         with anyio.CancelScope() as leave:
 
             def on_event(event: Event) -> None:
@@ -350,12 +357,14 @@ def live_coroutines(name: str) -> int:
 
 
 @pytest.mark.anyio
-async def test_requests_waiting_for_their_jobs_hold_no_task_each() -> None:
+async def test_requests_waiting_for_their_jobs_hold_no_task_each(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A waiting request is a record its job calls back, not a suspended task: 24 songs in
     progress leave no per-request coroutine alive (a task each made 800 of them the bulk of
     what the garbage collector walks, and its full passes stalled the loop)."""
-    sim = make_sim(24, scale=0.05)  # songs run 2-7.5 s
-    async with client(sim, scale=0.05) as fm:
+    sim = flowmusic_make_sim(24, time_scale=0.05)  # songs run 2-7.5 s
+    async with flowmusic_make_client(sim) as fm:
         submitted = 0
 
         def on_event(event: Event) -> None:
@@ -376,13 +385,15 @@ async def test_requests_waiting_for_their_jobs_hold_no_task_each() -> None:
 
 @pytest.mark.serial
 @pytest.mark.anyio
-async def test_a_batch_deadline_ends_each_late_song_on_time_and_leaves_its_job_running() -> None:
+async def test_a_batch_deadline_ends_each_late_song_on_time_and_leaves_its_job_running(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Without a task per request, one timer keeps every deadline: songs that outlive theirs
     end with JobTimeout (jobid and account named) as the deadline passes, not at the next
     sweep or when the job ends, and their jobs are neither cancelled nor resent."""
-    sim = make_sim(6, scale=0.05)  # songs run 2-7.5 s, far past the deadline
+    sim = flowmusic_make_sim(6, time_scale=0.05)  # songs run 2-7.5 s, far past the deadline
     rec: list[Event] = []
-    async with client(sim, scale=0.05) as fm:
+    async with flowmusic_make_client(sim) as fm:
         fm.add_event_hook(rec.append)
         started = time.monotonic()
         arrived: list[float] = []
@@ -400,13 +411,15 @@ async def test_a_batch_deadline_ends_each_late_song_on_time_and_leaves_its_job_r
     assert sum(e.kind == "timeout" for e in rec) == 6
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio_backends("trio")
 @pytest.mark.anyio
-async def test_under_trio_a_batch_completes_and_leaving_it_cancels_the_waiting_jobs() -> None:
+async def test_under_trio_a_batch_completes_and_leaving_it_cancels_the_waiting_jobs(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """The waiting room uses only anyio: under trio a batch completes, and leaving one early
     cancels the jobs its requests wait for, server-side."""
-    sim = make_sim(4, 4)
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(4, 4)
+    async with flowmusic_make_client(sim) as fm:
         done = await collect(fm, [f"trio batch {i}" for i in range(10)])
         assert sorted(o.index for o in done) == list(range(10)) and all(o.ok for o in done)
         before = sim.stats.jobs_created
@@ -440,11 +453,14 @@ class _SlowRecordsAfterDeletes(httpx.AsyncBaseTransport):
 
 @pytest.mark.serial
 @pytest.mark.anyio
-async def test_leaving_a_batch_waits_for_the_deletes_not_for_the_records_read_after_them() -> None:
+async def test_leaving_a_batch_waits_for_the_deletes_not_for_the_records_read_after_them(
+    flowmusic_make_sim: MakeSim,
+) -> None:
     """The jobs of a batch left early are cancelled before leaving returns; their final
     records (read after each DELETE, to settle the jobs) are not waited for: the caller has
     left, and those reads crowd the loop."""
-    sim = make_sim(8, scale=0.01)  # songs of 0.4-1.5 s: none ends before it is cancelled
+    # songs of 0.4-1.5 s: none ends before it is cancelled
+    sim = flowmusic_make_sim(8, time_scale=0.01)
     transport = _SlowRecordsAfterDeletes(sim.transport())
     seen: list[Event] = []
     fm = FlowMusic(
@@ -488,13 +504,16 @@ class _CountsTurnsAtDeletes(httpx.AsyncBaseTransport):
 
 
 @pytest.mark.anyio
-async def test_leaving_a_batch_takes_a_few_turns_of_the_loop_once_its_deletes_answer() -> None:
+async def test_leaving_a_batch_takes_a_few_turns_of_the_loop_once_its_deletes_answer(
+    flowmusic_make_sim: MakeSim,
+) -> None:
     """Once the last DELETE of a batch left early is answered, leaving returns within a few
     turns of the event loop. Waiting on each job's event in turn cost a turn per job even
     when it was already set: 400 jobs, 1 s on a busy loop (benchmarks/bench_scale.py --only
     leave, "then returned s")."""
     jobs = 160
-    sim = make_sim(*[16] * (jobs // 16), scale=0.05)  # songs of 2-7.5 s: all still running
+    # songs of 2-7.5 s: all still running
+    sim = flowmusic_make_sim(*[16] * (jobs // 16), time_scale=0.05)
     turns = [0]
     transport = _CountsTurnsAtDeletes(sim.transport(), turns)
     fm = FlowMusic(

@@ -12,8 +12,7 @@ import contextlib
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -21,40 +20,18 @@ import anyio.lowlevel
 import msgspec
 import pytest
 from server_view import server_states
+from sim_helpers import deletes, served
 
-from flowmusic_async import (
-    ClientClosedError,
-    Event,
-    FlowMusic,
-    JobFailed,
-    NotFoundError,
-    Timing,
-)
-from flowmusic_async.testing import Faults, SimAccount, Simulator
+from flowmusic_async import Event, FlowMusic, JobFailed, NotFoundError, Timing
+from flowmusic_async.testing import Simulator
+from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 SCALE = 0.01  # a 40-150 s song takes 0.4-1.5 s
 LATENCY = 0.3  # real seconds the server takes before it handles any request
-
-
-def make_sim(*limits: int, latency: float = LATENCY, **kwargs: Any) -> Simulator:
-    accounts = tuple(
-        SimAccount(email=f"cancel{i}@example.com", max_jobs=n, credits=10_000.0)
-        for i, n in enumerate(limits)
-    )
-    return Simulator(
-        accounts=accounts, time_scale=SCALE, seed=5, faults=Faults(latency_s=latency), **kwargs
-    )
-
-
-@asynccontextmanager
-async def served(sim: Simulator) -> AsyncIterator[str]:
-    async with sim.serve() as url:
-        yield url
-
-
-def make_client(sim: Simulator, url: str, **kwargs: Any) -> FlowMusic:
-    kwargs.setdefault("timing", Timing.scaled(SCALE))
-    return FlowMusic(token=sim.token, base_url=url, **kwargs)
+# The simulators this module's tests build (flowmusic_make_sim) start from these.
+pytestmark = pytest.mark.flowmusic_sim(
+    time_scale=SCALE, seed=5, latency=LATENCY, account_email="cancel{i}@example.com"
+)
 
 
 class Recorder:
@@ -91,10 +68,6 @@ def posts_answered(sim: Simulator) -> int:
     return sum(n for (ep, _), n in sim.stats.requests.items() if ep == "POST /music")
 
 
-def deletes(sim: Simulator) -> int:
-    return sim.stats.requests[("DELETE /jobs/{jobid}", 204)]
-
-
 def native_task(coro: Any) -> asyncio.Task[Any]:
     return asyncio.get_running_loop().create_task(coro)
 
@@ -112,12 +85,14 @@ async def cancelled_result(task: asyncio.Task[Any]) -> BaseException:
 
 
 @pytest.mark.anyio
-async def test_task_cancel_during_the_post_cancels_the_job_that_post_created() -> None:
+async def test_task_cancel_during_the_post_cancels_the_job_that_post_created(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A bot's task is cancelled while POST /music is in flight: the paid job is deleted."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
     rec = Recorder()
     async with served(sim) as url:
-        async with make_client(sim, url, event_hooks=[rec]) as fm:
+        async with flowmusic_make_client(sim, base_url=url, event_hooks=[rec]) as fm:
             task = native_task(fm.generate("cancelled while posting"))
             await rec.first("submitting")
             await anyio.sleep(LATENCY / 3)  # the request is out; the server is working on it
@@ -134,12 +109,14 @@ async def test_task_cancel_during_the_post_cancels_the_job_that_post_created() -
 
 
 @pytest.mark.anyio
-async def test_a_second_task_cancel_during_the_delete_does_not_break_the_cleanup() -> None:
+async def test_a_second_task_cancel_during_the_delete_does_not_break_the_cleanup(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """discord.py cancels twice on shutdown: the job is cancelled and reported exactly once."""
-    sim = make_sim(2, latency=0.0)
+    sim = flowmusic_make_sim(2, latency=0.0)
     rec = Recorder()
     async with served(sim) as url:
-        async with make_client(sim, url, event_hooks=[rec]) as fm:
+        async with flowmusic_make_client(sim, base_url=url, event_hooks=[rec]) as fm:
             task = native_task(fm.generate("cancelled twice"))
             await rec.first("submitted")
             sim.faults.latency_s = LATENCY  # the DELETE of the cleanup will be slow
@@ -168,11 +145,13 @@ def slow_accounts_refresh() -> Timing:
 
 
 @pytest.mark.anyio
-async def test_asyncio_wait_for_times_out_and_the_job_is_cancelled_server_side() -> None:
+async def test_asyncio_wait_for_times_out_and_the_job_is_cancelled_server_side(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """`asyncio.wait_for(fm.generate(...), t)` raises TimeoutError and leaves nothing running."""
-    sim = make_sim(2, latency=0.0)
+    sim = flowmusic_make_sim(2, latency=0.0)
     async with served(sim) as url:
-        async with make_client(sim, url, timing=slow_accounts_refresh()) as fm:
+        async with flowmusic_make_client(sim, base_url=url, timing=slow_accounts_refresh()) as fm:
             await warmed_up(fm, sim)
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(fm.generate("wait_for"), LATENCY / 3)
@@ -184,11 +163,13 @@ async def test_asyncio_wait_for_times_out_and_the_job_is_cancelled_server_side()
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in 3.11")
 @pytest.mark.anyio
-async def test_asyncio_timeout_block_cancels_the_job_and_becomes_timeout_error() -> None:
+async def test_asyncio_timeout_block_cancels_the_job_and_becomes_timeout_error(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """`async with asyncio.timeout(t)` around generate: TimeoutError out, job cancelled."""
-    sim = make_sim(2, latency=0.0)
+    sim = flowmusic_make_sim(2, latency=0.0)
     async with served(sim) as url:
-        async with make_client(sim, url, timing=slow_accounts_refresh()) as fm:
+        async with flowmusic_make_client(sim, base_url=url, timing=slow_accounts_refresh()) as fm:
             await warmed_up(fm, sim)
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(LATENCY / 3):  # type: ignore[attr-defined]
@@ -200,12 +181,14 @@ async def test_asyncio_timeout_block_cancels_the_job_and_becomes_timeout_error()
 
 
 @pytest.mark.anyio
-async def test_task_cancel_while_waiting_for_the_song_deletes_it() -> None:
+async def test_task_cancel_while_waiting_for_the_song_deletes_it(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Cancelled after acceptance, during the long wait: DELETE /jobs/{jobid}, slot freed."""
-    sim = make_sim(1, latency=0.0)
+    sim = flowmusic_make_sim(1, latency=0.0)
     rec = Recorder()
     async with served(sim) as url:
-        async with make_client(sim, url, event_hooks=[rec]) as fm:
+        async with flowmusic_make_client(sim, base_url=url, event_hooks=[rec]) as fm:
             task = native_task(fm.generate("cancelled while waiting"))
             await rec.first("submitted")
             task.cancel()
@@ -219,13 +202,18 @@ async def test_task_cancel_while_waiting_for_the_song_deletes_it() -> None:
 
 @pytest.mark.serial
 @pytest.mark.anyio
-async def test_a_failing_delete_does_not_replace_the_cancellation() -> None:
+async def test_a_failing_delete_does_not_replace_the_cancellation(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """The cleanup's DELETE fails: the caller still gets its CancelledError, within the bound."""
-    sim = make_sim(1, latency=0.0)
+    sim = flowmusic_make_sim(1, latency=0.0)
     sim.faults.error_rate["DELETE /jobs/{jobid}"] = 1.0
     rec = Recorder()
     timing = Timing.scaled(SCALE)
-    async with served(sim) as url, make_client(sim, url, event_hooks=[rec], timing=timing) as fm:
+    async with (
+        served(sim) as url,
+        flowmusic_make_client(sim, base_url=url, event_hooks=[rec], timing=timing) as fm,
+    ):
         task = native_task(fm.generate("undeletable"))
         await rec.first("submitted")
         started = anyio.current_time()
@@ -243,18 +231,20 @@ async def test_a_failing_delete_does_not_replace_the_cancellation() -> None:
 
 
 @pytest.mark.anyio
-async def test_cancelling_a_task_group_around_the_client_deletes_every_accepted_job() -> None:
+async def test_cancelling_a_task_group_around_the_client_deletes_every_accepted_job(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Ctrl-C shape: the scope around `async with FlowMusic()` is cancelled with songs running.
 
     The callers' cleanups (DELETEs) run before the client's background work is torn down.
     """
-    sim = make_sim(5, latency=0.0)
+    sim = flowmusic_make_sim(5, latency=0.0)
     rec = Recorder()
     async with served(sim) as url:
         with anyio.CancelScope() as scope:
             async with (
                 anyio.create_task_group() as tg,
-                make_client(sim, url, event_hooks=[rec]) as fm,
+                flowmusic_make_client(sim, base_url=url, event_hooks=[rec]) as fm,
             ):
                 for i in range(5):
                     tg.start_soon(fm.generate, f"interrupted {i}")
@@ -269,88 +259,19 @@ async def test_cancelling_a_task_group_around_the_client_deletes_every_accepted_
     assert deletes(sim) == 5
 
 
-@pytest.mark.anyio
-async def test_closing_fails_open_waits_with_their_jobid_and_leaves_the_jobs_running() -> None:
-    """Jobs nobody cancelled keep running (they are paid) and can be resumed by jobid."""
-    sim = make_sim(3, latency=0.0)
-    async with served(sim) as url:
-        fm = make_client(sim, url)
-        await fm.open()
-        handles = [await fm.submit(f"left running {i}") for i in range(3)]
-        errors: list[BaseException] = []
-
-        async def wait(handle: Any) -> None:
-            try:
-                await handle
-            except ClientClosedError as exc:
-                errors.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            for handle in handles:
-                tg.start_soon(wait, handle)
-            await anyio.wait_all_tasks_blocked()
-            await fm.aclose()
-        states = await server_states(sim)
-        assert sorted(fm.left_running) == sorted((h.jobid, h.email) for h in handles)
-        async with make_client(sim, url) as again:
-            resumed = await again.wait(handles[0].jobid)
-    assert sorted(e.jobid for e in errors) == sorted(h.jobid for h in handles)  # type: ignore[attr-defined]
-    assert all(e.email for e in errors)  # type: ignore[attr-defined]
-    assert set(states.values()) == {"running"} and deletes(sim) == 0
-    assert resumed.is_completed
-
-
-@pytest.mark.anyio
-async def test_the_client_can_be_opened_in_one_task_and_closed_in_another() -> None:
-    """A bot's setup hook opens it, its commands use it, its shutdown hook closes it."""
-    sim = make_sim(2, latency=0.0)
-    async with served(sim) as url:
-        fm = make_client(sim, url)
-        holder: dict[str, Any] = {}
-
-        async def setup_hook() -> None:
-            await fm.open()
-
-        async def command() -> None:
-            holder["job"] = await fm.generate("across tasks")
-
-        async def shutdown_hook() -> None:
-            await fm.aclose()
-            await fm.aclose()  # idempotent
-
-        for step in (setup_hook, command, shutdown_hook):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(step)
-        assert fm.closed and holder["job"].is_completed
-        with pytest.raises(ClientClosedError):
-            await fm.jobs.list()
-
-
-@pytest.mark.anyio
-async def test_async_with_entered_in_one_task_can_be_exited_in_another() -> None:
-    """`await fm.__aenter__()` in one task and `__aexit__` in another (httpx allows it too)."""
-    sim = make_sim(1, latency=0.0)
-    async with served(sim) as url:
-        fm = make_client(sim, url)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(fm.__aenter__)
-        assert not fm.closed and await fm.jobs.list() == {}
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(fm.__aexit__, None, None, None)
-        assert fm.closed
-
-
 # ----- trio ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio_backends("trio")
 @pytest.mark.anyio
-async def test_under_trio_a_cancelled_scope_during_the_post_cancels_the_job() -> None:
+async def test_under_trio_a_cancelled_scope_during_the_post_cancels_the_job(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Structured cancellation on trio: the POST's job is deleted, the client shuts down clean."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
     rec = Recorder()
     async with served(sim) as url:
-        async with make_client(sim, url, event_hooks=[rec]) as fm:
+        async with flowmusic_make_client(sim, base_url=url, event_hooks=[rec]) as fm:
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(fm.generate, "trio cancel")
@@ -361,29 +282,16 @@ async def test_under_trio_a_cancelled_scope_during_the_post_cancels_the_job() ->
     assert list(states.values()) == ["user_cancelled"]
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
-@pytest.mark.anyio
-async def test_under_trio_the_client_opens_and_closes_in_different_tasks() -> None:
-    """The service host is a trio system task: no cancel scope crosses tasks."""
-    sim = make_sim(1, latency=0.0)
-    async with served(sim) as url:
-        fm = make_client(sim, url)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(fm.open)
-        job = await fm.generate("trio across tasks")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(fm.aclose)
-    assert job.is_completed and fm.closed
-
-
 # ----- waiting ---------------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
-async def test_a_handle_awaited_after_its_deadline_returns_the_job_that_completed() -> None:
+async def test_a_handle_awaited_after_its_deadline_returns_the_job_that_completed(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """The deadline limits the wait, not the answer: a known result is returned late too."""
-    sim = make_sim(1, latency=0.0)
-    async with served(sim) as url, make_client(sim, url) as fm:
+    sim = flowmusic_make_sim(1, latency=0.0)
+    async with served(sim) as url, flowmusic_make_client(sim, base_url=url) as fm:
         handle = await fm.submit("late reader", deadline=3.0)
         job = await handle
         await anyio.sleep(max(0.0, handle.accepted_at + 3.0 - anyio.current_time()) + 0.1)
@@ -392,11 +300,13 @@ async def test_a_handle_awaited_after_its_deadline_returns_the_job_that_complete
 
 
 @pytest.mark.anyio
-async def test_every_waiter_gets_its_own_exception_object() -> None:
+async def test_every_waiter_gets_its_own_exception_object(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Six tasks wait on one failed job: six distinct exceptions, same class and fields."""
-    sim = make_sim(1, latency=0.0, job_failure_rate=1.0)
+    sim = flowmusic_make_sim(1, latency=0.0, job_failure_rate=1.0)
     caught: list[BaseException] = []
-    async with served(sim) as url, make_client(sim, url) as fm:
+    async with served(sim) as url, flowmusic_make_client(sim, base_url=url) as fm:
         handle = await fm.submit("fails for everyone")
 
         async def wait() -> None:
@@ -414,13 +324,15 @@ async def test_every_waiter_gets_its_own_exception_object() -> None:
 
 
 @pytest.mark.anyio
-async def test_waiters_of_an_unknown_job_each_get_their_own_not_found() -> None:
+async def test_waiters_of_an_unknown_job_each_get_their_own_not_found(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """One 404 shared by several waiters is not one object raised in several tasks."""
-    sim = make_sim(1, latency=0.0)
+    sim = flowmusic_make_sim(1, latency=0.0)
     caught: list[BaseException] = []
     uid = sim.token.split("-")[0]  # "user:<digits>": the job would be ours, but is unknown
     missing = f"job:00000000-0000-4000-8000-000000000000-{uid}-x@example.com-bot:flowmusic"
-    async with served(sim) as url, make_client(sim, url) as fm:
+    async with served(sim) as url, flowmusic_make_client(sim, base_url=url) as fm:
 
         async def wait() -> None:
             try:
@@ -448,14 +360,16 @@ Hook = Callable[[Event], None]
 
 
 @pytest.mark.anyio
-async def test_leaving_a_batch_early_sends_no_new_paid_post() -> None:
+async def test_leaving_a_batch_early_sends_no_new_paid_post(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Once the consumer leaves, no POST leaves: slots freed by the teardown are not refilled."""
-    sim = make_sim(4, 4, latency=0.0)
+    sim = flowmusic_make_sim(4, 4, latency=0.0)
     rec = Recorder()
     async with served(sim) as url:
         prompts = [f"left early {i}" for i in range(120)]
         async with (
-            make_client(sim, url, event_hooks=[rec]) as fm,
+            flowmusic_make_client(sim, base_url=url, event_hooks=[rec]) as fm,
             fm.generate_many(prompts) as outcomes,
         ):
             async for _first in outcomes:
@@ -473,25 +387,24 @@ async def test_leaving_a_batch_early_sends_no_new_paid_post() -> None:
 
 @pytest.mark.anyio
 async def test_leaving_a_batch_cancels_its_jobs_a_chunk_per_turn_of_the_loop(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
 ) -> None:
     """Hundreds of jobs in progress must not all run their cleanup in one turn of the event
     loop (a bot sharing it would freeze): with chunks of 4, 16 jobs take several turns, and
     every one of them is still cancelled server-side."""
-    from flowmusic_async._engine import JobEngine
-
     import flowmusic_async._batch as batch_module
+    from flowmusic_async._tracker import JobTracker
 
     monkeypatch.setattr(batch_module, "CANCEL_CHUNK", 4)
     turns = 0
     asked_at: dict[str, int] = {}  # jobid -> the turn its cancellation was first asked for
-    request_cancel = JobEngine.request_cancel
+    request_cancel = JobTracker.request_cancel
 
-    def spy(self: JobEngine, watch: Any) -> anyio.Event:
+    def spy(self: JobTracker, watch: Any) -> anyio.Event:
         asked_at.setdefault(watch.jobid, turns)
         return request_cancel(self, watch)
 
-    monkeypatch.setattr(JobEngine, "request_cancel", spy)
+    monkeypatch.setattr(JobTracker, "request_cancel", spy)
 
     async def count_turns() -> None:
         nonlocal turns
@@ -499,8 +412,8 @@ async def test_leaving_a_batch_cancels_its_jobs_a_chunk_per_turn_of_the_loop(
             await anyio.lowlevel.checkpoint()
             turns += 1
 
-    sim = make_sim(16, latency=0.0)
-    async with served(sim) as url, make_client(sim, url) as fm:
+    sim = flowmusic_make_sim(16, latency=0.0)
+    async with served(sim) as url, flowmusic_make_client(sim, base_url=url) as fm:
         async with anyio.create_task_group() as tg:
             tg.start_soon(count_turns)
             async with fm.generate_many([f"chunked {i}" for i in range(16)]):
@@ -521,12 +434,14 @@ async def test_leaving_a_batch_cancels_its_jobs_a_chunk_per_turn_of_the_loop(
 
 
 @pytest.mark.anyio
-async def test_a_batch_whose_task_is_cancelled_twice_still_cancels_every_running_job() -> None:
+async def test_a_batch_whose_task_is_cancelled_twice_still_cancels_every_running_job(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A second Task.cancel() pierces anyio's shields at the next checkpoint, so leaving a
     batch hands its running jobs to the client before any: none is left running. (When the
     DELETEs were asked for after a checkpoint, all 8 jobs here ran on, paid and unwatched.)"""
-    sim = make_sim(8, latency=0.0)
-    async with served(sim) as url, make_client(sim, url) as fm:
+    sim = flowmusic_make_sim(8, latency=0.0)
+    async with served(sim) as url, flowmusic_make_client(sim, base_url=url) as fm:
 
         async def consume() -> None:
             async with fm.generate_many([f"cancelled twice {i}" for i in range(30)]) as outcomes:
@@ -546,12 +461,17 @@ async def test_a_batch_whose_task_is_cancelled_twice_still_cancels_every_running
 
 
 @pytest.mark.anyio
-async def test_every_job_gets_exactly_one_terminal_event_under_random_cancellation() -> None:
+async def test_every_job_gets_exactly_one_terminal_event_under_random_cancellation(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """60 songs, about half cancelled at random moments (anyio scopes and Task.cancel)."""
-    sim = make_sim(8, 8, latency=0.0)
+    sim = flowmusic_make_sim(8, 8, latency=0.0)
     rec = Recorder()
     rng = random.Random(4)
-    async with served(sim) as url, make_client(sim, url, event_hooks=[rec]) as fm:
+    async with (
+        served(sim) as url,
+        flowmusic_make_client(sim, base_url=url, event_hooks=[rec]) as fm,
+    ):
 
         async def one(i: int) -> None:
             with anyio.move_on_after(rng.uniform(0.0, 2.0) if i % 2 else 60):
@@ -589,28 +509,15 @@ async def test_every_job_gets_exactly_one_terminal_event_under_random_cancellati
 
 
 @pytest.mark.anyio
-async def test_a_client_cancelled_while_opening_closes_without_hanging() -> None:
-    """Cancelled in the middle of open(): the client ends closed, nothing is left running."""
-    sim = make_sim(1, latency=0.0)
-    fm = FlowMusic(token=sim.token, base_url=sim.base_url, transport=sim.transport())
-    with anyio.fail_after(5), anyio.CancelScope() as scope:
-        scope.cancel()  # the first checkpoint inside open() is cancelled
-        await fm.open()
-    with anyio.fail_after(5):
-        await fm.aclose()
-    assert fm.closed
-
-
-@pytest.mark.anyio
 async def test_a_post_still_waiting_for_a_connection_when_its_caller_leaves_is_not_sent(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
 ) -> None:
     """A submission that has its slot but waits for a free place among the API requests in
     flight has not sent anything: its caller leaving must keep it from ever leaving (a POST
     sent then is paid for a job nobody wants, and DELETE refunds nothing)."""
     import httpx
 
-    sim = make_sim(4, latency=0.0)
+    sim = flowmusic_make_sim(4, latency=0.0)
     release = anyio.Event()
     rec = Recorder()
     inner_send = httpx.AsyncHTTPTransport.handle_async_request
@@ -627,7 +534,10 @@ async def test_a_post_still_waiting_for_a_connection_when_its_caller_leaves_is_n
         with contextlib.suppress(Exception):
             await fm.jobs.get("job:held")
 
-    async with served(sim) as url, make_client(sim, url, event_hooks=[rec]) as fm:
+    async with (
+        served(sim) as url,
+        flowmusic_make_client(sim, base_url=url, event_hooks=[rec]) as fm,
+    ):
         await fm.generate("warm up")  # the accounts read, before every place is taken
         rec.events.clear()
         async with anyio.create_task_group() as tg:

@@ -36,12 +36,15 @@ import pytest
 
 import flowmusic_async
 from flowmusic_async import FlowMusic, Timing
-from flowmusic_async.testing import SimAccount, Simulator
+from flowmusic_async.testing import Simulator
+from flowmusic_async.testing.pytest_plugin import MakeSim
 
 ROOT = Path(__file__).parents[1]
 SCALE = 0.002
 PAGES = [*sorted(ROOT.glob("docs/**/*.md")), ROOT / "README.md"]
 BLOCK = re.compile(r"(?:<!--\s*(not-run[^>]*)-->\s*\n)?```python\n(.*?)```", re.S)
+# The simulator each block talks to (flowmusic_make_sim) starts from these.
+pytestmark = pytest.mark.flowmusic_sim(time_scale=SCALE, seed=1)
 
 
 def blocks(page: Path) -> list[tuple[str | None, str]]:
@@ -59,11 +62,6 @@ def runnable(page: Path) -> list[str]:
 
 def user_tests(page: Path) -> list[str]:
     return [source for marker, source in blocks(page) if marker is None and "def test_" in source]
-
-
-def make_sim() -> Simulator:
-    accounts = [SimAccount(email=f"account{i}@example.com", max_jobs=4) for i in range(3)]
-    return Simulator(accounts=accounts, time_scale=SCALE, seed=1)
 
 
 class _Bound:
@@ -93,7 +91,7 @@ def _label(page: Path) -> str:
 
 @pytest.mark.parametrize("page", [p for p in PAGES if runnable(p)], ids=_label)
 def test_every_python_block_of_the_page_runs(
-    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flowmusic_make_sim: MakeSim
 ) -> None:
     """The page's blocks run in order against the simulator, as a reader would run them."""
     bound = _Bound()
@@ -104,7 +102,7 @@ def test_every_python_block_of_the_page_runs(
         "prompts": ["dream pop", "lofi beat", "sea shanty", "synthwave", "bossa nova"],
     }
     for number, source in enumerate(runnable(page), 1):
-        bound.sim = make_sim()
+        bound.sim = flowmusic_make_sim(4, 4, 4)
         monkeypatch.setenv("USEAPI_TOKEN", bound.sim.token)
         code = compile(
             source, f"{_label(page)} block {number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT

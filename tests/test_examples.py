@@ -368,7 +368,7 @@ def test_batch_to_disk_refuses_an_unknown_format_before_anything_is_sent(
 # ----- trio_batch.py -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio_backends("trio")
 @pytest.mark.anyio
 @pytest.mark.flowmusic_sim(accounts=[3, 3])
 async def test_trio_batch_stops_at_its_deadline_and_the_rerun_finishes_it(

@@ -33,7 +33,6 @@ from flowmusic_async._lanes import (
 )
 
 pytestmark = pytest.mark.anyio
-BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 
 
 class _Pool(httpx.AsyncBaseTransport):
@@ -83,7 +82,7 @@ async def _open(client: httpx.AsyncClient, path: str = "/", **extensions: Any) -
     return await client.send(request, stream=True)
 
 
-@BACKENDS
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_lowest_lane_with_room_first_and_lanes_made_on_demand() -> None:
     """Light traffic stays in the first lane; a lane is built only when the ones below are
     full, and a lane is held until its response is closed."""
@@ -105,7 +104,7 @@ async def test_lowest_lane_with_room_first_and_lanes_made_on_demand() -> None:
     assert all(pool.closed for pool in made)
 
 
-@BACKENDS
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_a_full_set_of_places_makes_the_next_request_wait() -> None:
     """count * per_lane requests at once, never more: the next one waits for a release."""
     release = anyio.Event()
@@ -135,7 +134,7 @@ async def test_a_full_set_of_places_makes_the_next_request_wait() -> None:
     await client.aclose()
 
 
-@BACKENDS
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_a_place_is_given_back_when_the_exchange_fails_or_is_cancelled() -> None:
     """An error or a cancellation in the pool, or a response closed unread, must not leak
     the place (else: a slow hang)."""
@@ -297,7 +296,7 @@ async def test_a_free_place_is_taken_without_yielding_and_a_full_one_waits_its_t
     limiter.release_on_behalf_of(second)
 
 
-@BACKENDS
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_a_place_taken_ahead_serves_the_request_that_carries_it_once() -> None:
     """A paid POST takes its place before it is on its way (while it can still be abandoned):
     the request carrying it then uses that place rather than a second one, only once, and a
@@ -325,7 +324,7 @@ async def test_a_place_taken_ahead_serves_the_request_that_carries_it_once() -> 
     await client.aclose()
 
 
-@BACKENDS
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_a_place_taken_ahead_is_never_picked_up_implicitly() -> None:
     """Only the request that carries the place uses it: another request of the same task
     takes a place of its own (no hand-over through the task's context), and a place of other
@@ -376,7 +375,7 @@ async def _answer_then(behaviour: str) -> AsyncIterator[str]:
 
 
 @aiohttp_only
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio_backends("asyncio")
 @pytest.mark.parametrize("behaviour", ["close", "hang"])
 async def test_aiohttp_says_a_paid_post_that_left_may_have_been_sent(behaviour: str) -> None:
     """httpx-aiohttp maps a server that hangs up after the request left ("close": aiohttp's
@@ -394,7 +393,7 @@ async def test_aiohttp_says_a_paid_post_that_left_may_have_been_sent(behaviour: 
 
 
 @aiohttp_only
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio_backends("asyncio")
 async def test_aiohttp_says_a_refused_connection_sent_nothing() -> None:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
@@ -409,7 +408,7 @@ async def test_aiohttp_says_a_refused_connection_sent_nothing() -> None:
 
 
 @aiohttp_only
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio_backends("asyncio")
 async def test_aiohttp_backend_runs_a_song_behind_the_same_places() -> None:
     """A song end to end over loopback, through aiohttp, with the places (and so a paid
     POST's place ahead) in front of its pool."""
@@ -432,7 +431,7 @@ async def test_aiohttp_backend_runs_a_song_behind_the_same_places() -> None:
 
 
 @aiohttp_only
-@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio_backends("trio")
 async def test_aiohttp_backend_is_refused_under_trio_before_anything_opens() -> None:
     from flowmusic_async import ConfigurationError
 

@@ -9,41 +9,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from flowmusic_async import FlowMusic, Timing
-from flowmusic_async.testing import SimAccount, Simulator
+from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 SCALE = 0.01
-
-
-def make_sim(*limits: int) -> Simulator:
-    accounts = tuple(
-        SimAccount(email=f"shared{i}@example.com", max_jobs=n, credits=10_000.0)
-        for i, n in enumerate(limits)
-    )
-    return Simulator(accounts=accounts, time_scale=SCALE, seed=9)
-
-
-def client(sim: Simulator, **kwargs: Any) -> FlowMusic:
-    return FlowMusic(
-        token=sim.token,
-        base_url=sim.base_url,
-        transport=sim.transport(),
-        timing=Timing.scaled(SCALE),
-        **kwargs,
-    )
+# The simulators this module's tests build (flowmusic_make_sim) start from these.
+pytestmark = pytest.mark.flowmusic_sim(
+    time_scale=SCALE, seed=9, account_email="shared{i}@example.com"
+)
 
 
 @pytest.mark.anyio
-async def test_a_submission_queued_behind_another_clients_job_runs_when_it_ends() -> None:
+async def test_a_submission_queued_behind_another_clients_job_runs_when_it_ends(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """maxJobs 1, held by another bot on the same token: we wait for it, then run; no hang."""
-    sim = make_sim(1)
-    async with client(sim) as other, client(sim) as fm:
+    sim = flowmusic_make_sim(1)
+    async with flowmusic_make_client(sim) as other, flowmusic_make_client(sim) as fm:
         theirs = await other.music.create("the other bot's song", mode="async")
         with anyio.fail_after(15):
             ours = await fm.generate("queued behind it")

@@ -14,15 +14,12 @@ import pytest
 
 from flowmusic_async import FlowMusic, Timing
 from flowmusic_async.testing import Faults, SimAccount, Simulator
-from flowmusic_async.testing.pytest_plugin import DEFAULT_TIME_SCALE
+from flowmusic_async.testing.pytest_plugin import DEFAULT_TIME_SCALE, MakeClient, MakeSim
+
+# The plugin promises both anyio backends, so every test here runs on each.
+pytestmark = pytest.mark.anyio_backends("asyncio", "trio")
 
 ROOT = Path(__file__).parents[1]
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """The plugin promises both anyio backends, so every test here runs on each."""
-    return str(request.param)
 
 
 def test_the_plugin_is_registered_through_its_entry_point(pytestconfig: pytest.Config) -> None:
@@ -130,6 +127,85 @@ async def test_webhooks_are_delivered_while_the_fixture_runs(
     with anyio.fail_after(5):
         await _RECEIVER.arrived.wait()
     assert job.jobid.encode() in _RECEIVER.bodies[-1]
+
+
+@pytest.mark.anyio
+@pytest.mark.flowmusic_sim(time_scale=0.004, seed=3, account_email="team{i}@example.com")
+async def test_make_sim_builds_accounts_from_max_jobs_on_the_markers_options(
+    flowmusic_make_sim: MakeSim,
+) -> None:
+    """Positional ints are accounts' maxJobs; the marker sets defaults a call may override."""
+    sim = flowmusic_make_sim(2, 3, latency=0.05)
+    assert [(a.email, a.max_jobs) for a in sim.world.accounts.values()] == [
+        ("team0@example.com", 2),
+        ("team1@example.com", 3),
+    ]
+    assert sim.clock.time_scale == 0.004
+    assert sim.faults.latency_s == 0.05
+    faster = flowmusic_make_sim(1, time_scale=0.001, faults=Faults(burst_429=1), latency=0.0)
+    assert faster.clock.time_scale == 0.001
+    assert faster.faults.burst_429 == 1 and faster.faults.latency_s == 0.0
+    with pytest.raises(TypeError, match="not both"):
+        flowmusic_make_sim(1, accounts=[2])
+
+
+@pytest.mark.anyio
+async def test_make_client_binds_clients_to_a_simulator_timed_like_it(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
+    """In-process by default, over the socket given a base_url; other options pass through."""
+    sim = flowmusic_make_sim(2, time_scale=0.001)
+    async with flowmusic_make_client(sim, max_retries=0) as fm:
+        assert fm.timing == Timing.scaled(0.001)
+        assert (await fm.generate("in-process")).is_completed
+    async with sim.serve() as url, flowmusic_make_client(sim, base_url=url) as over_socket:
+        assert over_socket.base_url == url
+        assert (await over_socket.generate("over loopback")).is_completed
+    assert sim.stats.jobs_created == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.flowmusic_sim(timing=Timing.scaled(0.5))
+async def test_make_client_takes_the_markers_timing_unless_given_one(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
+    """The marker's `timing` is the client's, as with `flowmusic_client`; an argument wins."""
+    sim = flowmusic_make_sim(1)
+    assert flowmusic_make_client(sim).timing == Timing.scaled(0.5)
+    assert flowmusic_make_client(sim, timing=Timing.scaled(0.1)).timing == Timing.scaled(0.1)
+
+
+def test_make_client_closes_every_client_it_made_when_the_test_ends(tmp_path: Path) -> None:
+    """A client left open, one never opened and one closed by the test all end closed, and a
+    sync test can build simulators."""
+    result = _run_pytest(
+        tmp_path,
+        """
+        import pytest
+
+        made = []
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        @pytest.mark.anyio
+        async def test_leaves_clients(flowmusic_make_sim, flowmusic_make_client):
+            sim = flowmusic_make_sim(1)
+            left_open = await flowmusic_make_client(sim).open()
+            assert (await left_open.generate("x")).is_completed
+            async with flowmusic_make_client(sim) as closed_here:
+                pass
+            made.extend([left_open, flowmusic_make_client(sim), closed_here])
+
+        def test_all_of_them_were_closed(flowmusic_make_sim):
+            assert [fm.closed for fm in made] == [True, True, True]
+            assert flowmusic_make_sim(3).world.accounts["account0@example.com"].max_jobs == 3
+        """,
+        "--strict-markers",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
 
 
 def _run_pytest(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:

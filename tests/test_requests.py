@@ -7,7 +7,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any, get_args
 
-import anyio
 import httpx
 import msgspec
 import pytest
@@ -24,25 +23,18 @@ from flowmusic_async import (
     JobTimeout,
     Music,
     SongRequest,
-    Timing,
     ValidationError,
 )
 from flowmusic_async._edits import EditHelpers, JobEditHelpers
 from flowmusic_async._journal import fingerprint
 from flowmusic_async._validation import EFFECTS
-from flowmusic_async.testing import SimAccount, Simulator
+from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 SCALE = 0.002
-
-
-def make_sim(**kwargs: Any) -> Simulator:
-    account = SimAccount(email="acct0@example.com", max_jobs=2, credits=10_000.0)
-    return Simulator(accounts=(account,), time_scale=SCALE, seed=3, **kwargs)
-
-
-def client(sim: Simulator, **kwargs: Any) -> FlowMusic:
-    kwargs.setdefault("timing", Timing.scaled(SCALE))
-    return FlowMusic(token=sim.token, base_url=sim.base_url, transport=sim.transport(), **kwargs)
+# The simulators this module's tests build (flowmusic_make_sim) start from these.
+pytestmark = pytest.mark.flowmusic_sim(
+    time_scale=SCALE, seed=3, account_email="acct{i}@example.com"
+)
 
 
 def fields_of(struct: type[msgspec.Struct]) -> dict[str, tuple[str, object]]:
@@ -107,10 +99,12 @@ def test_fingerprint_is_the_request_and_ignores_where_it_is_delivered() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_misspelt_keyword_is_refused_before_anything_is_sent() -> None:
+async def test_a_misspelt_keyword_is_refused_before_anything_is_sent(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """`instrumentl=True` is a TypeError at once (and a checker error), not a silent no-op."""
-    sim = make_sim()
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(2)
+    async with flowmusic_make_client(sim) as fm:
         with pytest.raises(TypeError):
             await fm.generate("x", instrumentl=True)  # type: ignore[call-arg]
         with pytest.raises(ValidationError) as info:
@@ -120,10 +114,12 @@ async def test_a_misspelt_keyword_is_refused_before_anything_is_sent() -> None:
 
 
 @pytest.mark.anyio
-async def test_outcomes_are_completed_or_failed() -> None:
+async def test_outcomes_are_completed_or_failed(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A batch yields narrowable types: Completed has a Job, Failed a typed error."""
-    sim = make_sim()
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(2)
+    async with flowmusic_make_client(sim) as fm:
         requests: list[str | SongRequest | dict[str, Any]] = [
             SongRequest(prompt="ok", instrumental=True),
             {"prompt": "bad", "model": "lyria-4"},
@@ -141,12 +137,14 @@ async def test_outcomes_are_completed_or_failed() -> None:
 
 
 @pytest.mark.anyio
-async def test_new_names_do_not_warn_and_http_timeout_takes_an_httpx_timeout() -> None:
+async def test_new_names_do_not_warn_and_http_timeout_takes_an_httpx_timeout(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """`http_timeout` (float or httpx.Timeout) and `deadline` are the names to use."""
-    sim = make_sim()
+    sim = flowmusic_make_sim(2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        async with client(sim, http_timeout=httpx.Timeout(5.0, read=None)) as fm:
+        async with flowmusic_make_client(sim, http_timeout=httpx.Timeout(5.0, read=None)) as fm:
             assert fm.music._long_timeout().read is None  # no limit stays no limit
             with pytest.raises(JobTimeout):
                 await fm.generate("slow", deadline=0.001)
@@ -156,41 +154,15 @@ async def test_new_names_do_not_warn_and_http_timeout_takes_an_httpx_timeout() -
 
 
 @pytest.mark.anyio
-async def test_the_client_reply_url_is_used_and_the_webhook_result_carries_the_job() -> None:
-    """A default reply_url reaches the server; the handler returns the verified record."""
-    received: list[bytes] = []
-    arrived = anyio.Event()
-
-    async def deliver(request: httpx.Request) -> httpx.Response:
-        received.append(await request.aread())
-        arrived.set()
-        return httpx.Response(200)
-
-    sim = make_sim(webhook_transport=httpx.MockTransport(deliver))
-    slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
-    hook = "https://hooks.example.com/fm"
-    async with sim, client(sim, timing=slow_polling, reply_url=hook) as fm:
-        assert fm.reply_url == hook
-        handle = await fm.submit("called back")  # no reply_url: the client's is sent
-        with anyio.fail_after(5):
-            await arrived.wait()
-        result = await fm.webhooks.handle(received[0])
-        assert result.accepted and result.job is not None
-        with anyio.fail_after(1):
-            job = await handle
-    assert result.job == job and result.job.is_completed
-    with pytest.raises(ConfigurationError):
-        FlowMusic(token="t", reply_url="ftp://nope")
-
-
-@pytest.mark.anyio
-async def test_a_fastapi_route_returns_records_as_json() -> None:
+async def test_a_fastapi_route_returns_records_as_json(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Records convert in one call, so a web route can return them as is."""
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    sim = make_sim()
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(2)
+    async with flowmusic_make_client(sim) as fm:
         job = await fm.generate("for the web", instrumental=True)
 
     app = FastAPI()
@@ -207,10 +179,12 @@ async def test_a_fastapi_route_returns_records_as_json() -> None:
 
 
 @pytest.mark.anyio
-async def test_per_operation_helpers_on_the_client_run_each_edit_to_its_end() -> None:
+async def test_per_operation_helpers_on_the_client_run_each_edit_to_its_end(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """fm.extend / fm.cover / fm.effect wait like generate, on the clip's own account."""
-    sim = make_sim()
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(2)
+    async with flowmusic_make_client(sim) as fm:
         song = await fm.generate("source")
         clip = song.clips[0].clip
         extended = await fm.extend(clip, "add an outro", extend_s=20, deadline=30)

@@ -60,6 +60,7 @@ async def test_a_client_limit_holds_over_800_slots_with_429s_and_lost_answers() 
 
 
 @pytest.mark.anyio
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_a_batch_limit_stops_that_batch_while_another_runs_on() -> None:
     """One batch's limit refuses its own songs only; a batch beside it goes on."""
     sim = Simulator(accounts=accounts(1, max_jobs=8), time_scale=0.005)
@@ -93,6 +94,7 @@ async def test_a_refused_submission_sends_nothing_and_names_the_limit() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_a_cancelled_job_counts_as_spent() -> None:
     """DELETE frees the slot but refunds nothing: the budget says the same."""
     sim = Simulator(accounts=accounts(1), time_scale=0.05)
@@ -141,6 +143,7 @@ async def _floor_client(sim: Simulator, floor: float, songs: int) -> list[Outcom
 
 
 @pytest.mark.anyio
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_two_clients_keep_every_account_above_the_floor() -> None:
     """The balance is the one figure two processes share: with a floor of 500 credits, no
     account goes below it by more than what was in flight when it was crossed."""

@@ -6,24 +6,17 @@ import anyio
 import httpx
 import pytest
 
-from flowmusic_async import ClientClosedError, FlowMusic, SongRequest, Timing, ValidationError
+from flowmusic_async import ClientClosedError, FlowMusic, SongRequest, ValidationError
 from flowmusic_async.testing import SimAccount, Simulator
+from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 SCALE = 0.005
-
-
-def make_sim() -> Simulator:
-    account = SimAccount(email="queue@example.com", max_jobs=1, credits=10_000.0)
-    return Simulator(accounts=(account,), time_scale=SCALE, seed=17)
-
-
-def client(sim: Simulator) -> FlowMusic:
-    return FlowMusic(
-        token=sim.token,
-        base_url=sim.base_url,
-        transport=sim.transport(),
-        timing=Timing.scaled(SCALE),
-    )
+pytestmark = [
+    # The library's promises hold on both of anyio's backends.
+    pytest.mark.anyio_backends("asyncio", "trio"),
+    # The simulators this module's tests build (flowmusic_make_sim) start from these.
+    pytest.mark.flowmusic_sim(time_scale=SCALE, seed=17, account_email="queue{i}@example.com"),
+]
 
 
 async def until(predicate: object, timeout: float = 10.0) -> None:
@@ -32,18 +25,14 @@ async def until(predicate: object, timeout: float = 10.0) -> None:
             await anyio.sleep(0.005)
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """The library's promises hold on both of anyio's backends."""
-    return str(request.param)
-
-
 @pytest.mark.serial  # songs of 0.2 s: the check must run while the first one renders
 @pytest.mark.anyio
-async def test_it_returns_at_once_and_reports_state_and_queue_position() -> None:
+async def test_it_returns_at_once_and_reports_state_and_queue_position(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """A web route answers 202 straight away; the submissions run on without it."""
-    sim = make_sim()
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(1)
+    async with flowmusic_make_client(sim) as fm:
         one = fm.submit_nowait("first in line")
         two = fm.submit_nowait(SongRequest(prompt="second in line", instrumental=True))
         assert (one.state, two.state, one.jobid) == ("queued", "queued", None)
@@ -59,10 +48,12 @@ async def test_it_returns_at_once_and_reports_state_and_queue_position() -> None
 
 
 @pytest.mark.anyio
-async def test_cancelling_a_queued_submission_sends_nothing() -> None:
+async def test_cancelling_a_queued_submission_sends_nothing(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Still waiting for a slot: cancelled before any POST, nothing paid."""
-    sim = make_sim()
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(1)
+    async with flowmusic_make_client(sim) as fm:
         first = fm.submit_nowait("holds the slot")
         await until(lambda: first.state == "accepted")
         second = fm.submit_nowait("never sent")
@@ -77,10 +68,12 @@ async def test_cancelling_a_queued_submission_sends_nothing() -> None:
 
 
 @pytest.mark.anyio
-async def test_cancelling_an_accepted_submission_deletes_its_job() -> None:
+async def test_cancelling_an_accepted_submission_deletes_its_job(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Accepted and running: cancel() sends DELETE /jobs/{jobid} and waits for it."""
-    sim = make_sim()
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(1)
+    async with flowmusic_make_client(sim) as fm:
         queued = fm.submit_nowait("cancel me once running")
         await queued.accepted()
         await queued.cancel()
@@ -89,10 +82,12 @@ async def test_cancelling_an_accepted_submission_deletes_its_job() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_bad_request_is_refused_before_anything_is_queued() -> None:
+async def test_a_bad_request_is_refused_before_anything_is_queued(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Validation happens in the call, so the route can answer 400 itself."""
-    sim = make_sim()
-    async with client(sim) as fm:
+    sim = flowmusic_make_sim(1)
+    async with flowmusic_make_client(sim) as fm:
         with pytest.raises(ValidationError):
             fm.submit_nowait("")
         with pytest.raises(ValidationError):
@@ -101,7 +96,9 @@ async def test_a_bad_request_is_refused_before_anything_is_queued() -> None:
 
 
 @pytest.mark.anyio
-async def test_webhook_only_mode_sweeps_slowly_and_the_callbacks_end_the_waits() -> None:
+async def test_webhook_only_mode_sweeps_slowly_and_the_callbacks_end_the_waits(
+    flowmusic_make_client: MakeClient,
+) -> None:
     """Every pending job has a replyUrl: the callbacks settle them; sweeps are a safety net."""
     holder: dict[str, FlowMusic] = {}
 
@@ -116,7 +113,7 @@ async def test_webhook_only_mode_sweeps_slowly_and_the_callbacks_end_the_waits()
         seed=19,
         webhook_transport=httpx.MockTransport(deliver),
     )
-    async with sim, client(sim) as fm:
+    async with sim, flowmusic_make_client(sim) as fm:
         holder["fm"] = fm
         with anyio.fail_after(10):
             jobs = [

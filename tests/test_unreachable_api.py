@@ -23,6 +23,9 @@ from flowmusic_async import BatchAborted, FlowMusic, Timing, TransportError
 from flowmusic_async._cli import run
 from flowmusic_async.testing import Simulator
 
+# The library's promises hold on both of anyio's backends.
+pytestmark = pytest.mark.anyio_backends("asyncio", "trio")
+
 TOKEN = "user:1001-unreachable-secret-token"
 
 
@@ -39,12 +42,6 @@ def unreachable_client(budget: float, **timing: float) -> FlowMusic:
     return FlowMusic(
         token=TOKEN, base_url=f"http://127.0.0.1:{closed_port()}/v1/flowmusic", timing=scaled
     )
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """The library's promises hold on both of anyio's backends."""
-    return str(request.param)
 
 
 @pytest.mark.anyio
@@ -224,7 +221,7 @@ async def test_a_batch_whose_token_is_refused_stops_with_batch_aborted_not_a_gro
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the CLI runs on asyncio
+@pytest.mark.anyio_backends("asyncio")  # the CLI runs on asyncio
 async def test_cli_commands_against_a_wrong_port_fail_in_seconds_with_one_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -41,17 +41,11 @@ from flowmusic_async import (
 )
 from flowmusic_async._cli import run as run_cli
 from flowmusic_async._reconcile import Reconciler, Verdict
-from flowmusic_async.testing import SimAccount, Simulator
+from flowmusic_async.testing.pytest_plugin import MakeSim
 
 SCALE = 0.01
-
-
-def make_sim(*limits: int, scale: float = SCALE, **kwargs: Any) -> Simulator:
-    accounts = tuple(
-        SimAccount(email=f"env{i}@example.com", max_jobs=n, credits=10_000.0)
-        for i, n in enumerate(limits)
-    )
-    return Simulator(accounts=accounts, time_scale=scale, seed=5, **kwargs)
+# The simulators this module's tests build (flowmusic_make_sim) start from these.
+pytestmark = pytest.mark.flowmusic_sim(time_scale=SCALE, seed=5, account_email="env{i}@example.com")
 
 
 async def collect(fm: FlowMusic, requests: list[Any], **kwargs: Any) -> list[Outcome]:
@@ -63,13 +57,13 @@ async def collect(fm: FlowMusic, requests: list[Any], **kwargs: Any) -> list[Out
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio_backends("asyncio", "trio")
 @pytest.mark.parametrize("share", ["same path", "same Journal object"])
 async def test_a_second_batch_on_a_journal_in_use_is_refused_before_paying(
-    tmp_path: Path, share: str, anyio_backend: str
+    tmp_path: Path, share: str, anyio_backend: str, flowmusic_make_sim: MakeSim
 ) -> None:
     """Two batches on one journal would both find its pending entries and pay for each twice."""
-    sim = make_sim(4)
+    sim = flowmusic_make_sim(4)
     path = tmp_path / "songs.db"
     prompts = [f"twice {i}" for i in range(6)]
     async with sim, sim.client() as fm, await Journal.open(path) as shared:
@@ -148,10 +142,12 @@ def test_two_cli_batches_on_one_journal_pay_each_song_once(served_sim: str, tmp_
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_a_raising_on_submitting_hook_gives_its_slot_back(anyio_backend: str) -> None:
+@pytest.mark.anyio_backends("asyncio", "trio")
+async def test_a_raising_on_submitting_hook_gives_its_slot_back(
+    anyio_backend: str, flowmusic_make_sim: MakeSim
+) -> None:
     """A hook's exception used to keep the account's slot: later submissions waited forever."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
 
     async def broken_hook(attempt: SubmitAttempt) -> None:
         raise OSError("the user's log file is gone")
@@ -170,11 +166,11 @@ async def test_a_raising_on_submitting_hook_gives_its_slot_back(anyio_backend: s
 
 @pytest.mark.anyio
 async def test_a_journal_lock_met_by_the_write_ahead_is_typed_and_leaks_nothing(
-    tmp_path: Path,
+    tmp_path: Path, flowmusic_make_sim: MakeSim
 ) -> None:
     """A write-ahead that meets another program's lock on the journal (SQLite gives up after
     10 s) used to leave the batch and the account's slot stuck for good."""
-    sim = make_sim(1)
+    sim = flowmusic_make_sim(1)
     path = tmp_path / "locked.db"
     await (await Journal.open(path)).close()
     blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
@@ -201,7 +197,7 @@ async def test_a_journal_lock_met_by_the_write_ahead_is_typed_and_leaks_nothing(
 
 
 @pytest.mark.anyio
-async def test_an_async_event_hook_is_refused_when_registered() -> None:
+async def test_an_async_event_hook_is_refused_when_registered(flowmusic_make_sim: MakeSim) -> None:
     """An `async def` hook was accepted and never run: the observer silently saw nothing."""
 
     async def async_hook(event: Event) -> None:
@@ -209,7 +205,7 @@ async def test_an_async_event_hook_is_refused_when_registered() -> None:
 
     with pytest.raises(FlowMusicError, match="async function"):
         FlowMusic(token="user:1-x", event_hooks=[async_hook])
-    async with make_sim(1) as sim, sim.client() as fm:
+    async with flowmusic_make_sim(1) as sim, sim.client() as fm:
         with pytest.raises(FlowMusicError, match="async function"):
             fm.add_event_hook(async_hook)
 
@@ -252,12 +248,12 @@ def _fill(disk: Path) -> Path:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_a_full_disk_stops_the_batch_typed_and_the_rerun_pays_nothing_twice(
-    small_disk: Path, anyio_backend: str
+    small_disk: Path, anyio_backend: str, flowmusic_make_sim: MakeSim
 ) -> None:
     """A disk that fills mid-batch used to crash it untyped and forget paid jobids."""
-    sim = make_sim(4)
+    sim = flowmusic_make_sim(4)
     path = small_disk / "songs.db"
     prompts = [f"full disk {i}" for i in range(40)]
     filled: list[Path] = []
@@ -306,10 +302,10 @@ class _FillsTheDiskAtTheFirstPost(httpx.AsyncBaseTransport):
 
 @pytest.mark.anyio
 async def test_the_cli_batch_on_a_disk_that_fills_says_so_and_names_what_was_paid(
-    small_disk: Path,
+    small_disk: Path, flowmusic_make_sim: MakeSim
 ) -> None:
     """The CLI used to print a 152-line traceback and forget the jobs it was given."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
     prompts = small_disk.parent / "prompts.txt"
     prompts.write_text("".join(f"cli full {i}\n" for i in range(10)))
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -372,10 +368,12 @@ async def test_a_journal_truncated_to_nothing_warns_that_its_history_is_gone(
 # ----- another event loop, another process --------------------------------------------------------
 
 
-def test_a_client_used_from_a_second_event_loop_refuses_before_sending() -> None:
+def test_a_client_used_from_a_second_event_loop_refuses_before_sending(
+    flowmusic_make_sim: MakeSim,
+) -> None:
     """Opened in loop 1 (kept alive, as a session fixture keeps it), used from loop 2: the song
     used to be paid, then the bookkeeping failed with "internal error" and no jobid."""
-    sim = make_sim(2)
+    sim = flowmusic_make_sim(2)
     opened = threading.Event()
     release = threading.Event()
     holder: dict[str, FlowMusic] = {}
@@ -404,8 +402,10 @@ def test_a_client_used_from_a_second_event_loop_refuses_before_sending() -> None
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
 @pytest.mark.anyio
-async def test_a_client_used_in_a_forked_child_refuses_before_sending() -> None:
-    sim = make_sim(2)
+async def test_a_client_used_in_a_forked_child_refuses_before_sending(
+    flowmusic_make_sim: MakeSim,
+) -> None:
+    sim = flowmusic_make_sim(2)
     async with sim, sim.client() as fm:
         read_end, write_end = os.pipe()
         pid = os.fork()
@@ -453,14 +453,14 @@ class _SteppedClock:
 
 @pytest.mark.anyio
 async def test_a_wall_clock_stepped_back_does_not_prove_a_lost_post_absent(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, flowmusic_make_sim: MakeSim
 ) -> None:
     """A POST whose answer was lost and whose job already ended cannot be proven absent; a
     clock stepped back an hour (NTP, a resumed VM) used to make it look young, and the song
     was paid again."""
     clock = _SteppedClock()
     monkeypatch.setattr("flowmusic_async._reconcile.time", clock)
-    sim = make_sim(2, scale=0.01)
+    sim = flowmusic_make_sim(2, time_scale=0.01)
 
     class LoseTheAnswerOnceTheJobEnded(httpx.AsyncBaseTransport):
         def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
@@ -514,13 +514,13 @@ async def test_a_journal_post_whose_wall_age_is_negative_is_undecided() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.anyio_backends("asyncio", "trio")
 async def test_every_account_in_error_stops_the_batch_and_the_rerun_sends_the_unsent(
-    tmp_path: Path, anyio_backend: str
+    tmp_path: Path, anyio_backend: str, flowmusic_make_sim: MakeSim
 ) -> None:
     """596 on every account mid-batch used to journal the songs never sent (never paid) as
     failed for good: after the accounts were fixed, the rerun skipped them."""
-    sim = make_sim(2, 2)
+    sim = flowmusic_make_sim(2, 2)
     emails = list(sim.world.accounts)
     sim.faults.account_error_after = {email: 2 for email in emails}
     path = tmp_path / "songs.db"

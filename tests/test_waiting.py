@@ -10,12 +10,12 @@ import pytest
 from flowmusic_async import FlowMusicError, JobTimeout
 from flowmusic_async._handles import JobHandle, watch_of
 from flowmusic_async._models import Job
-from flowmusic_async._poller import Watch
 from flowmusic_async._waiting import Waiting, WaitingRoom
+from flowmusic_async._watch import Watch
 
 
-class FakeEngine:
-    """The two engine calls the room makes, without a client behind them."""
+class FakeTracker:
+    """The two tracker calls the room makes, without a client behind them."""
 
     def result_of(self, watch: Watch) -> Job:
         assert watch.error is not None  # these tests end watches with an error
@@ -28,7 +28,7 @@ class FakeEngine:
 def waiting(jobid: str, *, deadline_in: float) -> Waiting:
     watch = Watch(jobid, "a@example.com", owned=True, check_from=0.0)
     handle = JobHandle(
-        cast(Any, FakeEngine()), watch, email="a@example.com", client_ref=None, timeout=deadline_in
+        cast(Any, FakeTracker()), watch, email="a@example.com", client_ref=None, timeout=deadline_in
     )
     return Waiting(0, jobid, {"prompt": jobid}, handle, token=object())
 
@@ -39,7 +39,7 @@ def room_and_ends() -> tuple[WaitingRoom, list[tuple[str, str]]]:
     def on_end(w: Waiting, job: Job | None, error: FlowMusicError | None) -> None:
         ends.append((w.key, type(error).__name__))
 
-    return WaitingRoom(cast(Any, FakeEngine()), on_end), ends
+    return WaitingRoom(cast(Any, FakeTracker()), on_end), ends
 
 
 @pytest.mark.anyio
@@ -107,7 +107,8 @@ async def test_a_listener_that_raises_does_not_keep_the_others_from_hearing(
         raise RuntimeError("listener bug")
 
     watch = Watch("job1", None, owned=False, check_from=0.0)
-    watch.on_done = [broken, lambda w: heard.append(w.jobid)]
+    watch.add_listener(broken)
+    watch.add_listener(lambda w: heard.append(w.jobid))
     watch.resolve(error=FlowMusicError("failed", jobid="job1"))
     assert heard == ["job1"] and watch.done.is_set()
     assert "a listener of job job1 failed" in caplog.text

@@ -1,7 +1,9 @@
-"""Signed callbacks: a callback that brings back its job's secret settles the job without a
-read (about one request per song in webhook-only mode); forged, replayed and lying ones are
-refused or confirmed by a read; the secret never reaches what a user sees. Judged by the
-simulator's request counters."""
+"""Webhooks (flowmusic_async/_webhooks.py): a callback wakes its waiter before the next sweep;
+replays cost at most one read per job (reads of one job are coalesced, a job that has ended
+is not read again); a callback that brings back its job's secret settles the job without a
+read (about one request per song in webhook-only mode), forged, replayed and lying ones are
+refused or confirmed by a read, and the secret never reaches what a user sees; broken bodies
+are answered, not raised. Judged by the simulator's request counters."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ import anyio
 import httpx
 import msgspec
 import pytest
+from sim_helpers import INVALID_UTF8, TOO_DEEP, Rewriting
 
-from flowmusic_async import FlowMusic, Job, Timing
+from flowmusic_async import ConfigurationError, FlowMusic, Job, Timing
 from flowmusic_async.testing import SimAccount, Simulator
+from flowmusic_async.testing.pytest_plugin import MakeClient, MakeSim
 
 pytestmark = pytest.mark.anyio
 
 SCALE = 0.002
+REPLAYS = 2_000
 HOOK = "https://hooks.example.com/fm?app=songs"
 SECRET_PARAM = "flowmusic_sig"
 # Neither the poller's sweeps nor its reads happen on their own here: every GET of a job
@@ -26,10 +31,213 @@ SECRET_PARAM = "flowmusic_sig"
 NO_POLLING = msgspec.structs.replace(
     Timing.scaled(SCALE), poll_interval=3600.0, webhook_sweep_interval=3600.0
 )
+# The simulators and clients of the signing tests (flowmusic_make_sim / flowmusic_make_client).
+SIGNING_SIM = pytest.mark.flowmusic_sim(
+    time_scale=SCALE, seed=11, account_email="acct{i}@example.com", timing=NO_POLLING
+)
+
+
+@pytest.mark.flowmusic_sim(time_scale=SCALE, seed=7, account_email="acct{i}@example.com")
+@pytest.mark.anyio
+async def test_a_webhook_wakes_the_waiter_before_the_next_sweep(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
+    """A verified callback settles the wait at once; forged or broken ones do nothing."""
+    received: list[bytes] = []
+    arrived = anyio.Event()
+
+    async def deliver(request: httpx.Request) -> httpx.Response:
+        received.append(await request.aread())
+        arrived.set()
+        return httpx.Response(200)
+
+    sim = flowmusic_make_sim(1, webhook_transport=httpx.MockTransport(deliver))
+    slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
+    async with sim, flowmusic_make_client(sim, timing=slow_polling) as fm:
+        handle = await fm.submit("called back", reply_url="https://hooks.example.com/fm")
+        forged = msgspec.json.encode({"jobid": handle.jobid, "replyRef": "fma:forged"})
+        assert (await fm.webhooks.handle(forged)).accepted is False
+        assert (await fm.webhooks.handle(b"{not json")).http_status == 400
+        assert (await fm.webhooks.handle(b" " * 10_000_000)).http_status == 413
+        with anyio.fail_after(5):
+            await arrived.wait()
+        result = await fm.webhooks.handle(received[0])
+        assert result.accepted and result.status == "completed"
+        with anyio.fail_after(1):
+            job = await handle
+    assert job.is_completed
+
+
+@pytest.mark.anyio_backends("asyncio", "trio")
+@pytest.mark.flowmusic_sim(time_scale=SCALE, seed=13, account_email="hostile{i}@example.com")
+@pytest.mark.parametrize("body", [INVALID_UTF8, TOO_DEEP, b"", b"null", b'{"jobid": 7}'])
+@pytest.mark.anyio
+async def test_a_broken_webhook_body_is_answered_not_raised(
+    body: bytes, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
+    """fm.webhooks.handle turns any body into a WebhookResult (400 for garbage)."""
+    sim = flowmusic_make_sim(1)
+    fm = flowmusic_make_client(sim, transport=Rewriting(sim.transport(), lambda *_: None))
+    async with fm:
+        result = await fm.webhooks.handle(body)
+    assert not result.accepted and result.http_status == 400
+
+
+@pytest.mark.flowmusic_sim(time_scale=SCALE, seed=3, account_email="acct{i}@example.com")
+@pytest.mark.anyio
+async def test_the_client_reply_url_is_used_and_the_webhook_result_carries_the_job(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
+    """A default reply_url reaches the server; the handler returns the verified record."""
+    received: list[bytes] = []
+    arrived = anyio.Event()
+
+    async def deliver(request: httpx.Request) -> httpx.Response:
+        received.append(await request.aread())
+        arrived.set()
+        return httpx.Response(200)
+
+    sim = flowmusic_make_sim(webhook_transport=httpx.MockTransport(deliver))
+    slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
+    hook = "https://hooks.example.com/fm"
+    async with sim, flowmusic_make_client(sim, timing=slow_polling, reply_url=hook) as fm:
+        assert fm.reply_url == hook
+        handle = await fm.submit("called back")  # no reply_url: the client's is sent
+        with anyio.fail_after(5):
+            await arrived.wait()
+        result = await fm.webhooks.handle(received[0])
+        assert result.accepted and result.job is not None
+        with anyio.fail_after(1):
+            job = await handle
+    assert result.job == job and result.job.is_completed
+    with pytest.raises(ConfigurationError):
+        FlowMusic(token="t", reply_url="ftp://nope")
+
+
+# ----- replays cost one read ----------------------------------------------------------------
 
 
 def gets_of_jobs(sim: Simulator) -> int:
     return sum(n for (ep, _), n in sim.stats.requests.items() if ep == "GET /jobs/{jobid}")
+
+
+class Latency(httpx.AsyncBaseTransport):
+    """The simulator 50 ms away: a read is in flight while the other replays arrive (in
+    process, a read would otherwise finish before the next task even starts)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.05)
+        return await self.inner.handle_async_request(request)
+
+
+def simulator_keeping_callbacks() -> tuple[Simulator, list[bytes], anyio.Event]:
+    """A simulator whose webhook callbacks are kept (their bodies, and an event set at the
+    first), instead of being delivered anywhere."""
+    received: list[bytes] = []
+    arrived = anyio.Event()
+
+    async def deliver(request: httpx.Request) -> httpx.Response:
+        received.append(await request.aread())
+        arrived.set()
+        return httpx.Response(200)
+
+    account = SimAccount(email="acct0@example.com", max_jobs=2, credits=10_000.0)
+    sim = Simulator(
+        accounts=(account,),
+        time_scale=SCALE,
+        seed=7,
+        webhook_transport=httpx.MockTransport(deliver),
+    )
+    return sim, received, arrived
+
+
+async def test_two_thousand_replays_of_one_callback_cost_one_read() -> None:
+    """A replay flood (or a sender that retries eagerly) must not become an API read each."""
+    sim, received, arrived = simulator_keeping_callbacks()
+    # The poller never looks on its own here: every read counted comes from the webhooks.
+    slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
+    async with (
+        sim,
+        FlowMusic(
+            token=sim.token,
+            base_url=sim.base_url,
+            transport=Latency(sim.transport()),
+            timing=slow_polling,
+        ) as fm,
+    ):
+        handle = await fm.submit("called back", reply_url="https://hooks.example.com/fm")
+        with anyio.fail_after(10):
+            await arrived.wait()
+        before = gets_of_jobs(sim)
+        results: list[Any] = []
+
+        async def replay() -> None:
+            results.append(await fm.webhooks.handle(received[0]))
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in range(REPLAYS):
+                    tg.start_soon(replay)
+        flood_reads = gets_of_jobs(sim) - before
+        with anyio.fail_after(5):
+            job = await handle
+
+        # Once the job has ended, replays cost nothing at all.
+        after_end = gets_of_jobs(sim)
+        late = [await fm.webhooks.handle(received[0]) for _ in range(REPLAYS)]
+        late_reads = gets_of_jobs(sim) - after_end
+
+    assert job.is_completed
+    assert flood_reads == 1, f"{REPLAYS} concurrent replays sent {flood_reads} GET /jobs/{{jobid}}"
+    assert late_reads == 0
+    assert len(results) == REPLAYS and all(r.http_status == 200 for r in results)
+    accepted = [r for r in results if r.accepted]
+    assert accepted and all(r.job is not None and r.job.is_completed for r in accepted)
+    assert all(r.http_status == 200 and not r.accepted for r in late)
+
+
+async def test_a_replay_for_a_job_whose_read_failed_is_answered_not_raised() -> None:
+    """Callers that joined a read which failed hear that it failed; the poller carries on."""
+    sim, received, arrived = simulator_keeping_callbacks()
+    slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
+    inner = sim.transport()
+
+    class FailingReads(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "GET" and request.url.path.startswith("/v1/flowmusic/jobs/"):
+                return httpx.Response(404, json={"error": "gone"})
+            return await inner.handle_async_request(request)
+
+    async with (
+        sim,
+        FlowMusic(
+            token=sim.token,
+            base_url=sim.base_url,
+            transport=FailingReads(),
+            timing=slow_polling,
+            max_retries=0,
+        ) as fm,
+    ):
+        await fm.submit("called back", reply_url="https://hooks.example.com/fm")
+        with anyio.fail_after(10):
+            await arrived.wait()
+        results: list[Any] = []
+
+        async def replay() -> None:
+            results.append(await fm.webhooks.handle(received[0]))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(50):
+                    tg.start_soon(replay)
+    assert len(results) == 50
+    assert all(not r.accepted and "re-reading the job failed" in r.reason for r in results)
+
+
+# ----- signed callbacks ----------------------------------------------------------------------
 
 
 def all_requests(sim: Simulator) -> int:
@@ -58,33 +266,20 @@ class Callbacks:
                 await self.arrived.wait()
 
 
-def simulator(callbacks: Callbacks, *, max_jobs: int = 4) -> Simulator:
-    account = SimAccount(email="acct0@example.com", max_jobs=max_jobs, credits=100_000.0)
-    return Simulator(
-        accounts=(account,),
-        time_scale=SCALE,
-        seed=11,
-        webhook_transport=httpx.MockTransport(callbacks.deliver),
-    )
-
-
-def client(sim: Simulator) -> FlowMusic:
-    return FlowMusic(
-        token=sim.token, base_url=sim.base_url, transport=sim.transport(), timing=NO_POLLING
-    )
-
-
 def secret_of(url: str) -> str:
     value = httpx.URL(url).params.get(SECRET_PARAM)
     assert isinstance(value, str) and value, f"the callback URL carries no secret: {url}"
     return value
 
 
-async def test_a_callback_with_its_secret_settles_its_job_without_a_read() -> None:
+@SIGNING_SIM
+async def test_a_callback_with_its_secret_settles_its_job_without_a_read(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """The point of signing: the callback's own POST is the only request that song costs."""
     callbacks = Callbacks()
-    sim = simulator(callbacks)
-    async with sim, client(sim) as fm:
+    sim = flowmusic_make_sim(4, webhook_transport=httpx.MockTransport(callbacks.deliver))
+    async with sim, flowmusic_make_client(sim) as fm:
         handle = await fm.submit("called back", reply_url=HOOK)
         await callbacks.wait_for(1)
         url, body = callbacks.received[handle.jobid]
@@ -103,11 +298,14 @@ async def test_a_callback_with_its_secret_settles_its_job_without_a_read() -> No
     assert (replay.accepted, replay.http_status, replay_reads) == (False, 200, 0)
 
 
-async def test_forged_replayed_and_lying_callbacks_are_refused_or_confirmed_by_a_read() -> None:
+@SIGNING_SIM
+async def test_forged_replayed_and_lying_callbacks_are_refused_or_confirmed_by_a_read(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """Without a job's own secret, a callback settles nothing by itself: only a read does."""
     callbacks = Callbacks()
-    sim = simulator(callbacks)
-    async with sim, client(sim) as fm:
+    sim = flowmusic_make_sim(4, webhook_transport=httpx.MockTransport(callbacks.deliver))
+    async with sim, flowmusic_make_client(sim) as fm:
         first = await fm.submit("job A", reply_url=HOOK)
         second = await fm.submit("job B", reply_url=HOOK)
         third = await fm.submit("job C", reply_url=HOOK)
@@ -142,11 +340,14 @@ async def test_forged_replayed_and_lying_callbacks_are_refused_or_confirmed_by_a
     assert job_a.is_completed and job_b.is_completed and job_c.is_completed
 
 
-async def test_a_callback_without_a_secret_is_confirmed_by_a_read() -> None:
+@SIGNING_SIM
+async def test_a_callback_without_a_secret_is_confirmed_by_a_read(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
     """An unsigned callback (no URL given, or the URL without its secret) is a hint, as before."""
     callbacks = Callbacks()
-    sim = simulator(callbacks)
-    async with sim, client(sim) as fm:
+    sim = flowmusic_make_sim(4, webhook_transport=httpx.MockTransport(callbacks.deliver))
+    async with sim, flowmusic_make_client(sim) as fm:
         first = await fm.submit("job A", reply_url=HOOK)
         second = await fm.submit("job B", reply_url=HOOK)
         await callbacks.wait_for(2)
@@ -166,15 +367,16 @@ async def test_a_callback_without_a_secret_is_confirmed_by_a_read() -> None:
     assert (unsigned.accepted, unsigned.http_status, reads_unsigned) == (True, 200, 1)
 
 
+@SIGNING_SIM
 async def test_the_secret_never_reaches_a_job_a_repr_or_the_logs(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
 ) -> None:
     """A record a user logs must not let its reader forge a callback for a running job."""
     callbacks = Callbacks()
-    sim = simulator(callbacks)
+    sim = flowmusic_make_sim(4, webhook_transport=httpx.MockTransport(callbacks.deliver))
     seen: list[Any] = []
     caplog.set_level(logging.DEBUG)
-    async with sim, client(sim) as fm:
+    async with sim, flowmusic_make_client(sim) as fm:
         fm.add_event_hook(seen.append)
         handle = await fm.submit("called back", reply_url=HOOK)
         running = await fm.jobs.get(handle.jobid)
