@@ -7,8 +7,8 @@ Discord wants an answer to a slash command within 3 s, and a song takes one to t
 minutes, so the command defers first (Discord shows "thinking..."), then posts a message with
 a Cancel button while the song renders. One `FlowMusic` client serves every command: its
 scheduler shares the accounts' slots between all the users at once, each server (guild) a
-tenant of its own, so one busy server cannot make the others wait behind its queue; and its
-one poller watches every song.
+tenant of its own, so one busy server cannot make the others wait behind its queue, nor
+spend more than its budget of credits; and its one poller watches every song.
 
 Run it, from a checkout (the package is not on PyPI yet):
 
@@ -25,7 +25,18 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from flowmusic_async import FlowMusic, FlowMusicError, JobFailed, JobHandle, JobTimeout
+from flowmusic_async import (
+    BudgetExceeded,
+    FlowMusic,
+    FlowMusicError,
+    JobFailed,
+    JobHandle,
+    JobTimeout,
+)
+
+# What each server (or DM user) may spend per run of the bot, in credits; a song costs about
+# 10. One busy server cannot use up the accounts' balance for everyone else.
+CREDITS_PER_SERVER = 200.0
 
 
 class CancelView(discord.ui.View):
@@ -67,6 +78,11 @@ def song_command(fm: FlowMusic) -> app_commands.Command[Any, ..., None]:
             # Returns once the job is accepted; waits first if every slot is busy, taking
             # turns with the other servers' songs.
             handle = await fm.submit(prompt, tenant=tenant_of(interaction))
+        except BudgetExceeded as error:  # refused before anything was sent: nothing paid
+            await interaction.followup.send(
+                f"This server has used its budget for now ({error.limit:g} credits)."
+            )
+            return
         except FlowMusicError as error:  # e.g. ValidationError, ModeratedError (422)
             await interaction.followup.send(f"Could not start that song: {error}")
             return
@@ -114,7 +130,8 @@ def settings() -> dict[str, str]:
 
 
 async def main(discord_token: str) -> None:
-    async with FlowMusic() as fm, SongBot(fm) as bot:  # USEAPI_TOKEN from the environment
+    # USEAPI_TOKEN from the environment; every server's songs count against its own budget.
+    async with FlowMusic(tenant_spend_limit=CREDITS_PER_SERVER) as fm, SongBot(fm) as bot:
         await bot.start(discord_token)
 
 

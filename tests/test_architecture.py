@@ -217,3 +217,33 @@ def test_the_assignment_check_catches_a_foreign_field() -> None:
         "line 4: sub.abandoned = ...",
         "line 8: self.other.y = ...",
     ]
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _table_after(heading: str) -> list[str]:
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return [
+        line
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith(("| module", "| concept"))
+    ]
+
+
+def test_the_module_map_names_every_module_once() -> None:
+    """docs/architecture.md says what each module is for: a module added without a row (or a
+    row left behind by a module that went) fails here."""
+    rows = "\n".join(_table_after("## Modules"))
+    named = {name for cell in rows.split("|") for name in cell.split("`") if name.endswith(".py")}
+    modules = {path.name for path in PACKAGE.glob("*.py")}
+    assert modules - named == set()  # every module has its sentence
+    assert named - modules == set()  # and no sentence outlives its module
+
+
+def test_a_newcomer_holds_at_most_seventeen_concepts_each_with_an_owner() -> None:
+    """The engine's concepts fit on one table, each with the one owner that changes it."""
+    rows = _table_after("## What a newcomer must hold")
+    assert 0 < len(rows) <= 17
+    assert all(len([cell for cell in row.split("|") if cell.strip()]) == 3 for row in rows)

@@ -110,6 +110,9 @@ async def test_bad_deadline_on_result_is_refused() -> None:
         for bad in (0, math.nan, math.inf, True, "1"):
             with pytest.raises(ValidationError, match="deadline"):
                 await handle.result(deadline=bad)
+        old: dict[str, Any] = {"timeout": 10}  # the removed spelling
+        with pytest.raises(TypeError, match="timeout"):
+            await handle.result(**old)
         await handle.cancel()
 
 

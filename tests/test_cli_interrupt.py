@@ -85,9 +85,26 @@ def test_report_with_journal_gives_the_rerun_command_without_the_token() -> None
         "in_flight": 1,
         "finished": 1,
         "not_started": 1,
+        "credits_spent": 0.0,  # these events carry no credits
         "resume": "flowmusic batch p.txt --journal j.db",
         "exit_code": 143,
     }
+
+
+def test_the_report_says_what_the_accepted_jobs_cost() -> None:
+    """Credits of every job accepted: completed, cancelled (not refunded) or still running;
+    a prompt refused by moderation settles at 0; a song never accepted costs nothing."""
+    tracker = JobTracker()
+    for ref, jobid in (("r1", A), ("r2", B), ("r3", C)):
+        tracker.on_event(_event("queued", client_ref=ref, credits=10.0))
+        tracker.on_event(_event("submitted", client_ref=ref, jobid=jobid, credits=10.0))
+    tracker.on_event(_event("queued", client_ref="r4", credits=10.0))  # never accepted
+    tracker.on_event(_event("cancelled", jobid=A, credits=10.0))
+    tracker.on_event(_event("failed", jobid=B, credits=0.0, detail="moderation_reject"))
+    interrupt = Interrupt(signum=signal.SIGINT, tracker=tracker, command="batch", argv=("b",))
+    _, text = _report(interrupt)
+    assert tracker.credits_spent == 20.0
+    assert "credits spent on the jobs accepted: 20" in text
 
 
 def test_a_timed_out_or_retried_submission_is_not_reported_as_paid() -> None:

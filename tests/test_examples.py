@@ -22,6 +22,7 @@ import pytest
 
 from flowmusic_async import Event, FlowMusic, Timing
 from flowmusic_async.testing import SimAccount, Simulator
+from flowmusic_async.testing.pytest_plugin import MakeClient
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "examples"
@@ -161,6 +162,24 @@ async def test_discord_songs_are_queued_per_server_or_per_user_in_a_dm(
     await command.callback(FakeInteraction(user_id=1, guild_id=42), prompt="server song")
     await command.callback(FakeInteraction(user_id=7), prompt="direct message song")
     assert tenants == ["guild:42", "user:7"]
+
+
+@pytest.mark.anyio
+async def test_discord_each_server_spends_within_its_own_budget(
+    flowmusic_sim: Simulator, flowmusic_make_client: MakeClient
+) -> None:
+    """A server over its budget is told so, and nothing is sent for it; others go on."""
+    bot = load("discord_bot")
+    async with flowmusic_make_client(flowmusic_sim, tenant_spend_limit=10.0) as fm:
+        command = bot.song_command(fm)
+        await command.callback(FakeInteraction(user_id=1, guild_id=42), prompt="first song")
+        refused = FakeInteraction(user_id=2, guild_id=42)
+        await command.callback(refused, prompt="one song too many")
+        await command.callback(FakeInteraction(user_id=3, guild_id=43), prompt="another server")
+    assert refused.sent == [
+        {"content": "This server has used its budget for now (10 credits).", "view": None}
+    ]
+    assert flowmusic_sim.stats.jobs_created == 2
 
 
 # --8<-- [end:discord]

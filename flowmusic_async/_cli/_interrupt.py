@@ -33,6 +33,7 @@ class Tracked:
     state: str = _WAITING
     jobid: str | None = None
     email: str | None = None
+    credits: float = 0.0  # what its job costs, once accepted (events say; 0 before)
 
 
 class JobTracker:
@@ -51,6 +52,9 @@ class JobTracker:
             song.jobid = event.jobid
             self._by_jobid[event.jobid] = song
         kind = event.kind
+        if event.credits is not None and (kind == "submitted" or song.jobid is not None):
+            # Accepted: its reserved price; ended: what it is counted as having cost.
+            song.credits = event.credits
         if kind in ("queued", "placed", "retrying"):
             song.state = _WAITING  # a retry follows an attempt that created no job
         elif kind == "submitting":
@@ -78,6 +82,11 @@ class JobTracker:
 
     def in_state(self, state: str) -> list[Tracked]:
         return [song for song in self.songs.values() if song.state == state]
+
+    @property
+    def credits_spent(self) -> float:
+        """Credits of every job accepted so far (a cancelled one too: DELETE refunds nothing)."""
+        return sum(song.credits for song in self.songs.values() if song.jobid)
 
 
 @dataclass
@@ -179,6 +188,7 @@ def report(out: Output, interrupt: Interrupt) -> None:
                 "in_flight": len(sending),
                 "finished": finished,
                 "not_started": not_started,
+                "credits_spent": tracker.credits_spent,
                 "resume": resume,
                 "exit_code": int(interrupt.exit_code),
             }
@@ -202,6 +212,8 @@ def report(out: Output, interrupt: Interrupt) -> None:
         lines.append(f"  {finished} of {interrupt.total} songs had finished")
     if not_started:
         lines.append(f"  {not_started} songs were not started (nothing paid for them)")
+    if tracker.credits_spent:
+        lines.append(f"  credits spent on the jobs accepted: {tracker.credits_spent:g}")
     if resume is not None:
         lines.append(f"  resume (finished songs are kept, running ones awaited): {resume}")
     elif running:
