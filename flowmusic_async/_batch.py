@@ -417,7 +417,7 @@ class _Batch:
             if not await self._journal_write(self._mark_submitted, key, handle):
                 self.unrecorded[handle.jobid] = handle.email
 
-        return await submitter.submit(
+        submission = submitter.enqueue(
             "/music",
             music_body(**params),
             account=params.get("email"),
@@ -433,6 +433,7 @@ class _Batch:
             group=self.group,
             tenant=self._tenant,
         )
+        return await submitter.accepted(submission)
 
     async def _mark_submitted(self, key: str, handle: JobHandle) -> None:
         if self._journal is not None:

@@ -474,7 +474,7 @@ class FlowMusic(JobEditHelpers):
             reply_url=reply_url if reply_url is not None else self._reply_url,
             reply_ref=reply_ref,
         )
-        return await self._submitter.submit(
+        submission = self._submitter.enqueue(
             "/music",
             music_body(request),
             account=email,
@@ -483,6 +483,7 @@ class FlowMusic(JobEditHelpers):
             timeout=_check_deadline(deadline),
             tenant=_check_tenant(tenant),
         )
+        return await self._submitter.accepted(submission)
 
     def submit_nowait(
         self,
@@ -669,13 +670,14 @@ class FlowMusic(JobEditHelpers):
             check_seconds(deadline, "deadline")
         if request.reply_url is None and self._reply_url is not None:
             request = msgspec.structs.replace(request, reply_url=self._reply_url)
-        return await self._submitter.submit(
+        submission = self._submitter.enqueue(
             "/music/edit",
             edit_body(request),
             account=account_of_id(request.clip),
             timeout=deadline,
             tenant=tenant,
         )
+        return await self._submitter.accepted(submission)
 
     async def _run_edit(self, request: EditRequest, *, deadline: float | None) -> Job:
         return await self._run_to_end(self._submit_edit_request(request, deadline=deadline))

@@ -28,7 +28,7 @@ from ._errors import (
     SubmissionUncertain,
     TransportError,
 )
-from ._events import EventHooks
+from ._events import EventHooks, EventKind
 from ._handles import JobHandle, watch_of
 from ._host import ServiceHost
 from ._lanes import Place
@@ -277,34 +277,13 @@ class Submitter:
         self._host.start_soon(self._run, sub, name=f"submit {ref}")
         return sub
 
-    async def submit(
-        self,
-        path: JobPath,
-        body: Mapping[str, Any],
-        *,
-        account: str | None = None,
-        client_ref: str | None = None,
-        hooks: SubmitHooks | None = None,
-        timeout: float | None = None,
-        group: SubmitGroup | None = None,
-        tenant: str | None = None,
-    ) -> JobHandle:
-        """Place and send one paid job; return its handle once the server has accepted it.
+    async def accepted(self, sub: Submission) -> JobHandle:
+        """Wait until `sub` (from `enqueue`) is accepted; its handle, or the error that ended it.
 
-        Takes the arguments of `enqueue`. If the caller is cancelled meanwhile, the
-        submission is abandoned: not sent if it had not left yet, its job cancelled as soon as
-        it is accepted if it had.
+        If the caller is cancelled meanwhile, the submission is abandoned: not sent if it had
+        not left yet, its job cancelled as soon as it is accepted if it had (the caller waits
+        for that at most `Timing.cleanup_timeout`).
         """
-        sub = self.enqueue(
-            path,
-            body,
-            account=account,
-            client_ref=client_ref,
-            hooks=hooks,
-            timeout=timeout,
-            group=group,
-            tenant=tenant,
-        )
         try:
             await sub.decided.wait()
         except BaseException:
@@ -395,7 +374,7 @@ class Submitter:
                 "the submission was stopped before it was sent; nothing was paid",
                 email=sub.account,
             )
-            self._events.emit("cancelled", tenant=sub.tenant, client_ref=ref, email=sub.account)
+            self._tell("cancelled", sub, email=sub.account)
         except FlowMusicError as failed:
             error = failed
             self._emit_failed(sub, error)
@@ -441,20 +420,16 @@ class Submitter:
             sub.settle()
             self._leave_tenant_group(sub)
 
+    def _tell(self, kind: EventKind, sub: Submission, **fields: Any) -> None:
+        """Emit an event of `sub`'s: its client reference and tenant go on every one."""
+        self._events.emit(kind, client_ref=sub.client_ref, tenant=sub.tenant, **fields)
+
     def _emit_failed(self, sub: Submission, error: FlowMusicError) -> None:
-        self._events.emit(
-            "failed",
-            tenant=sub.tenant,
-            client_ref=sub.client_ref,
-            email=sub.email,
-            attempt=sub.attempt,
-            error=error,
-        )
+        self._tell("failed", sub, email=sub.email, attempt=sub.attempt, error=error)
 
     async def _place_and_send(self, sub: Submission) -> JobHandle:
         """Place the job and send it until it is accepted; raises the error that ends it, or
         `NotSent` when it was stopped before a POST left."""
-        ref = sub.client_ref
         await self.refresh_accounts()
         cost = self.spend.costs.cost(sub.operation)
         # Refused here (`BudgetExceeded`) when it would cross a spend limit: nothing is sent.
@@ -462,9 +437,7 @@ class Submitter:
         with self.spend.reserve(
             cost, tenant=sub.tenant, batch=sub.spend_key, account=sub.account
         ) as reservation:
-            self._events.emit(
-                "queued", tenant=sub.tenant, client_ref=ref, email=sub.account, credits=cost
-            )
+            self._tell("queued", sub, email=sub.account, credits=cost)
             attempts = self._policy.retrying(
                 max_retries=None,
                 base=self._timing.backoff_base,
@@ -540,13 +513,7 @@ class Submitter:
         """The slot is ours: tell the observers and the journal (the write-ahead), then take a
         place among the requests in flight. Runs inside the submission's pre-send scope."""
         hooks = sub.hooks
-        self._events.emit(
-            "placed",
-            tenant=sub.tenant,
-            client_ref=sub.client_ref,
-            email=reserved.email,
-            attempt=sub.attempt,
-        )
+        self._tell("placed", sub, email=reserved.email, attempt=sub.attempt)
         sub.placed(reserved.email)
         if hooks.on_submitting is not None and not sub.abandoned:
             announced = SubmitAttempt(
@@ -587,13 +554,7 @@ class Submitter:
         """
         email = reserved.email
         # No checkpoint between the last look at `abandoned` (in `_reserved`) and the POST.
-        self._events.emit(
-            "submitting",
-            tenant=sub.tenant,
-            client_ref=sub.client_ref,
-            email=email,
-            attempt=sub.attempt,
-        )
+        self._tell("submitting", sub, email=email, attempt=sub.attempt)
         request = sub.request
         if sub.path == "/music":  # an edit has no `email`: it runs on its clip's account
             request = {key: value for key, value in request.items() if key != "email"}
@@ -643,14 +604,7 @@ class Submitter:
             if outcome.never_sent:
                 raise self._api.unreachable(outcome.error, attempt.number) from outcome.error
             raise outcome.error
-        self._events.emit(
-            "retrying",
-            tenant=sub.tenant,
-            client_ref=sub.client_ref,
-            email=reserved.email,
-            attempt=sub.attempt,
-            error=outcome.error,
-        )
+        self._tell("retrying", sub, email=reserved.email, attempt=sub.attempt, error=outcome.error)
 
     async def _reconcile(
         self, sub: Submission, outcome: Reconcile, reserved: _Reserved, attempt: Attempt
@@ -663,22 +617,17 @@ class Submitter:
         )
         sub.post_answered()
         if isinstance(verdict, Job):
-            self._events.emit(
+            self._tell(
                 "reconciled",
-                tenant=sub.tenant,
-                client_ref=ref,
+                sub,
                 jobid=verdict.jobid,
                 email=verdict.email,
                 detail="the job existed; adopted, not resent",
             )
             return verdict
         if verdict == Verdict.ABSENT and outcome.absence_proves:
-            self._events.emit(
-                "reconciled",
-                tenant=sub.tenant,
-                client_ref=ref,
-                email=reserved.email,
-                detail="no job was created; resending",
+            self._tell(
+                "reconciled", sub, email=reserved.email, detail="no job was created; resending"
             )
             self._place_again(sub, PlaceAgain(error=outcome.error), reserved, attempt)
             return None
@@ -703,14 +652,7 @@ class Submitter:
             self.scheduler.commit(job.email, job.jobid, tenant=sub.tenant)
         reserved.committed = True
         reservation.accepted(account=job.email)
-        self._events.emit(
-            "submitted",
-            tenant=sub.tenant,
-            client_ref=sub.client_ref,
-            jobid=job.jobid,
-            email=job.email,
-            credits=reservation.cost,
-        )
+        self._tell("submitted", sub, jobid=job.jobid, email=job.email, credits=reservation.cost)
         # A job that calls back its `replyUrl` lets the poller sweep slowly.
         watch = self._tracker.track(
             job.jobid,
