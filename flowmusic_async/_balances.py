@@ -83,12 +83,12 @@ class Balances:
             raise ValidationError("refresh_every", "must be a finite number of seconds >= 0")
         self._read = read
         self._ledger = ledger
-        self.min_credits_left = float(min_credits_left)
-        self.refresh_every = float(refresh_every)
+        self.min_credits_left: float = float(min_credits_left)
+        self.refresh_every: float = float(refresh_every)
         self._clock = clock
         self._readings: dict[str, _Reading] = {}
         self._locks: dict[str, anyio.Lock] = {}
-        self.reads = 0  # GET /accounts/{email} calls made, for tests and benchmarks
+        self.reads: int = 0  # GET /accounts/{email} calls made, for tests and benchmarks
 
     def _due(self, email: str) -> bool:
         reading = self._readings.get(email)

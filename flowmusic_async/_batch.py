@@ -524,7 +524,7 @@ class GenerateMany:
                 "requests", f"must be an iterable of requests, got {type(requests).__name__}"
             )
         # What the batch's credits are counted under (`fm.spending().batches[spend_key]`).
-        self.spend_key = f"batch-{next(_BATCH_NUMBERS)}"
+        self.spend_key: str = f"batch-{next(_BATCH_NUMBERS)}"
         if spend_limit is not None:  # refused now, naming the field, if not a credit figure
             submitter.spend.set_batch_limit(self.spend_key, spend_limit)
         self._submitter = submitter

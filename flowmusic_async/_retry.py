@@ -206,8 +206,8 @@ class Retrying:
         self._ordinary_retries = 0  # what max_retries counts: connection failures count in time
         self._failing_since: float | None = None  # first of the current run of connect failures
         self._current: Attempt | None = None
-        self.stopped = False
-        self.retries = 0
+        self.stopped: bool = False
+        self.retries: int = 0
 
     def __repr__(self) -> str:
         return f"<Retrying retries={self.retries} stopped={self.stopped}>"

@@ -214,10 +214,10 @@ class Reservation:
         account: str | None,
     ) -> None:
         self._ledger = ledger
-        self.cost = cost
-        self.tenant = tenant
-        self.batch = batch
-        self.account = account
+        self.cost: float = cost
+        self.tenant: str | None = tenant
+        self.batch: str | None = batch
+        self.account: str | None = account
         self.state: Literal["held", "accepted", "settled", "released"] = "held"
         self.spent: float | None = None
 
@@ -285,7 +285,7 @@ class SpendLedger:
         tenant_limits: Mapping[str, float] | None = None,
         costs: Mapping[str, float] | None = None,
     ) -> None:
-        self.costs = CostTable(costs)
+        self.costs: CostTable = CostTable(costs)
         self._limit = None if limit is None else _credits("spend_limit", limit)
         self._tenant_default = (
             None if tenant_limit is None else _credits("tenant_limit", tenant_limit)

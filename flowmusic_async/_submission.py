@@ -147,7 +147,9 @@ class Submission:
         )
         self.abandoned: bool = False
         self.cancel_job: bool = False  # its job, once created, is to be cancelled
-        self.stopped = anyio.Event()  # set with `abandoned`: a backoff under way ends at once
+        self.stopped: anyio.Event = (
+            anyio.Event()
+        )  # set with `abandoned`: a backoff under way ends at once
         self.handle: JobHandle | None = None
         self.error: FlowMusicError | None = None
         self.email: str | None = None  # the account of the latest attempt

@@ -32,8 +32,8 @@ class Cancelling:
     __slots__ = ("answered", "done", "error")
 
     def __init__(self) -> None:
-        self.answered = anyio.Event()
-        self.done = anyio.Event()
+        self.answered: anyio.Event = anyio.Event()
+        self.done: anyio.Event = anyio.Event()
         self.error: FlowMusicError | None = None
 
 
@@ -53,23 +53,24 @@ class Watch:
         credits: float | None = None,
         tenant: str | None = None,
     ) -> None:
-        self.jobid = jobid
-        self.tenant = tenant  # whose job it is: its events carry it
-        self.email = email
+        self.jobid: str = jobid
+        self.tenant: str | None = tenant  # whose job it is: its events carry it
+        self.email: str | None = email
         self.added_at: float = time.monotonic()
-        self.fresh = fresh  # accepted just now: `added_at` is (about) when the job began
-        self.check_from = check_from  # the job cannot have ended before this (monotonic)
+        self.fresh: bool = fresh  # accepted just now: `added_at` is (about) when the job began
+        self.check_from: float = check_from  # the job cannot have ended before this (monotonic)
         self.done: anyio.Event = anyio.Event()
         self.job: Job | None = None
         self.error: FlowMusicError | None = None
-        self.waiters = 0
+        self.waiters: int = 0
         # Owned by a handle: kept until the job ends even while nobody awaits it, so its
         # result is there when the handle is awaited later.
-        self.owned = owned
-        self.client_ref = client_ref  # our replyRef tag, checked by the webhook receiver
-        self.webhook = webhook  # the job calls back a replyUrl when it ends
-        self.credits = credits  # what its submission reserved for it (None: nothing)
-        self.cancel_requested = False  # a DELETE was sent: a failed end is our cancellation
+        self.owned: bool = owned
+        # Our replyRef tag, checked by the webhook receiver.
+        self.client_ref: str | None = client_ref
+        self.webhook: bool = webhook  # the job calls back a replyUrl when it ends
+        self.credits: float | None = credits  # what its submission reserved for it (None: nothing)
+        self.cancel_requested: bool = False  # a DELETE was sent: a failed end is our cancellation
         self.cancelling: Cancelling | None = None  # the DELETE under way
         self.cancel_error: FlowMusicError | None = None  # why the last DELETE failed
         # Called once when the watch ends, in the task that ends it: how a batch waits for

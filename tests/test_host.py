@@ -4,6 +4,7 @@ open with their jobid and leaves their jobs running."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import anyio
@@ -168,9 +169,7 @@ def _hanging_post_server(post_delay: float | None) -> tuple[httpx.MockTransport,
         if request.method != "POST":
             return httpx.Response(200, json={})
         post_arrived.set()
-        if post_delay is None:
-            await anyio.sleep_forever()
-        await anyio.sleep(post_delay)
+        await anyio.sleep(math.inf if post_delay is None else post_delay)
         return httpx.Response(
             201,
             json={"jobid": "job-1", "status": "pending", "email": "a@example.com"},

@@ -164,7 +164,7 @@ async def test_unknown_accounts_leave_placement_to_the_server() -> None:
 
 async def _occupy(scheduler: Scheduler, count: int, tenant: str | None) -> list[str]:
     """Take and commit `count` free slots for `tenant`; their jobids."""
-    jobids = []
+    jobids: list[str] = []
     for _ in range(count):
         email = await scheduler.acquire(tenant=tenant)
         jobid = f"job-{tenant}-{len(jobids)}-{time.monotonic_ns()}"

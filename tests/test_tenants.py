@@ -159,7 +159,7 @@ async def test_every_event_of_a_submission_carries_its_tenant() -> None:
     by_ref: dict[str | None, set[str | None]] = {}
     for event in events:
         by_ref.setdefault(event.client_ref, set()).add(event.tenant)
-    assert sorted(tenant for tenants in by_ref.values() for tenant in tenants) == [
+    assert sorted(str(tenant) for tenants in by_ref.values() for tenant in tenants) == [
         "user-7",
         "user-8",
         "user-8",
