@@ -90,18 +90,23 @@ class Balances:
         self._locks: dict[str, anyio.Lock] = {}
         self.reads: int = 0  # GET /accounts/{email} calls made, for tests and benchmarks
 
-    def _due(self, email: str) -> bool:
+    def _due(self, email: str, max_age: float | None) -> bool:
         reading = self._readings.get(email)
-        return reading is None or self._clock() - reading.at >= self.refresh_every
+        limit = self.refresh_every if max_age is None else max_age
+        return reading is None or self._clock() - reading.at >= limit
 
-    async def refresh(self, email: str, *, force: bool = False) -> float | None:
-        """Read the account's balance if the last read is older than `refresh_every` (or
-        `force`); return the estimate (see `estimate`). An error from `read` propagates and
-        the last reading is kept."""
-        if force or self._due(email):
+    async def refresh(
+        self, email: str, *, force: bool = False, max_age: float | None = None
+    ) -> float | None:
+        """Read the account's balance if the last read is older than `max_age` (default
+        `refresh_every`), or `force`; return the estimate (see `estimate`). Tasks asking
+        together share one read. An error from `read` propagates and the last reading is
+        kept."""
+        if force or self._due(email, max_age):
             lock = self._locks.setdefault(email, anyio.Lock())
             async with lock:
-                if force or self._due(email):  # another task may have read it meanwhile
+                # Another task may have read it meanwhile.
+                if force or self._due(email, max_age):
                     # Taken before the read: a job accepted while it is on the wire may or may
                     # not be in the answer, so it is counted as after it (errs low).
                     accepted_total = self._ledger.position(email).accepted_total

@@ -118,8 +118,9 @@ class FlowMusic(JobEditHelpers):
         costs: operation -> credits (``{"song": 12}``), over the defaults.
         min_credits_left: a floor under every account's live balance: an account that would
             drop below it with one more job is taken out of rotation until its balance rises.
-            The balance is read at most every `Timing.poll_interval` per account; being the
-            server's figure, the floor holds across processes sharing the accounts.
+            Each account's balance is read the more often the nearer it is to the floor (at
+            most every `Timing.poll_interval`), never once per song; being the server's
+            figure, the floor holds across processes sharing the accounts.
         telemetry: OpenTelemetry spans and metrics of every submission (the ``otel`` extra;
             docs/observability.md). None (default): on when the application has set a global
             tracer provider by the time the client opens; True: on, with the global
@@ -251,8 +252,8 @@ class FlowMusic(JobEditHelpers):
                 read=balance_reader(self.accounts),
                 ledger=self._spend,
                 min_credits_left=floor,
-                # Every few seconds per account at most, never once per song.
-                refresh_every=self._timing.poll_interval,
+                # The submitter says how old a balance may be (see `_below_floor`).
+                refresh_every=self._timing.accounts_refresh,
             ),
         )
         self.webhooks = Webhooks(self._tracker)

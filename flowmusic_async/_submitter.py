@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -36,7 +37,7 @@ from ._models import AccountJobs, Job
 from ._paid_post import Adopt, Final, JobsAPI, PlaceAgain, Reconcile, classify
 from ._reconcile import Reconciler, Verdict, compose_reply_ref, new_client_ref
 from ._retry import Attempt, RetryPolicy
-from ._scheduler import CapacitySnapshot, Scheduler
+from ._scheduler import MAX_MAX_JOBS, CapacitySnapshot, Scheduler
 from ._spend import Reservation, SpendLedger
 from ._submission import JobPath, Submission, SubmitAttempt, SubmitGroup, SubmitHooks
 from ._timing import Timing
@@ -530,20 +531,36 @@ class Submitter:
 
     async def _below_floor(self, email: str | None, cost: float) -> NoAccountAvailable | None:
         """Why `email` may not take a job costing `cost` (its balance, less what this client
-        has in flight on it, would fall below `min_credits_left`), or None when it may. The
-        balance is read at most every few seconds per account, never once per song."""
-        if self._balances is None or email is None:
+        has in flight on it, would fall below `min_credits_left`), or None when it may.
+
+        Between reads the balance is estimated (the last read less what this client sent
+        since); reads show what other processes spent. The nearer the floor, the more often:
+        every `Timing.poll_interval` within what one full account's slots cost, every
+        `Timing.accounts_refresh` within ten times that, else ten times less often. Reads
+        are per account, never one per song.
+        """
+        balances = self._balances
+        if balances is None or email is None:
             return None
+        full_account = MAX_MAX_JOBS * cost
+        estimate = balances.estimate(email)
+        room = math.inf if estimate is None else estimate - cost - balances.min_credits_left
+        if room < full_account:
+            max_age = self._timing.poll_interval
+        elif room < 10 * full_account:
+            max_age = self._timing.accounts_refresh
+        else:
+            max_age = 10 * self._timing.accounts_refresh
         try:
-            left = await self._balances.refresh(email)
+            left = await balances.refresh(email, max_age=max_age)
         except FlowMusicError as error:
             logger.info("GET /accounts/%s failed (%s); placing as before", email, error)
             return None
-        if self._balances.may_take(email, cost):
+        if balances.may_take(email, cost):
             return None
         return NoAccountAvailable(
             f"account {email} is at its credit floor: about {left or 0:g} credits left, "
-            f"min_credits_left={self._balances.min_credits_left:g}, a job costs {cost:g}",
+            f"min_credits_left={balances.min_credits_left:g}, a job costs {cost:g}",
             email=email,
         )
 
