@@ -103,6 +103,22 @@ async def test_fairness_benchmark_capacity_check_finds_no_disagreement() -> None
     assert result["idle_at_end"]
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("variant", ["plain", "limited", "floor"])
+async def test_spend_benchmark_pays_every_song_and_reads_balances_per_account(
+    variant: str,
+) -> None:
+    """Each variant pays for every song; the floor reads balances per account, not per song,
+    and only a limit or a floor reads the usage report (once per account)."""
+    from benchmarks import bench_spend
+
+    result = await bench_spend.measure(variant, songs=60, scale=0.002)
+    assert result["songs_ok"] == 60 and result["responses_429"] == 0
+    assert result["credits_spent"] == 60 * bench_spend.SONG
+    assert result["balance_reads"] <= (bench_spend.ACCOUNTS if variant == "floor" else 0)
+    assert result["usage_reads"] <= (0 if variant == "plain" else bench_spend.ACCOUNTS)
+
+
 def test_scale_benchmark_runs_a_batch_and_leaves_one_early(tmp_path: Path) -> None:
     """The scale benchmark's client and parent agree: every song accounted for, both modes."""
     from benchmarks import bench_scale
