@@ -17,9 +17,13 @@ from typing import Protocol
 
 import anyio
 
-from ._errors import ValidationError
+from ._errors import FlowMusicError, NoAccountAvailable, ValidationError
 from ._models import Account
 from ._spend import SpendLedger
+
+# The most jobs an account runs at once (the contract's maxJobs range tops out at 16): how
+# near the floor a balance counts as near, in jobs.
+FULL_ACCOUNT_JOBS = 16
 
 __all__ = ["BalanceReader", "Balances", "balance_reader"]
 
@@ -138,6 +142,52 @@ class Balances:
         if estimate is None:
             return True
         return estimate - cost >= self.min_credits_left - 1e-9
+
+    async def refusal(
+        self, email: str, cost: float, *, near_every: float
+    ) -> NoAccountAvailable | None:
+        """Why `email` may not take a job costing `cost` (its balance, less what this client
+        has in flight on it, would fall below `min_credits_left`), or None when it may.
+
+        Between reads the balance is estimated (the last read less what this client sent
+        since); reads show what other processes spent. The nearer the floor, the more often
+        it is read: every `near_every` seconds within what a full account's slots cost,
+        every `refresh_every` within ten times that, else ten times less often. A read that
+        fails leaves the decision to the server (a 402 takes the account out instead).
+        """
+        full_account = FULL_ACCOUNT_JOBS * cost
+        estimate = self.estimate(email)
+        room = math.inf if estimate is None else estimate - cost - self.min_credits_left
+        if room < full_account:
+            max_age = near_every
+        elif room < 10 * full_account:
+            max_age = self.refresh_every
+        else:
+            max_age = 10 * self.refresh_every
+        try:
+            left = await self.refresh(email, max_age=max_age)
+        except FlowMusicError:
+            return None
+        if self.may_take(email, cost):
+            return None
+        return NoAccountAvailable(
+            f"account {email} is at its credit floor: about {left or 0:g} credits left, "
+            f"min_credits_left={self.min_credits_left:g}, a job costs {cost:g}",
+            email=email,
+        )
+
+    async def topped_up(self, emails: list[str], cost: float) -> list[str]:
+        """Of the accounts held out at the floor, those whose balance, read now, allows a
+        job costing `cost` again (a top-up). An account whose read fails stays out."""
+        back: list[str] = []
+        for email in emails:
+            try:
+                await self.refresh(email, force=True)
+            except FlowMusicError:
+                continue
+            if self.may_take(email, cost):
+                back.append(email)
+        return back
 
     async def admits(self, email: str, cost: float) -> bool:
         """`may_take` after a `refresh` if one is due: the scheduler's question."""

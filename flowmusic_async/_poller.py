@@ -307,11 +307,17 @@ class Poller:
             work_from = time.perf_counter()
             self._capacity.reconcile(running, swept_at=swept_at)
             listed = {job.jobid for jobs in running.values() for job in jobs.jobs}
-            for watch in list(self._watches.values()):
+            # The jobs no longer listed, found by one set difference rather than a look at
+            # every watch: this bookkeeping decides how often sweeps may come (above).
+            for jobid in self._watches.keys() - listed:
+                watch = self._watches[jobid]
                 # A watch added after the sweep was sent may simply not be in it yet.
-                left = watch.added_at < swept_at and watch.jobid not in listed
-                if left or watch.jobid in self._check_directly:
+                if watch.added_at < swept_at:
                     self._start_fetch(watch)
+            for jobid in list(self._check_directly):
+                check = self._watches.get(jobid)
+                if check is not None:
+                    self._start_fetch(check)
             self._sweep_work = [*self._sweep_work[-2:], time.perf_counter() - work_from]
         else:
             # Fallback: read each job that is old enough to have finished.

@@ -25,6 +25,7 @@ from typing import Literal
 import msgspec
 
 from ._errors import BudgetExceeded, ValidationError
+from ._models import Usage
 
 __all__ = [
     "DEFAULT_COSTS",
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 OPERATIONS = ("song", "extend", "replace", "cover", "remix", "effect", "stems", "lyrics")
+
+# The usage report's types that charge credits (the others, a grant or the daily free
+# credits, add them).
+CHARGED_USAGE = frozenset({"producer-usage", "riffusion"})
 # A song's price in credits is not documented; 10 is the simulator's default and is replaced by
 # what the account's usage report shows once a job has been charged (CostTable.learn).
 # extend/replace/cover/remix are assumed to cost a generation, effect and stems nothing
@@ -121,6 +126,22 @@ class CostTable:
         """Record what the API charged for one `operation` (e.g. a job's row in the account's
         usage report); later estimates use it."""
         self._learned[self._operation(operation)] = _credits("credits", credits)
+
+    def learn_song_price(self, usage: Usage) -> float | None:
+        """Learn a song's price from an account's usage report: the median of the songs it
+        was charged for (a grant or the daily free credits are conversations too, but not
+        charges). The price learned, or None when the report shows no charged song."""
+        charged = {event.conversation_id for event in usage.events if event.type in CHARGED_USAGE}
+        prices = sorted(
+            song.credits
+            for song in usage.summary.per_conversation
+            if song.conversation_id in charged and song.credits > 0
+        )
+        if not prices:
+            return None
+        price = prices[len(prices) // 2]
+        self.learn("song", price)
+        return price
 
     def as_dict(self) -> dict[str, float]:
         """Every operation's current cost."""

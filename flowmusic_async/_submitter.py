@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -37,7 +36,7 @@ from ._models import AccountJobs, Job
 from ._paid_post import Adopt, Final, JobsAPI, PlaceAgain, Reconcile, classify
 from ._reconcile import Reconciler, Verdict, compose_reply_ref, new_client_ref
 from ._retry import Attempt, RetryPolicy
-from ._scheduler import MAX_MAX_JOBS, CapacitySnapshot, Scheduler
+from ._scheduler import CapacitySnapshot, Scheduler
 from ._spend import Reservation, SpendLedger
 from ._submission import JobPath, Submission, SubmitAttempt, SubmitGroup, SubmitHooks
 from ._timing import Timing
@@ -50,10 +49,6 @@ __all__ = ["NotSent", "Submitter"]
 logger = logging.getLogger("flowmusic_async")
 
 _HookArg = TypeVar("_HookArg")
-
-# The usage report's types that charge credits (the others, a grant or the daily free
-# credits, add them).
-CHARGED_USAGE = frozenset({"producer-usage", "riffusion"})
 
 
 class NotSent(Exception):
@@ -190,18 +185,12 @@ class Submitter:
                     self.scheduler.reconcile(answer, swept_at=swept_at)
 
     async def _return_topped_up(self) -> None:
-        """Accounts out of rotation at the credit floor come back once their balance allows
-        a song again (a top-up, or a cheaper price learned)."""
-        if self._balances is None:
-            return
-        cost = self.spend.costs.cost("song")
-        for email in self.scheduler.out_at_floor():
-            try:  # read now: this runs once per account refresh, not per song
-                await self._balances.refresh(email, force=True)
-            except FlowMusicError as error:
-                logger.warning("GET /accounts/%s failed (%s); it stays out", email, error)
-                continue
-            if self._balances.may_take(email, cost):
+        """Accounts held out at the credit floor come back once a read shows a top-up (once
+        per refresh of the account list, not per song)."""
+        if self._balances is not None:
+            cost = self.spend.costs.cost("song")
+            held = self.scheduler.out_at_floor()
+            for email in await self._balances.topped_up(held, cost):
                 self.scheduler.put_back(email)
 
     async def _read_running(self, into: list[Mapping[str, AccountJobs] | Exception]) -> None:
@@ -492,7 +481,10 @@ class Submitter:
                 slot = True
                 # The chosen account's balance must stay above the credit floor; if not, the
                 # caller places the job again (nothing announced, nothing sent).
-                reserved.at_floor = await self._below_floor(reserved.email, cost)
+                if self._balances is not None and reserved.email is not None:
+                    reserved.at_floor = await self._balances.refusal(
+                        reserved.email, cost, near_every=self._timing.poll_interval
+                    )
                 if reserved.at_floor is None:
                     await self._announce(sub, reserved)
             if scope.cancelled_caught or sub.abandoned or self._closing:
@@ -528,41 +520,6 @@ class Submitter:
                 await _run_hook("on_submitting", hooks.on_submitting, announced)
             reserved.announced = announced
         await reserved.place.take()
-
-    async def _below_floor(self, email: str | None, cost: float) -> NoAccountAvailable | None:
-        """Why `email` may not take a job costing `cost` (its balance, less what this client
-        has in flight on it, would fall below `min_credits_left`), or None when it may.
-
-        Between reads the balance is estimated (the last read less what this client sent
-        since); reads show what other processes spent. The nearer the floor, the more often:
-        every `Timing.poll_interval` within what one full account's slots cost, every
-        `Timing.accounts_refresh` within ten times that, else ten times less often. Reads
-        are per account, never one per song.
-        """
-        balances = self._balances
-        if balances is None or email is None:
-            return None
-        full_account = MAX_MAX_JOBS * cost
-        estimate = balances.estimate(email)
-        room = math.inf if estimate is None else estimate - cost - balances.min_credits_left
-        if room < full_account:
-            max_age = self._timing.poll_interval
-        elif room < 10 * full_account:
-            max_age = self._timing.accounts_refresh
-        else:
-            max_age = 10 * self._timing.accounts_refresh
-        try:
-            left = await balances.refresh(email, max_age=max_age)
-        except FlowMusicError as error:
-            logger.info("GET /accounts/%s failed (%s); placing as before", email, error)
-            return None
-        if balances.may_take(email, cost):
-            return None
-        return NoAccountAvailable(
-            f"account {email} is at its credit floor: about {left or 0:g} credits left, "
-            f"min_credits_left={balances.min_credits_left:g}, a job costs {cost:g}",
-            email=email,
-        )
 
     async def _send(self, sub: Submission, reserved: _Reserved, attempt: Attempt) -> Job | None:
         """One POST (never repeated here); the job it created, or None to place it again.
@@ -705,22 +662,14 @@ class Submitter:
             self._host.start_background(self._learn_song_price, email, name=f"price {email}")
 
     async def _learn_song_price(self, email: str) -> None:
-        """The price of a song as the API charged it: the median of the account's songs in
-        its usage report (a free read); future reservations use it."""
+        """The price of a song as the API charged it, from the account's usage report (a
+        free read); future reservations use it."""
         try:
             usage = await self._api.account_usage(email)
         except FlowMusicError as error:
             logger.info("GET /accounts/usage for %s failed (%s); prices as before", email, error)
             return
-        # Charged rows only: a grant or the daily free credits are conversations too.
-        charged = {event.conversation_id for event in usage.events if event.type in CHARGED_USAGE}
-        prices = sorted(
-            song.credits
-            for song in usage.summary.per_conversation
-            if song.conversation_id in charged and song.credits > 0
-        )
-        if prices:
-            self.spend.costs.learn("song", prices[len(prices) // 2])
+        self.spend.costs.learn_song_price(usage)
 
     # ----- jobs accepted earlier ---------------------------------------------------------------
 
