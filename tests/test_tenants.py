@@ -105,9 +105,11 @@ async def test_a_second_tenant_is_served_at_the_next_free_slots_not_after_the_fi
     b_jobids = jobs_of(events, "B")
     a_jobids = jobs_of(events, "A")
     assert len(b_jobids) == 2 and len(a_jobids) == 500
-    # The client's own order: B's songs not yet placed were the next placements.
+    # The client's own order: B's songs not yet placed were among the next placements. A
+    # slot handed to A just before B arrived says "placed" when A's task next runs, which
+    # under trio's random order may come after B's: at most the slots there are.
     b_left = placed_after.count("B")
-    assert placed_after[:b_left] == ["B"] * b_left
+    assert "B" not in placed_after[b_left + (cap or 16) :]
     # The simulator's order: B's jobs follow each other, with at most the slots already
     # reserved for A when B arrived in between, and long before A's queue ran out.
     order = [jobid for _, jobid in sorted((t.created, j) for j, t in sim.stats.jobs.items())]
