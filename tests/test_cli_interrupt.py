@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from flowmusic_async import ClientClosedError, Event
-from flowmusic_async._cli._interrupt import Interrupt, JobTracker, report, rerun_command
+from flowmusic_async._cli._interrupt import Interrupt, SongEvents, report, rerun_command
 from flowmusic_async._cli._output import Output
 
 A = "job:aaaaaaaa-0000-user:1-a@example.com-bot:flowmusic"
@@ -21,10 +21,10 @@ def _event(kind: Any, **fields: Any) -> Event:
     return Event(kind=kind, at=time.time(), **fields)
 
 
-def _tracker() -> JobTracker:
+def _tracker() -> SongEvents:
     """Five songs: one completed, one cancelled, one still running (its wait ended by the
     client closing), one with its POST in flight, one that only queued."""
-    tracker = JobTracker()
+    tracker = SongEvents()
     for ref, jobid in (("r1", A), ("r2", B), ("r3", C)):
         tracker.on_event(_event("placed", client_ref=ref, email="a@example.com"))
         tracker.on_event(_event("submitting", client_ref=ref, email="a@example.com"))
@@ -94,7 +94,7 @@ def test_report_with_journal_gives_the_rerun_command_without_the_token() -> None
 def test_the_report_says_what_the_accepted_jobs_cost() -> None:
     """Credits of every job accepted: completed, cancelled (not refunded) or still running;
     a prompt refused by moderation settles at 0; a song never accepted costs nothing."""
-    tracker = JobTracker()
+    tracker = SongEvents()
     for ref, jobid in (("r1", A), ("r2", B), ("r3", C)):
         tracker.on_event(_event("queued", client_ref=ref, credits=10.0))
         tracker.on_event(_event("submitted", client_ref=ref, jobid=jobid, credits=10.0))
@@ -109,7 +109,7 @@ def test_the_report_says_what_the_accepted_jobs_cost() -> None:
 
 def test_a_timed_out_or_retried_submission_is_not_reported_as_paid() -> None:
     """A retry follows an attempt that created no job; a timeout leaves the job running."""
-    tracker = JobTracker()
+    tracker = SongEvents()
     tracker.on_event(_event("submitting", client_ref="r1"))
     tracker.on_event(_event("retrying", client_ref="r1"))
     tracker.on_event(_event("submitted", client_ref="r2", jobid=A))

@@ -1,6 +1,6 @@
 """What a run leaves behind when a signal stops it: the report printed on Ctrl-C or SIGTERM.
 
-`JobTracker` is an event hook on the command's client. It follows each submission through
+`SongEvents` is an event hook on the command's client. It follows each submission through
 the library's events (`submitting`, `submitted` with the jobid, one terminal event) and never
 looks inside the engine, so the report says what the library reported: jobs it cancelled
 server-side, jobs still running (accepted, no end seen), submissions whose POST was in flight,
@@ -36,7 +36,7 @@ class Tracked:
     credits: float = 0.0  # what its job costs, once accepted (events say; 0 before)
 
 
-class JobTracker:
+class SongEvents:
     """Follows every job of one client through its events (an `fm.add_event_hook` hook)."""
 
     def __init__(self) -> None:
@@ -94,7 +94,7 @@ class Interrupt:
     """The signal that stopped a run, and what the run needs to report on it."""
 
     signum: int | None = None
-    tracker: JobTracker = field(default_factory=JobTracker)
+    tracker: SongEvents = field(default_factory=SongEvents)
     command: str | None = None
     journal: str | None = None
     total: int | None = None  # songs in a batch
