@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +41,21 @@ def run_json(cmd: list[str], what: str) -> dict[str, Any] | None:
         return None
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
+
+
+def run_variants_by_turns(
+    module: str, variants: Sequence[str], repeats: int, args: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Run ``python -m module --one VARIANT *args`` for each variant, `repeats` rounds by
+    turns, each in a fresh interpreter; the JSON results per variant (failed runs left out)."""
+    results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+    for _ in range(repeats):
+        for variant in variants:
+            cmd = [sys.executable, "-m", module, "--one", variant, *args]
+            result = run_json(cmd, f"{module} {variant}")
+            if result is not None:
+                results[variant].append(result)
+    return results
 
 
 class BenchError(RuntimeError):

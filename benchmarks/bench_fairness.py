@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from typing import Any
 
 import anyio
 
-from benchmarks._harness import run_json
+from benchmarks._harness import run_variants_by_turns
 
 VARIANTS = ("none", "fair", "capped")
 
@@ -151,14 +150,12 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks import _report
 
     _report.print_machine()
-    results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
-    for _ in range(ns.repeats):
-        for variant in VARIANTS:
-            cmd = [sys.executable, "-m", "benchmarks.bench_fairness", "--one", variant,
-                   "--songs", str(ns.songs), "--scale", str(ns.scale)]  # fmt: skip
-            result = run_json(cmd, f"fairness {variant}")
-            if result is not None:
-                results[variant].append(result)
+    results = run_variants_by_turns(
+        "benchmarks.bench_fairness",
+        VARIANTS,
+        ns.repeats,
+        ["--songs", str(ns.songs), "--scale", str(ns.scale)],
+    )
     base = statistics.median(r["makespan_s"] for r in results["none"])
     print(f"{ns.songs} songs of A then 2 of B, 16 slots, scale {ns.scale}")
     for variant, runs in results.items():

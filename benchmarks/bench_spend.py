@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from typing import Any
 
 import anyio
 
-from benchmarks._harness import run_json
+from benchmarks._harness import run_variants_by_turns
 
 VARIANTS = ("plain", "limited", "floor")
 ACCOUNTS, SLOTS, CREDITS, SONG = 50, 16, 1e9, 10.0
@@ -92,14 +91,12 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks import _report
 
     _report.print_machine()
-    results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
-    for _ in range(ns.repeats):
-        for variant in VARIANTS:
-            cmd = [sys.executable, "-m", "benchmarks.bench_spend", "--one", variant,
-                   "--songs", str(ns.songs), "--scale", str(ns.scale)]  # fmt: skip
-            result = run_json(cmd, f"spend {variant}")
-            if result is not None:
-                results[variant].append(result)
+    results = run_variants_by_turns(
+        "benchmarks.bench_spend",
+        VARIANTS,
+        ns.repeats,
+        ["--songs", str(ns.songs), "--scale", str(ns.scale)],
+    )
     print(f"{ns.songs} songs, {ACCOUNTS} accounts x {SLOTS} slots, scale {ns.scale}")
     for variant, runs in results.items():
         if not runs:

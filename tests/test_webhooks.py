@@ -37,12 +37,9 @@ SIGNING_SIM = pytest.mark.flowmusic_sim(
 )
 
 
-@pytest.mark.flowmusic_sim(time_scale=SCALE, seed=7, account_email="acct{i}@example.com")
-@pytest.mark.anyio
-async def test_a_webhook_wakes_the_waiter_before_the_next_sweep(
-    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
-) -> None:
-    """A verified callback settles the wait at once; forged or broken ones do nothing."""
+def callbacks_kept() -> tuple[httpx.MockTransport, list[bytes], anyio.Event]:
+    """A webhook transport for a simulator that keeps each callback's body, instead of
+    delivering it anywhere, and sets the event at the first."""
     received: list[bytes] = []
     arrived = anyio.Event()
 
@@ -51,7 +48,17 @@ async def test_a_webhook_wakes_the_waiter_before_the_next_sweep(
         arrived.set()
         return httpx.Response(200)
 
-    sim = flowmusic_make_sim(1, webhook_transport=httpx.MockTransport(deliver))
+    return httpx.MockTransport(deliver), received, arrived
+
+
+@pytest.mark.flowmusic_sim(time_scale=SCALE, seed=7, account_email="acct{i}@example.com")
+@pytest.mark.anyio
+async def test_a_webhook_wakes_the_waiter_before_the_next_sweep(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
+    """A verified callback settles the wait at once; forged or broken ones do nothing."""
+    deliver, received, arrived = callbacks_kept()
+    sim = flowmusic_make_sim(1, webhook_transport=deliver)
     slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
     async with sim, flowmusic_make_client(sim, timing=slow_polling) as fm:
         handle = await fm.submit("called back", reply_url="https://hooks.example.com/fm")
@@ -89,15 +96,8 @@ async def test_the_client_reply_url_is_used_and_the_webhook_result_carries_the_j
     flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
 ) -> None:
     """A default reply_url reaches the server; the handler returns the verified record."""
-    received: list[bytes] = []
-    arrived = anyio.Event()
-
-    async def deliver(request: httpx.Request) -> httpx.Response:
-        received.append(await request.aread())
-        arrived.set()
-        return httpx.Response(200)
-
-    sim = flowmusic_make_sim(webhook_transport=httpx.MockTransport(deliver))
+    deliver, received, arrived = callbacks_kept()
+    sim = flowmusic_make_sim(webhook_transport=deliver)
     slow_polling = msgspec.structs.replace(Timing.scaled(SCALE), poll_interval=3600.0)
     hook = "https://hooks.example.com/fm"
     async with sim, flowmusic_make_client(sim, timing=slow_polling, reply_url=hook) as fm:
@@ -136,20 +136,13 @@ class Latency(httpx.AsyncBaseTransport):
 def simulator_keeping_callbacks() -> tuple[Simulator, list[bytes], anyio.Event]:
     """A simulator whose webhook callbacks are kept (their bodies, and an event set at the
     first), instead of being delivered anywhere."""
-    received: list[bytes] = []
-    arrived = anyio.Event()
-
-    async def deliver(request: httpx.Request) -> httpx.Response:
-        received.append(await request.aread())
-        arrived.set()
-        return httpx.Response(200)
-
+    deliver, received, arrived = callbacks_kept()
     account = SimAccount(email="acct0@example.com", max_jobs=2, credits=10_000.0)
     sim = Simulator(
         accounts=(account,),
         time_scale=SCALE,
         seed=7,
-        webhook_transport=httpx.MockTransport(deliver),
+        webhook_transport=deliver,
     )
     return sim, received, arrived
 
