@@ -37,7 +37,7 @@ from . import _download, _logs, _telemetry
 from ._balances import Balances, balance_reader
 from ._batch import GenerateMany
 from ._bodies import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES
-from ._config import check_min_credits_left, client_config, spend_ledger
+from ._config import client_config
 from ._download import Format
 from ._edits import JobEditHelpers
 from ._errors import (
@@ -190,6 +190,12 @@ class FlowMusic(JobEditHelpers):
             http_backend=http_backend,
             tenant_weights=tenant_weights,
             tenant_max_jobs=tenant_max_jobs,
+            spend_limit=spend_limit,
+            tenant_spend_limit=tenant_spend_limit,
+            tenant_spend_limits=tenant_spend_limits,
+            costs=costs,
+            min_credits_left=min_credits_left,
+            telemetry=telemetry,
         )
         self._token = config.token
         self._base_url = config.base_url
@@ -201,14 +207,9 @@ class FlowMusic(JobEditHelpers):
         self._transport = config.transport
         self._user_client = config.http_client
         self._timing = config.timing
-        self._telemetry = _telemetry.check_setting(telemetry)
-        self._spend = spend_ledger(
-            spend_limit=spend_limit,
-            tenant_spend_limit=tenant_spend_limit,
-            tenant_spend_limits=tenant_spend_limits,
-            costs=costs,
-        )
-        floor = check_min_credits_left(min_credits_left)
+        self._telemetry = config.telemetry
+        self._spend = config.spend
+        floor = config.min_credits_left
         self._policy = self._timing.retry_policy(max_retries=config.max_retries)
         self._events = EventHooks(config.event_hooks)
         self._state = "new"  # new -> open -> closing -> closed; never reopened
@@ -252,7 +253,7 @@ class FlowMusic(JobEditHelpers):
                 read=balance_reader(self.accounts),
                 ledger=self._spend,
                 min_credits_left=floor,
-                # The submitter says how old a balance may be (see `_below_floor`).
+                # How old a balance may be depends on how near the floor it is (`refusal`).
                 refresh_every=self._timing.accounts_refresh,
             ),
         )

@@ -12,7 +12,7 @@ import ipaddress
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,6 +22,8 @@ from ._errors import ConfigurationError, ValidationError
 from ._events import EventHook
 from ._lanes import HttpBackend, check_http_backend
 from ._spend import SpendLedger
+from ._telemetry import TelemetrySetting
+from ._telemetry import check_setting as check_telemetry
 from ._timing import Timing
 from ._validation import MAX_SECONDS, check_reply_url
 
@@ -50,6 +52,10 @@ class ClientConfig:
     http_backend: HttpBackend
     tenant_weights: Mapping[str, float] | None = None
     tenant_max_jobs: int | Mapping[str, int] | None = None
+    telemetry: TelemetrySetting = None
+    # The spend limits and prices, as the ledger that enforces them (a new one per client).
+    spend: SpendLedger = field(default_factory=SpendLedger)
+    min_credits_left: float | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"<ClientConfig base_url={self.base_url!r}>"
@@ -71,6 +77,12 @@ def client_config(
     http_backend: HttpBackend = "auto",
     tenant_weights: Mapping[str, float] | None = None,
     tenant_max_jobs: int | Mapping[str, int] | None = None,
+    spend_limit: float | None = None,
+    tenant_spend_limit: float | None = None,
+    tenant_spend_limits: Mapping[str, float] | None = None,
+    costs: Mapping[str, float] | None = None,
+    min_credits_left: float | None = None,
+    telemetry: TelemetrySetting = None,
 ) -> ClientConfig:
     """`FlowMusic`'s arguments checked in the order a caller reads them; see `FlowMusic`.
 
@@ -118,6 +130,14 @@ def client_config(
         http_backend=http_backend,
         tenant_weights=_check_tenant_weights(tenant_weights),
         tenant_max_jobs=_check_tenant_max_jobs(tenant_max_jobs),
+        telemetry=check_telemetry(telemetry),
+        spend=_spend_ledger(
+            spend_limit=spend_limit,
+            tenant_spend_limit=tenant_spend_limit,
+            tenant_spend_limits=tenant_spend_limits,
+            costs=costs,
+        ),
+        min_credits_left=_check_min_credits_left(min_credits_left),
     )
 
 
@@ -254,7 +274,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def spend_ledger(
+def _spend_ledger(
     *,
     spend_limit: float | None,
     tenant_spend_limit: float | None,
@@ -278,7 +298,7 @@ def spend_ledger(
         raise ConfigurationError(str(error)) from None
 
 
-def check_min_credits_left(value: float | None) -> float | None:
+def _check_min_credits_left(value: float | None) -> float | None:
     """The credit floor: None (no floor), or a finite number of credits >= 0."""
     if value is None:
         return None
