@@ -201,11 +201,17 @@ class Retrying:
         self._max_retries = max_retries
         self._give_up_at = give_up_at
         self._stop = stop
-        self._delays = backoff_delays(base=base, cap=policy.cap, max_tries=None)
-        self._connect_delays = backoff_delays(base=base, cap=policy.cap, max_tries=None)
+        self._base = base
+        # Made on the first retry of each kind: most requests never retry.
+        self._delays: Iterator[float] | None = None
+        self._connect_delays: Iterator[float] | None = None
         self._ordinary_retries = 0  # what max_retries counts: connection failures count in time
         self._failing_since: float | None = None  # first of the current run of connect failures
-        self._current: Attempt | None = None
+        # The attempt under way, and what its `retry` scheduled: (delay, sleep through it).
+        # The attempt points here, never the other way: a reference cycle would leave every
+        # request's retry state to the cyclic garbage collector (docs/benchmarks.md).
+        self._number = 0
+        self._next: tuple[float, bool] | None = None
         self.stopped: bool = False
         self.retries: int = 0
 
@@ -216,22 +222,23 @@ class Retrying:
         return self
 
     async def __anext__(self) -> Attempt:
-        previous = self._current
-        if previous is None:
-            self._current = Attempt(self, number=1)
-            return self._current
-        delay = previous._delay
-        if delay is None:
-            raise StopAsyncIteration
-        if previous._waits:
-            finished = await self._policy.sleep(delay, stop=self._stop)
-        else:
-            finished = self._stop is None or not self._stop.is_set()
-        if not finished:
-            self.stopped = True
-            raise StopAsyncIteration
-        self._current = Attempt(self, number=previous.number + 1)
-        return self._current
+        if self._number:
+            scheduled, self._next = self._next, None
+            if scheduled is None:
+                raise StopAsyncIteration
+            delay, waits = scheduled
+            if waits:
+                finished = await self._policy.sleep(delay, stop=self._stop)
+            else:
+                finished = self._stop is None or not self._stop.is_set()
+            if not finished:
+                self.stopped = True
+                raise StopAsyncIteration
+        self._number += 1
+        return Attempt(self, number=self._number)
+
+    def _backoff(self) -> Iterator[float]:
+        return backoff_delays(base=self._base, cap=self._policy.cap, max_tries=None)
 
     def _schedule(self, *, retry_after: float | None, never_sent: bool) -> float | None:
         """The delay before the next attempt, or None to give up (`Attempt.retry`)."""
@@ -243,11 +250,15 @@ class Retrying:
                 self._failing_since = now
             if now - self._failing_since >= budget:
                 return None
+            if self._connect_delays is None:
+                self._connect_delays = self._backoff()
             wait = next(self._connect_delays)
         else:
             self._failing_since = None
             if self._max_retries is not None and self._ordinary_retries >= self._max_retries:
                 return None
+            if self._delays is None:
+                self._delays = self._backoff()
             wait = next(self._delays)
         if retry_after is not None:
             # The server said when to come back; sooner would only earn another refusal.
@@ -270,16 +281,15 @@ class Attempt:
         number: 1 for the first try, 2 for the first retry, and so on.
     """
 
-    __slots__ = ("_delay", "_retrying", "_waits", "number")
+    __slots__ = ("_retrying", "_scheduled", "number")
 
     def __init__(self, retrying: Retrying, *, number: int) -> None:
         self._retrying = retrying
         self.number = number
-        self._delay: float | None = None  # set by `retry`: the next attempt comes after it
-        self._waits = True
+        self._scheduled = False  # `retry` was called
 
     def __repr__(self) -> str:
-        return f"<Attempt number={self.number} delay={self._delay}>"
+        return f"<Attempt number={self.number} retry={self._scheduled}>"
 
     def retry(
         self, *, retry_after: float | None = None, never_sent: bool = False, wait: bool = True
@@ -298,11 +308,14 @@ class Attempt:
             wait: False to have the next attempt come without sleeping (the delay is still
                 computed and returned, e.g. to hold a refusing account back that long).
         """
-        if self._delay is not None:
+        retrying = self._retrying
+        if self._scheduled:
             raise RuntimeError(f"attempt {self.number} already scheduled a retry")
-        self._delay = self._retrying._schedule(retry_after=retry_after, never_sent=never_sent)
-        self._waits = wait
-        return self._delay
+        self._scheduled = True
+        delay = retrying._schedule(retry_after=retry_after, never_sent=never_sent)
+        if delay is not None:
+            retrying._next = (delay, wait)
+        return delay
 
 
 class _InstantRetries:

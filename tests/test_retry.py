@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import random
 import time
+import weakref
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -218,6 +220,31 @@ def test_an_attempt_schedules_at_most_one_retry() -> None:
     attempt.retry()
     with pytest.raises(RuntimeError, match="already scheduled"):
         attempt.retry()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("retries", [0, 2])
+async def test_a_finished_loop_is_freed_without_the_cyclic_collector(retries: int) -> None:
+    """Every request runs this loop: its state must go when the request ends, by reference
+    counting alone. A cycle (the loop holding its attempt, the attempt its loop) left two
+    objects, two generators and the stop event per request to the cyclic garbage collector,
+    whose extra passes cost the client 5-8% of its CPU at 20,000 songs (docs/benchmarks.md)."""
+    stop = anyio.Event()
+    gc.collect()
+    gc.disable()
+    try:
+        retrying = RetryPolicy().retrying(base=0.0, stop=stop)
+        alive = weakref.ref(retrying)
+        with instant_retries():
+            async for attempt in retrying:
+                if attempt.number <= retries:
+                    attempt.retry()
+                    continue
+                break
+        del retrying, attempt
+        assert alive() is None
+    finally:
+        gc.enable()
 
 
 def _first_attempt(retrying: Retrying) -> Attempt:
