@@ -68,6 +68,8 @@ CostSource = Literal["default", "configured", "learned"]
 
 def _credits(field: str, value: float) -> float:
     """`value` as a finite, non-negative number of credits, or a ValidationError naming it."""
+    if type(value) is float and 0.0 <= value < math.inf:  # the common case, on every song
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(field, f"must be a number of credits, not {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
@@ -379,7 +381,7 @@ class SpendLedger:
         cost = _credits("cost", cost)
         tenant = None if tenant is None else _key("tenant", tenant)
         batch = None if batch is None else _key("batch", batch)
-        for scope, key, tally, limit in self._scopes(tenant, batch):
+        for scope, key, tally, limit in self._scopes(tenant, batch) if self.limited else ():
             if limit is not None and tally.spent + tally.reserved + cost > limit + _SLACK:
                 raise BudgetExceeded(
                     scope=scope,
@@ -409,12 +411,16 @@ class SpendLedger:
 
     def _tallies(self, reservation: Reservation) -> list[_Tally]:
         tallies = [self._client]
-        if reservation.batch is not None:
-            tallies.append(self._batches.setdefault(reservation.batch, _Tally()))
-        if reservation.tenant is not None:
-            tallies.append(self._tenants.setdefault(reservation.tenant, _Tally()))
-        if reservation.account is not None:
-            tallies.append(self._accounts.setdefault(reservation.account, _Tally()))
+        for key, table in (
+            (reservation.batch, self._batches),
+            (reservation.tenant, self._tenants),
+            (reservation.account, self._accounts),
+        ):
+            if key is not None:
+                tally = table.get(key)
+                if tally is None:  # made once per key, not once per call
+                    tally = table[key] = _Tally()
+                tallies.append(tally)
         return tallies
 
     def _move_account(self, reservation: Reservation, account: str) -> None:
@@ -422,7 +428,10 @@ class SpendLedger:
             self._accounts[reservation.account].reserved -= reservation.cost
             self._add_held(reservation.account, -reservation.cost)
         reservation.account = account
-        self._accounts.setdefault(account, _Tally()).reserved += reservation.cost
+        tally = self._accounts.get(account)
+        if tally is None:
+            tally = self._accounts[account] = _Tally()
+        tally.reserved += reservation.cost
         self._add_held(account, reservation.cost)
 
     def _add_held(self, account: str, credits: float) -> None:
