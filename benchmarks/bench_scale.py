@@ -35,8 +35,10 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,9 @@ async def client(
     fm = FlowMusic(token=TOKEN, base_url=base_url, timing=Timing.scaled(time_scale), **backend)
     async with fm:
         gc.collect()
+        gc_before = gc.get_stats()
+        gc_time = _GcClock()
+        gc.callbacks.append(gc_time)
         rss0 = proc.memory_info().rss
         rss_peak = rss0
         cpu0 = time.process_time()
@@ -180,6 +185,10 @@ async def client(
             exited_at = time.perf_counter()
             tg.cancel_scope.cancel()
         cpu = time.process_time() - cpu0
+        # What the cyclic garbage collector found and freed during the batch: objects caught
+        # in reference cycles, which reference counting alone would have freed at once.
+        gc_after = gc.get_stats()
+        gc.callbacks.remove(gc_time)
         rss_end = proc.memory_info().rss
         rss_peak = max(rss_peak, rss_end)
     kept = sys.getsizeof(results) + sum(sys.getsizeof(k) + 24 for k in results)
@@ -197,6 +206,9 @@ async def client(
         rss_end_mb=rss_end / 2**20,
         rss_peak_mb=rss_peak / 2**20,
         kept_mb=kept / 2**20,
+        gc_collected=_gc_delta(gc_before, gc_after, "collected"),
+        gc_collections=_gc_delta(gc_before, gc_after, "collections"),
+        gc_s=gc_time.seconds,
         stall_startup_ms=max(startup, default=0.0) * 1000,
         stall_max_ms=max((g for _, g in gaps), default=0.0) * 1000,
         leave_s=(exited_at - left_at) if left_at is not None else None,
@@ -210,6 +222,25 @@ async def client(
     return out
 
 
+class _GcClock:
+    """A `gc.callbacks` entry that adds up the time the cyclic collector ran."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
+def _gc_delta(before: list[dict[str, int]], after: list[dict[str, int]], key: str) -> int:
+    """`key` of `gc.get_stats()` summed over the generations, `after` minus `before`."""
+    return sum(a[key] - b[key] for a, b in zip(after, before, strict=True))
+
+
 def _leave_split(left_at: float, exited_at: float, deletes: list[float]) -> dict[str, float]:
     answered = [at for at in deletes if at >= left_at]
     last = max(answered, default=left_at)
@@ -219,29 +250,62 @@ def _leave_split(left_at: float, exited_at: float, deletes: list[float]) -> dict
 # ----- the parent ------------------------------------------------------------------------------
 
 
-def run_once(
-    songs: int,
-    *,
-    time_scale: float,
-    rtt_s: float = 0.0,
-    leave_after: int = 0,
-    seed: int = 7,
-    limits: str | None = None,
-    gc_mode: str = "default",
-    checkout: str | None = None,
-    python: str | None = None,
-    http_backend: str | None = None,
-) -> dict[str, Any]:
+def run_once(songs: int, **options: Any) -> dict[str, Any]:
     """One client run against a fresh simulator: the client's report plus the server's view.
 
-    `checkout`: run the client of another checkout of this repository (its own benchmarks
-    and flowmusic_async, imported from its directory) against the same simulator. `python`:
-    run this checkout's client under another interpreter (another virtual environment).
-    `http_backend`: the client's `FlowMusic(http_backend=...)`.
+    Options (see `run_together`): time_scale, rtt_s, leave_after, seed, limits, gc_mode,
+    checkout, python, http_backend.
     """
-    workload = Workload(name="scale", songs=songs, accounts=ACCOUNTS)
-    load_before: list[float | None] = [*_report.load_average()[:1]] or [None]  # a shared machine
-    with simulator(workload, time_scale=time_scale, seed=seed) as sim:
+    return run_together([{"songs": songs, **options}])[0]
+
+
+def run_together(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run the client of each point at the same time, each against a fresh simulator of its
+    own, and return their rows in order.
+
+    Side by side, the clients share one moment of the machine (its load, its clock speed, the
+    other tenants of its host), so the ratio of their figures varies far less than that of
+    runs taken by turns (docs/benchmarks.md). Each point: `songs`, `time_scale`, and
+    optionally `rtt_s`, `leave_after`, `seed`, `limits`, `gc_mode`, `http_backend`,
+    `checkout` (run the client of another checkout of this repository: its own benchmarks
+    and flowmusic_async, imported from its directory) and `python` (this checkout's client
+    under another interpreter, another virtual environment).
+    """
+    with ExitStack() as stack:
+        runs = [_ClientRun(stack, **point) for point in points]
+        return [run.finish() for run in runs]
+
+
+class _ClientRun:
+    """One client process and its simulator, started at once; `finish` waits for the client."""
+
+    def __init__(
+        self,
+        stack: ExitStack,
+        *,
+        songs: int,
+        time_scale: float,
+        rtt_s: float = 0.0,
+        leave_after: int = 0,
+        seed: int = 7,
+        limits: str | None = None,
+        gc_mode: str = "default",
+        checkout: str | None = None,
+        python: str | None = None,
+        http_backend: str | None = None,
+    ) -> None:
+        self.songs, self.time_scale, self.rtt_s = songs, time_scale, rtt_s
+        self.leave_after, self.gc_mode = leave_after, gc_mode
+        self.labels = {
+            "checkout": (f"python {python}" if python else checkout) or "this",
+            "http_backend": http_backend or "default",
+        }
+        self.workload = Workload(name="scale", songs=songs, accounts=ACCOUNTS)
+        loads = _report.load_average()  # a shared machine: what ran before
+        self.load_before = loads[0] if loads else None
+        sim = self.sim = stack.enter_context(
+            simulator(self.workload, time_scale=time_scale, seed=seed)
+        )
         if rtt_s:
             answer = httpx.post(
                 f"{sim.origin}/_sim/faults", json={"latency_s": rtt_s * time_scale}, timeout=30
@@ -256,51 +320,70 @@ def run_once(
             cmd += ["--gc", gc_mode]
         if http_backend:
             cmd += ["--http-backend", http_backend]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=1800, check=False, cwd=checkout
+        # Files, not pipes: a client whose report fills a pipe nobody reads yet would stall.
+        self.out = stack.enter_context(tempfile.TemporaryFile("w+"))  # noqa: SIM115
+        self.err = stack.enter_context(tempfile.TemporaryFile("w+"))  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, text=True, cwd=checkout)
+        stack.callback(self.proc.kill)  # a no-op once it has exited
+
+    def finish(self) -> dict[str, Any]:
+        """Wait for the client; its report plus the simulator's view, as one row."""
+        code = self.proc.wait(timeout=1800)
+        self.out.seek(0)
+        self.err.seek(0)
+        if code != 0:
+            tail = "\n".join(self.err.read().strip().splitlines()[-8:])
+            raise BenchError(f"client exited {code}: {tail}")
+        report = json.loads(self.out.read().strip().splitlines()[-1])
+        if self.rtt_s:  # the stats request itself should not wait
+            httpx.post(f"{self.sim.origin}/_sim/faults", json={"latency_s": 0.0}, timeout=30)
+        stats = parse_stats(self.sim.stats(), time_scale=self.time_scale)
+        return self._row(report, stats)
+
+    def _row(self, report: dict[str, Any], stats: Any) -> dict[str, Any]:
+        time_scale = self.time_scale
+        results: dict[str, float] = report.pop("results")
+        jobs = stats.jobs
+        notice = [
+            (results[j] - jobs[j].finished_at) / time_scale
+            for j in results
+            if j in jobs and jobs[j].finished_at
+        ]
+        durations = [job.duration_s * time_scale for job in jobs.values()]
+        row: dict[str, Any] = (
+            report
+            | self.labels
+            | {
+                "load_before": self.load_before,
+                "gc_mode": self.gc_mode,
+                "rtt_s": self.rtt_s,
+                "time_scale": time_scale,
+                "requests": sum(stats.api_requests.values()),
+                "requests_by_endpoint": stats.api_requests,
+                "responses_429": stats.responses_429,
+                "deletes": _deletes(stats.api_requests),
+                "duplicates": stats.duplicate_submissions,
+                "notice_p50_s": percentile(notice, 50),
+                "notice_p95_s": percentile(notice, 95),
+            }
         )
-        if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-            raise BenchError(f"client exited {proc.returncode}: {tail}")
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
-        if rtt_s:  # the stats request itself should not wait
-            httpx.post(f"{sim.origin}/_sim/faults", json={"latency_s": 0.0}, timeout=30)
-        stats = parse_stats(sim.stats(), time_scale=time_scale)
-    results: dict[str, float] = report.pop("results")
-    jobs = stats.jobs
-    notice = [
-        (results[j] - jobs[j].finished_at) / time_scale
-        for j in results
-        if j in jobs and jobs[j].finished_at
-    ]
-    durations = [job.duration_s * time_scale for job in jobs.values()]
-    row: dict[str, Any] = report | {
-        "checkout": (f"python {python}" if python else checkout) or "this",
-        "http_backend": http_backend or "default",
-        "load_before": load_before[0],
-        "gc_mode": gc_mode,
-        "rtt_s": rtt_s,
-        "time_scale": time_scale,
-        "requests": sum(stats.api_requests.values()),
-        "requests_by_endpoint": stats.api_requests,
-        "responses_429": stats.responses_429,
-        "deletes": _deletes(stats.api_requests),
-        "duplicates": stats.duplicate_submissions,
-        "notice_p50_s": percentile(notice, 50),
-        "notice_p95_s": percentile(notice, 95),
-    }
-    done = report["completed"] + report["failed"]
-    if done:
-        row["cpu_ms_per_song"] = report["cpu_s"] * 1000 / done
-        row["requests_per_song"] = row["requests"] / done
-        growth = report["rss_end_mb"] - report["rss0_mb"] - report["kept_mb"]
-        row["rss_growth_kb_per_song"] = growth * 1024 / songs
-    if not leave_after and results:
-        last = max(results.values()) - report["t0"]
-        fifo = fifo_makespan([0.0] * len(durations), durations, workload.slots)
-        row["makespan_s"] = last / time_scale
-        row["makespan_over_fifo"] = last / fifo if fifo else None
-    return row
+        done = report["completed"] + report["failed"]
+        if done:
+            row["cpu_ms_per_song"] = report["cpu_s"] * 1000 / done
+            row["requests_per_song"] = row["requests"] / done
+            growth = report["rss_end_mb"] - report["rss0_mb"] - report["kept_mb"]
+            row["rss_growth_kb_per_song"] = growth * 1024 / self.songs
+            if "gc_collected" in report:  # a checkout from before it was measured has none
+                row["cyclic_garbage_per_song"] = report["gc_collected"] / done
+                row["gc_ms_per_song"] = report["gc_s"] * 1000 / done
+            # Near 1, the client's loop was saturated: the run measured an overloaded client.
+            row["client_busy"] = report["cpu_s"] / report["wall_s"] if report["wall_s"] else None
+        if not self.leave_after and results:
+            last = max(results.values()) - report["t0"]
+            fifo = fifo_makespan([0.0] * len(durations), durations, self.workload.slots)
+            row["makespan_s"] = last / time_scale
+            row["makespan_over_fifo"] = last / fifo if fifo else None
+        return row
 
 
 def _deletes(requests: dict[str, int]) -> int:
@@ -325,10 +408,12 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def series(
     label: str, points: list[dict[str, Any]], repeats: int, *, verbose: bool = True
 ) -> list[dict[str, Any]]:
-    """Run each point `repeats` times (in turn, so slow moments spread over the points)."""
+    """Run each point `repeats` times, by turns (so slow moments spread over the points),
+    in reverse order every other turn (so no point always runs first: ABBA)."""
     runs: list[list[dict[str, Any]]] = [[] for _ in points]
     for r in range(repeats):
-        for i, point in enumerate(points):
+        turn = list(enumerate(points))
+        for i, point in turn if r % 2 == 0 else reversed(turn):
             started = time.perf_counter()
             try:
                 row = run_once(**point)
@@ -342,10 +427,37 @@ def series(
     return [median_row(rs) for rs in runs if rs]
 
 
+def side_by_side(
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]], repeats: int
+) -> tuple[list[dict[str, Any]], list[list[float]]]:
+    """Run each pair (this, other) `repeats` times at the same time (`run_together`),
+    started in alternating order; the median rows, and per pair the ratios of the other's CPU
+    per song over this one's, one per run."""
+    runs: list[list[dict[str, Any]]] = [[] for _ in range(2 * len(pairs))]
+    ratios: list[list[float]] = [[] for _ in pairs]
+    for r in range(repeats):
+        for i, (this, other) in enumerate(pairs):
+            started = time.perf_counter()
+            flip = r % 2 == 1
+            try:
+                rows = run_together([other, this] if flip else [this, other])
+            except BenchError as exc:
+                print(f"  compare {this} / {other}: {exc}", file=sys.stderr, flush=True)
+                continue
+            mine, theirs = rows[::-1] if flip else rows
+            runs[2 * i].append(mine)
+            runs[2 * i + 1].append(theirs)
+            ratios[i].append(theirs["cpu_ms_per_song"] / mine["cpu_ms_per_song"])
+            print(f"  compare at once {r + 1}/{repeats} this: {_brief(mine)}", flush=True)
+            print(f"  {'':>22}other: {_brief(theirs)} -> other/this {ratios[i][-1]:.3f} "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+    return [median_row(rs) for rs in runs if rs], ratios
+
+
 def _brief(row: dict[str, Any]) -> str:
     keys = ("songs", "rtt_s", "cpu_ms_per_song", "requests_per_song", "rss_growth_kb_per_song",
-            "stall_startup_ms", "leave_s", "notice_p50_s", "makespan_over_fifo",
-            "load_before")  # fmt: skip
+            "cyclic_garbage_per_song", "stall_startup_ms", "leave_s", "notice_p50_s",
+            "makespan_over_fifo", "client_busy", "load_before")  # fmt: skip
     return " ".join(f"{k}={_fmt(row.get(k))}" for k in keys if row.get(k) is not None)
 
 
@@ -453,11 +565,22 @@ def tables(result: dict[str, Any]) -> list[str]:
                 ("vs this", 7,
                  lambda r: f"{r['cpu_ms_per_song'] / mine['cpu_ms_per_song']:.2f}x"),
                 ("req/song", 8, _plain("requests_per_song", ".3f")),
+                ("cycles/song", 11,  # objects the cyclic GC freed; "-": not measured there
+                 lambda r: format(r["cyclic_garbage_per_song"], ".2f")
+                 if "cyclic_garbage_per_song" in r else "-"),
                 ("start stall ms", 18, _ranged("stall_startup_ms", ".1f")),
                 ("max stall ms", 18, _ranged("stall_max_ms", ".1f")),
             ],
             rows,
         )  # fmt: skip
+        kinds = ("batch", "left early")
+        for ratios, what in zip(result.get("compare_ratios", []), kinds, strict=False):
+            if ratios:
+                lines.append(
+                    f"side by side ({what}): the other's CPU per song over this one's, "
+                    f"median {statistics.median(ratios):.3f} [{min(ratios):.3f}-"
+                    f"{max(ratios):.3f}] over {len(ratios)} runs"
+                )
         left = [r for r in result["compare"] if r.get("leave_s") is not None]
         if left:
             lines += ["", f"compare, left early after {result['leave_after']} outcomes"]
@@ -634,6 +757,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "V/bin/pip uninstall -y sniffio`)",
     )
     p.add_argument(
+        "--at-once",
+        action="store_true",
+        help="compare series: run both sides at the same time, each on its own simulator, "
+        "instead of by turns (their CPU ratio then varies far less from run to run)",
+    )
+    p.add_argument(
         "--gc",
         choices=("default", "freeze", "off"),
         default="default",
@@ -739,7 +868,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for leave in (0, ns.leave_after)
             for side in ({}, other)
         ]
-        result["compare"] = series("compare", points, ns.repeats)
+        if ns.at_once:
+            pairs = [(points[i], points[i + 1]) for i in range(0, len(points), 2)]
+            result["compare"], result["compare_ratios"] = side_by_side(pairs, ns.repeats)
+        else:
+            result["compare"] = series("compare", points, ns.repeats)
     if "gc" in only:
         points = [
             {"songs": ns.gc_songs, "time_scale": ns.time_scale, "gc_mode": mode}

@@ -151,6 +151,21 @@ def test_scale_benchmark_runs_a_batch_and_leaves_one_early(tmp_path: Path) -> No
         assert (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_scale_compare_side_by_side_runs_both_clients_at_once() -> None:
+    """`--at-once`: both sides' clients run together, each on its own simulator, every song
+    of each accounted for, with one CPU ratio per run in the tables."""
+    from benchmarks import bench_scale
+
+    repo = str(Path(bench_scale.__file__).resolve().parents[1])
+    this = {"songs": 12, "time_scale": 0.002}
+    rows, ratios = bench_scale.side_by_side([(this, this | {"checkout": repo})], 2)
+    assert [row["checkout"] for row in rows] == ["this", repo]
+    assert all(row["completed"] == 12 and row["duplicates"] == 0 for row in rows)
+    assert len(ratios) == 1 and len(ratios[0]) == 2 and all(r > 0 for r in ratios[0])
+    text = bench_scale.tables({"compare": rows, "compare_ratios": ratios})
+    assert any(line.startswith("side by side (batch): ") for line in text)
+
+
 def test_bounded_naive_variant_completes_a_song() -> None:
     """The fair baseline (semaphore + httpx Limits) runs end to end against the simulator."""
     from benchmarks._harness import run_variant, simulator
