@@ -228,7 +228,7 @@ async def test_a_finished_loop_is_freed_without_the_cyclic_collector(retries: in
     """Every request runs this loop: its state must go when the request ends, by reference
     counting alone. A cycle (the loop holding its attempt, the attempt its loop) left two
     objects, two generators and the stop event per request to the cyclic garbage collector,
-    whose extra passes cost the client 5-8% of its CPU at 20,000 songs (docs/benchmarks.md)."""
+    whose extra passes cost the client about 2 % of its CPU (docs/benchmarks.md)."""
     stop = anyio.Event()
     gc.collect()
     gc.disable()
