@@ -8,7 +8,8 @@ are answered, not raised. Judged by the simulator's request counters."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
 import anyio
 import httpx
@@ -443,9 +444,24 @@ SONGS = 200
 ACCOUNTS = 13  # 208 slots
 
 
-async def run_webhook_only(*, pass_url: bool) -> tuple[int, float]:
+class WebhookRun(NamedTuple):
+    requests: dict[str, int]  # by endpoint
+    seconds: float  # how long the batch ran
+
+    def per_song(self) -> float:
+        return sum(self.requests.values()) / SONGS
+
+    def periodic_allowance(self) -> float:
+        """The account reads and slow sweeps the run's length allows: one of each per
+        `webhook_sweep_interval` (= `accounts_refresh`), scaled, and a few more for the start."""
+        timing = Timing.scaled(SCALE)
+        assert timing.webhook_sweep_interval == timing.accounts_refresh
+        return 2 * (self.seconds / timing.webhook_sweep_interval + 3)
+
+
+async def run_webhook_only(*, pass_url: bool) -> WebhookRun:
     """`SONGS` songs in webhook-only mode, each callback handed to the receiver as a web route
-    would (with its URL, or without it: the unsigned control); (requests, requests per song)."""
+    would (with its URL, or without it: the unsigned control)."""
     holder: dict[str, FlowMusic] = {}
 
     async def deliver(request: httpx.Request) -> httpx.Response:
@@ -478,23 +494,37 @@ async def run_webhook_only(*, pass_url: bool) -> tuple[int, float]:
         ) as fm,
     ):
         holder["fm"] = fm
+        started = time.monotonic()
         with anyio.fail_after(60):
             async with fm.generate_many(f"song {i}" for i in range(SONGS)) as outcomes:
                 done = [outcome async for outcome in outcomes]
+        seconds = time.monotonic() - started
     assert len(done) == SONGS and all(outcome.ok for outcome in done)
     assert sim.stats.webhooks_delivered == SONGS
-    total = all_requests(sim)
-    return total, total / SONGS
+    requests: dict[str, int] = {}
+    for (endpoint, _status), count in sim.stats.requests.items():
+        requests[endpoint] = requests.get(endpoint, 0) + count
+    return WebhookRun(requests, seconds)
 
 
 async def test_webhook_only_mode_costs_about_one_request_per_song() -> None:
-    """The issue's goal: the POST, and next to nothing else (the unsigned control pays a read)."""
-    signed_total, signed = await run_webhook_only(pass_url=True)
-    unsigned_total, unsigned = await run_webhook_only(pass_url=False)
+    """The issue's goal: the POST, and next to nothing else (the unsigned control pays a read).
+
+    What remains beyond the POSTs comes with time, not with songs: an account read and a slow
+    sweep per interval. It is judged against the run's own length, so a loaded machine that
+    stretches the run does not fail the test, while a read per song still would.
+    """
+    signed = await run_webhook_only(pass_url=True)
+    unsigned = await run_webhook_only(pass_url=False)
     print(
-        f"\nwebhook-only, {SONGS} songs: signed {signed:.3f} requests/song ({signed_total}), "
-        f"unsigned {unsigned:.3f} ({unsigned_total})"
+        f"\nwebhook-only, {SONGS} songs: signed {signed.per_song():.3f} requests/song "
+        f"{signed.requests} in {signed.seconds:.2f} s, unsigned {unsigned.per_song():.3f}"
     )
-    # What remains is per run, not per song: the account reads and the slow sweeps.
-    assert signed <= 1.1
-    assert unsigned >= 1.9
+    assert signed.requests["POST /music"] == SONGS
+    # A record is read only where a sweep saw a job gone before its callback was handled: a
+    # few on an idle machine, up to a tenth of the songs on one loaded six-fold; never one per
+    # song, as the unsigned control pays.
+    assert signed.requests.get("GET /jobs/{jobid}", 0) <= SONGS // 5, signed
+    periodic = signed.requests.get("GET /jobs", 0) + signed.requests.get("GET /accounts", 0)
+    assert periodic <= signed.periodic_allowance(), signed
+    assert unsigned.requests.get("GET /jobs/{jobid}", 0) >= SONGS  # each callback pays a read
