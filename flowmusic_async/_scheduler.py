@@ -515,6 +515,15 @@ class Scheduler:
             earlier += sum(1 for w in tenant.any if not w.gone and w.seq < mine.seq)
         return earlier + self._others_first(tenant, earlier)
 
+    def position_of_ticket(self, ticket: int, *, tenant: str | None, email: str | None) -> int:
+        """Where a submission made with `ticket` stands before it has joined a queue (it is
+        still on its way to `acquire`): the waiters of its tenant with older tickets that could
+        take the same slots, and those of other tenants served first (see `position`)."""
+        owner = self._tenants.get(tenant) or _Tenant(tenant, self._weight(tenant), None)
+        queues = [owner.any] if email is None else [owner.any, owner.pinned.get(email, [])]
+        earlier = sum(1 for q in queues for w in q if not w.gone and w.seq < ticket)
+        return earlier + self._others_first(owner, earlier)
+
     def position_for_new(self, tenant: str | None = None) -> int:
         """Waiters that would be served before a submission of `tenant` queued now."""
         owner = self._tenants.get(tenant) or _Tenant(tenant, self._weight(tenant), None)

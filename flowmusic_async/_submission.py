@@ -101,6 +101,10 @@ class SubmitGroup:
             member.abandon(cancel_job=cancel_jobs)
         return unsent
 
+    def members(self) -> tuple[Submission, ...]:
+        """The submissions in the group now (not yet settled)."""
+        return tuple(self._members)
+
     @property
     def idle(self) -> bool:
         """No submission of the group is under way."""

@@ -71,6 +71,11 @@ class _Reserved:
         self.at_floor: NoAccountAvailable | None = None
 
 
+def _on_its_way(sub: Submission) -> bool:
+    """`sub` was made but has not begun its first attempt (not yet in the scheduler's line)."""
+    return sub.attempt == 0 and not sub.decided.is_set()
+
+
 class Submitter:
     """Places, sends and accepts paid jobs for one client.
 
@@ -296,13 +301,25 @@ class Submitter:
 
     def position(self, sub: Submission) -> int | None:
         """How many submissions wait for a slot ahead of `sub` (None when it is not waiting)."""
-        return self.scheduler.position(sub)
+        position = self.scheduler.position(sub)
+        if position is None and _on_its_way(sub):
+            # Made, but its task has not joined the scheduler's line yet: its ticket, taken
+            # when it was made, says where it stands, behind the older ones on their way too.
+            earlier = sum(
+                1
+                for other in self._everything.members()
+                if _on_its_way(other) and other.tenant == sub.tenant and other.ticket < sub.ticket
+            )
+            position = earlier + self.scheduler.position_of_ticket(
+                sub.ticket, tenant=sub.tenant, email=sub.account
+            )
+        return position
 
     # ----- tenants and the capacity snapshot (issue 26) ----------------------------------------
 
     def estimated_start(self, sub: Submission) -> float | None:
         """Seconds until `sub` gets a slot, estimated (None: not waiting, or nothing to go by)."""
-        position = self.scheduler.position(sub)
+        position = self.position(sub)
         render = self._tracker.mean_render_seconds()
         if position is None or render is None:
             return None

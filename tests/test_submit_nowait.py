@@ -36,6 +36,8 @@ async def test_it_returns_at_once_and_reports_state_and_queue_position(
         one = fm.submit_nowait("first in line")
         two = fm.submit_nowait(SongRequest(prompt="second in line", instrumental=True))
         assert (one.state, two.state, one.jobid) == ("queued", "queued", None)
+        # Before their tasks have run a step: their places in line are already known.
+        assert (one.position, two.position) == (0, 1)
         # trio runs ready tasks in random order: either may reach the free slot first.
         await until(lambda: "accepted" in (one.state, two.state))
         running, waiting = (one, two) if one.state == "accepted" else (two, one)
