@@ -509,20 +509,20 @@ class Scheduler:
                 break
         else:
             return None
-        ahead = tenant.any if mine.email is None else tenant.pinned[mine.email]
-        earlier = sum(1 for w in ahead if not w.gone and w.seq < mine.seq)
-        if mine.email is not None:
-            earlier += sum(1 for w in tenant.any if not w.gone and w.seq < mine.seq)
-        return earlier + self._others_first(tenant, earlier)
+        return self._place_in_line(tenant, mine.seq, mine.email)
 
     def position_of_ticket(self, ticket: int, *, tenant: str | None, email: str | None) -> int:
         """Where a submission made with `ticket` stands before it has joined a queue (it is
-        still on its way to `acquire`): the waiters of its tenant with older tickets that could
-        take the same slots, and those of other tenants served first (see `position`)."""
+        still on its way to `acquire`), counted as `position` counts a waiter."""
         owner = self._tenants.get(tenant) or _Tenant(tenant, self._weight(tenant), None)
-        queues = [owner.any] if email is None else [owner.any, owner.pinned.get(email, [])]
-        earlier = sum(1 for q in queues for w in q if not w.gone and w.seq < ticket)
-        return earlier + self._others_first(owner, earlier)
+        return self._place_in_line(owner, ticket, email)
+
+    def _place_in_line(self, tenant: _Tenant, ticket: int, email: str | None) -> int:
+        """The waiters of `tenant` with older tickets that could take the same slots (any
+        account's, and `email`'s when pinned to it), plus those of other tenants served first."""
+        queues = [tenant.any] if email is None else [tenant.any, tenant.pinned.get(email, [])]
+        earlier = sum(1 for queue in queues for w in queue if not w.gone and w.seq < ticket)
+        return earlier + self._others_first(tenant, earlier)
 
     def position_for_new(self, tenant: str | None = None) -> int:
         """Waiters that would be served before a submission of `tenant` queued now."""

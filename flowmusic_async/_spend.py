@@ -417,10 +417,7 @@ class SpendLedger:
             (reservation.account, self._accounts),
         ):
             if key is not None:
-                tally = table.get(key)
-                if tally is None:  # made once per key, not once per call
-                    tally = table[key] = _Tally()
-                tallies.append(tally)
+                tallies.append(_tally_of(table, key))
         return tallies
 
     def _move_account(self, reservation: Reservation, account: str) -> None:
@@ -428,10 +425,7 @@ class SpendLedger:
             self._accounts[reservation.account].reserved -= reservation.cost
             self._add_held(reservation.account, -reservation.cost)
         reservation.account = account
-        tally = self._accounts.get(account)
-        if tally is None:
-            tally = self._accounts[account] = _Tally()
-        tally.reserved += reservation.cost
+        _tally_of(self._accounts, account).reserved += reservation.cost
         self._add_held(account, reservation.cost)
 
     def _add_held(self, account: str, credits: float) -> None:
@@ -482,6 +476,15 @@ class SpendLedger:
             tenants={t: _totals(v, self._tenant_limit(t)) for t, v in self._tenants.items()},
             accounts={a: _totals(t, None) for a, t in self._accounts.items()},
         )
+
+
+def _tally_of(table: dict[str, _Tally], key: str) -> _Tally:
+    """`table[key]`, made on first use (once per key: `setdefault(key, _Tally())` would make
+    one on every call, and this runs for every song)."""
+    tally = table.get(key)
+    if tally is None:
+        tally = table[key] = _Tally()
+    return tally
 
 
 def _totals(tally: _Tally, limit: float | None) -> SpendTotals:
