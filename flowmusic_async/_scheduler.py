@@ -185,7 +185,8 @@ class _AccountSlots:
     def free(self) -> int:
         if self.full_since is not None and time.monotonic() < self.full_until:
             return 0
-        return self.max_jobs - self.in_flight
+        # in_flight spelled out: dispatch reads this for every account on every change.
+        return self.max_jobs - len(self.ours) - self.reserved - self.external
 
     @property
     def healthy(self) -> bool:
@@ -660,7 +661,9 @@ class Scheduler:
         """
         if not self._waiting:
             return
-        open_accounts = {s.email: s for s in self._accounts.values() if s.healthy and s.free > 0}
+        open_accounts = {
+            s.email: s for s in self._accounts.values() if s.out_reason is None and s.free > 0
+        }
         while self._waiting and open_accounts:
             best_any: _AccountSlots | None = None
             waiter: _Waiter | None = None
