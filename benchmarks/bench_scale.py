@@ -32,6 +32,7 @@ import gc
 import importlib.util
 import itertools
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -254,7 +255,7 @@ def run_once(songs: int, **options: Any) -> dict[str, Any]:
     """One client run against a fresh simulator: the client's report plus the server's view.
 
     Options (see `run_together`): time_scale, rtt_s, leave_after, seed, limits, gc_mode,
-    checkout, python, http_backend.
+    checkout, python, http_backend, under_callgrind.
     """
     return run_together([{"songs": songs, **options}])[0]
 
@@ -267,6 +268,7 @@ def run_together(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     other tenants of its host), so the ratio of their figures varies far less than that of
     runs taken by turns (docs/benchmarks.md). Each point: `songs`, `time_scale`, and
     optionally `rtt_s`, `leave_after`, `seed`, `limits`, `gc_mode`, `http_backend`,
+    `under_callgrind` (count the client's instructions: `bench_instructions`),
     `checkout` (run the client of another checkout of this repository: its own benchmarks
     and flowmusic_async, imported from its directory) and `python` (this checkout's client
     under another interpreter, another virtual environment).
@@ -293,8 +295,10 @@ class _ClientRun:
         checkout: str | None = None,
         python: str | None = None,
         http_backend: str | None = None,
+        under_callgrind: bool = False,
     ) -> None:
         self.songs, self.time_scale, self.rtt_s = songs, time_scale, rtt_s
+        self.under_callgrind = under_callgrind
         self.leave_after, self.gc_mode = leave_after, gc_mode
         self.labels = {
             "checkout": (f"python {python}" if python else checkout) or "this",
@@ -320,6 +324,8 @@ class _ClientRun:
             cmd += ["--gc", gc_mode]
         if http_backend:
             cmd += ["--http-backend", http_backend]
+        if under_callgrind:  # bench_instructions: count the client's instructions
+            cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd]
         # Files, not pipes: a client whose report fills a pipe nobody reads yet would stall.
         self.out = stack.enter_context(tempfile.TemporaryFile("w+"))  # noqa: SIM115
         self.err = stack.enter_context(tempfile.TemporaryFile("w+"))  # noqa: SIM115
@@ -335,6 +341,8 @@ class _ClientRun:
             tail = "\n".join(self.err.read().strip().splitlines()[-8:])
             raise BenchError(f"client exited {code}: {tail}")
         report = json.loads(self.out.read().strip().splitlines()[-1])
+        if self.under_callgrind:
+            report["instructions"] = callgrind_instructions(self.err.read())
         if self.rtt_s:  # the stats request itself should not wait
             httpx.post(f"{self.sim.origin}/_sim/faults", json={"latency_s": 0.0}, timeout=30)
         stats = parse_stats(self.sim.stats(), time_scale=self.time_scale)
@@ -384,6 +392,18 @@ class _ClientRun:
             row["makespan_s"] = last / time_scale
             row["makespan_over_fifo"] = last / fifo if fifo else None
         return row
+
+
+# callgrind's summary line on stderr: "==1234== I   refs:      11,823,926,636"
+_I_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def callgrind_instructions(stderr: str) -> int:
+    """The instructions callgrind counted, from the summary it prints when the client exits."""
+    found = _I_REFS.findall(stderr)
+    if not found:
+        raise BenchError("no 'I refs' line in the client's stderr: did it run under callgrind?")
+    return int(found[-1].replace(",", ""))
 
 
 def _deletes(requests: dict[str, int]) -> int:

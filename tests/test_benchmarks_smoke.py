@@ -331,3 +331,24 @@ def test_pool_benchmark_runs_each_configuration_under_another_interpreter(
         f"{label}, {sys.executable}",
     ]
     assert all(isinstance(row["runs"][0]["sniffio"], bool) for row in rows)
+
+
+def test_instruction_counts_are_read_from_callgrind_and_startup_cancels_out() -> None:
+    """bench_instructions: the count is callgrind's own summary line, and a side's figure
+    per song is what the large run cost beyond the small one (start-up subtracted)."""
+    from benchmarks import bench_instructions
+    from benchmarks._harness import BenchError
+    from benchmarks.bench_scale import callgrind_instructions
+
+    stderr = "==41== Callgrind, a call-graph profiler\n==41== I   refs:      11,823,926,636\n"
+    assert callgrind_instructions(stderr) == 11_823_926_636
+    with pytest.raises(BenchError, match="I refs"):
+        callgrind_instructions("Traceback (most recent call last): ...")
+    small = {"completed": 20, "failed": 0, "instructions": 2_000_000_000, "requests": 60}
+    large = {"completed": 990, "failed": 10, "instructions": 11_800_000_000, "requests": 2_020}
+    row = bench_instructions.per_song(small, large)
+    assert row["instructions_per_song"] == pytest.approx(9_800_000_000 / 980)
+    assert row["requests_per_song"] == pytest.approx(1_960 / 980)
+    assert row["startup_instructions"] == 2_000_000_000
+    with pytest.raises(ValueError, match="the large run ended 20 songs"):
+        bench_instructions.per_song(small, small)
