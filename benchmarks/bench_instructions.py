@@ -6,16 +6,16 @@ moves far less: it depends on what the run did (sweeps and reads that timing dec
 how busy the machine was. So a difference of 1 % that CPU time cannot resolve shows here.
 
 Each side runs the `bench_scale` client twice, each time together with the other side and
-each on a simulator of its own: a small batch (start-up: imports, the account read, the first
-sweep) and a large one. Its instructions per song are the difference of the two runs' totals
-over the difference of their songs, so start-up (which differs between checkouts by the
-modules they import) cancels out. The time scale is slow (1.0 by default) because valgrind
+each on a simulator of its own: a small batch and a large one. Its instructions per song are
+the difference of the two runs' totals over the difference of their songs, so what every run
+pays once (imports, the account read, the sweeps of a run that lasts as long as its longest
+song) cancels out. The time scale is slow (1.0 by default) because valgrind
 runs the client 50-100 times slower: the clients must stay far from saturated, or the run
 measures an overloaded loop (docs/benchmarks.md, Caveats).
 
     python -m benchmarks.bench_instructions --compare-with DIR [--songs 1000] [--repeats 1]
 
-Needs `valgrind` on PATH. About 4 minutes per repeat at the defaults, on 2 cores.
+Needs `valgrind` on PATH. About 7 minutes per repeat at the defaults, on 2 cores.
 """
 
 from __future__ import annotations
