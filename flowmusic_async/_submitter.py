@@ -304,11 +304,16 @@ class Submitter:
         position = self.scheduler.position(sub)
         if position is None and _on_its_way(sub):
             # Made, but its task has not joined the scheduler's line yet: its ticket, taken
-            # when it was made, says where it stands, behind the older ones on their way too.
+            # when it was made, says where it stands, behind the older ones on their way too
+            # that will want the same slots (as the scheduler counts its line: those for any
+            # account, and those pinned to `sub`'s own account).
             earlier = sum(
                 1
                 for other in self._everything.members()
-                if _on_its_way(other) and other.tenant == sub.tenant and other.ticket < sub.ticket
+                if _on_its_way(other)
+                and other.tenant == sub.tenant
+                and other.account in (None, sub.account)
+                and other.ticket < sub.ticket
             )
             position = earlier + self.scheduler.position_of_ticket(
                 sub.ticket, tenant=sub.tenant, email=sub.account

@@ -127,3 +127,21 @@ async def test_webhook_only_mode_sweeps_slowly_and_the_callbacks_end_the_waits(
     # A song takes 40-150 s of API time; polling every 3 s would sweep ~13-50 times per song.
     # Here: the first look at the accounts' jobs, then at most two safety sweeps per song.
     assert sim.stats.requests[("GET /jobs", 200)] <= 1 + 2 * len(jobs)
+
+
+@pytest.mark.anyio
+async def test_a_song_pinned_to_another_account_is_not_behind_one_still_on_its_way(
+    flowmusic_make_sim: MakeSim, flowmusic_make_client: MakeClient
+) -> None:
+    """Places in line before the tasks run count only songs that want the same slots, as
+    the scheduler's own line does: one pinned to account B waits behind nobody pinned to A."""
+    sim = flowmusic_make_sim(1, 1, account_email="pin{i}@example.com")
+    async with flowmusic_make_client(sim) as fm:
+        on_a = fm.submit_nowait(SongRequest(prompt="on A", email="pin0@example.com"))
+        on_b = fm.submit_nowait(SongRequest(prompt="on B", email="pin1@example.com"))
+        also_a = fm.submit_nowait(SongRequest(prompt="on A too", email="pin0@example.com"))
+        anywhere = fm.submit_nowait("any account")
+        assert (on_a.position, on_b.position, also_a.position, anywhere.position) == (0, 0, 1, 0)
+        jobs = [await on_a, await on_b, await also_a, await anywhere]
+    assert all(job.is_completed for job in jobs)
+    assert sim.stats.jobs_created == 4 and sim.stats.responses_429 == 0
